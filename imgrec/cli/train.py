@@ -1,0 +1,96 @@
+"""imgrec-train: trains, evaluates and exports an image classifier.
+
+    imgrec-train                                   # built-in `shapes` dataset
+    imgrec-train --data_dir=photos --model=mobilenet_v2 --weights=imagenet
+"""
+
+from absl import flags
+
+from imgrec.cli import common
+
+_CHOICES = dict(
+    augment=("none", "light"),
+    flip=("none", "horizontal", "vertical", "horizontal_and_vertical"),
+    optimizer=("adam", "adamw", "sgd"),
+    strategy=("auto", "default", "one_device", "mirrored", "multi_worker"),
+)
+
+flags.DEFINE_string("data_dir", None, "Image folder: root/<class>/* or "
+                    "root/{train,val,test}/<class>/*. Default: the built-in "
+                    "--dataset.")
+flags.DEFINE_string("dataset", "shapes", "Built-in dataset used when "
+                    "--data_dir is not given.")
+flags.DEFINE_float("val_split", 0.1, "Fraction of each class held out for "
+                   "validation when the folder has no val split.")
+flags.DEFINE_float("test_split", 0.1, "Fraction of each class held out for "
+                   "testing when the folder has no test split.")
+flags.DEFINE_integer("image_size", None, "Square input size in pixels. "
+                     "Default: the model's own.")
+flags.DEFINE_integer("channels", 3, "1 (grayscale) or 3 (RGB).")
+flags.DEFINE_string("cache", None, "Cache decoded, resized training images: "
+                    "'memory' or a file path prefix.")
+flags.DEFINE_enum("augment", "light", _CHOICES["augment"], "Augmentation.")
+flags.DEFINE_enum("flip", "horizontal", _CHOICES["flip"], "Random flips "
+                  "(none for digits and text).")
+flags.DEFINE_string("model", "simple_cnn", "Registered model name.")
+flags.DEFINE_string("weights", "imagenet", "Transfer models: imagenet, none, "
+                    "or the path of a local weights file.")
+flags.DEFINE_boolean("freeze_backbone", False, "Transfer models: train the "
+                     "head only.")
+flags.DEFINE_float("dropout", None, "Dropout before the classifier. Default: "
+                   "the model's own.")
+flags.DEFINE_boolean("edges", False, "Add Sobel edge channels to the input.")
+flags.DEFINE_integer("epochs", 20, "Training epochs.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+flags.DEFINE_enum("optimizer", "adam", _CHOICES["optimizer"], "Optimizer.")
+flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (adamw, sgd).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+flags.DEFINE_integer("seed", 42, "Seed of the split, the weights and the "
+                     "augmentation.")
+flags.DEFINE_boolean("deterministic", False, "Deterministic ops and input "
+                     "order (slower): two runs give identical weights.")
+flags.DEFINE_enum("strategy", "auto", _CHOICES["strategy"],
+                  "tf.distribute strategy.")
+flags.DEFINE_string("model_dir", None, "Output folder. Rerunning with the "
+                    "same folder resumes. Default: runs/<data>-<model>.")
+flags.DEFINE_integer("top_k", 5, "k of the top-k accuracy and outputs.")
+flags.DEFINE_boolean("export", True, "Export SavedModel and TFLite at the end.")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  values = {f.name: FLAGS[f.name].value
+            for f in dataclasses.fields(TrainConfig) if f.name in FLAGS}
+  return TrainConfig.from_dict(values)
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags start "
+                "with --.")
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  result = trainer.train(config_from_flags())
+  report = result.get("report")
+  print(f"\nmodel_dir: {result['model_dir']}")
+  if report:
+    print(f"test accuracy: {report['accuracy']:.4f} "
+          f"({report['num_examples']} images), top-{report['k']}: "
+          f"{report['top_k_accuracy']:.4f}")
+  if "export" in result:
+    print(f"saved_model: {result['export']['saved_model']}")
+    for path in result["export"]["tflite"].values():
+      print(f"tflite: {path}")
+  print(f"wall time: {result['wall_seconds']:.1f} s")
+
+
+def run():
+  common.run_main(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,128 @@
+"""The configuration of a training run: one validated, serializable record.
+
+The final configuration is written to `<model_dir>/config.json`, so every
+run can be repeated and every later tool (evaluate, export) knows what was
+trained on what.
+"""
+
+import dataclasses
+import json
+import os
+
+from imgrec.errors import ImgrecError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Everything that defines a training run.
+
+  `data_dir=None` trains on the built-in `dataset` (default: `shapes`).
+  `image_size=None` takes the model's own default input size.
+  """
+  # Data.
+  data_dir: str | None = None
+  dataset: str = "shapes"
+  val_split: float = 0.1
+  test_split: float = 0.1
+  image_size: int | None = None
+  channels: int = 3
+  cache: str | None = None
+  augment: str = "light"
+  flip: str = "horizontal"
+  # Model.
+  model: str = "simple_cnn"
+  weights: str = "imagenet"
+  freeze_backbone: bool = False
+  dropout: float | None = None
+  edges: bool = False
+  # Optimization.
+  epochs: int = 20
+  batch_size: int = 32
+  optimizer: str = "adam"
+  learning_rate: float = 1e-3
+  weight_decay: float = 0.0
+  momentum: float = 0.9
+  label_smoothing: float = 0.0
+  # Run.
+  seed: int = 42
+  deterministic: bool = False
+  strategy: str = "auto"
+  model_dir: str | None = None
+  top_k: int = 5
+  export: bool = True
+  verbose: str | int = "auto"
+
+  def validate(self):
+    """Checks every field; raises ImgrecError naming the first bad one."""
+    def bad(name, why):
+      raise ImgrecError(f"Bad value for --{name}: {why}. "
+                        f"Received: {name}={getattr(self, name)!r}")
+
+    if self.epochs < 1:
+      bad("epochs", "needs at least 1 epoch")
+    if self.batch_size < 1:
+      bad("batch_size", "must be positive")
+    if self.image_size is not None and not 8 <= self.image_size <= 4096:
+      bad("image_size", "must be between 8 and 4096 pixels")
+    if self.channels not in (1, 3):
+      bad("channels", "must be 1 (grayscale) or 3 (RGB)")
+    if not self.learning_rate > 0:
+      bad("learning_rate", "must be positive")
+    if self.weight_decay < 0:
+      bad("weight_decay", "must be >= 0")
+    if not 0 <= self.label_smoothing < 1:
+      bad("label_smoothing", "must be in [0, 1)")
+    if self.dropout is not None and not 0 <= self.dropout < 1:
+      bad("dropout", "must be in [0, 1)")
+    if self.optimizer not in OPTIMIZERS:
+      bad("optimizer", f"expected one of {', '.join(OPTIMIZERS)}")
+    if self.strategy not in STRATEGIES:
+      bad("strategy", f"expected one of {', '.join(STRATEGIES)}")
+    if self.top_k < 1:
+      bad("top_k", "must be at least 1")
+    from imgrec import models  # pylint: disable=g-import-not-at-top
+    if self.model not in models.list_models():
+      bad("model", f"unknown model; known models: "
+          f"{', '.join(models.list_models())}")
+    from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
+    if self.augment not in pipeline.AUGMENT_LEVELS:
+      bad("augment", f"expected one of {', '.join(pipeline.AUGMENT_LEVELS)}")
+    if self.flip not in pipeline.FLIP_MODES:
+      bad("flip", f"expected one of {', '.join(pipeline.FLIP_MODES)}")
+    if (self.weights.lower() not in ("imagenet", "none")
+        and not os.path.isfile(self.weights)):
+      bad("weights", "expected imagenet, none, or the path of a weights file")
+    return self
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, data):
+    """Builds a config from a dict; unknown keys are an error."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+      raise ImgrecError(f"Unknown configuration key(s): {', '.join(unknown)}. "
+                        f"Known keys: {', '.join(sorted(known))}")
+    return cls(**data)
+
+  def save(self, path):
+    """Writes the config as JSON, atomically."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+      f.write("\n")
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        return cls.from_dict(json.load(f))
+    except FileNotFoundError as e:
+      raise ImgrecError(f"No training config at {path}: is this a model_dir "
+                        "written by imgrec-train?") from e

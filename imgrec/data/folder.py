@@ -1,0 +1,244 @@
+"""Finds the images and labels of an image folder and splits them.
+
+Two layouts are understood:
+
+* `root/<class>/<image>`: one pool of images, split here into train, val and
+  test with a seeded, stratified split.
+* `root/{train,val,test}/<class>/<image>` (`validation` is accepted for `val`):
+  the splits are given. `train` is required; missing `val`/`test` splits are
+  carved out of `train` the same seeded, stratified way.
+
+Hidden files and folders (`.DS_Store`, `.ipynb_checkpoints`), `Thumbs.db` and
+files whose extension is not an image format are ignored.
+"""
+
+import dataclasses
+import json
+import os
+import random
+
+from imgrec.errors import ImgrecError
+
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+    ".pgm", ".ppm", ".pbm", ".pnm",
+})
+SPLIT_DIR_NAMES = {"train": "train", "val": "val", "validation": "val",
+                   "test": "test"}
+_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+SPLITS = ("train", "val", "test")
+
+
+def is_hidden(name):
+  return name.startswith(".") or name.lower() in _IGNORED_NAMES
+
+
+def is_image_file(name):
+  return (not is_hidden(name)
+          and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+@dataclasses.dataclass
+class Split:
+  """The files of one split: parallel lists of paths and integer labels."""
+  paths: list
+  labels: list
+
+  def __len__(self):
+    return len(self.paths)
+
+
+@dataclasses.dataclass
+class ImageFolder:
+  """An image folder resolved into class names and train/val/test splits."""
+  root: str
+  class_names: list
+  splits: dict  # split name -> Split
+  layout: str  # "classes" or "splits"
+
+  def summary(self):
+    """Returns {split: {class_name: count}}."""
+    out = {}
+    for name, split in self.splits.items():
+      counts = {c: 0 for c in self.class_names}
+      for label in split.labels:
+        counts[self.class_names[label]] += 1
+      out[name] = counts
+    return out
+
+
+def _list_classes(directory):
+  """Returns sorted visible sub-folder names of `directory`."""
+  try:
+    entries = sorted(os.scandir(directory), key=lambda e: e.name)
+  except OSError as e:
+    raise ImgrecError(f"Cannot read data folder {directory}: {e.strerror}. "
+                      "Check the path and its permissions.") from e
+  return [e.name for e in entries if e.is_dir() and not is_hidden(e.name)]
+
+
+def _list_images(directory):
+  """Returns sorted image paths below `directory`, recursing into sub-folders."""
+  paths = []
+  for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+    paths.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                 if is_image_file(f))
+  return paths
+
+
+def _read_class_tree(directory, class_names=None):
+  """Returns ({class: [paths]}) for a `directory/<class>/...` tree."""
+  names = _list_classes(directory) if class_names is None else class_names
+  return {c: _list_images(os.path.join(directory, c)) for c in names
+          if os.path.isdir(os.path.join(directory, c))}
+
+
+def stratified_split(labels, fractions, seed):
+  """Splits indices per class, seeded, so each part keeps the class mix.
+
+  Args:
+    labels: sequence of integer labels.
+    fractions: fractions of each class for parts 1..n; part 0 takes the rest.
+    seed: integer seed; the same seed gives the same split.
+
+  Returns:
+    A list of len(fractions) + 1 sorted index lists.
+  """
+  by_class = {}
+  for i, label in enumerate(labels):
+    by_class.setdefault(label, []).append(i)
+  parts = [[] for _ in range(len(fractions) + 1)]
+  for label in sorted(by_class):
+    idx = by_class[label]
+    random.Random(f"{seed}-{label}").shuffle(idx)
+    n = len(idx)
+    start = 0
+    for p, frac in enumerate(fractions, start=1):
+      # Round, but keep at least one image for the training part.
+      take = min(int(round(n * frac)), max(0, n - start - 1))
+      parts[p].extend(idx[start:start + take])
+      start += take
+    parts[0].extend(idx[start:])
+  return [sorted(p) for p in parts]
+
+
+def _check_fraction(name, value):
+  if not 0.0 <= value < 1.0:
+    raise ImgrecError(f"--{name} must be in [0, 1). Received: {name}={value}")
+
+
+def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
+                min_classes=2):
+  """Resolves an image folder into class names and train/val/test splits.
+
+  Args:
+    root: the data folder, in one of the two layouts of this module.
+    val_split: fraction of each class held out for validation when the folder
+      has no `val` split.
+    test_split: fraction of each class held out for testing when the folder
+      has no `test` split.
+    seed: seed of the split; the same seed gives the same split.
+    min_classes: fewer classes than this is an error.
+
+  Returns:
+    An `ImageFolder`.
+
+  Raises:
+    ImgrecError: the folder is missing or empty, has too few classes, a class
+      has no images, or a split holds a class the train split lacks.
+  """
+  _check_fraction("val_split", val_split)
+  _check_fraction("test_split", test_split)
+  if val_split + test_split >= 1.0:
+    raise ImgrecError("--val_split + --test_split must be below 1. Received: "
+                      f"val_split={val_split}, test_split={test_split}")
+  if not root or not os.path.exists(root):
+    raise ImgrecError(f"Data folder {root!r} does not exist. Pass --data_dir "
+                      "pointing at root/<class>/<images> or "
+                      "root/{train,val,test}/<class>/<images>.")
+  if not os.path.isdir(root):
+    raise ImgrecError(f"--data_dir {root!r} is a file, not a folder.")
+  root = os.path.abspath(root)
+  top = _list_classes(root)
+  split_dirs = {SPLIT_DIR_NAMES[d.lower()]: d for d in top
+                if d.lower() in SPLIT_DIR_NAMES}
+  if split_dirs:
+    if "train" not in split_dirs:
+      raise ImgrecError(f"{root} has split folders {sorted(split_dirs.values())} "
+                        "but no 'train' folder. Add root/train/<class>/.")
+    layout = "splits"
+    trees = {s: _read_class_tree(os.path.join(root, d))
+             for s, d in split_dirs.items()}
+  else:
+    layout = "classes"
+    trees = {"train": _read_class_tree(root)}
+
+  train_tree = trees["train"]
+  where = os.path.join(root, split_dirs["train"]) if split_dirs else root
+  if not train_tree:
+    loose = _list_images(root)
+    hint = (f" It holds {len(loose)} images but no class folders: put them in "
+            "root/<class>/." if loose else "")
+    raise ImgrecError(f"No class folders found in {where}.{hint} Expected "
+                      "root/<class>/<images> or root/train/<class>/<images>.")
+  empty = sorted(c for c, p in train_tree.items() if not p)
+  if empty:
+    raise ImgrecError(f"Class folder(s) with no images in {where}: "
+                      f"{', '.join(empty)}. Add images or remove the folder(s).")
+  class_names = sorted(train_tree)
+  if len(class_names) < min_classes:
+    raise ImgrecError(f"Found only {len(class_names)} class in {where} "
+                      f"({class_names[0]!r}); a classifier needs at least "
+                      f"{min_classes}. Add a folder per class.")
+  index = {c: i for i, c in enumerate(class_names)}
+
+  splits = {}
+  for split, tree in trees.items():
+    unknown = sorted(set(tree) - set(class_names))
+    if unknown:
+      raise ImgrecError(f"Split '{split}' of {root} has classes the train split "
+                        f"lacks: {', '.join(unknown)}. Every class needs "
+                        "training images.")
+    paths, labels = [], []
+    for c in class_names:
+      for p in tree.get(c, []):
+        paths.append(p)
+        labels.append(index[c])
+    splits[split] = Split(paths, labels)
+
+  carve = [(s, f) for s, f in (("val", val_split), ("test", test_split))
+           if s not in splits]
+  if carve:
+    train = splits["train"]
+    parts = stratified_split(train.labels, [f for _, f in carve], seed)
+    take = lambda idx: Split([train.paths[i] for i in idx],
+                             [train.labels[i] for i in idx])
+    splits["train"] = take(parts[0])
+    for (s, _), idx in zip(carve, parts[1:]):
+      splits[s] = take(idx)
+  return ImageFolder(root=root, class_names=class_names,
+                     splits={s: splits[s] for s in SPLITS}, layout=layout)
+
+
+def write_labels(path, class_names):
+  """Writes one class name per line, in label order."""
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(class_names) + "\n")
+
+
+def read_labels(path):
+  """Reads a labels.txt written by `write_labels`."""
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def write_split_manifest(path, folder):
+  """Writes the exact files of every split, so evaluation can reuse them."""
+  data = {"root": folder.root, "class_names": folder.class_names,
+          "splits": {s: {"paths": sp.paths, "labels": sp.labels}
+                     for s, sp in folder.splits.items()}}
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(data, f)
+  os.replace(tmp, path)

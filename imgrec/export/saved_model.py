@@ -1,0 +1,99 @@
+"""SavedModel export with serving signatures that take raw images.
+
+Signatures:
+  serving_default: `images`, uint8 [N, H, W, 3] of any size (resized in the
+    graph to the model's input size).
+  serving_bytes: `image_bytes`, string [N] of encoded JPEG/PNG/BMP/GIF bytes.
+Both return `probabilities` float32 [N, C], `top_k_indices` int32 [N, k] and
+`top_k_labels` string [N, k].
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from imgrec.data import ops
+
+
+def model_input_spec(model):
+  """Returns ((height, width), channels) of a model's image input."""
+  shape = model.input_shape
+  if isinstance(shape, list):
+    shape = shape[0]
+  return (int(shape[1]), int(shape[2])), int(shape[3])
+
+
+def _atomic_dir(path):
+  """Returns a temp folder beside `path`; `_commit_dir` moves it into place."""
+  parent = os.path.dirname(os.path.abspath(path)) or "."
+  os.makedirs(parent, exist_ok=True)
+  return tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".tmp-",
+                          dir=parent)
+
+
+def _commit_dir(tmp, path):
+  if os.path.isdir(path):
+    old = tmp + ".old"
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.rename(tmp, path)
+
+
+def export_saved_model(model, class_names, path, top_k=5):
+  """Writes `model` as a SavedModel with image and bytes signatures.
+
+  The folder is written under a temporary name and renamed into place, so a
+  crash never leaves a half-written export at `path`.
+
+  Args:
+    model: a Keras model taking raw pixels [N, H, W, C] and returning
+      probabilities [N, num_classes].
+    class_names: class names in label order.
+    path: output folder.
+    top_k: number of top classes in the outputs (capped at the classes).
+
+  Returns:
+    `path`.
+  """
+  size, channels = model_input_spec(model)
+  k = int(min(top_k, len(class_names)))
+  labels = tf.constant(list(class_names), dtype=tf.string)
+
+  def outputs(pixels):
+    probabilities = tf.cast(model(pixels, training=False), tf.float32)
+    top = tf.math.top_k(probabilities, k=k)
+    return {"probabilities": probabilities,
+            "top_k_indices": top.indices,
+            "top_k_labels": tf.gather(labels, top.indices)}
+
+  def serve_images(images):
+    pixels = ops.resize(ops.to_channels(images, channels), size)
+    return outputs(pixels)
+
+  def serve_bytes(image_bytes):
+    pixels = tf.map_fn(
+        lambda b: ops.resize(ops.decode(b, channels), size), image_bytes,
+        fn_output_signature=tf.TensorSpec([size[0], size[1], channels],
+                                          tf.float32))
+    return outputs(pixels)
+
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint(
+      "serving_default", serve_images,
+      input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                     name="images")])
+  archive.add_endpoint(
+      "serving_bytes", serve_bytes,
+      input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+  tmp = _atomic_dir(path)
+  archive.write_out(tmp, verbose=False)
+  with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(class_names) + "\n")
+  _commit_dir(tmp, path)
+  return path

@@ -1,0 +1,34 @@
+"""Chooses the tf.distribute strategy a run trains under."""
+
+import tensorflow as tf
+
+from imgrec.errors import ImgrecError
+
+
+def get_strategy(name="auto"):
+  """Returns a tf.distribute.Strategy.
+
+  Args:
+    name: "auto" (all local GPUs mirrored, one GPU, or the CPU), "default"
+      (no distribution), "one_device" (first GPU, else CPU), "mirrored" (all
+      local GPUs, or the CPU) or "multi_worker" (MultiWorkerMirroredStrategy
+      over the cluster in the TF_CONFIG environment variable).
+
+  Raises:
+    ImgrecError: unknown name.
+  """
+  gpus = tf.config.list_logical_devices("GPU")
+  if name == "auto":
+    if len(gpus) > 1:
+      return tf.distribute.MirroredStrategy()
+    name = "one_device" if gpus else "default"
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ImgrecError("Unknown --strategy. Expected auto, default, one_device, "
+                    f"mirrored or multi_worker. Received: strategy={name!r}")

@@ -1,0 +1,190 @@
+"""Trains a classifier from a TrainConfig with `model.fit`, end to end.
+
+`train(config)` resolves the data, builds the model under the chosen
+tf.distribute strategy, fits it with checkpoints that make a rerun of the
+same command resume, evaluates the best model on the test split and exports
+it. Everything lands in `config.model_dir`:
+
+    config.json       the full final configuration
+    labels.txt        class names in label order
+    splits.json       the exact files of each split
+    checkpoints/      BackupAndRestore state (resume after a crash)
+    logs/             TensorBoard
+    history.csv       per-epoch metrics
+    best.keras        the best model by validation accuracy
+    report.json/.txt  test-split evaluation
+    export/           saved_model/ and model.tflite
+"""
+
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from imgrec import datasets
+from imgrec import models
+from imgrec.config import TrainConfig
+from imgrec.data import folder as folder_lib
+from imgrec.data import pipeline
+from imgrec.errors import ImgrecError
+from imgrec.evaluation import report as report_lib
+from imgrec.training import distribute
+
+
+def default_model_dir(config):
+  """`runs/<dataset>-<model>`: fixed per data and model, so reruns resume."""
+  data = (os.path.basename(os.path.normpath(config.data_dir))
+          if config.data_dir else config.dataset)
+  return os.path.join("runs", f"{data}-{config.model}")
+
+
+def resolve_config(config):
+  """Fills the defaults that depend on the data or model, then validates."""
+  config.validate()
+  if config.image_size is None:
+    config.image_size = int(models.get_model_cfg(config.model)["input_size"][0])
+  if config.model_dir is None:
+    config.model_dir = default_model_dir(config)
+  return config
+
+
+def load_folder(config):
+  """Returns the ImageFolder of the run (the built-in dataset if no data_dir)."""
+  data_dir = config.data_dir
+  if data_dir is None:
+    data_dir = datasets.load_builtin(config.dataset, seed=0)
+  return folder_lib.find_images(data_dir, val_split=config.val_split,
+                                test_split=config.test_split, seed=config.seed)
+
+
+def build_optimizer(config):
+  lr = config.learning_rate
+  if config.optimizer == "adam":
+    return keras.optimizers.Adam(lr)
+  if config.optimizer == "adamw":
+    return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
+  return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True,
+                              weight_decay=config.weight_decay or None)
+
+
+def build_model(config, num_classes):
+  kwargs = {}
+  if models.get_model_cfg(config.model)["kind"] == "transfer":
+    weights = config.weights
+    kwargs.update(weights=None if weights.lower() == "none" else weights,
+                  freeze_backbone=config.freeze_backbone)
+  if config.dropout is not None:
+    kwargs["dropout"] = config.dropout
+  if config.edges:
+    kwargs["edges"] = True
+  shape = (config.image_size, config.image_size, config.channels)
+  return models.create_model(config.model, num_classes, shape, **kwargs)
+
+
+def make_split_dataset(config, split, num_classes, training):
+  return pipeline.make_dataset(
+      split.paths, split.labels, num_classes=num_classes,
+      image_size=(config.image_size, config.image_size),
+      batch_size=config.batch_size, channels=config.channels,
+      training=training,
+      augmenter=pipeline.build_augmenter(config.augment, flip=config.flip,
+                                         seed=config.seed) if training else None,
+      seed=config.seed, cache=config.cache if training else None,
+      deterministic=config.deterministic or not training)
+
+
+def predict_split(model, config, split, num_classes):
+  """Returns probabilities [N, C] of a model over one split, in file order."""
+  ds = make_split_dataset(config, split, num_classes, training=False)
+  return model.predict(ds.map(lambda x, y: x), verbose=0)
+
+
+def train(config):
+  """Trains, evaluates and exports a model as `config` says.
+
+  Args:
+    config: a TrainConfig.
+
+  Returns:
+    A dict with model_dir, the test report, history and wall time.
+
+  Raises:
+    ImgrecError: bad configuration or data.
+  """
+  start = time.time()
+  config = resolve_config(config)
+  keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  folder = load_folder(config)
+  class_names = folder.class_names
+  num_classes = len(class_names)
+  train_split = folder.splits["train"]
+  val_split, test_split = folder.splits["val"], folder.splits["test"]
+  logging.info("data %s: %d classes, %d train / %d val / %d test images",
+               folder.root, num_classes, len(train_split), len(val_split),
+               len(test_split))
+
+  model_dir = config.model_dir
+  os.makedirs(model_dir, exist_ok=True)
+  config_to_save = TrainConfig.from_dict(config.to_dict())
+  if config_to_save.data_dir is None:
+    config_to_save.data_dir = folder.root
+  config_to_save.save(os.path.join(model_dir, "config.json"))
+  folder_lib.write_labels(os.path.join(model_dir, "labels.txt"), class_names)
+  folder_lib.write_split_manifest(os.path.join(model_dir, "splits.json"), folder)
+
+  strategy = distribute.get_strategy(config.strategy)
+  train_ds = make_split_dataset(config, train_split, num_classes, True)
+  val_ds = (make_split_dataset(config, val_split, num_classes, False)
+            if len(val_split) else None)
+  with strategy.scope():
+    model = build_model(config, num_classes)
+    model.compile(
+        optimizer=build_optimizer(config),
+        loss=keras.losses.CategoricalCrossentropy(
+            label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(
+                     k=min(config.top_k, num_classes), name="top_k")])
+
+  monitor = "val_accuracy" if val_ds is not None else "accuracy"
+  best_path = os.path.join(model_dir, "best.keras")
+  backup_dir = os.path.join(model_dir, "checkpoints")
+  resuming = os.path.isdir(backup_dir)
+  callbacks = [
+      keras.callbacks.BackupAndRestore(backup_dir),
+      keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+      keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"),
+                                append=resuming),
+      keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="max",
+                                      save_best_only=True),
+  ]
+  history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                      callbacks=callbacks, verbose=config.verbose)
+  train_seconds = time.time() - start
+
+  if os.path.isfile(best_path):
+    model = keras.models.load_model(best_path)
+  else:
+    model.save(best_path)
+  result = {"model_dir": model_dir, "train_seconds": train_seconds,
+            "history": {k: [float(v) for v in vs]
+                        for k, vs in history.history.items()}}
+  eval_split = test_split if len(test_split) else val_split
+  if len(eval_split):
+    probabilities = predict_split(model, config, eval_split, num_classes)
+    report = report_lib.classification_report(
+        eval_split.labels, probabilities, class_names, k=config.top_k)
+    report_lib.write_report(report, model_dir)
+    result["report"] = report
+    logging.info("test accuracy %.4f on %d images", report["accuracy"],
+                 report["num_examples"])
+  if config.export:
+    from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
+    result["export"] = exporter.export_model_dir(model_dir, model=model)
+  result["wall_seconds"] = time.time() - start
+  return result
