@@ -32,6 +32,9 @@ class TrainConfig:
   cache: str | None = None
   augment: str = "light"
   flip: str = "horizontal"
+  scan: bool = True
+  max_image_pixels: int = 89_478_485
+  max_bad_fraction: float = 0.1
   # Model.
   model: str = "simple_cnn"
   weights: str = "imagenet"
@@ -81,6 +84,10 @@ class TrainConfig:
       bad("optimizer", f"expected one of {', '.join(OPTIMIZERS)}")
     if self.strategy not in STRATEGIES:
       bad("strategy", f"expected one of {', '.join(STRATEGIES)}")
+    if self.max_image_pixels < 1:
+      bad("max_image_pixels", "must be positive")
+    if not 0 <= self.max_bad_fraction <= 1:
+      bad("max_bad_fraction", "must be in [0, 1]")
     if self.top_k < 1:
       bad("top_k", "must be at least 1")
     from imgrec import models  # pylint: disable=g-import-not-at-top

@@ -32,6 +32,12 @@ flags.DEFINE_string("cache", None, "Cache decoded, resized training images: "
 flags.DEFINE_enum("augment", "light", _CHOICES["augment"], "Augmentation.")
 flags.DEFINE_enum("flip", "horizontal", _CHOICES["flip"], "Random flips "
                   "(none for digits and text).")
+flags.DEFINE_boolean("scan", True, "Validate every image first: skip and "
+                     "report broken files, convert odd formats once.")
+flags.DEFINE_integer("max_image_pixels", 89_478_485, "Skip images declaring "
+                     "more pixels (decompression bombs).")
+flags.DEFINE_float("max_bad_fraction", 0.1, "Fail if more than this fraction "
+                   "of a class's files are unusable.")
 flags.DEFINE_string("model", "simple_cnn", "Registered model name.")
 flags.DEFINE_string("weights", "imagenet", "Transfer models: imagenet, none, "
                     "or the path of a local weights file.")

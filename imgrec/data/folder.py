@@ -87,6 +87,38 @@ def _list_images(directory):
   return paths
 
 
+def list_ignored(root, used_paths=None):
+  """Lists what below `root` is not used as an image, and why.
+
+  Hidden folders are listed once and not entered.
+
+  Args:
+    root: the data folder.
+    used_paths: if given, the image paths the splits use; other image files
+      (loose in `root` or in a split folder) are listed as
+      "outside_class_folders".
+
+  Returns:
+    Sorted (path, why) pairs, why in "hidden", "not_image_extension",
+    "outside_class_folders".
+  """
+  used = None if used_paths is None else set(used_paths)
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    out.extend((os.path.join(dirpath, d), "hidden") for d in dirnames
+               if is_hidden(d))
+    dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+    for name in filenames:
+      path = os.path.join(dirpath, name)
+      if is_hidden(name):
+        out.append((path, "hidden"))
+      elif not is_image_file(name):
+        out.append((path, "not_image_extension"))
+      elif used is not None and path not in used:
+        out.append((path, "outside_class_folders"))
+  return sorted(out)
+
+
 def _read_class_tree(directory, class_names=None):
   """Returns ({class: [paths]}) for a `directory/<class>/...` tree."""
   names = _list_classes(directory) if class_names is None else class_names
@@ -129,7 +161,7 @@ def _check_fraction(name, value):
 
 
 def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
-                min_classes=2):
+                min_classes=2, carve=True):
   """Resolves an image folder into class names and train/val/test splits.
 
   Args:
@@ -140,6 +172,8 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
       has no `test` split.
     seed: seed of the split; the same seed gives the same split.
     min_classes: fewer classes than this is an error.
+    carve: carve missing val/test splits out of train now. With False, they
+      are left out, to be carved by `carve_splits` (after validating files).
 
   Returns:
     An `ImageFolder`.
@@ -207,6 +241,24 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
         labels.append(index[c])
     splits[split] = Split(paths, labels)
 
+  found = ImageFolder(root=root, class_names=class_names, splits=splits,
+                      layout=layout)
+  return carve_splits(found, val_split, test_split, seed) if carve else found
+
+
+def carve_splits(found, val_split, test_split, seed):
+  """Carves the missing val/test splits out of train, seeded and stratified.
+
+  Args:
+    found: an ImageFolder whose `splits` may lack "val" and/or "test".
+    val_split: fraction of each class for "val", if missing.
+    test_split: fraction of each class for "test", if missing.
+    seed: split seed.
+
+  Returns:
+    A new ImageFolder with all of SPLITS.
+  """
+  splits = {s: sp for s, sp in found.splits.items() if len(sp) or s == "train"}
   carve = [(s, f) for s, f in (("val", val_split), ("test", test_split))
            if s not in splits]
   if carve:
@@ -217,8 +269,7 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
     splits["train"] = take(parts[0])
     for (s, _), idx in zip(carve, parts[1:]):
       splits[s] = take(idx)
-  return ImageFolder(root=root, class_names=class_names,
-                     splits={s: splits[s] for s in SPLITS}, layout=layout)
+  return dataclasses.replace(found, splits={s: splits[s] for s in SPLITS})
 
 
 def write_labels(path, class_names):

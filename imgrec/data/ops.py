@@ -27,10 +27,11 @@ def decode(contents, channels=3):
   Returns:
     uint8 tensor [H, W, channels].
   """
-  image = tf.io.decode_image(contents, channels=channels,
-                             expand_animations=False)
-  image.set_shape([None, None, channels])
-  return image
+  # tf.io refuses channels=1 for BMP, GIF, WebP and CMYK JPEG: decode to RGB
+  # and convert, the same way for every format.
+  image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return to_channels(image, channels)
 
 
 def resize(image, size):
@@ -53,11 +54,32 @@ def to_channels(image, channels):
   return tf.image.grayscale_to_rgb(image)
 
 
+def _needs_pillow(path):
+  """True where tf.io would not show the image as a viewer does.
+
+  The same cases the data scan converts at prepare time (EXIF rotation,
+  transparency, formats tf.io lacks), so inference sees training's pixels.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      if im.format not in ("JPEG", "PNG", "BMP", "GIF", "WEBP"):
+        return True
+      if im.getexif().get(0x0112, 1) != 1:  # EXIF Orientation.
+        return True
+      return (im.mode in ("RGBA", "LA", "PA") or
+              (im.mode == "P" and "transparency" in im.info) or
+              (im.format == "BMP" and im.mode == "P"))
+  except Exception:  # pylint: disable=broad-except
+    return False  # Let tf.io try, and report its error.
+
+
 def load_image(path, channels=3):
   """Reads an image file into a uint8 numpy array [H, W, channels].
 
-  tf.io decodes the formats it knows; others (TIFF, PGM/PPM) and files whose
-  content tf.io rejects are read with Pillow, with EXIF orientation applied.
+  tf.io decodes what it decodes correctly (as the training pipeline does);
+  EXIF-rotated, transparent and other formats (TIFF, PGM/PPM) go through
+  Pillow, as `imgrec.data.scan` prepares them for training.
 
   Raises:
     ImgrecError: the file is missing or not a readable image.
@@ -65,7 +87,7 @@ def load_image(path, channels=3):
   if not os.path.isfile(path):
     raise ImgrecError(f"Image file {path} does not exist.")
   ext = os.path.splitext(path)[1].lower()
-  if ext in TF_NATIVE_EXTENSIONS:
+  if ext in TF_NATIVE_EXTENSIONS and not _needs_pillow(path):
     try:
       return decode(tf.io.read_file(path), channels).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):

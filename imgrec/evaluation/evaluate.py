@@ -16,10 +16,15 @@ def _split_from_manifest(model_dir, split):
   return folder_lib.Split(s["paths"], s["labels"])
 
 
-def _split_from_folder(data_dir, split, class_names):
+def _split_from_folder(data_dir, split, class_names, config):
   """The `split` of `data_dir` if it has split folders, else all its images."""
-  found = folder_lib.find_images(data_dir, val_split=0.0, test_split=0.0,
-                                 min_classes=1)
+  from imgrec.data import scan  # pylint: disable=g-import-not-at-top
+  found = folder_lib.find_images(data_dir, min_classes=1, carve=False)
+  if config.scan:
+    found, _ = scan.scan_folder(
+        found, max_image_pixels=config.max_image_pixels, max_bad_fraction=1.0,
+        prepared_dir=scan.default_prepared_dir(found.root),
+        channels=config.channels)
   if found.layout == "splits" and len(found.splits.get(split, [])):
     chosen = found.splits[split]
   else:
@@ -66,7 +71,7 @@ def evaluate_model_dir(model_dir, data_dir=None, split="test", batch_size=None,
     chosen = _split_from_manifest(model_dir, split)
   else:
     chosen = _split_from_folder(data_dir or config.data_dir, split,
-                                class_names)
+                                class_names, config)
   if not len(chosen):
     raise ImgrecError(f"No images to evaluate in the {split} split of "
                       f"{data_dir or config.data_dir}.")

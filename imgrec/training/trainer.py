@@ -7,6 +7,7 @@ it. Everything lands in `config.model_dir`:
 
     config.json       the full final configuration
     labels.txt        class names in label order
+    data_report.json  what the data scan found, skipped and converted
     splits.json       the exact files of each split
     checkpoints/      BackupAndRestore state (resume after a crash)
     logs/             TensorBoard
@@ -29,6 +30,7 @@ from imgrec import models
 from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
 from imgrec.data import pipeline
+from imgrec.data import scan
 from imgrec.errors import ImgrecError
 from imgrec.evaluation import report as report_lib
 from imgrec.training import distribute
@@ -51,13 +53,32 @@ def resolve_config(config):
   return config
 
 
-def load_folder(config):
-  """Returns the ImageFolder of the run (the built-in dataset if no data_dir)."""
+def load_folder(config, report_path=None):
+  """Returns the ImageFolder of the run (the built-in dataset if no data_dir).
+
+  Every file is validated first (`imgrec.data.scan`): broken files are
+  skipped and reported in `report_path`, odd formats are converted once, and
+  only then are the missing val/test splits carved out, so bad files do not
+  unbalance them.
+  """
   data_dir = config.data_dir
   if data_dir is None:
     data_dir = datasets.load_builtin(config.dataset, seed=0)
-  return folder_lib.find_images(data_dir, val_split=config.val_split,
-                                test_split=config.test_split, seed=config.seed)
+  found = folder_lib.find_images(data_dir, carve=False)
+  if config.scan:
+    found, report = scan.scan_folder(
+        found, max_image_pixels=config.max_image_pixels,
+        max_bad_fraction=config.max_bad_fraction,
+        prepared_dir=scan.default_prepared_dir(found.root),
+        report_path=report_path, channels=config.channels)
+    if report["totals"]["skipped"]:
+      logging.warning("skipped %d unusable image files (%s); see %s",
+                      report["totals"]["skipped"],
+                      ", ".join(f"{k}: {v}" for k, v in
+                                report["skipped_by_reason"].items()),
+                      report_path or "imgrec-scan")
+  return folder_lib.carve_splits(found, config.val_split, config.test_split,
+                                 config.seed)
 
 
 def build_optimizer(config):
@@ -119,7 +140,9 @@ def train(config):
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
-  folder = load_folder(config)
+  model_dir = config.model_dir
+  os.makedirs(model_dir, exist_ok=True)
+  folder = load_folder(config, os.path.join(model_dir, "data_report.json"))
   class_names = folder.class_names
   num_classes = len(class_names)
   train_split = folder.splits["train"]
@@ -128,8 +151,6 @@ def train(config):
                folder.root, num_classes, len(train_split), len(val_split),
                len(test_split))
 
-  model_dir = config.model_dir
-  os.makedirs(model_dir, exist_ok=True)
   config_to_save = TrainConfig.from_dict(config.to_dict())
   if config_to_save.data_dir is None:
     config_to_save.data_dir = folder.root
