@@ -1,0 +1,1 @@
+"""Reading image folders and feeding them to models."""

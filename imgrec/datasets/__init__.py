@@ -1,0 +1,43 @@
+"""Built-in datasets that imgrec can generate or fetch by name."""
+
+from imgrec.datasets.shapes import SHAPE_CLASSES
+from imgrec.datasets.shapes import generate_shapes
+from imgrec.datasets.shapes import load_shapes
+
+BUILTIN_DATASETS = {
+    "shapes": load_shapes,
+}
+
+
+def list_builtin():
+  """Returns the sorted names accepted by `load_builtin`."""
+  return sorted(BUILTIN_DATASETS)
+
+
+def load_builtin(name, **kwargs):
+  """Loads a built-in dataset by name.
+
+  Args:
+    name: A key of `BUILTIN_DATASETS`, e.g. "shapes".
+    **kwargs: Passed on to the dataset's loader, e.g. `load_shapes`.
+
+  Returns:
+    Whatever the loader returns; for "shapes", the dataset root directory.
+
+  Raises:
+    ValueError: If `name` is not a built-in dataset.
+  """
+  if name not in BUILTIN_DATASETS:
+    raise ValueError(f"Unknown built-in dataset. Known datasets: "
+                     f"{list_builtin()}. Received: name={name!r}")
+  return BUILTIN_DATASETS[name](**kwargs)
+
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "SHAPE_CLASSES",
+    "generate_shapes",
+    "list_builtin",
+    "load_builtin",
+    "load_shapes",
+]

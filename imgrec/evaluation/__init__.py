@@ -1,0 +1,1 @@
+"""Evaluation reports of trained models."""

@@ -1,0 +1,1 @@
+"""Training runs: strategies, the fit loop, callbacks."""
