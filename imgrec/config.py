@@ -29,7 +29,7 @@ class TrainConfig:
   test_split: float = 0.1
   image_size: int | None = None
   channels: int = 3
-  cache: str | None = None
+  cache: str = "auto"
   augment: str = "light"
   flip: str = "horizontal"
   scan: bool = True
@@ -95,6 +95,10 @@ class TrainConfig:
       bad("model", f"unknown model; known models: "
           f"{', '.join(models.list_models())}")
     from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
+    if self.cache not in pipeline.CACHE_MODES and not os.path.isdir(
+        os.path.dirname(os.path.abspath(self.cache))):
+      bad("cache", "expected auto, none, memory, or a file path prefix in an "
+          "existing folder")
     if self.augment not in pipeline.AUGMENT_LEVELS:
       bad("augment", f"expected one of {', '.join(pipeline.AUGMENT_LEVELS)}")
     if self.flip not in pipeline.FLIP_MODES:

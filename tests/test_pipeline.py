@@ -54,8 +54,7 @@ def test_make_dataset_shapes_and_labels(tmp_path, training):
   split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
   ds = pipeline.make_dataset(
       split.paths, split.labels, num_classes=3, image_size=(16, 16),
-      batch_size=4, training=training,
-      augmenter=pipeline.build_augmenter("light", seed=1) if training else None)
+      batch_size=4, training=training, augment="medium")
   batches = list(ds.as_numpy_iterator())
   images = np.concatenate([x for x, _ in batches])
   labels = np.concatenate([y for _, y in batches])
@@ -91,11 +90,68 @@ def test_training_shuffle_is_seeded(tmp_path):
 
 
 def test_augmenter_changes_images_but_not_shape():
-  aug = pipeline.build_augmenter("light", seed=0)
+  aug = pipeline.build_augmenter("medium", seed=0)
   x = tf.random.uniform((4, 16, 16, 3), 0, 255, seed=1)
   y = aug(x, training=True)
   assert y.shape == x.shape
   assert not np.allclose(x.numpy(), y.numpy())
   assert pipeline.build_augmenter("none") is None
+  assert pipeline.build_augmenter("light") is None  # Per-image ops only.
   with pytest.raises(ValueError, match="Received"):
     pipeline.build_augmenter("extreme")
+
+
+def test_augment_image_eager_equals_tf_data_and_varies():
+  image = tf.constant(np.random.default_rng(0).integers(
+      0, 256, (16, 12, 3), dtype=np.uint8))
+  seed = tf.constant([3, 4])
+  eager = pipeline.augment_image(image, seed).numpy()
+  graph = next(iter(tf.data.Dataset.from_tensors((image, seed)).map(
+      lambda x, s: pipeline.augment_image(x, s)))).numpy()
+  np.testing.assert_array_equal(eager, graph)
+  assert eager.shape == (16, 12, 3) and eager.dtype == np.uint8
+  outs = {pipeline.augment_image(image, tf.constant([i, 0])).numpy().tobytes()
+          for i in range(8)}
+  assert len(outs) > 4
+  # No flip and no shift: the identity.
+  same = pipeline.augment_image(image, seed, flip="none", shift_fraction=0)
+  np.testing.assert_array_equal(same.numpy(), image.numpy())
+
+
+@pytest.mark.parametrize("cache", ["memory", "file"])
+def test_cached_pipeline_gives_same_eval_batches(tmp_path, cache):
+  root = write_toy_folder(tmp_path / "d", per_class=3)
+  split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
+  kw = dict(num_classes=3, image_size=(8, 8), batch_size=4)
+  plain = np.concatenate([x for x, _ in pipeline.make_dataset(
+      split.paths, split.labels, **kw).as_numpy_iterator()])
+  cached = pipeline.make_dataset(
+      split.paths, split.labels,
+      cache="memory" if cache == "memory" else str(tmp_path / "c"), **kw)
+  for _ in range(2):
+    again = np.concatenate([x for x, _ in cached.as_numpy_iterator()])
+    np.testing.assert_array_equal(plain, again)
+
+
+def test_auto_cache_decision():
+  assert pipeline.resolve_cache("auto", 10, (8, 8), 3) == "memory"
+  assert pipeline.resolve_cache("auto", 10**9, (512, 512), 3) is None
+  assert pipeline.resolve_cache("none", 10, (8, 8), 3) is None
+  assert pipeline.resolve_cache("/x/y", 10, (8, 8), 3) == "/x/y"
+
+
+def test_sharded_input_context(tmp_path):
+  root = write_toy_folder(tmp_path / "d", per_class=5)
+  split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
+  seen = []
+  for pipeline_id in range(2):
+    ctx = tf.distribute.InputContext(num_input_pipelines=2,
+                                     input_pipeline_id=pipeline_id,
+                                     num_replicas_in_sync=2)
+    ds = pipeline.make_dataset(split.paths, split.labels, num_classes=3,
+                               image_size=(8, 8), batch_size=4,
+                               input_context=ctx)
+    batches = list(ds.as_numpy_iterator())
+    assert all(len(x) <= 2 for x, _ in batches)  # Per-replica batch.
+    seen.append(sum(len(x) for x, _ in batches))
+  assert seen == [7, 7]  # Equal shards of the 15 files.

@@ -9,7 +9,7 @@ from absl import flags
 from imgrec.cli import common
 
 _CHOICES = dict(
-    augment=("none", "light"),
+    augment=("none", "light", "medium"),
     flip=("none", "horizontal", "vertical", "horizontal_and_vertical"),
     optimizer=("adam", "adamw", "sgd"),
     strategy=("auto", "default", "one_device", "mirrored", "multi_worker"),
@@ -27,9 +27,13 @@ flags.DEFINE_float("test_split", 0.1, "Fraction of each class held out for "
 flags.DEFINE_integer("image_size", None, "Square input size in pixels. "
                      "Default: the model's own.")
 flags.DEFINE_integer("channels", 3, "1 (grayscale) or 3 (RGB).")
-flags.DEFINE_string("cache", None, "Cache decoded, resized training images: "
-                    "'memory' or a file path prefix.")
-flags.DEFINE_enum("augment", "light", _CHOICES["augment"], "Augmentation.")
+flags.DEFINE_string("cache", "auto", "Cache of decoded, resized images: "
+                    "auto (in memory when they take under a quarter of the "
+                    "free memory), none, memory, or a file path prefix (for "
+                    "datasets larger than memory).")
+flags.DEFINE_enum("augment", "light", _CHOICES["augment"], "Augmentation: "
+                  "light = random flip and shift; medium adds rotation, zoom "
+                  "and contrast.")
 flags.DEFINE_enum("flip", "horizontal", _CHOICES["flip"], "Random flips "
                   "(none for digits and text).")
 flags.DEFINE_boolean("scan", True, "Validate every image first: skip and "

@@ -14,9 +14,16 @@ def get_strategy(name="auto"):
       local GPUs, or the CPU) or "multi_worker" (MultiWorkerMirroredStrategy
       over the cluster in the TF_CONFIG environment variable).
 
+  Call it before any other TensorFlow work in the process: a multi-worker
+  strategy must be created first.
+
   Raises:
     ImgrecError: unknown name.
   """
+  if name == "multi_worker":
+    # Collective ops must be configured before anything touches the devices,
+    # even a device listing.
+    return tf.distribute.MultiWorkerMirroredStrategy()
   gpus = tf.config.list_logical_devices("GPU")
   if name == "auto":
     if len(gpus) > 1:
@@ -28,7 +35,5 @@ def get_strategy(name="auto"):
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
   raise ImgrecError("Unknown --strategy. Expected auto, default, one_device, "
                     f"mirrored or multi_worker. Received: strategy={name!r}")

@@ -70,12 +70,17 @@ def keras_needs_patch():
 def is_multi_worker(strategy=None):
   """Whether `strategy` (default: the current one) spans several workers."""
   strategy = strategy or tf.distribute.get_strategy()
+  # pylint: disable-next=protected-access
   return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
-          strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+          strategy.extended._in_multi_worker_mode())
 
 
 def is_chief(strategy=None):
-  """Whether this process writes the run's outputs (True unless multi-worker)."""
+  """Whether this process writes the run's outputs.
+
+  True in every single-worker run; under a multi-worker strategy, only on
+  the chief (task "chief", or "worker" 0 when the cluster has no chief).
+  """
   strategy = strategy or tf.distribute.get_strategy()
   return not is_multi_worker(strategy) or strategy.extended.should_checkpoint
 
@@ -124,9 +129,9 @@ def distribute_dataset(dataset_fn, strategy=None):
       shard (`input_context.input_pipeline_id` of
       `input_context.num_input_pipelines`) and batches it at
       `input_context.get_per_replica_batch_size(global_batch_size)`. Every
-      worker must give the same number of batches per epoch, or training
-      hangs at the end of an epoch (use `drop_remainder=True` and shards of
-      equal size).
+      worker must give the same number of batches per epoch, or the
+      collective ops fail or hang at the end of the first epoch (use shards
+      of equal size and `drop_remainder=True`).
     strategy: default: the current strategy.
 
   Returns:
@@ -160,10 +165,9 @@ def fit(model, data, *, epochs=1, callbacks=None, validation_data=None,
   """
   patch_keras()
   strategy = model.distribute_strategy
-  if callable(data) and not isinstance(data, tf.data.Dataset):
+  if callable(data):
     data = distribute_dataset(data, strategy)
-  if callable(validation_data) and not isinstance(validation_data,
-                                                  tf.data.Dataset):
+  if callable(validation_data):
     validation_data = distribute_dataset(validation_data, strategy)
   return model.fit(data, epochs=epochs, callbacks=callbacks,
                    validation_data=validation_data, **fit_kwargs)
@@ -256,7 +260,8 @@ def _maybe_symbolic_build(self, iterator=None, data_batch=None):
 
   data_batch = keras.tree.map_structure(first_replica, data_batch)
   with strategy.scope():
-    self._symbolic_build(data_batch=data_batch)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    self._symbolic_build(data_batch=data_batch)
 
 
 # Fix 2: average each step's logs over all replicas, element by element (as
@@ -312,7 +317,8 @@ def _checkpoint_save_model(self, epoch, batch, logs):
   chief_filepath = self.filepath
   self.filepath = worker_path(chief_filepath, strategy)
   try:
-    written = self._get_file_path(epoch, batch, logs)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    written = self._get_file_path(epoch, batch, logs)
     _ORIGINALS["_save_model"](self, epoch, batch, logs)
   finally:
     self.filepath = chief_filepath

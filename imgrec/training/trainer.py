@@ -34,6 +34,7 @@ from imgrec.data import scan
 from imgrec.errors import ImgrecError
 from imgrec.evaluation import report as report_lib
 from imgrec.training import distribute
+from imgrec.training import multi_worker
 
 
 def default_model_dir(config):
@@ -105,16 +106,16 @@ def build_model(config, num_classes):
   return models.create_model(config.model, num_classes, shape, **kwargs)
 
 
-def make_split_dataset(config, split, num_classes, training):
+def make_split_dataset(config, split, num_classes, training, cache=None,
+                       input_context=None):
   return pipeline.make_dataset(
       split.paths, split.labels, num_classes=num_classes,
       image_size=(config.image_size, config.image_size),
       batch_size=config.batch_size, channels=config.channels,
-      training=training,
-      augmenter=pipeline.build_augmenter(config.augment, flip=config.flip,
-                                         seed=config.seed) if training else None,
-      seed=config.seed, cache=config.cache if training else None,
-      deterministic=config.deterministic or not training)
+      training=training, augment=config.augment, flip=config.flip,
+      seed=config.seed, cache=config.cache if cache else None,
+      deterministic=config.deterministic or not training,
+      input_context=input_context)
 
 
 def predict_split(model, config, split, num_classes):
@@ -137,12 +138,16 @@ def train(config):
   """
   start = time.time()
   config = resolve_config(config)
+  strategy = distribute.get_strategy(config.strategy)
+  multi_worker.patch_keras()
+  chief = multi_worker.is_chief(strategy)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   model_dir = config.model_dir
   os.makedirs(model_dir, exist_ok=True)
-  folder = load_folder(config, os.path.join(model_dir, "data_report.json"))
+  folder = load_folder(config, os.path.join(model_dir, "data_report.json")
+                       if chief else None)
   class_names = folder.class_names
   num_classes = len(class_names)
   train_split = folder.splits["train"]
@@ -151,16 +156,21 @@ def train(config):
                folder.root, num_classes, len(train_split), len(val_split),
                len(test_split))
 
-  config_to_save = TrainConfig.from_dict(config.to_dict())
-  if config_to_save.data_dir is None:
-    config_to_save.data_dir = folder.root
-  config_to_save.save(os.path.join(model_dir, "config.json"))
-  folder_lib.write_labels(os.path.join(model_dir, "labels.txt"), class_names)
-  folder_lib.write_split_manifest(os.path.join(model_dir, "splits.json"), folder)
+  if chief:
+    config_to_save = TrainConfig.from_dict(config.to_dict())
+    if config_to_save.data_dir is None:
+      config_to_save.data_dir = folder.root
+    config_to_save.save(os.path.join(model_dir, "config.json"))
+    folder_lib.write_labels(os.path.join(model_dir, "labels.txt"), class_names)
+    folder_lib.write_split_manifest(os.path.join(model_dir, "splits.json"),
+                                    folder)
 
-  strategy = distribute.get_strategy(config.strategy)
-  train_ds = make_split_dataset(config, train_split, num_classes, True)
-  val_ds = (make_split_dataset(config, val_split, num_classes, False)
+  # Each worker reads its own shard of the files, batched per replica.
+  train_ds = multi_worker.distribute_dataset(
+      lambda ctx: make_split_dataset(config, train_split, num_classes, True,
+                                     cache=True, input_context=ctx), strategy)
+  val_ds = (make_split_dataset(config, val_split, num_classes, False,
+                               cache=True)
             if len(val_split) else None)
   with strategy.scope():
     model = build_model(config, num_classes)
@@ -176,22 +186,29 @@ def train(config):
   best_path = os.path.join(model_dir, "best.keras")
   backup_dir = os.path.join(model_dir, "checkpoints")
   resuming = os.path.isdir(backup_dir)
-  callbacks = [
-      keras.callbacks.BackupAndRestore(backup_dir),
-      keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-      keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"),
-                                append=resuming),
-      keras.callbacks.ModelCheckpoint(best_path, monitor=monitor, mode="max",
-                                      save_best_only=True),
-  ]
+  callbacks = [keras.callbacks.BackupAndRestore(backup_dir)]
+  if chief:
+    callbacks += [
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"),
+                                  append=resuming),
+    ]
+  # Every worker saves (saving may run collectives); multi_worker sends the
+  # non-chief copies to temporary folders.
+  callbacks.append(keras.callbacks.ModelCheckpoint(
+      best_path, monitor=monitor, mode="max", save_best_only=True))
   history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                       callbacks=callbacks, verbose=config.verbose)
   train_seconds = time.time() - start
+  if not chief:
+    return {"model_dir": model_dir, "train_seconds": train_seconds,
+            "chief": False}
 
-  if os.path.isfile(best_path):
-    model = keras.models.load_model(best_path)
-  else:
+  if not os.path.isfile(best_path):
     model.save(best_path)
+  # Evaluate and export a fresh copy outside the strategy: running the
+  # distributed model on the chief alone would wait for the other workers.
+  model = keras.models.load_model(best_path)
   result = {"model_dir": model_dir, "train_seconds": train_seconds,
             "history": {k: [float(v) for v in vs]
                         for k, vs in history.history.items()}}

@@ -1,0 +1,112 @@
+"""Custom Keras layers used by imgrec models, registered for `.keras` saving."""
+
+import keras
+import numpy as np
+from keras import ops
+
+# ITU-R BT.601 luma weights, the usual RGB -> grayscale conversion.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@keras.saving.register_keras_serializable(package="imgrec")
+class SobelEdges(keras.layers.Layer):
+  """Sobel edge maps of an image, as extra input channels.
+
+  Converts the image to grayscale (BT.601 luma for 3 channels, the channel
+  mean otherwise), scales it to 0..1 with `max_value`, and returns three
+  channels: the horizontal gradient, the vertical gradient and the gradient
+  magnitude. The Sobel response is divided by 4 so the gradients lie in
+  [-1, 1], on the scale of normalized pixels. The layer returns only the
+  edge channels; models concatenate them to the (normalized) image.
+
+  Borders are padded symmetrically, so a flat image gives zero edges
+  everywhere instead of a spurious frame.
+
+  Args:
+    max_value: Pixel value of white in the input (255 for raw pixels).
+    epsilon: Added under the square root of the magnitude, keeping its
+      gradient finite on flat regions.
+    **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`...).
+
+  Input shape:
+    `(batch, height, width, channels)`.
+
+  Output shape:
+    `(batch, height, width, 3)`: `[gx, gy, magnitude]`.
+  """
+
+  def __init__(self, max_value=255.0, epsilon=1e-6, **kwargs):
+    super().__init__(**kwargs)
+    if max_value <= 0:
+      raise ValueError(
+          f"`max_value` must be positive. Received: max_value={max_value}")
+    self.max_value = float(max_value)
+    self.epsilon = float(epsilon)
+    sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], "float32")
+    # (kh, kw, in_channels=1, out_channels=2): gx and gy in one conv.
+    self._kernel = np.stack([sobel_x, sobel_x.T], axis=-1)[:, :, None, :]
+
+  def call(self, inputs):
+    x = ops.cast(inputs, self.compute_dtype)
+    if x.shape[-1] == 3:
+      luma = ops.convert_to_tensor(_LUMA, dtype=self.compute_dtype)
+      gray = ops.sum(x * luma, axis=-1, keepdims=True)
+    else:
+      gray = ops.mean(x, axis=-1, keepdims=True)
+    gray = gray / self.max_value
+    gray = ops.pad(gray, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
+    kernel = ops.convert_to_tensor(self._kernel, dtype=self.compute_dtype)
+    grads = ops.conv(gray, kernel, strides=1, padding="valid") / 4.0
+    gx = grads[..., 0:1]
+    gy = grads[..., 1:2]
+    magnitude = ops.sqrt(gx * gx + gy * gy + self.epsilon)
+    return ops.concatenate([gx, gy, magnitude], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    return (*input_shape[:-1], 3)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"max_value": self.max_value, "epsilon": self.epsilon})
+    return config
+
+
+@keras.saving.register_keras_serializable(package="imgrec")
+class PositionEmbedding(keras.layers.Layer):
+  """Adds a learned embedding to each position of a token sequence.
+
+  Args:
+    stddev: Standard deviation of the truncated-normal initializer (ViT
+      uses 0.02: small enough not to swamp the patch embeddings).
+    **kwargs: Base `keras.layers.Layer` arguments.
+
+  Input shape:
+    `(batch, num_tokens, dim)` with static `num_tokens` and `dim`.
+
+  Output shape:
+    Same as the input.
+  """
+
+  def __init__(self, stddev=0.02, **kwargs):
+    super().__init__(**kwargs)
+    self.stddev = float(stddev)
+
+  def build(self, input_shape):
+    if input_shape[-2] is None or input_shape[-1] is None:
+      raise ValueError("PositionEmbedding needs a static number of tokens and "
+                       f"embedding size. Received: input_shape={input_shape}")
+    self.embedding = self.add_weight(
+        name="embedding",
+        shape=(input_shape[-2], input_shape[-1]),
+        initializer=keras.initializers.TruncatedNormal(stddev=self.stddev))
+
+  def call(self, inputs):
+    return inputs + ops.cast(self.embedding, inputs.dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"stddev": self.stddev})
+    return config
