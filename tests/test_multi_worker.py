@@ -234,3 +234,31 @@ def test_single_process_training_is_unchanged(unpatched, tmp_path):
   assert_weights_close(helper[0], plain[0], atol=0)
   assert helper[1] == plain[1]
   assert os.path.isfile(path)
+
+
+def test_imgrec_train_cli_on_two_workers(tmp_path):
+  """`imgrec-train --strategy=multi_worker` end to end on two processes."""
+  from conftest import write_toy_folder  # pylint: disable=g-import-not-at-top
+  data = write_toy_folder(tmp_path / "data", per_class=12)
+  model_dir = tmp_path / "run"
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(NUM_WORKERS)]}
+  commands = []
+  for index in range(NUM_WORKERS):
+    env = base_env()
+    env["TF_CONFIG"] = json.dumps({
+        "cluster": cluster, "task": {"type": "worker", "index": index}})
+    commands.append(([sys.executable, "-m", "imgrec.cli.train",
+                      f"--data_dir={data}", f"--model_dir={model_dir}",
+                      "--epochs=2", "--image_size=16", "--batch_size=8",
+                      "--strategy=multi_worker"], env))
+  results = run_processes(commands, str(tmp_path), "cli")
+  for code, log in results:
+    assert code == 0, log[-3000:]
+  assert "test accuracy" in results[0][1]
+  assert "worker done" in results[1][1]
+  for name in ("best.keras", "report.json", "history.csv",
+               "export/model.tflite"):
+    assert (model_dir / name).exists(), name
+  with open(model_dir / "history.csv") as f:
+    assert len(f.read().strip().splitlines()) == 3
+  assert not [p for p in os.listdir(model_dir) if p.startswith("workertemp")]

@@ -1,5 +1,6 @@
 """What every imgrec command shares: flag parsing and one-line errors."""
 
+import logging
 import os
 import sys
 
@@ -31,6 +32,8 @@ def run_main(main, argv=None):
   """Runs an absl `main(argv)`, turning user errors into exit status 2."""
 
   def guarded(argv):
+    # TensorFlow's own INFO lines (SavedModel writer, ...) bury imgrec's.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     try:
       return main(argv)
     except ImgrecError as e:

@@ -85,6 +85,10 @@ def main(argv):
                 "with --.")
   from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
   result = trainer.train(config_from_flags())
+  if result.get("chief") is False:
+    print(f"worker done in {result['wall_seconds']:.1f} s; the chief writes "
+          f"{result['model_dir']}")
+    return
   report = result.get("report")
   print(f"\nmodel_dir: {result['model_dir']}")
   if report:

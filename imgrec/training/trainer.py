@@ -202,7 +202,7 @@ def train(config):
   train_seconds = time.time() - start
   if not chief:
     return {"model_dir": model_dir, "train_seconds": train_seconds,
-            "chief": False}
+            "wall_seconds": time.time() - start, "chief": False}
 
   if not os.path.isfile(best_path):
     model.save(best_path)
