@@ -19,12 +19,18 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 class TrainConfig:
   """Everything that defines a training run.
 
-  `data_dir=None` trains on the built-in `dataset` (default: `shapes`).
+  The data is one of: `data_dir` (class folders), `labels_csv` (a CSV of
+  path,label rows), `tfds` (a TFDS dataset prepared in `tfds_data_dir`,
+  default $TFDS_DATA_DIR or ~/tensorflow_datasets); with none of them, the
+  built-in `dataset` (default: `shapes`).
   `image_size=None` takes the model's own default input size.
   """
   # Data.
   data_dir: str | None = None
   dataset: str = "shapes"
+  labels_csv: str | None = None
+  tfds: str | None = None
+  tfds_data_dir: str | None = None
   val_split: float = 0.1
   test_split: float = 0.1
   image_size: int | None = None
@@ -49,6 +55,17 @@ class TrainConfig:
   weight_decay: float = 0.0
   momentum: float = 0.9
   label_smoothing: float = 0.0
+  lr_schedule: str = "cosine"
+  warmup_epochs: float = 0.0
+  mixup: float = 0.0
+  cutmix: float = 0.0
+  ema: bool = False
+  ema_momentum: float = 0.99
+  grad_accum_steps: int = 1
+  class_weight: str = "none"
+  early_stopping: int = 0
+  mixed_precision: bool = False
+  jit_compile: str = "auto"
   # Run.
   seed: int = 42
   deterministic: bool = False
@@ -64,6 +81,16 @@ class TrainConfig:
       raise ImgrecError(f"Bad value for --{name}: {why}. "
                         f"Received: {name}={getattr(self, name)!r}")
 
+    sources = [n for n in ("data_dir", "labels_csv", "tfds")
+               if getattr(self, n)]
+    if len(sources) > 1:
+      raise ImgrecError(
+          "Pass at most one of --data_dir, --labels_csv and --tfds. Received: "
+          + ", ".join(f"{n}={getattr(self, n)!r}" for n in sources))
+    if self.tfds_data_dir and not self.tfds:
+      bad("tfds_data_dir", "only used with --tfds=NAME")
+    if self.labels_csv and not os.path.isfile(self.labels_csv):
+      bad("labels_csv", "no such file; expected a CSV with path,label columns")
     if self.epochs < 1:
       bad("epochs", "needs at least 1 epoch")
     if self.batch_size < 1:
@@ -80,6 +107,24 @@ class TrainConfig:
       bad("label_smoothing", "must be in [0, 1)")
     if self.dropout is not None and not 0 <= self.dropout < 1:
       bad("dropout", "must be in [0, 1)")
+    if self.lr_schedule not in ("constant", "cosine"):
+      bad("lr_schedule", "expected constant or cosine")
+    if not 0 <= self.warmup_epochs < self.epochs:
+      bad("warmup_epochs", "must be in [0, epochs)")
+    if self.mixup < 0:
+      bad("mixup", "must be >= 0 (0 turns MixUp off)")
+    if self.cutmix < 0:
+      bad("cutmix", "must be >= 0 (0 turns CutMix off)")
+    if not 0 < self.ema_momentum < 1:
+      bad("ema_momentum", "must be in (0, 1)")
+    if self.grad_accum_steps < 1:
+      bad("grad_accum_steps", "must be at least 1")
+    if self.class_weight not in ("none", "auto"):
+      bad("class_weight", "expected none or auto")
+    if self.early_stopping < 0:
+      bad("early_stopping", "must be >= 0 epochs (0 turns it off)")
+    if self.jit_compile not in ("auto", "true", "false"):
+      bad("jit_compile", "expected auto, true or false")
     if self.optimizer not in OPTIMIZERS:
       bad("optimizer", f"expected one of {', '.join(OPTIMIZERS)}")
     if self.strategy not in STRATEGIES:

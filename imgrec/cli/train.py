@@ -2,6 +2,8 @@
 
     imgrec-train                                   # built-in `shapes` dataset
     imgrec-train --data_dir=photos --model=mobilenet_v2 --weights=imagenet
+    imgrec-train --labels_csv=photos/labels.csv
+    imgrec-train --tfds=mnist --tfds_data_dir=~/tensorflow_datasets
 """
 
 from absl import flags
@@ -9,7 +11,7 @@ from absl import flags
 from imgrec.cli import common
 
 _CHOICES = dict(
-    augment=("none", "light", "medium"),
+    augment=("none", "light", "medium", "heavy", "randaugment"),
     flip=("none", "horizontal", "vertical", "horizontal_and_vertical"),
     optimizer=("adam", "adamw", "sgd"),
     strategy=("auto", "default", "one_device", "mirrored", "multi_worker"),
@@ -20,6 +22,15 @@ flags.DEFINE_string("data_dir", None, "Image folder: root/<class>/* or "
                     "--dataset.")
 flags.DEFINE_string("dataset", "shapes", "Built-in dataset used when "
                     "--data_dir is not given.")
+flags.DEFINE_string("labels_csv", None, "CSV file with path,label columns "
+                    "(and optionally split: train/val/test); relative paths "
+                    "are relative to the CSV's folder. Instead of --data_dir.")
+flags.DEFINE_string("tfds", None, "TensorFlow Datasets name (e.g. mnist, "
+                    "imagenette/320px), already prepared in --tfds_data_dir; "
+                    "nothing is downloaded. Instead of --data_dir.")
+flags.DEFINE_string("tfds_data_dir", None, "Folder where `tfds build` "
+                    "prepared --tfds. Default: $TFDS_DATA_DIR or "
+                    "~/tensorflow_datasets.")
 flags.DEFINE_float("val_split", 0.1, "Fraction of each class held out for "
                    "validation when the folder has no val split.")
 flags.DEFINE_float("test_split", 0.1, "Fraction of each class held out for "
@@ -33,7 +44,9 @@ flags.DEFINE_string("cache", "auto", "Cache of decoded, resized images: "
                     "datasets larger than memory).")
 flags.DEFINE_enum("augment", "light", _CHOICES["augment"], "Augmentation: "
                   "light = random flip and shift; medium adds rotation, zoom "
-                  "and contrast.")
+                  "and contrast; heavy makes them stronger and adds "
+                  "brightness and random erasing; randaugment = Keras "
+                  "RandAugment + random erasing.")
 flags.DEFINE_enum("flip", "horizontal", _CHOICES["flip"], "Random flips "
                   "(none for digits and text).")
 flags.DEFINE_boolean("scan", True, "Validate every image first: skip and "
@@ -57,6 +70,24 @@ flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (adamw, sgd).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+flags.DEFINE_enum("lr_schedule", "cosine", ("constant", "cosine"),
+                  "Learning-rate schedule, after the warmup.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warmup.")
+flags.DEFINE_float("mixup", 0.0, "MixUp alpha (0: off).")
+flags.DEFINE_float("cutmix", 0.0, "CutMix alpha (0: off).")
+flags.DEFINE_boolean("ema", False, "Evaluate and save an exponential moving "
+                     "average of the weights.")
+flags.DEFINE_float("ema_momentum", 0.99, "EMA momentum.")
+flags.DEFINE_integer("grad_accum_steps", 1, "Accumulate gradients over this "
+                     "many batches per update.")
+flags.DEFINE_enum("class_weight", "none", ("none", "auto"), "auto: weigh "
+                  "classes by inverse frequency (imbalanced data).")
+flags.DEFINE_integer("early_stopping", 0, "Stop after this many epochs "
+                     "without a better validation accuracy (0: off).")
+flags.DEFINE_boolean("mixed_precision", False, "bfloat16 on CPU, float16 on "
+                     "GPU; the loss stays float32.")
+flags.DEFINE_enum("jit_compile", "auto", ("auto", "true", "false"),
+                  "XLA-compile the train step.")
 flags.DEFINE_integer("seed", 42, "Seed of the split, the weights and the "
                      "augmentation.")
 flags.DEFINE_boolean("deterministic", False, "Deterministic ops and input "

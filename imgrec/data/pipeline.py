@@ -21,7 +21,7 @@ import tensorflow as tf
 from imgrec.data import ops
 from imgrec.errors import ImgrecError
 
-AUGMENT_LEVELS = ("none", "light", "medium")
+AUGMENT_LEVELS = ("none", "light", "medium", "heavy", "randaugment")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 CACHE_MODES = ("auto", "none", "memory")  # Or a file path prefix.
 # `cache="auto"` keeps decoded images in memory only below this share of the
@@ -32,10 +32,15 @@ AUTO_CACHE_MEMORY_FRACTION = 0.25
 def build_augmenter(level="light", *, seed=None):
   """Returns the batch-level augmentation of `level` (Keras layers), or None.
 
-  "light" needs none: its flips and shifts are per-image ops
-  (`augment_image`), far cheaper than projective transforms (measured at
-  224 px: RandomRotation about 90 images/s, a flip and shift about 7,000).
-  "medium" adds random rotation, zoom and contrast on whole batches.
+  Every level but "none" also gets the per-image flip and shift of
+  `augment_image`. On top of that, on whole batches:
+    light:       nothing more. Flips and shifts are per-image ops, far
+                 cheaper than projective transforms (measured at 224 px:
+                 RandomRotation about 90 images/s, a flip and shift 7,000).
+    medium:      random rotation, zoom and contrast.
+    heavy:       stronger rotation, zoom, contrast and brightness, plus
+                 random erasing.
+    randaugment: Keras RandAugment (2 ops, factor 0.5) plus random erasing.
 
   Raises:
     ValueError: unknown level.
@@ -43,16 +48,74 @@ def build_augmenter(level="light", *, seed=None):
   if level not in AUGMENT_LEVELS:
     raise ValueError(f"Unknown augment level. Expected one of {AUGMENT_LEVELS}."
                      f" Received: level={level!r}")
+  layers = keras.layers
   if level in ("none", "light"):
     return None
-  return keras.Sequential([
-      keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed,
-                                  name="rotation"),
-      keras.layers.RandomZoom((-0.15, 0.15), fill_mode="reflect", seed=seed,
-                              name="zoom"),
-      keras.layers.RandomContrast(0.15, value_range=(0, 255), seed=seed,
-                                  name="contrast"),
-  ], name=f"augment_{level}")
+  if level == "medium":
+    stack = [
+        layers.RandomRotation(0.05, fill_mode="reflect", seed=seed,
+                              name="rotation"),
+        layers.RandomZoom((-0.15, 0.15), fill_mode="reflect", seed=seed,
+                          name="zoom"),
+        layers.RandomContrast(0.15, value_range=(0, 255), seed=seed,
+                              name="contrast"),
+    ]
+  elif level == "heavy":
+    stack = [
+        layers.RandomRotation(0.1, fill_mode="reflect", seed=seed,
+                              name="rotation"),
+        layers.RandomZoom((-0.25, 0.25), fill_mode="reflect", seed=seed,
+                          name="zoom"),
+        layers.RandomContrast(0.3, value_range=(0, 255), seed=seed,
+                              name="contrast"),
+        layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed,
+                                name="brightness"),
+        layers.RandomErasing(factor=0.25, value_range=(0, 255), seed=seed,
+                             name="erasing"),
+    ]
+  else:
+    stack = [
+        layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5,
+                           seed=seed, name="randaugment"),
+        layers.RandomErasing(factor=0.25, value_range=(0, 255), seed=seed,
+                             name="erasing"),
+    ]
+  return keras.Sequential(stack, name=f"augment_{level}")
+
+
+def build_mixer(mixup=0.0, cutmix=0.0, *, seed=None):
+  """Returns a function mixing (images, one-hot labels) batches, or None.
+
+  Args:
+    mixup: MixUp's Beta(alpha, alpha) parameter; 0 turns it off.
+    cutmix: CutMix's Beta parameter; 0 turns it off.
+    seed: seed of the layers.
+
+  With both on, each batch gets one of the two, chosen at random (as timm
+  does).
+  """
+  if mixup < 0 or cutmix < 0:
+    raise ValueError("mixup and cutmix must be >= 0. Received: "
+                     f"mixup={mixup}, cutmix={cutmix}")
+  mixers = []
+  if mixup > 0:
+    mixers.append(keras.layers.MixUp(alpha=mixup, seed=seed))
+  if cutmix > 0:
+    mixers.append(keras.layers.CutMix(factor=cutmix, seed=seed))
+  if not mixers:
+    return None
+
+  def apply(layer, images, labels):
+    out = layer({"images": images, "labels": labels}, training=True)
+    return out["images"], tf.cast(out["labels"], labels.dtype)
+
+  def mix(images, labels):
+    if len(mixers) == 1:
+      return apply(mixers[0], images, labels)
+    return tf.cond(tf.random.uniform([], seed=seed) < 0.5,
+                   lambda: apply(mixers[0], images, labels),
+                   lambda: apply(mixers[1], images, labels))
+  return mix
 
 
 def augment_image(image, seed, *, flip="horizontal", shift_fraction=0.125):
@@ -128,8 +191,8 @@ def resolve_cache(cache, num_images, image_size, bytes_per_pixel):
 
 def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
                  channels=3, training=False, augment="light",
-                 flip="horizontal", seed=0, cache=None, deterministic=True,
-                 drop_remainder=None, input_context=None):
+                 flip="horizontal", mixup=0.0, cutmix=0.0, seed=0, cache=None,
+                 deterministic=True, drop_remainder=None, input_context=None):
   """Builds the input pipeline of one split.
 
   Args:
@@ -142,6 +205,8 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
     training: shuffle every epoch and augment.
     augment: one of AUGMENT_LEVELS (training only).
     flip: one of FLIP_MODES ("none" for digits and text).
+    mixup: MixUp alpha for training batches (0: off).
+    cutmix: CutMix alpha for training batches (0: off).
     seed: seed of the shuffle and the augmentation.
     cache: "auto" (memory if the decoded split takes under a quarter of the
       available memory), "memory", a file path prefix, or None/"none".
@@ -201,9 +266,15 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
                 **map_options)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   augmenter = build_augmenter(augment, seed=seed) if training else None
-  if augmenter is not None:
-    ds = ds.map(lambda x, y: (augmenter(tf.cast(x, tf.float32),
-                                        training=True), y), **map_options)
-  else:
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), **map_options)
+  mixer = build_mixer(mixup, cutmix, seed=seed) if training else None
+
+  def finish(x, y):
+    x = tf.cast(x, tf.float32)
+    if augmenter is not None:
+      x = augmenter(x, training=True)
+    if mixer is not None:
+      x, y = mixer(x, y)
+    return x, y
+
+  ds = ds.map(finish, **map_options)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -31,16 +31,28 @@ from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
 from imgrec.data import pipeline
 from imgrec.data import scan
+from imgrec.data import sources
 from imgrec.errors import ImgrecError
 from imgrec.evaluation import report as report_lib
 from imgrec.training import distribute
 from imgrec.training import multi_worker
+from imgrec.training import recipe
 
 
 def default_model_dir(config):
-  """`runs/<dataset>-<model>`: fixed per data and model, so reruns resume."""
-  data = (os.path.basename(os.path.normpath(config.data_dir))
-          if config.data_dir else config.dataset)
+  """`runs/<data>-<model>`: fixed per data and model, so reruns resume.
+
+  <data> is the data folder's name, the labels CSV's name without extension,
+  the TFDS name (`/` and `:` replaced by `-`) or the built-in dataset.
+  """
+  if config.data_dir:
+    data = os.path.basename(os.path.normpath(config.data_dir))
+  elif config.labels_csv:
+    data = os.path.splitext(os.path.basename(config.labels_csv))[0]
+  elif config.tfds:
+    data = config.tfds.replace("/", "-").replace(":", "-")
+  else:
+    data = config.dataset
   return os.path.join("runs", f"{data}-{config.model}")
 
 
@@ -55,23 +67,37 @@ def resolve_config(config):
 
 
 def load_folder(config, report_path=None):
-  """Returns the ImageFolder of the run (the built-in dataset if no data_dir).
+  """Returns the ImageFolder of the run.
 
-  Every file is validated first (`imgrec.data.scan`): broken files are
-  skipped and reported in `report_path`, odd formats are converted once, and
-  only then are the missing val/test splits carved out, so bad files do not
+  The data comes from `labels_csv`, `tfds`, `data_dir` or else the built-in
+  `dataset`. Every file is validated first (`imgrec.data.scan`): broken
+  files are skipped and reported in `report_path` (with the files a labels
+  CSV lists but that do not exist), odd formats are converted once, and only
+  then are the missing val/test splits carved out, so bad files do not
   unbalance them.
   """
-  data_dir = config.data_dir
-  if data_dir is None:
-    data_dir = datasets.load_builtin(config.dataset, seed=0)
-  found = folder_lib.find_images(data_dir, carve=False)
+  if config.labels_csv:
+    found = sources.read_labels_csv(config.labels_csv)
+  elif config.tfds:
+    found = sources.load_tfds(config.tfds, config.tfds_data_dir)
+  else:
+    data_dir = config.data_dir
+    if data_dir is None:
+      data_dir = datasets.load_builtin(config.dataset, seed=0)
+    found = folder_lib.find_images(data_dir, carve=False)
+  missing = getattr(found, "missing", [])
   if config.scan:
-    found, report = scan.scan_folder(
-        found, max_image_pixels=config.max_image_pixels,
-        max_bad_fraction=config.max_bad_fraction,
-        prepared_dir=scan.default_prepared_dir(found.root),
-        report_path=report_path, channels=config.channels)
+    try:
+      found, report = scan.scan_folder(
+          found, max_image_pixels=config.max_image_pixels,
+          max_bad_fraction=config.max_bad_fraction,
+          prepared_dir=scan.default_prepared_dir(found.root),
+          report_path=report_path, channels=config.channels)
+    except ImgrecError as e:
+      if missing and getattr(e, "report", None):
+        sources.add_missing_to_report(e.report, missing, report_path)
+      raise
+    sources.add_missing_to_report(report, missing, report_path)
     if report["totals"]["skipped"]:
       logging.warning("skipped %d unusable image files (%s); see %s",
                       report["totals"]["skipped"],
@@ -80,16 +106,6 @@ def load_folder(config, report_path=None):
                       report_path or "imgrec-scan")
   return folder_lib.carve_splits(found, config.val_split, config.test_split,
                                  config.seed)
-
-
-def build_optimizer(config):
-  lr = config.learning_rate
-  if config.optimizer == "adam":
-    return keras.optimizers.Adam(lr)
-  if config.optimizer == "adamw":
-    return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay or 1e-4)
-  return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True,
-                              weight_decay=config.weight_decay or None)
 
 
 def build_model(config, num_classes):
@@ -113,7 +129,7 @@ def make_split_dataset(config, split, num_classes, training, cache=None,
       image_size=(config.image_size, config.image_size),
       batch_size=config.batch_size, channels=config.channels,
       training=training, augment=config.augment, flip=config.flip,
-      seed=config.seed, cache=config.cache if cache else None,
+      mixup=config.mixup, cutmix=config.cutmix, seed=config.seed, cache=config.cache if cache else None,
       deterministic=config.deterministic or not training,
       input_context=input_context)
 
@@ -172,21 +188,34 @@ def train(config):
   val_ds = (make_split_dataset(config, val_split, num_classes, False,
                                cache=True)
             if len(val_split) else None)
+  policy = recipe.set_precision(config.mixed_precision)
+  steps = recipe.steps_per_epoch(len(train_split), config.batch_size)
   with strategy.scope():
     model = build_model(config, num_classes)
     model.compile(
-        optimizer=build_optimizer(config),
+        optimizer=recipe.build_optimizer(config, steps),
         loss=keras.losses.CategoricalCrossentropy(
             label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(
-                     k=min(config.top_k, num_classes), name="top_k")])
+                     k=min(config.top_k, num_classes), name="top_k")],
+        jit_compile={"auto": "auto", "true": True,
+                     "false": False}[config.jit_compile])
+  class_weight = (recipe.balanced_class_weights(train_split.labels,
+                                                num_classes)
+                  if config.class_weight == "auto" else None)
 
   monitor = "val_accuracy" if val_ds is not None else "accuracy"
   best_path = os.path.join(model_dir, "best.keras")
   backup_dir = os.path.join(model_dir, "checkpoints")
   resuming = os.path.isdir(backup_dir)
   callbacks = [keras.callbacks.BackupAndRestore(backup_dir)]
+  if config.ema:
+    # Validation and checkpoints see the averaged weights.
+    callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+  if config.early_stopping:
+    callbacks.append(keras.callbacks.EarlyStopping(
+        monitor=monitor, mode="max", patience=config.early_stopping))
   if chief:
     callbacks += [
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
@@ -198,7 +227,8 @@ def train(config):
   callbacks.append(keras.callbacks.ModelCheckpoint(
       best_path, monitor=monitor, mode="max", save_best_only=True))
   history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                      callbacks=callbacks, verbose=config.verbose)
+                      callbacks=callbacks, verbose=config.verbose,
+                      class_weight=class_weight)
   train_seconds = time.time() - start
   if not chief:
     return {"model_dir": model_dir, "train_seconds": train_seconds,
@@ -209,6 +239,13 @@ def train(config):
   # Evaluate and export a fresh copy outside the strategy: running the
   # distributed model on the chief alone would wait for the other workers.
   model = keras.models.load_model(best_path)
+  if policy != "float32":
+    # Serve in float32: TFLite and most servers lack bfloat16 kernels.
+    recipe.set_precision(False)
+    float_model = build_model(config, num_classes)
+    float_model.set_weights(model.get_weights())
+    model = float_model
+    model.save(best_path)
   result = {"model_dir": model_dir, "train_seconds": train_seconds,
             "history": {k: [float(v) for v in vs]
                         for k, vs in history.history.items()}}
