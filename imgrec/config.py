@@ -45,6 +45,10 @@ class TrainConfig:
   model: str = "simple_cnn"
   weights: str = "imagenet"
   freeze_backbone: bool = False
+  init_from: str | None = None
+  freeze_epochs: int = 0
+  unfreeze: str = "all"
+  fine_tune_lr_scale: float = 0.1
   dropout: float | None = None
   edges: bool = False
   # Optimization.
@@ -107,6 +111,18 @@ class TrainConfig:
       bad("label_smoothing", "must be in [0, 1)")
     if self.dropout is not None and not 0 <= self.dropout < 1:
       bad("dropout", "must be in [0, 1)")
+    if not 0 <= self.freeze_epochs < self.epochs:
+      bad("freeze_epochs", "must be in [0, epochs): the head-only epochs "
+          "before the body is unfrozen")
+    if self.unfreeze != "all" and not (self.unfreeze.isdigit() and
+                                       int(self.unfreeze) > 0):
+      bad("unfreeze", "expected all or a positive number of top layers")
+    if not 0 < self.fine_tune_lr_scale <= 1:
+      bad("fine_tune_lr_scale", "must be in (0, 1]")
+    if self.init_from is not None and not os.path.isfile(
+        os.path.join(self.init_from, "best.keras")):
+      bad("init_from", "expected the model_dir of a finished imgrec-train run "
+          "(with best.keras)")
     if self.lr_schedule not in ("constant", "cosine"):
       bad("lr_schedule", "expected constant or cosine")
     if not 0 <= self.warmup_epochs < self.epochs:

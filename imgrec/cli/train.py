@@ -6,6 +6,8 @@
     imgrec-train --tfds=mnist --tfds_data_dir=~/tensorflow_datasets
 """
 
+import sys
+
 from absl import flags
 
 from imgrec.cli import common
@@ -60,6 +62,15 @@ flags.DEFINE_string("weights", "imagenet", "Transfer models: imagenet, none, "
                     "or the path of a local weights file.")
 flags.DEFINE_boolean("freeze_backbone", False, "Transfer models: train the "
                      "head only.")
+flags.DEFINE_string("init_from", None, "Start from the body weights of an "
+                    "earlier imgrec-train model_dir (same --model).")
+flags.DEFINE_integer("freeze_epochs", 0, "Two-stage fine-tuning: train only "
+                     "the head for this many epochs, then unfreeze the body.")
+flags.DEFINE_string("unfreeze", "all", "After --freeze_epochs, unfreeze all "
+                    "of the body or its top N layers (BatchNorm stays "
+                    "frozen).")
+flags.DEFINE_float("fine_tune_lr_scale", 0.1, "Learning-rate factor after "
+                   "unfreezing.")
 flags.DEFINE_float("dropout", None, "Dropout before the classifier. Default: "
                    "the model's own.")
 flags.DEFINE_boolean("edges", False, "Add Sobel edge channels to the input.")
@@ -116,6 +127,9 @@ def main(argv):
                 "with --.")
   from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
   result = trainer.train(config_from_flags())
+  if result.get("interrupted"):
+    sys.stderr.write(f"imgrec-train: {result['message']}\n")
+    sys.exit(result["exit_code"])
   if result.get("chief") is False:
     print(f"worker done in {result['wall_seconds']:.1f} s; the chief writes "
           f"{result['model_dir']}")

@@ -781,9 +781,13 @@ def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
 
   usable = [r for r in results if r.ok]
   own = os.path.abspath(report_path) if report_path else None
-  ignored = [(p, why) for p, why in
-             folder_lib.list_ignored(folder.root, used_paths=paths)
-             if os.path.abspath(p) != own]
+  # A CSV or TFDS listing names its files: walking its folder would only
+  # report everything else there.
+  listed = folder.layout not in ("classes", "splits")
+  ignored = [] if listed else [
+      (p, why) for p, why in
+      folder_lib.list_ignored(folder.root, used_paths=paths)
+      if os.path.abspath(p) != own]
   report = {
       "root": folder.root,
       "class_names": list(folder.class_names),

@@ -34,9 +34,11 @@ from imgrec.data import scan
 from imgrec.data import sources
 from imgrec.errors import ImgrecError
 from imgrec.evaluation import report as report_lib
+from imgrec.training import callbacks as callbacks_lib
 from imgrec.training import distribute
 from imgrec.training import multi_worker
 from imgrec.training import recipe
+from imgrec.training import transfer
 
 
 def default_model_dir(config):
@@ -174,8 +176,8 @@ def train(config):
 
   if chief:
     config_to_save = TrainConfig.from_dict(config.to_dict())
-    if config_to_save.data_dir is None:
-      config_to_save.data_dir = folder.root
+    if not (config.data_dir or config.labels_csv or config.tfds):
+      config_to_save.data_dir = folder.root  # The built-in dataset's folder.
     config_to_save.save(os.path.join(model_dir, "config.json"))
     folder_lib.write_labels(os.path.join(model_dir, "labels.txt"), class_names)
     folder_lib.write_split_manifest(os.path.join(model_dir, "splits.json"),
@@ -192,6 +194,8 @@ def train(config):
   steps = recipe.steps_per_epoch(len(train_split), config.batch_size)
   with strategy.scope():
     model = build_model(config, num_classes)
+    if config.init_from:
+      transfer.load_body_weights(model, config.init_from)
     model.compile(
         optimizer=recipe.build_optimizer(config, steps),
         loss=keras.losses.CategoricalCrossentropy(
@@ -208,8 +212,13 @@ def train(config):
   monitor = "val_accuracy" if val_ds is not None else "accuracy"
   best_path = os.path.join(model_dir, "best.keras")
   backup_dir = os.path.join(model_dir, "checkpoints")
-  resuming = os.path.isdir(backup_dir)
-  callbacks = [keras.callbacks.BackupAndRestore(backup_dir)]
+  history_path = os.path.join(model_dir, "history.csv")
+  # A rerun resumes after the last epoch whose backup was committed; history
+  # rows of later epochs (cut short by a kill, run again now) are dropped.
+  epochs_done = callbacks_lib.completed_epochs(backup_dir) if chief else 0
+  if chief:
+    callbacks_lib.truncate_history(history_path, epochs_done)
+  callbacks = []
   if config.ema:
     # Validation and checkpoints see the averaged weights.
     callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
@@ -219,23 +228,33 @@ def train(config):
   if chief:
     callbacks += [
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"),
-                                  append=resuming),
+        keras.callbacks.CSVLogger(history_path, append=epochs_done > 0),
     ]
   # Every worker saves (saving may run collectives); multi_worker sends the
   # non-chief copies to temporary folders.
-  callbacks.append(keras.callbacks.ModelCheckpoint(
+  callbacks.append(callbacks_lib.AtomicModelCheckpoint(
       best_path, monitor=monitor, mode="max", save_best_only=True))
-  history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                      callbacks=callbacks, verbose=config.verbose,
-                      class_weight=class_weight)
+  # After the callbacks that write per-epoch outputs: an epoch counts as done
+  # once its backup is committed, and by then its row and best.keras exist.
+  callbacks.append(callbacks_lib.AtomicBackupAndRestore(
+      backup_dir, dataset=train_ds, state_callbacks=list(callbacks)))
+  callbacks.append(callbacks_lib.GracefulInterrupt())
+  try:
+    history = model.fit(train_ds, validation_data=val_ds,
+                        epochs=config.epochs, callbacks=callbacks,
+                        verbose=config.verbose, class_weight=class_weight)
+  except callbacks_lib.TrainingInterrupted as e:
+    logging.warning("%s", e)
+    return {"model_dir": model_dir, "interrupted": True, "message": str(e),
+            "exit_code": e.exit_code, "chief": chief,
+            "wall_seconds": time.time() - start}
   train_seconds = time.time() - start
   if not chief:
     return {"model_dir": model_dir, "train_seconds": train_seconds,
             "wall_seconds": time.time() - start, "chief": False}
 
   if not os.path.isfile(best_path):
-    model.save(best_path)
+    callbacks_lib.save_model_atomic(model, best_path)
   # Evaluate and export a fresh copy outside the strategy: running the
   # distributed model on the chief alone would wait for the other workers.
   model = keras.models.load_model(best_path)
