@@ -139,8 +139,8 @@ def test_scratch_edges_append_three_channels(name):
 @pytest.mark.parametrize("name", SCRATCH)
 def test_scratch_grayscale_input(name):
   shape = (28, 28, 1)
-  model = models.create_model(name, NUM_CLASSES, shape, edges=True,
-                              **({"patch_size": 7} if name == "vit_tiny" else {}))
+  extra = {"patch_size": 7} if name == "vit_tiny" else {}
+  model = models.create_model(name, NUM_CLASSES, shape, edges=True, **extra)
   assert model.get_layer("concat_edges").output.shape[-1] == 4
   _check_probabilities(model(_images(shape), training=False))
 
