@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 
+from imgrec import fileio
 from imgrec.errors import ImgrecError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -184,11 +185,7 @@ class TrainConfig:
 
   def save(self, path):
     """Writes the config as JSON, atomically."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-      f.write("\n")
-    os.replace(tmp, path)
+    fileio.write_json(path, self.to_dict(), indent=2, sort_keys=True)
 
   @classmethod
   def load(cls, path):

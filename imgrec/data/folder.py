@@ -13,10 +13,10 @@ files whose extension is not an image format are ignored.
 """
 
 import dataclasses
-import json
 import os
 import random
 
+from imgrec import fileio
 from imgrec.errors import ImgrecError
 
 IMAGE_EXTENSIONS = frozenset({
@@ -274,8 +274,7 @@ def carve_splits(found, val_split, test_split, seed):
 
 def write_labels(path, class_names):
   """Writes one class name per line, in label order."""
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(class_names) + "\n")
+  fileio.write_text(path, "\n".join(class_names) + "\n")
 
 
 def read_labels(path):
@@ -289,7 +288,4 @@ def write_split_manifest(path, folder):
   data = {"root": folder.root, "class_names": folder.class_names,
           "splits": {s: {"paths": sp.paths, "labels": sp.labels}
                      for s, sp in folder.splits.items()}}
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(data, f)
-  os.replace(tmp, path)
+  fileio.write_json(path, data)

@@ -25,7 +25,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
@@ -35,6 +34,7 @@ from PIL import ImageFile
 from PIL import ImageOps
 from PIL import UnidentifiedImageError
 
+from imgrec import fileio
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 
@@ -330,17 +330,9 @@ def _write_prepared(view, data, prepared_dir):
   path = os.path.join(prepared_dir, digest.hexdigest()[:32] + ".png")
   if os.path.exists(path):
     return path  # Same bytes, same conversion: written by an earlier scan.
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=prepared_dir)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      # Fast compression: these files are a cache, read back every epoch.
-      view.save(f, "PNG", compress_level=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
+  with fileio.atomic_write(path, "wb") as f:
+    # Fast compression: these files are a cache, read back every epoch.
+    view.save(f, "PNG", compress_level=1)
   return path
 
 
@@ -463,15 +455,9 @@ def _load_cache(path):
 
 def _save_cache(path, entries):
   """Writes the cache atomically; a failure only costs a slower next scan."""
-  directory = os.path.dirname(os.path.abspath(path))
   try:
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump({"version": SCAN_VERSION, "entries": entries}, f,
-                ensure_ascii=False, separators=(",", ":"))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    fileio.write_json(path, {"version": SCAN_VERSION, "entries": entries},
+                      ensure_ascii=False, separators=(",", ":"))
   except OSError as e:
     sys.stderr.write(f"imgrec: warning: cannot write scan cache {path}: "
                      f"{e.strerror or e}\n")
@@ -692,19 +678,7 @@ def _count(items):
 
 
 def _write_json(path, data):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(data, f, ensure_ascii=False, indent=1)
-      f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
+  fileio.write_json(path, data, ensure_ascii=False, indent=1)
 
 
 def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,

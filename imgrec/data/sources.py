@@ -24,6 +24,7 @@ import time
 
 from absl import logging
 
+from imgrec import fileio
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 
@@ -262,28 +263,8 @@ def add_missing_to_report(report, missing, report_path=None):
   report["skipped_by_reason"] = dict(
       sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
   if report_path:
-    _write_json(report_path, report)
+    fileio.write_json(report_path, report, ensure_ascii=False, indent=1)
   return report
-
-
-def _write_json(path, data):
-  """Writes `data` as JSON atomically: readers never see half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(data, f, ensure_ascii=False, indent=1)
-      f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
-
-
-# --- TensorFlow Datasets -----------------------------------------------------
 
 
 def default_tfds_data_dir():

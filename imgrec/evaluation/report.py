@@ -1,9 +1,10 @@
 """Classification reports: accuracy, top-k, per-class P/R/F1, confusion."""
 
-import json
 import os
 
 import numpy as np
+
+from imgrec import fileio
 
 
 def classification_report(y_true, probabilities, class_names, k=5):
@@ -85,11 +86,7 @@ def write_report(report, directory, name="report"):
   """Writes `<name>.json` and a readable `<name>.txt`; returns the JSON path."""
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f"{name}.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2)
-    f.write("\n")
-  os.replace(tmp, path)
-  with open(os.path.join(directory, f"{name}.txt"), "w", encoding="utf-8") as f:
-    f.write(format_report(report))
+  fileio.write_json(path, report, indent=2)
+  fileio.write_text(os.path.join(directory, f"{name}.txt"),
+                    format_report(report))
   return path

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from imgrec import fileio
 from imgrec.errors import ImgrecError
 from imgrec.export.saved_model import model_input_spec
 
@@ -55,15 +56,11 @@ def export_tflite(model, path, *, class_names=None, quantization="float",
     archive.write_out(tmp_dir, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(tmp_dir)
     flatbuffer = _convert(converter, quantization, representative_images)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
+  with fileio.atomic_write(path, "wb") as f:
     f.write(flatbuffer)
-  os.replace(tmp, path)
   if class_names is not None:
-    with open(os.path.join(os.path.dirname(os.path.abspath(path)),
-                           "labels.txt"), "w", encoding="utf-8") as f:
-      f.write("\n".join(class_names) + "\n")
+    fileio.write_text(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                   "labels.txt"), "\n".join(class_names) + "\n")
   return path
 
 

@@ -22,7 +22,6 @@ import time
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 from imgrec import datasets
