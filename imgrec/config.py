@@ -115,6 +115,9 @@ class TrainConfig:
     if not 0 <= self.freeze_epochs < self.epochs:
       bad("freeze_epochs", "must be in [0, epochs): the head-only epochs "
           "before the body is unfrozen")
+    if self.freeze_epochs and self.freeze_backbone:
+      bad("freeze_epochs", "conflicts with --freeze_backbone (which never "
+          "unfreezes); use one of them")
     if self.unfreeze != "all" and not (self.unfreeze.isdigit() and
                                        int(self.unfreeze) > 0):
       bad("unfreeze", "expected all or a positive number of top layers")

@@ -195,58 +195,92 @@ def train(config):
     model = build_model(config, num_classes)
     if config.init_from:
       transfer.load_body_weights(model, config.init_from)
-    model.compile(
-        optimizer=recipe.build_optimizer(config, steps),
-        loss=keras.losses.CategoricalCrossentropy(
-            label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                 keras.metrics.TopKCategoricalAccuracy(
-                     k=min(config.top_k, num_classes), name="top_k")],
-        jit_compile={"auto": "auto", "true": True,
-                     "false": False}[config.jit_compile])
   class_weight = (recipe.balanced_class_weights(train_split.labels,
                                                 num_classes)
                   if config.class_weight == "auto" else None)
 
   monitor = "val_accuracy" if val_ds is not None else "accuracy"
   best_path = os.path.join(model_dir, "best.keras")
-  backup_dir = os.path.join(model_dir, "checkpoints")
   history_path = os.path.join(model_dir, "history.csv")
+  # Two-stage fine-tuning trains the head on a frozen body, then the body at
+  # a lower learning rate; each stage resumes from its own backup.
+  if config.freeze_epochs:
+    stages = [("head", 0, config.freeze_epochs, 1.0),
+              ("fine_tune", config.freeze_epochs, config.epochs,
+               config.fine_tune_lr_scale)]
+  else:
+    stages = [("train", 0, config.epochs, 1.0)]
+  backup_dirs = [os.path.join(model_dir, "checkpoints")
+                 if len(stages) == 1 else
+                 os.path.join(model_dir, "checkpoints", name)
+                 for name, *_ in stages]
   # A rerun resumes after the last epoch whose backup was committed; history
   # rows of later epochs (cut short by a kill, run again now) are dropped.
-  epochs_done = callbacks_lib.completed_epochs(backup_dir) if chief else 0
+  # Epoch numbers run on across stages, so the last stage's count is the
+  # total.
+  epochs_done = (max(callbacks_lib.completed_epochs(d) for d in backup_dirs)
+                 if chief else 0)
   if chief:
     callbacks_lib.truncate_history(history_path, epochs_done)
-  callbacks = []
-  if config.ema:
-    # Validation and checkpoints see the averaged weights.
-    callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-  if config.early_stopping:
-    callbacks.append(keras.callbacks.EarlyStopping(
-        monitor=monitor, mode="max", patience=config.early_stopping))
-  if chief:
-    callbacks += [
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        keras.callbacks.CSVLogger(history_path, append=epochs_done > 0),
-    ]
-  # Every worker saves (saving may run collectives); multi_worker sends the
-  # non-chief copies to temporary folders.
-  callbacks.append(callbacks_lib.AtomicModelCheckpoint(
-      best_path, monitor=monitor, mode="max", save_best_only=True))
-  # After the callbacks that write per-epoch outputs: an epoch counts as done
-  # once its backup is committed, and by then its row and best.keras exist.
-  callbacks.append(callbacks_lib.AtomicBackupAndRestore(
-      backup_dir, dataset=train_ds, state_callbacks=list(callbacks)))
-  callbacks.append(callbacks_lib.GracefulInterrupt())
-  try:
-    history = model.fit(train_ds, validation_data=val_ds,
-                        epochs=config.epochs, callbacks=callbacks,
-                        verbose=config.verbose, class_weight=class_weight)
-  except callbacks_lib.TrainingInterrupted as e:
-    logging.warning("%s", e)
-    return {"model_dir": model_dir, "interrupted": True, "message": str(e),
-            "exit_code": e.exit_code, "chief": chief,
-            "wall_seconds": time.time() - start}
+  history, best = {}, None
+  for (name, first_epoch, last_epoch, lr_scale), backup_dir in zip(
+      stages, backup_dirs):
+    if name == "head":
+      transfer.set_body_trainable(model, False)
+    elif name == "fine_tune":
+      transfer.set_body_trainable(model, True, config.unfreeze)
+    with strategy.scope():
+      model.compile(
+          optimizer=recipe.build_optimizer(
+              config, steps, epochs=last_epoch - first_epoch,
+              lr_scale=lr_scale),
+          loss=keras.losses.CategoricalCrossentropy(
+              label_smoothing=config.label_smoothing),
+          metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                   keras.metrics.TopKCategoricalAccuracy(
+                       k=min(config.top_k, num_classes), name="top_k")],
+          jit_compile={"auto": "auto", "true": True,
+                       "false": False}[config.jit_compile])
+    callbacks = []
+    if config.ema:
+      # Validation and checkpoints see the averaged weights.
+      callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if config.early_stopping:
+      callbacks.append(keras.callbacks.EarlyStopping(
+          monitor=monitor, mode="max", patience=config.early_stopping))
+    if chief:
+      callbacks += [
+          keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+          keras.callbacks.CSVLogger(history_path,
+                                    append=epochs_done > 0 or first_epoch > 0),
+      ]
+    # Every worker saves (saving may run collectives); multi_worker sends the
+    # non-chief copies to temporary folders. A later stage only replaces the
+    # best model of an earlier one with a better one.
+    checkpoint = callbacks_lib.AtomicModelCheckpoint(
+        best_path, monitor=monitor, mode="max", save_best_only=True,
+        initial_value_threshold=best)
+    callbacks.append(checkpoint)
+    # After the callbacks that write per-epoch outputs: an epoch counts as
+    # done once its backup is committed, and by then its row and best.keras
+    # exist.
+    callbacks.append(callbacks_lib.AtomicBackupAndRestore(
+        backup_dir, dataset=train_ds, state_callbacks=list(callbacks)))
+    callbacks.append(callbacks_lib.GracefulInterrupt())
+    try:
+      stage_history = model.fit(
+          train_ds, validation_data=val_ds, initial_epoch=first_epoch,
+          epochs=last_epoch, callbacks=callbacks, verbose=config.verbose,
+          class_weight=class_weight)
+    except callbacks_lib.TrainingInterrupted as e:
+      logging.warning("%s", e)
+      return {"model_dir": model_dir, "interrupted": True, "message": str(e),
+              "exit_code": e.exit_code, "chief": chief,
+              "wall_seconds": time.time() - start}
+    for key, values in stage_history.history.items():
+      history.setdefault(key, []).extend(float(v) for v in values)
+    if checkpoint.best is not None and abs(checkpoint.best) != float("inf"):
+      best = checkpoint.best
   train_seconds = time.time() - start
   if not chief:
     return {"model_dir": model_dir, "train_seconds": train_seconds,
@@ -263,10 +297,9 @@ def train(config):
     float_model = build_model(config, num_classes)
     float_model.set_weights(model.get_weights())
     model = float_model
-    model.save(best_path)
+    callbacks_lib.save_model_atomic(model, best_path)
   result = {"model_dir": model_dir, "train_seconds": train_seconds,
-            "history": {k: [float(v) for v in vs]
-                        for k, vs in history.history.items()}}
+            "history": history}
   eval_split = test_split if len(test_split) else val_split
   if len(eval_split):
     probabilities = predict_split(model, config, eval_split, num_classes)
