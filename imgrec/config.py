@@ -56,12 +56,12 @@ class TrainConfig:
   epochs: int = 20
   batch_size: int = 32
   optimizer: str = "adam"
-  learning_rate: float = 1e-3
+  learning_rate: float = 3e-3
   weight_decay: float = 0.0
   momentum: float = 0.9
   label_smoothing: float = 0.0
   lr_schedule: str = "cosine"
-  warmup_epochs: float = 0.0
+  warmup_epochs: float = 1.0
   mixup: float = 0.0
   cutmix: float = 0.0
   ema: bool = False
@@ -129,8 +129,9 @@ class TrainConfig:
           "(with best.keras)")
     if self.lr_schedule not in ("constant", "cosine"):
       bad("lr_schedule", "expected constant or cosine")
-    if not 0 <= self.warmup_epochs < self.epochs:
-      bad("warmup_epochs", "must be in [0, epochs)")
+    if self.warmup_epochs < 0:
+      bad("warmup_epochs", "must be >= 0 (runs shorter than the warmup warm "
+          "up for all but their last step)")
     if self.mixup < 0:
       bad("mixup", "must be >= 0 (0 turns MixUp off)")
     if self.cutmix < 0:

@@ -29,7 +29,8 @@ def test_cosine_with_warmup():
 
 
 def test_constant_with_and_without_warmup():
-  config = TrainConfig(learning_rate=0.01, epochs=5, lr_schedule="constant")
+  config = TrainConfig(learning_rate=0.01, epochs=5, lr_schedule="constant",
+                       warmup_epochs=0)
   assert recipe.build_lr_schedule(config, 7) == 0.01
   config.warmup_epochs = 1
   schedule = recipe.build_lr_schedule(config, 10)
@@ -86,7 +87,7 @@ def test_every_augment_level_runs_in_tf_data(tmp_path, level):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("lr_schedule", "linear"), ("warmup_epochs", 50), ("mixup", -1.0),
+    ("lr_schedule", "linear"), ("warmup_epochs", -1), ("mixup", -1.0),
     ("ema_momentum", 1.5), ("grad_accum_steps", 0), ("class_weight", "x"),
     ("early_stopping", -1), ("jit_compile", "maybe"), ("augment", "wild"),
 ])

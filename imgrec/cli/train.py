@@ -77,13 +77,14 @@ flags.DEFINE_boolean("edges", False, "Add Sobel edge channels to the input.")
 flags.DEFINE_integer("epochs", 20, "Training epochs.")
 flags.DEFINE_integer("batch_size", 32, "Global batch size.")
 flags.DEFINE_enum("optimizer", "adam", _CHOICES["optimizer"], "Optimizer.")
-flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
+flags.DEFINE_float("learning_rate", 3e-3, "Peak learning rate (after the "
+                   "warmup).")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (adamw, sgd).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
 flags.DEFINE_enum("lr_schedule", "cosine", ("constant", "cosine"),
                   "Learning-rate schedule, after the warmup.")
-flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warmup.")
+flags.DEFINE_float("warmup_epochs", 1.0, "Linear learning-rate warmup.")
 flags.DEFINE_float("mixup", 0.0, "MixUp alpha (0: off).")
 flags.DEFINE_float("cutmix", 0.0, "CutMix alpha (0: off).")
 flags.DEFINE_boolean("ema", False, "Evaluate and save an exponential moving "
