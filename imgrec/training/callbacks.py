@@ -385,6 +385,11 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
   """
 
   def _save_model(self, epoch, batch, logs):
+    from imgrec.training import multi_worker  # pylint: disable=g-import-not-at-top
+    if not multi_worker.is_chief(self.model.distribute_strategy):
+      # Other workers save to their own temporary folders (multi_worker's
+      # patch): a temporary name beside the chief's would race with it.
+      return super()._save_model(epoch, batch, logs)
     path = self._get_file_path(epoch, batch, logs)
     tmp = temp_path(path)
     template = self.filepath
