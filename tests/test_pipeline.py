@@ -155,3 +155,17 @@ def test_sharded_input_context(tmp_path):
     assert all(len(x) <= 2 for x, _ in batches)  # Per-replica batch.
     seen.append(sum(len(x) for x, _ in batches))
   assert seen == [7, 7]  # Equal shards of the 15 files.
+
+
+def test_all_jpeg_lists_use_the_fast_decoder_and_others_still_work(tmp_path):
+  # A .jpg list is decoded by decode_jpeg alone; it reads PNGs too, so a PNG
+  # named .jpg (kept by the scan) still trains.
+  root = write_toy_folder(tmp_path / "d", per_class=2, ext=".jpg")
+  Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(
+      tmp_path / "d" / "red" / "png_inside.jpg", format="PNG")
+  split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
+  ds = pipeline.make_dataset(split.paths, split.labels, num_classes=3,
+                             image_size=(8, 8), batch_size=7, training=True,
+                             augment="none")
+  x, _ = next(iter(ds))
+  assert x.shape == (7, 8, 8, 3)

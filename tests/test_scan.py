@@ -111,6 +111,9 @@ def write_valid(d):
   put("image.ppm", _encoded(image, "PPM"), rgb)
   put("UPPER.JPG", _encoded(image, "JPEG", quality=95), rgb, True)
   put("png_named.jpg", _encoded(image, "PNG"), rgb)
+  # Kept readable, but converted: all-JPEG lists are decoded with
+  # decode_jpeg, which reads PNG but not BMP.
+  put("bmp_named.jpg", _encoded(image, "BMP"), rgb)
   exif = Image.Exif()
   exif[0x0112] = 6  # Shown rotated 90 degrees clockwise.
   put("exif6.jpg", _encoded(image, "JPEG", quality=95, exif=exif.tobytes()),
@@ -195,6 +198,7 @@ def test_every_valid_kind_is_kept_and_decodes_as_shown(zoo, tmp_path):
   by_name = dict(zip(names, results))
   assert by_name["exif6.jpg"].conversion == "exif_orientation"
   assert by_name["image.tiff"].conversion == "format_not_in_tf"
+  assert by_name["bmp_named.jpg"].conversion == "extension_mismatch"
   assert by_name["rgba.png"].conversion == "transparency"
   assert by_name["palette.bmp"].conversion == "tf_pixels_differ"
   assert by_name["rgba.webp"].conversion == "tf_decode_failed"

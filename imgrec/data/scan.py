@@ -45,7 +45,7 @@ CACHE_NAME = "scan_cache.json"
 REPORT_NAME = "data_report.json"
 # Part of every cache entry and prepared file name: bump it when a check or a
 # conversion changes, so old results are not reused.
-SCAN_VERSION = 1
+SCAN_VERSION = 2
 
 REASONS = ("empty_file", "unreadable", "not_an_image", "unsupported_format",
            "truncated", "corrupt", "decompression_bomb")
@@ -281,7 +281,7 @@ def _has_transparency(im):
       "transparency" in im.info)
 
 
-def _needs_conversion(im, view, data, channels):
+def _needs_conversion(im, view, data, channels, path=""):
   """Returns (conversion, detail), or (None, None) if tf.io reads `data` right.
 
   Args:
@@ -289,6 +289,7 @@ def _needs_conversion(im, view, data, channels):
     view: Pillow's view: oriented, 8-bit RGB, transparency on white.
     data: the file's bytes.
     channels: the channel count the pipeline decodes with.
+    path: the file's path; its extension matters (see below).
   """
   orientation = _orientation(im)
   if 2 <= orientation <= 8:
@@ -296,6 +297,11 @@ def _needs_conversion(im, view, data, channels):
                                 "ignores it, so the image is stored rotated")
   if im.format not in _TF_FORMATS:
     return "format_not_in_tf", f"tf.io cannot read {im.format} files"
+  if (os.path.splitext(path)[1].lower() in (".jpg", ".jpeg", ".jpe") and
+      im.format not in ("JPEG", "MPO", "PNG")):
+    # The training pipeline reads all-JPEG lists with decode_jpeg alone,
+    # which also reads PNG but not, say, a BMP named .jpg.
+    return "extension_mismatch", (f"a {im.format} file named like a JPEG")
   ops = _ops()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf_errors = (tf.errors.InvalidArgumentError, tf.errors.UnknownError)
@@ -387,7 +393,7 @@ def _check_open_file(f, path, size, max_image_pixels, prepared_dir, channels):
   info.update(width=view.width, height=view.height)
   f.seek(0)
   data = f.read()
-  conversion, detail = _needs_conversion(im, view, data, channels)
+  conversion, detail = _needs_conversion(im, view, data, channels, path)
   decode_path = path
   if conversion:
     try:
