@@ -142,3 +142,28 @@ def test_one_class_and_empty_class_errors(tmp_path):
   proc = run_cli("train", f"--data_dir={two}", check=False)
   assert proc.returncode == 2 and "green" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_mixed_tree_with_broken_files_trains(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  data = write_toy_folder(tmp_path / "data", per_class=8)
+  red = tmp_path / "data" / "red"
+  good = (red / "000.png").read_bytes()
+  (red / "truncated.png").write_bytes(good[:len(good) // 2])
+  (red / "empty.jpg").write_bytes(b"")
+  (red / "page.jpg").write_text("<html><body>Not found</body></html>")
+  (tmp_path / "data" / ".DS_Store").write_bytes(b"\0\1junk")
+  Image.fromarray(np.full((20, 20), 128, np.uint8)).save(
+      tmp_path / "data" / "blue" / "face.pgm")
+  model_dir = tmp_path / "run"
+  proc = run_cli("train", f"--data_dir={data}", f"--model_dir={model_dir}",
+                 "--epochs=1", "--image_size=16", "--batch_size=8",
+                 "--max_bad_fraction=0.5", "--export=false")
+  assert "test accuracy" in proc.stdout
+  report = json.load(open(model_dir / "data_report.json"))
+  assert sorted(s["reason"] for s in report["skipped"]) == [
+      "empty_file", "not_an_image", "truncated"]
+  assert report["totals"]["usable"] == 25  # 24 toy images + the PGM.
+  splits = json.load(open(model_dir / "splits.json"))["splits"]
+  used = [p for s in splits.values() for p in s["paths"]]
+  assert len(used) == 25 and not any("truncated" in p for p in used)
