@@ -16,7 +16,7 @@ then trains, for each of --seeds (0,1,2):
 
 Expected on 2 CPU cores (issue 4 goal: imgrec >= 97%, mean of 3 seeds):
 anchor 90.5% (the issue quotes 82.5%; without whitening, 80.0% after 1000
-steps, 88.5% after 10000); imgrec 98.67 +- 0.29% (98.5-99.0), about 3 minutes
+steps, 88.5% after 10000); imgrec 98.33 +- 0.29% (98.0-98.5), about 4 minutes
 a run.
 """
 
