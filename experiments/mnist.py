@@ -26,8 +26,6 @@ imports. The first run warms imgrec's scan cache (an untimed imgrec-scan).
 """
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -121,16 +119,6 @@ def flagfile_of(recipe):
   return os.path.join(HERE, f"mnist_{recipe}.flags")
 
 
-def warm_scan_cache(data_dir, report_path):
-  """Scans the folder once (untimed), as a user's second run would find it."""
-  exe = os.path.join(os.path.dirname(sys.executable), "imgrec-scan")
-  cmd = ([exe] if os.path.exists(exe) else
-         [sys.executable, "-m", "imgrec.cli.scan"])
-  subprocess.run(cmd + [f"--data_dir={data_dir}", "--channels=1",
-                        "--noprogress", f"--report={report_path}"],
-                 capture_output=True, check=False)
-
-
 def main(argv):
   del argv
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-mnist-")
@@ -143,7 +131,7 @@ def main(argv):
       print(f"{recipe}: {path}\n  " +
             " ".join(recipe_runs.read_flagfile(path) + FLAGS.override),
             flush=True)
-  warm_scan_cache(FLAGS.data_dir, os.path.join(work_dir, "scan.json"))
+  recipe_runs.warm_scan_cache(FLAGS.data_dir, os.path.join(work_dir, "scan.json"))
   runs = []
   for seed in seeds:
     for recipe in FLAGS.recipes:

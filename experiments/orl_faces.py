@@ -21,8 +21,6 @@ a run.
 """
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -165,16 +163,6 @@ def flagfile_of(recipe):
   return recipe
 
 
-def warm_scan_cache(data_dir, report_path):
-  """Scans (and converts the PGMs) once, untimed, as a second run finds it."""
-  exe = os.path.join(os.path.dirname(sys.executable), "imgrec-scan")
-  cmd = ([exe] if os.path.exists(exe) else
-         [sys.executable, "-m", "imgrec.cli.scan"])
-  subprocess.run(cmd + [f"--data_dir={data_dir}", "--channels=1",
-                        "--noprogress", f"--report={report_path}"],
-                 capture_output=True, check=False)
-
-
 def main(argv):
   del argv
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-orl-")
@@ -188,7 +176,7 @@ def main(argv):
       print(f"{recipe}: {path}\n  " +
             " ".join(recipe_runs.read_flagfile(path) + FLAGS.override),
             flush=True)
-  warm_scan_cache(split_dir, os.path.join(work_dir, "scan.json"))
+  recipe_runs.warm_scan_cache(split_dir, os.path.join(work_dir, "scan.json"))
   runs = []
   for seed in [int(s) for s in FLAGS.seeds]:
     for recipe in FLAGS.recipes:

@@ -107,6 +107,19 @@ def run_imgrec(recipe, flagfile, *, data_dir, seed, model_dir, extra=(),
              process_seconds)
 
 
+def warm_scan_cache(data_dir, report_path):
+  """Scans a grayscale folder once, untimed, as a user's second run finds it.
+
+  The scan also converts what tf.io cannot read (ORL's PGMs) into its cache.
+  """
+  exe = os.path.join(os.path.dirname(sys.executable), "imgrec-scan")
+  cmd = ([exe] if os.path.exists(exe) else
+         [sys.executable, "-m", "imgrec.cli.scan"])
+  subprocess.run(cmd + [f"--data_dir={data_dir}", "--channels=1",
+                        "--noprogress", f"--report={report_path}"],
+                 capture_output=True, check=False)
+
+
 def summarize(runs):
   """Groups runs by recipe, in first-seen order: {recipe: stats dict}."""
   groups = {}
