@@ -54,6 +54,7 @@ def run_experiment(script, json_path, args):
 def main(argv):
   del argv
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-accuracy-")
+  os.makedirs(work_dir, exist_ok=True)
   results = {
       "MNIST-10k": run_experiment(
           "mnist.py", os.path.join(work_dir, "mnist.json"),

@@ -122,6 +122,7 @@ def flagfile_of(recipe):
 def main(argv):
   del argv
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-mnist-")
+  os.makedirs(work_dir, exist_ok=True)
   log_dir = os.path.join(work_dir, "logs")
   print(f"work_dir: {work_dir}", flush=True)
   seeds = [int(s) for s in FLAGS.seeds]

@@ -166,6 +166,7 @@ def flagfile_of(recipe):
 def main(argv):
   del argv
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-orl-")
+  os.makedirs(work_dir, exist_ok=True)
   split_dir = make_split(FLAGS.data_dir, FLAGS.split_dir or os.path.join(
       tempfile.gettempdir(), "imgrec-orl-split"))
   log_dir = os.path.join(work_dir, "logs")
