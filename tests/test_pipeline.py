@@ -104,18 +104,45 @@ def test_augmenter_changes_images_but_not_shape():
 def test_augment_image_eager_equals_tf_data_and_varies():
   image = tf.constant(np.random.default_rng(0).integers(
       0, 256, (16, 12, 3), dtype=np.uint8))
-  seed = tf.constant([3, 4])
+  seed = tf.constant(1234567, tf.int64)
   eager = pipeline.augment_image(image, seed).numpy()
   graph = next(iter(tf.data.Dataset.from_tensors((image, seed)).map(
       lambda x, s: pipeline.augment_image(x, s)))).numpy()
   np.testing.assert_array_equal(eager, graph)
   assert eager.shape == (16, 12, 3) and eager.dtype == np.uint8
-  outs = {pipeline.augment_image(image, tf.constant([i, 0])).numpy().tobytes()
-          for i in range(8)}
-  assert len(outs) > 4
+  seeds = np.random.default_rng(1).integers(-2**63, 2**63 - 1, 30)
+  outs = {pipeline.augment_image(image, tf.constant(s, tf.int64)).numpy()
+          .tobytes() for s in seeds}
+  assert len(outs) > 10  # Of 2 flips x 5 x 3 shifts.
   # No flip and no shift: the identity.
   same = pipeline.augment_image(image, seed, flip="none", shift_fraction=0)
   np.testing.assert_array_equal(same.numpy(), image.numpy())
+
+
+def _shifted(src, dy, dx):
+  """src moved by (dy, dx) pixels, zeros where nothing lands (numpy)."""
+  h, w = src.shape
+  out = np.zeros_like(src)
+  out[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)] = (
+      src[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)])
+  return out
+
+
+def test_augment_image_is_a_flip_and_a_zero_padded_shift():
+  src = np.arange(1, 8 * 8 + 1, dtype=np.uint8).reshape(8, 8)
+  candidates = {(flip, dy, dx): _shifted(src[:, ::-1] if flip else src, dy, dx)
+                for flip in (False, True)
+                for dy in range(-2, 3) for dx in range(-2, 3)}
+  seen = set()
+  for seed in np.random.default_rng(0).integers(-2**63, 2**63 - 1, 300):
+    out = pipeline.augment_image(tf.constant(src[..., None]),
+                                 tf.constant(seed, tf.int64),
+                                 shift_fraction=0.25).numpy()[..., 0]
+    match = [k for k, v in candidates.items() if np.array_equal(v, out)]
+    assert len(match) == 1, out
+    seen.add(match[0])
+  # Every flip and offset in [-2, 2] x [-2, 2] turns up in 300 draws.
+  assert seen == set(candidates)
 
 
 @pytest.mark.parametrize("cache", ["memory", "file"])

@@ -271,7 +271,7 @@ def train(config):
       stage_history = model.fit(
           train_ds, validation_data=val_ds, initial_epoch=first_epoch,
           epochs=last_epoch, callbacks=callbacks, verbose=config.verbose,
-          class_weight=class_weight)
+          class_weight=class_weight, shuffle=False)  # The dataset shuffles.
     except callbacks_lib.TrainingInterrupted as e:
       logging.warning("%s", e)
       return {"model_dir": model_dir, "interrupted": True, "message": str(e),
