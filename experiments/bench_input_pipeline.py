@@ -10,7 +10,8 @@ runs each, for
   (b) the anchor: keras.utils.image_dataset_from_directory, then Keras
       RandomFlip/RandomRotation/RandomZoom on the batches;
   (c) imgrec's training pipeline with its default augmentation: first epoch
-      and a later epoch;
+      and a later epoch (decoded images cached in memory), and an epoch
+      streamed from the files (--cache=none, for data larger than memory);
 and the ratios (b)/(a), (c)/(a). Then model.fit throughput of a small CNN fed
 by (c) versus fed by the same images as in-memory tensors.
 Expected on 2 CPU cores with ~500x375 JPEGs at 224 px (issue 3 goals):
@@ -100,23 +101,26 @@ def main(argv):
         f"{FLAGS.batch_size}, {os.cpu_count()} CPUs, median of "
         f"{FLAGS.repeats}")
 
-  runs = {"a": [], "b": [], "c1": [], "c2": []}
+  runs = {"a": [], "b": [], "c1": [], "c2": [], "s": []}
   for _ in range(FLAGS.repeats):
     runs["a"].append(images_per_second(limit_dataset(paths, labels, size)))
     runs["b"].append(images_per_second(anchor_dataset(FLAGS.data_dir, size)))
     ds = imgrec_dataset(paths, labels, num_classes, size)
     runs["c1"].append(images_per_second(ds))
     runs["c2"].append(images_per_second(ds))
+    runs["s"].append(images_per_second(
+        imgrec_dataset(paths, labels, num_classes, size, cache="none")))
   rate = {k: median([r for r, _ in v]) for k, v in runs.items()}
   cpu = {k: median([c for _, c in v]) for k, v in runs.items()}
   a = rate["a"]
   rows = [("a", "(a) decode+resize limit"), ("b", "(b) anchor (Keras)"),
-          ("c1", "(c) imgrec, first epoch"), ("c2", "(c) imgrec, later epoch")]
+          ("c1", "(c) imgrec, first epoch"), ("c2", "(c) imgrec, later epoch"),
+          ("s", "(c) imgrec, --cache=none")]
   for key, name in rows:
-    ratio = "" if key == "a" else f"   ({key[0]})/(a) = {rate[key] / a:.2f}"
+    ratio = "" if key == "a" else f"   {name[:3]}/(a) = {rate[key] / a:.2f}"
     print(f"{name:28s} {rate[key]:8.1f} images/s   {cpu[key]:.2f} CPU ms/image"
           f"{ratio}")
-  for key in ("a", "c1", "c2"):
+  for key in ("a", "c1", "c2", "s"):
     print(f"  {key} runs: {[round(r) for r, _ in runs[key]]}")
 
   # model.fit: the same small CNN fed by the pipeline or by in-memory tensors.

@@ -196,3 +196,23 @@ def test_all_jpeg_lists_use_the_fast_decoder_and_others_still_work(tmp_path):
                              augment="none")
   x, _ = next(iter(ds))
   assert x.shape == (7, 8, 8, 3)
+
+
+def test_fused_jpeg_decode_matches_decode_then_augment(tmp_path):
+  # A smooth photo-like JPEG, larger than the output.
+  yy, xx = np.mgrid[0:90, 0:120]
+  pixels = (np.stack([xx * 2, yy * 2, xx + yy], -1) + 20).clip(0, 255)
+  path = str(tmp_path / "smooth.jpg")
+  Image.fromarray(pixels.astype(np.uint8)).save(path, quality=95)
+  size = (32, 40)
+  plain = pipeline._decode_uint8(tf.constant(path), size, 3, True)
+  for seed in np.random.default_rng(0).integers(-2**63, 2**63 - 1, 12):
+    seed = tf.constant(seed, tf.int64)
+    want = pipeline.augment_image(plain, seed).numpy().astype(int)
+    got = pipeline.decode_augment_jpeg(tf.constant(path), seed, size).numpy()
+    assert got.shape == (32, 40, 3) and got.dtype == np.uint8
+    got = got.astype(int)
+    # Same flip and shift: the zero padding is in the same place ...
+    np.testing.assert_array_equal(want.sum(-1) == 0, got.sum(-1) == 0)
+    # ... and the kept part differs only by the window's rounding.
+    assert np.abs(want - got).mean() < 2.0
