@@ -125,12 +125,17 @@ def build_model(config, num_classes):
 
 def make_split_dataset(config, split, num_classes, training, cache=None,
                        input_context=None):
+  cache = config.cache if cache else None
+  if cache == "auto" and config.epochs == 1:
+    # One pass reads every image once: a cache would only cost memory, and
+    # streamed JPEGs decode less (only what the augmentation keeps).
+    cache = None
   return pipeline.make_dataset(
       split.paths, split.labels, num_classes=num_classes,
       image_size=(config.image_size, config.image_size),
       batch_size=config.batch_size, channels=config.channels,
       training=training, augment=config.augment, flip=config.flip,
-      mixup=config.mixup, cutmix=config.cutmix, seed=config.seed, cache=config.cache if cache else None,
+      mixup=config.mixup, cutmix=config.cutmix, seed=config.seed, cache=cache,
       deterministic=config.deterministic or not training,
       input_context=input_context)
 
