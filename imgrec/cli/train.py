@@ -42,8 +42,10 @@ flags.DEFINE_integer("image_size", None, "Square input size in pixels. "
 flags.DEFINE_integer("channels", 3, "1 (grayscale) or 3 (RGB).")
 flags.DEFINE_string("cache", "auto", "Cache of decoded, resized images: "
                     "auto (in memory when they take under a quarter of the "
-                    "free memory), none, memory, or a file path prefix (for "
-                    "datasets larger than memory).")
+                    "free memory and there is more than one epoch), none "
+                    "(decode every epoch; streamed JPEGs decode only the "
+                    "part the augmentation keeps), memory, or a file path "
+                    "prefix (for datasets larger than memory).")
 flags.DEFINE_enum("augment", "light", _CHOICES["augment"], "Augmentation: "
                   "light = random flip and shift; medium adds rotation, zoom "
                   "and contrast; heavy makes them stronger and adds "
