@@ -3,16 +3,18 @@
 The order is fixed:
 
     list files -> [shard] -> [decode + resize -> cache] -> shuffle
-      -> map(decode + resize, if not cached; per-image augmentation)
+      -> map(decode + resize, if not cached; per-image flip and shift)
       -> batch -> [float32 -> batch augmentation (Keras layers), mixing]
       -> prefetch
 
-Training images stay uint8 until the last op (a quarter of float32's memory
-traffic and cache size); with the default augmentation the batches reach
-the model as uint8 and the model's input casts them. Pixels are raw 0..255:
-normalization lives inside each model, so serving takes raw pixels too. Augmentation is seeded; with
-`deterministic=False` (training default) parallel maps may reorder elements
-for speed.
+Streamed (uncached) JPEGs are decoded, resized, flipped and shifted in one
+map that decodes only the part of the image the shift keeps. Training images
+stay uint8 until the last op (a quarter of float32's memory traffic and cache
+size); with the default augmentation the batches reach the model as uint8 and
+the model's input casts them. Pixels are raw 0..255: normalization lives
+inside each model, so serving takes raw pixels too. Augmentation is seeded;
+with `deterministic=False` (training default) parallel maps may reorder
+elements for speed.
 """
 
 import os
