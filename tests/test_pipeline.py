@@ -110,7 +110,7 @@ def test_augment_image_eager_equals_tf_data_and_varies():
       lambda x, s: pipeline.augment_image(x, s)))).numpy()
   np.testing.assert_array_equal(eager, graph)
   assert eager.shape == (16, 12, 3) and eager.dtype == np.uint8
-  seeds = np.random.default_rng(1).integers(-2**63, 2**63 - 1, 30)
+  seeds = np.random.default_rng(1).integers(0, 2**32, 30)
   outs = {pipeline.augment_image(image, tf.constant(s, tf.int64)).numpy()
           .tobytes() for s in seeds}
   assert len(outs) > 10  # Of 2 flips x 5 x 3 shifts.
@@ -134,14 +134,16 @@ def test_augment_image_is_a_flip_and_a_zero_padded_shift():
                 for flip in (False, True)
                 for dy in range(-2, 3) for dx in range(-2, 3)}
   seen = set()
-  for seed in np.random.default_rng(0).integers(-2**63, 2**63 - 1, 300):
+  # The seeds the training pipeline zips in: 32 random bits each.
+  draws = tf.data.Dataset.random(seed=0).take(1000).as_numpy_iterator()
+  for seed in draws:
     out = pipeline.augment_image(tf.constant(src[..., None]),
                                  tf.constant(seed, tf.int64),
                                  shift_fraction=0.25).numpy()[..., 0]
     match = [k for k, v in candidates.items() if np.array_equal(v, out)]
     assert len(match) == 1, out
     seen.add(match[0])
-  # Every flip and offset in [-2, 2] x [-2, 2] turns up in 300 draws.
+  # Every flip and offset in [-2, 2] x [-2, 2] turns up in 1000 draws.
   assert seen == set(candidates)
 
 
@@ -206,7 +208,7 @@ def test_fused_jpeg_decode_matches_decode_then_augment(tmp_path):
   Image.fromarray(pixels.astype(np.uint8)).save(path, quality=95)
   size = (32, 40)
   plain = pipeline._decode_uint8(tf.constant(path), size, 3, True)
-  for seed in np.random.default_rng(0).integers(-2**63, 2**63 - 1, 12):
+  for seed in np.random.default_rng(0).integers(0, 2**32, 12):
     seed = tf.constant(seed, tf.int64)
     want = pipeline.augment_image(plain, seed).numpy().astype(int)
     got = pipeline.decode_augment_jpeg(tf.constant(path), seed, size).numpy()

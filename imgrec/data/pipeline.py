@@ -123,10 +123,13 @@ def build_mixer(mixup=0.0, cutmix=0.0, *, seed=None):
 
 
 def _flip_and_shift(seed, size, flip, shift_fraction):
-  """Draws (flip_lr, flip_ud, dy, dx) from the bits of one int64 `seed`.
+  """Draws (flip_lr, flip_ud, dy, dx) from the low 32 bits of `seed`.
 
-  dy, dx are uniform in [-limit, limit], limit = int(side * shift_fraction);
-  a positive dy moves the content up (the bottom rows become padding).
+  `Dataset.random` gives 32 random bits (int64 values in [0, 2**32)): bits 0
+  and 1 pick the flips, bits 2-16 and 17-31 the offsets. dy, dx are uniform
+  in [-limit, limit], limit = int(side * shift_fraction), up to a modulo bias
+  of (2 * limit + 1) / 2**15 (0.2% at 224 px); a positive dy moves the
+  content up (the bottom rows become padding).
   """
   if flip not in FLIP_MODES:
     raise ValueError(f"Unknown flip mode. Expected one of {FLIP_MODES}. "
@@ -138,10 +141,9 @@ def _flip_and_shift(seed, size, flip, shift_fraction):
                                   (1 << count) - 1)
 
   def offset(first_bit, limit):
-    # 30 bits: the modulo bias is under 1e-6.
     if not limit:
       return tf.constant(0, tf.int32)
-    return tf.cast(bits(first_bit, 30) % (2 * limit + 1), tf.int32) - limit
+    return tf.cast(bits(first_bit, 15) % (2 * limit + 1), tf.int32) - limit
 
   no = tf.constant(False)
   flip_lr = (tf.equal(bits(0, 1), 1)
@@ -150,7 +152,7 @@ def _flip_and_shift(seed, size, flip, shift_fraction):
              if flip in ("vertical", "horizontal_and_vertical") else no)
   h, w = size
   return (flip_lr, flip_ud, offset(2, int(h * shift_fraction)),
-          offset(32, int(w * shift_fraction)))
+          offset(17, int(w * shift_fraction)))
 
 
 def _pad_and_flip(kept, size, dy, dx, flip_lr, flip_ud):
@@ -177,7 +179,8 @@ def augment_image(image, seed, *, flip="horizontal", shift_fraction=0.125):
 
   Args:
     image: uint8 [H, W, C] with a static shape.
-    seed: int64 scalar, uniformly random (`Dataset.random` gives them).
+    seed: int64 scalar with 32 uniformly random low bits (as
+      `Dataset.random` gives them).
     flip: one of FLIP_MODES.
     shift_fraction: largest shift, as a fraction of each side.
   """
@@ -202,7 +205,7 @@ def decode_augment_jpeg(path, seed, image_size, channels=3, *,
 
   Args:
     path: JPEG file path (string scalar).
-    seed: int64 scalar, uniformly random.
+    seed: int64 scalar with 32 uniformly random low bits.
     image_size: (height, width) of the result.
     channels: 1 or 3.
     flip: one of FLIP_MODES.
