@@ -369,8 +369,9 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip(ds, seeds)
     if cache is None and all_jpeg:
-      # Streaming JPEGs: decode only the part the shift keeps (0.97x the
-      # plain decode+resize limit against 0.84x for decode, then augment).
+      # Streaming JPEGs: decode only the part the shift keeps (0.92x the
+      # decode+resize limit of experiments/bench_input_pipeline.py; decode,
+      # then augment measured 0.84x).
       ds = ds.map(lambda py, s: (decode_augment_jpeg(
           py[0], s, image_size, channels, flip=flip),
                                  tf.one_hot(py[1], num_classes)),
