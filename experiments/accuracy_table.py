@@ -16,10 +16,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 from absl import app
 from absl import flags
+
+import recipe_runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,8 +54,7 @@ def run_experiment(script, json_path, args):
 
 def main(argv):
   del argv
-  work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-accuracy-")
-  os.makedirs(work_dir, exist_ok=True)
+  work_dir = recipe_runs.make_work_dir(FLAGS.work_dir, "imgrec-accuracy-")
   results = {
       "MNIST-10k": run_experiment(
           "mnist.py", os.path.join(work_dir, "mnist.json"),

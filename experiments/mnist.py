@@ -26,7 +26,6 @@ imports. The first run warms imgrec's scan cache (an untimed imgrec-scan).
 """
 
 import os
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,16 +41,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 flags.DEFINE_string("data_dir", "/work/shared/data/mnist-10k",
                     "MNIST folder: {train,test}/<digit>/*.png.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each recipe runs once "
-                  "per seed.")
 flags.DEFINE_list("recipes", ["anchor", "fast", "best"], "anchor, or NAME "
                   "for experiments/mnist_NAME.flags, or a flagfile path.")
-flags.DEFINE_multi_string("override", [], "Extra imgrec-train flags for "
-                          "every imgrec recipe, e.g. --override=--epochs=5.")
-flags.DEFINE_string("work_dir", None, "Where run folders and logs go. "
-                    "Default: a new temporary folder.")
-flags.DEFINE_string("json", None, "Also write every run and the summary "
-                    "to this JSON file.")
+recipe_runs.define_run_flags()
 
 FLAGS = flags.FLAGS
 
@@ -121,8 +113,7 @@ def flagfile_of(recipe):
 
 def main(argv):
   del argv
-  work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-mnist-")
-  os.makedirs(work_dir, exist_ok=True)
+  work_dir = recipe_runs.make_work_dir(FLAGS.work_dir, "imgrec-mnist-")
   log_dir = os.path.join(work_dir, "logs")
   print(f"work_dir: {work_dir}", flush=True)
   seeds = [int(s) for s in FLAGS.seeds]

@@ -39,12 +39,8 @@ TEST_INDICES = range(6, 11)
 
 flags.DEFINE_string("data_dir", "/work/shared/data/orl-faces",
                     "ORL folder: s1..s40/1.pgm..10.pgm.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each recipe runs once "
-                  "per seed.")
 flags.DEFINE_list("recipes", ["anchor", "imgrec"], "anchor, imgrec "
                   "(experiments/orl_faces.flags), or a flagfile path.")
-flags.DEFINE_multi_string("override", [], "Extra imgrec-train flags for "
-                          "every imgrec recipe, e.g. --override=--epochs=5.")
 flags.DEFINE_integer("pca_components", 60, "Eigenfaces kept by the anchor.")
 flags.DEFINE_boolean("whiten", True, "Anchor: scale each PCA component to "
                      "unit variance. Unwhitened scores are badly conditioned "
@@ -54,10 +50,7 @@ flags.DEFINE_float("svm_c", 1.0, "Anchor: the SVM's C (inverse of the L2 "
 flags.DEFINE_integer("svm_steps", 1000, "Anchor: gradient steps.")
 flags.DEFINE_string("split_dir", None, "Where the symlinked split goes. "
                     "Default: <tmp>/imgrec-orl-split.")
-flags.DEFINE_string("work_dir", None, "Where run folders and logs go. "
-                    "Default: a new temporary folder.")
-flags.DEFINE_string("json", None, "Also write every run and the summary "
-                    "to this JSON file.")
+recipe_runs.define_run_flags()
 
 FLAGS = flags.FLAGS
 
@@ -165,8 +158,7 @@ def flagfile_of(recipe):
 
 def main(argv):
   del argv
-  work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="imgrec-orl-")
-  os.makedirs(work_dir, exist_ok=True)
+  work_dir = recipe_runs.make_work_dir(FLAGS.work_dir, "imgrec-orl-")
   split_dir = make_split(FLAGS.data_dir, FLAGS.split_dir or os.path.join(
       tempfile.gettempdir(), "imgrec-orl-split"))
   log_dir = os.path.join(work_dir, "logs")

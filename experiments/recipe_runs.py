@@ -17,7 +17,32 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+
+from absl import flags
+
+def define_run_flags():
+  """Defines the flags every accuracy script shares (--recipes is its own).
+
+  --seeds, --override, --work_dir and --json; call once at import time.
+  """
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each recipe runs once "
+                    "per seed.")
+  flags.DEFINE_multi_string("override", [], "Extra imgrec-train flags for "
+                            "every imgrec recipe, e.g. --override=--epochs=5.")
+  flags.DEFINE_string("work_dir", None, "Where run folders and logs go. "
+                      "Default: a new temporary folder.")
+  flags.DEFINE_string("json", None, "Also write every run and the summary "
+                      "to this JSON file.")
+
+
+def make_work_dir(work_dir, prefix):
+  """Creates `work_dir`, or a new temporary folder named `prefix`*; returns it."""
+  work_dir = work_dir or tempfile.mkdtemp(prefix=prefix)
+  os.makedirs(work_dir, exist_ok=True)
+  return work_dir
+
 
 _WALL_RE = re.compile(r"^wall time: ([0-9.]+) s$", re.MULTILINE)
 
