@@ -235,9 +235,8 @@ def decode_augment_jpeg(path, seed, image_size, channels=3, *,
       tf.clip_by_value(to_source(kept_w, scale_x), 1, src_w - left)])
   image = tf.io.decode_and_crop_jpeg(contents, window, channels=3,
                                      dct_method="INTEGER_FAST")
-  image = ops.to_channels(image, channels)
-  kept = tf.cast(ops.resize(image, tf.stack([kept_h, kept_w])) + 0.5,
-                 tf.uint8)
+  kept = _resize_uint8(ops.to_channels(image, channels),
+                       tf.stack([kept_h, kept_w]))
   return _pad_and_flip(kept, (h, w), dy, dx, flip_lr, flip_ud)
 
 
@@ -268,10 +267,13 @@ def _decode_uint8(path, image_size, channels, all_jpeg=False):
         lambda: tf.io.decode_image(contents, channels=3,
                                    expand_animations=False))
   image.set_shape([None, None, 3])
-  image = ops.to_channels(image, channels)
+  return _resize_uint8(ops.to_channels(image, channels), image_size)
+
+
+def _resize_uint8(image, size):
   # Bilinear weights sum to one, so the result stays within 0..255: adding
   # 0.5 and truncating rounds it.
-  return tf.cast(ops.resize(image, image_size) + 0.5, tf.uint8)
+  return tf.cast(ops.resize(image, size) + 0.5, tf.uint8)
 
 
 def resolve_cache(cache, num_images, image_size, bytes_per_pixel):
