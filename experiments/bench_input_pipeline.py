@@ -91,12 +91,16 @@ def median(values):
   return statistics.median(values)
 
 
+def load_folder():
+  """(paths, labels, num_classes, (size, size)) of every image in --data_dir."""
+  found = folder_lib.find_images(FLAGS.data_dir, val_split=0, test_split=0)
+  return (found.splits["train"].paths, found.splits["train"].labels,
+          len(found.class_names), (FLAGS.image_size, FLAGS.image_size))
+
+
 def main(argv):
   del argv
-  found = folder_lib.find_images(FLAGS.data_dir, val_split=0, test_split=0)
-  paths, labels = found.splits["train"].paths, found.splits["train"].labels
-  num_classes = len(found.class_names)
-  size = (FLAGS.image_size, FLAGS.image_size)
+  paths, labels, num_classes, size = load_folder()
   print(f"{len(paths)} images, {num_classes} classes, {size[0]} px, batch "
         f"{FLAGS.batch_size}, {os.cpu_count()} CPUs, median of "
         f"{FLAGS.repeats}")
