@@ -20,6 +20,7 @@ Expected on 2 CPU cores with ~500x375 JPEGs at 224 px (issue 3 goals):
 
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +34,7 @@ import tensorflow as tf
 from imgrec import models
 from imgrec.data import folder as folder_lib
 from imgrec.data import pipeline
+from imgrec.errors import ImgrecError
 
 flags.DEFINE_string("data_dir", None, "Image folder root/<class>/*.")
 flags.DEFINE_integer("image_size", 224, "Square output size.")
@@ -93,7 +95,16 @@ def median(values):
 
 def load_folder():
   """(paths, labels, num_classes, (size, size)) of every image in --data_dir."""
-  found = folder_lib.find_images(FLAGS.data_dir, val_split=0, test_split=0)
+  try:
+    found = folder_lib.find_images(FLAGS.data_dir, val_split=0,
+                                   test_split=0)
+  except ImgrecError as e:
+    sys.exit(f"error: {e}")
+  if len(found.splits["train"].paths) < 2 * FLAGS.batch_size:
+    sys.exit(f"error: {FLAGS.data_dir} holds "
+             f"{len(found.splits['train'].paths)} images; a throughput "
+             f"measurement needs at least two batches "
+             f"({2 * FLAGS.batch_size}), and hundreds to mean anything.")
   return (found.splits["train"].paths, found.splits["train"].labels,
           len(found.class_names), (FLAGS.image_size, FLAGS.image_size))
 
