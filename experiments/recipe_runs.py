@@ -22,6 +22,7 @@ import time
 
 from absl import flags
 
+
 def define_run_flags():
   """Defines the flags every accuracy script shares (--recipes is its own).
 

@@ -379,10 +379,11 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
                                  tf.one_hot(py[1], num_classes)),
                   **map_options)
     else:
-      if cache is None:
-        ds = ds.map(lambda py, s: (decode(*py), s), **map_options)
-      ds = ds.map(lambda xy, s: (augment_image(xy[0], s, flip=flip), xy[1]),
-                  **map_options)
+      augment_pair = lambda xy, s: (augment_image(xy[0], s, flip=flip), xy[1])
+      if cache is None:  # Decode and augment in one map.
+        ds = ds.map(lambda py, s: augment_pair(decode(*py), s), **map_options)
+      else:
+        ds = ds.map(augment_pair, **map_options)
   elif cache is None:
     ds = ds.map(decode, **map_options)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -404,10 +405,11 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
     return ds.prefetch(tf.data.AUTOTUNE)
 
   def finish(x, y):
+    x = tf.cast(x, tf.float32)
     if augmenter is not None:
-      x = augmenter(tf.cast(x, tf.float32), training=True)
+      x = augmenter(x, training=True)
     if mixer is not None:
-      x, y = mixer(tf.cast(x, tf.float32), y)
+      x, y = mixer(x, y)
     return x, y
 
   ds = ds.map(finish, **map_options)
