@@ -1,181 +1,161 @@
-"""The configuration of a training run: one validated, serializable record.
+"""The configurations of imgrec's jobs: one frozen, validated, serializable record each.
 
-The final configuration is written to `<model_dir>/config.json`, so every
-run can be repeated and every later tool (evaluate, export) knows what was
-trained on what.
+Each field says, in one place, its name, default, type, allowed values, help
+text and check; the command-line flags are generated from these fields
+(`imgrec.cli.flags`), so a flag and its config field cannot drift apart.
+The final configuration of a training run is written to
+`<model_dir>/config.json`, so every run can be repeated and every later tool
+(evaluate, export) knows what was trained on what.
+
+`validate()` checks every field and the relations between fields without
+reading any data. Checks that need the model registry (the model name and
+each model's own input limits) run in `imgrec.tasks.resolve`, also before
+any data is read.
 """
 
 import dataclasses
 import json
+import math
 import os
 
-from imgrec import fileio
 from imgrec.errors import ImgrecError
 
+AUGMENT_LEVELS = ("none", "light", "medium", "heavy", "randaugment")
+FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+CACHE_MODES = ("auto", "none", "memory")  # Or a file path prefix.
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+SPLITS = ("train", "val", "test")
+TFLITE_VARIANTS = ("float", "fp16", "dynamic", "int8")
+# Pillow's own default limit (Image.MAX_IMAGE_PIXELS): about 0.25 GiB of
+# 24-bit pixels.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
-@dataclasses.dataclass
-class TrainConfig:
-  """Everything that defines a training run.
+def field(default, help, *, choices=None, check=None, flag=True,
+          parse=None):
+  """A config field with everything its flag and its validation need.
 
-  The data is one of: `data_dir` (class folders), `labels_csv` (a CSV of
-  path,label rows), `tfds` (a TFDS dataset prepared in `tfds_data_dir`,
-  default $TFDS_DATA_DIR or ~/tensorflow_datasets); with none of them, the
-  built-in `dataset` (default: `shapes`).
-  `image_size=None` takes the model's own default input size.
+  Args:
+    default: the default value.
+    help: one or two sentences for --help.
+    choices: the allowed values, if they are a fixed list.
+    check: `fn(value) -> None or why it is bad`, for values that are set.
+    flag: whether commands expose the field as a flag.
+    parse: `fn(text) -> value` for fields whose flag is not a plain int,
+      float, bool or string (the flag then takes text).
   """
-  # Data.
-  data_dir: str | None = None
-  dataset: str = "shapes"
-  labels_csv: str | None = None
-  tfds: str | None = None
-  tfds_data_dir: str | None = None
-  val_split: float = 0.1
-  test_split: float = 0.1
-  image_size: int | None = None
-  channels: int = 3
-  cache: str = "auto"
-  augment: str = "light"
-  flip: str = "horizontal"
-  scan: bool = True
-  max_image_pixels: int = 89_478_485
-  max_bad_fraction: float = 0.1
-  # Model.
-  model: str = "simple_cnn"
-  weights: str = "imagenet"
-  freeze_backbone: bool = False
-  init_from: str | None = None
-  freeze_epochs: int = 0
-  unfreeze: str = "all"
-  fine_tune_lr_scale: float = 0.1
-  dropout: float | None = None
-  edges: bool = False
-  # Optimization.
-  epochs: int = 20
-  batch_size: int = 32
-  optimizer: str = "adam"
-  learning_rate: float = 3e-3
-  weight_decay: float = 0.0
-  momentum: float = 0.9
-  label_smoothing: float = 0.0
-  lr_schedule: str = "cosine"
-  warmup_epochs: float = 1.0
-  mixup: float = 0.0
-  cutmix: float = 0.0
-  ema: bool = False
-  ema_momentum: float = 0.99
-  grad_accum_steps: int = 1
-  class_weight: str = "none"
-  early_stopping: int = 0
-  mixed_precision: bool = False
-  jit_compile: str = "auto"
-  # Run.
-  seed: int = 42
-  deterministic: bool = False
-  strategy: str = "auto"
-  model_dir: str | None = None
-  top_k: int = 5
-  export: bool = True
-  verbose: str | int = "auto"
+  return dataclasses.field(default=default, metadata=dict(
+      help=help, choices=choices, check=check, flag=flag, parse=parse))
 
-  def validate(self):
-    """Checks every field; raises ImgrecError naming the first bad one."""
-    def bad(name, why):
-      raise ImgrecError(f"Bad value for --{name}: {why}. "
-                        f"Received: {name}={getattr(self, name)!r}")
 
-    sources = [n for n in ("data_dir", "labels_csv", "tfds")
-               if getattr(self, n)]
-    if len(sources) > 1:
-      raise ImgrecError(
-          "Pass at most one of --data_dir, --labels_csv and --tfds. Received: "
-          + ", ".join(f"{n}={getattr(self, n)!r}" for n in sources))
-    if self.tfds_data_dir and not self.tfds:
-      bad("tfds_data_dir", "only used with --tfds=NAME")
-    if self.labels_csv and not os.path.isfile(self.labels_csv):
-      bad("labels_csv", "no such file; expected a CSV with path,label columns")
-    if self.epochs < 1:
-      bad("epochs", "needs at least 1 epoch")
-    if self.batch_size < 1:
-      bad("batch_size", "must be positive")
-    if self.image_size is not None and not 8 <= self.image_size <= 4096:
-      bad("image_size", "must be between 8 and 4096 pixels")
-    if self.channels not in (1, 3):
-      bad("channels", "must be 1 (grayscale) or 3 (RGB)")
-    if not self.learning_rate > 0:
-      bad("learning_rate", "must be positive")
-    if self.weight_decay < 0:
-      bad("weight_decay", "must be >= 0")
-    if not 0 <= self.label_smoothing < 1:
-      bad("label_smoothing", "must be in [0, 1)")
-    if self.dropout is not None and not 0 <= self.dropout < 1:
-      bad("dropout", "must be in [0, 1)")
-    if not 0 <= self.freeze_epochs < self.epochs:
-      bad("freeze_epochs", "must be in [0, epochs): the head-only epochs "
-          "before the body is unfrozen")
-    if self.freeze_epochs and self.freeze_backbone:
-      bad("freeze_epochs", "conflicts with --freeze_backbone (which never "
-          "unfreezes); use one of them")
-    if self.unfreeze != "all" and not (self.unfreeze.isdigit() and
-                                       int(self.unfreeze) > 0):
-      bad("unfreeze", "expected all or a positive number of top layers")
-    if not 0 < self.fine_tune_lr_scale <= 1:
-      bad("fine_tune_lr_scale", "must be in (0, 1]")
-    if self.init_from is not None and not os.path.isfile(
-        os.path.join(self.init_from, "best.keras")):
-      bad("init_from", "expected the model_dir of a finished imgrec-train run "
-          "(with best.keras)")
-    if self.lr_schedule not in ("constant", "cosine"):
-      bad("lr_schedule", "expected constant or cosine")
-    if self.warmup_epochs < 0:
-      bad("warmup_epochs", "must be >= 0 (runs shorter than the warmup warm "
-          "up for all but their last step)")
-    if self.mixup < 0:
-      bad("mixup", "must be >= 0 (0 turns MixUp off)")
-    if self.cutmix < 0:
-      bad("cutmix", "must be >= 0 (0 turns CutMix off)")
-    if not 0 < self.ema_momentum < 1:
-      bad("ema_momentum", "must be in (0, 1)")
-    if self.grad_accum_steps < 1:
-      bad("grad_accum_steps", "must be at least 1")
-    if self.class_weight not in ("none", "auto"):
-      bad("class_weight", "expected none or auto")
-    if self.early_stopping < 0:
-      bad("early_stopping", "must be >= 0 epochs (0 turns it off)")
-    if self.jit_compile not in ("auto", "true", "false"):
-      bad("jit_compile", "expected auto, true or false")
-    if self.optimizer not in OPTIMIZERS:
-      bad("optimizer", f"expected one of {', '.join(OPTIMIZERS)}")
-    if self.strategy not in STRATEGIES:
-      bad("strategy", f"expected one of {', '.join(STRATEGIES)}")
-    if self.max_image_pixels < 1:
-      bad("max_image_pixels", "must be positive")
-    if not 0 <= self.max_bad_fraction <= 1:
-      bad("max_bad_fraction", "must be in [0, 1]")
-    if self.top_k < 1:
-      bad("top_k", "must be at least 1")
-    from imgrec import models  # pylint: disable=g-import-not-at-top
-    if self.model not in models.list_models():
-      bad("model", f"unknown model; known models: "
-          f"{', '.join(models.list_models())}")
-    from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
-    if self.cache not in pipeline.CACHE_MODES and not os.path.isdir(
-        os.path.dirname(os.path.abspath(self.cache))):
-      bad("cache", "expected auto, none, memory, or a file path prefix in an "
-          "existing folder")
-    if self.augment not in pipeline.AUGMENT_LEVELS:
-      bad("augment", f"expected one of {', '.join(pipeline.AUGMENT_LEVELS)}")
-    if self.flip not in pipeline.FLIP_MODES:
-      bad("flip", f"expected one of {', '.join(pipeline.FLIP_MODES)}")
-    if (self.weights.lower() not in ("imagenet", "none")
-        and not os.path.isfile(self.weights)):
-      bad("weights", "expected imagenet, none, or the path of a weights file")
+def _at_least(low):
+  return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def _positive(v):
+  return None if v > 0 else "must be positive"
+
+
+def _non_negative(v):
+  return None if v >= 0 else "must be >= 0"
+
+
+def _fraction(v):
+  return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _finite(check):
+  def checked(v):
+    if isinstance(v, float) and not math.isfinite(v):
+      return "must be a finite number"
+    return check(v)
+  return checked
+
+
+def parse_image_size(text):
+  """Parses "64" or "64,48" (height, width) into an int or a (h, w) tuple."""
+  parts = [p.strip() for p in str(text).replace("x", ",").split(",")]
+  try:
+    values = tuple(int(p) for p in parts)
+  except ValueError:
+    raise ValueError(f"expected SIZE or HEIGHT,WIDTH in pixels, got "
+                     f"{text!r}") from None
+  if len(values) == 1:
+    return values[0]
+  if len(values) == 2:
+    return values
+  raise ValueError(f"expected SIZE or HEIGHT,WIDTH, got {text!r}")
+
+
+def _check_image_size(value):
+  sides = (value,) if isinstance(value, int) else tuple(value)
+  if len(sides) not in (1, 2) or not all(isinstance(s, int) for s in sides):
+    return "expected SIZE or (HEIGHT, WIDTH) integers"
+  if not all(8 <= s <= 4096 for s in sides):
+    return "each side must be between 8 and 4096 pixels"
+  return None
+
+
+def _parse_verbose(text):
+  return text if text == "auto" else int(text)
+
+
+def _check_verbose(value):
+  return None if value in ("auto", 0, 1, 2) else "expected auto, 0, 1 or 2"
+
+
+def _check_unfreeze(value):
+  if value == "all" or (value.isdigit() and int(value) > 0):
+    return None
+  return "expected all or a positive number of top layers"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Common behaviour of the config records: validation and (de)serialization."""
+
+  def _bad(self, name, why):
+    return ImgrecError(f"Bad value for --{name}: {why}. "
+                       f"Received: {name}={getattr(self, name)!r}")
+
+  def validate(self, check_files=True):
+    """Checks every field, then the relations between them.
+
+    Args:
+      check_files: also check that the files and folders fields name exist.
+
+    Returns:
+      self, for chaining.
+
+    Raises:
+      ImgrecError: naming the first bad field and what to pass instead.
+    """
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if value is None:
+        continue
+      choices, check = f.metadata.get("choices"), f.metadata.get("check")
+      if choices is not None and value not in choices:
+        raise self._bad(f.name, f"expected one of {', '.join(choices)}")
+      if check is not None:
+        why = _finite(check)(value)
+        if why:
+          raise self._bad(f.name, why)
+    self._check_relations(check_files)
     return self
 
+  def _check_relations(self, check_files):
+    """Cross-field (and, with `check_files`, file) checks; raise ImgrecError."""
+
+  def replace(self, **changes):
+    """A copy with `changes` applied (configs are frozen)."""
+    return dataclasses.replace(self, **changes)
+
   def to_dict(self):
-    return dataclasses.asdict(self)
+    return {f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)}
 
   @classmethod
   def from_dict(cls, data):
@@ -185,17 +165,276 @@ class TrainConfig:
     if unknown:
       raise ImgrecError(f"Unknown configuration key(s): {', '.join(unknown)}. "
                         f"Known keys: {', '.join(sorted(known))}")
-    return cls(**data)
+    values = dict(data)
+    if isinstance(values.get("image_size"), list):
+      values["image_size"] = tuple(values["image_size"])
+    return cls(**values)
 
-  def save(self, path):
-    """Writes the config as JSON, atomically."""
-    fileio.write_json(path, self.to_dict(), indent=2, sort_keys=True)
+  def to_json(self):
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
   @classmethod
-  def load(cls, path):
+  def from_json(cls, text, source="config"):
     try:
-      with open(path, encoding="utf-8") as f:
-        return cls.from_dict(json.load(f))
-    except FileNotFoundError as e:
-      raise ImgrecError(f"No training config at {path}: is this a model_dir "
-                        "written by imgrec-train?") from e
+      data = json.loads(text)
+    except ValueError as e:
+      raise ImgrecError(f"{source} is not valid JSON: {e}. Delete it or "
+                        "restore it from the run's backup.") from e
+    if not isinstance(data, dict):
+      raise ImgrecError(f"{source} does not hold a JSON object.")
+    return cls.from_dict(data)
+
+
+def _plain(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Config):
+  """Where the images come from, how they are split and checked.
+
+  The data is one of: `data_dir` (class folders), `labels_csv` (a CSV of
+  path,label rows), `tfds` (a TFDS dataset prepared in `tfds_data_dir`,
+  default $TFDS_DATA_DIR or ~/tensorflow_datasets); with none of them, the
+  built-in `dataset` (default: `shapes`).
+  """
+  data_dir: str | None = field(
+      None, "Image folder: root/<class>/* or root/{train,val,test}/<class>/*. "
+      "Default: the built-in --dataset.")
+  dataset: str = field(
+      "shapes", "Built-in dataset used when --data_dir, --labels_csv and "
+      "--tfds are not given.")
+  labels_csv: str | None = field(
+      None, "CSV file with path,label columns (and optionally split: "
+      "train/val/test); relative paths are relative to the CSV's folder. "
+      "Instead of --data_dir.")
+  tfds: str | None = field(
+      None, "TensorFlow Datasets name (e.g. mnist, imagenette/320px), already "
+      "prepared in --tfds_data_dir; nothing is downloaded. Instead of "
+      "--data_dir.")
+  tfds_data_dir: str | None = field(
+      None, "Folder where `tfds build` prepared --tfds. Default: "
+      "$TFDS_DATA_DIR or ~/tensorflow_datasets.")
+  val_split: float = field(
+      0.1, "Fraction of each class held out for validation when the data "
+      "has no val split.", check=_fraction)
+  test_split: float = field(
+      0.1, "Fraction of each class held out for testing when the data has "
+      "no test split.", check=_fraction)
+  channels: int = field(3, "1 (grayscale) or 3 (RGB).", choices=(1, 3))
+  scan: bool = field(True, "Validate every image first: skip and report "
+                     "broken files, convert odd formats once.")
+  max_image_pixels: int = field(
+      DEFAULT_MAX_IMAGE_PIXELS, "Skip images whose header declares more "
+      "pixels (decompression bombs). Default: Pillow's limit.",
+      check=_positive)
+  max_bad_fraction: float = field(
+      0.1, "Fail if more than this fraction of a class's files are "
+      "unusable.", check=lambda v: None if 0 <= v <= 1 else "must be in "
+      "[0, 1]")
+  seed: int = field(42, "Seed of the split (and, in training, of the "
+                    "weights and the augmentation).")
+
+  def _check_relations(self, check_files):
+    sources = [n for n in ("data_dir", "labels_csv", "tfds")
+               if getattr(self, n)]
+    if len(sources) > 1:
+      raise ImgrecError(
+          "Pass at most one of --data_dir, --labels_csv and --tfds. Received: "
+          + ", ".join(f"{n}={getattr(self, n)!r}" for n in sources))
+    if self.tfds_data_dir and not self.tfds:
+      raise self._bad("tfds_data_dir", "only used with --tfds=NAME")
+    if check_files and self.labels_csv and not os.path.isfile(
+        self.labels_csv):
+      raise self._bad("labels_csv", "no such file; expected a CSV with "
+                      "path,label columns")
+    if self.val_split + self.test_split >= 1:
+      raise ImgrecError(
+          "--val_split + --test_split must be below 1: training needs the "
+          f"rest. Received: val_split={self.val_split}, "
+          f"test_split={self.test_split}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanConfig(DataConfig):
+  """What `imgrec-scan` does besides the data fields."""
+  report: str | None = field(
+      None, "Where to write the JSON report. Default: data_report.json in "
+      "--prepared_dir (never inside the data folder).")
+  prepared_dir: str | None = field(
+      None, "Folder for converted images and the scan cache. Default: "
+      "~/.cache/imgrec/prepared/<name>-<hash of the data folder>.")
+  workers: int | None = field(
+      None, "Scan threads. Default: one per CPU.", check=_positive)
+  progress: bool = field(True, "Show a progress line on a terminal.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(DataConfig):
+  """Everything that defines a training run.
+
+  `image_size=None` takes the model's own default input size; an int is a
+  square side, a (height, width) pair a rectangle.
+  """
+  image_size: int | tuple | None = field(
+      None, "Input size in pixels: SIZE or HEIGHT,WIDTH. Default: the "
+      "model's own.", check=_check_image_size, parse=parse_image_size)
+  cache: str = field(
+      "auto", "Cache of decoded, resized images: auto (in memory when they "
+      "take under a quarter of the free memory and there is more than one "
+      "epoch), none (decode every epoch; streamed JPEGs decode only the "
+      "part the augmentation keeps), memory, or a file path prefix (for "
+      "datasets larger than memory).")
+  augment: str = field(
+      "light", "Augmentation: light = random flip and shift; medium adds "
+      "rotation, zoom and contrast; heavy makes them stronger and adds "
+      "brightness and random erasing; randaugment = Keras RandAugment + "
+      "random erasing.", choices=AUGMENT_LEVELS)
+  flip: str = field("horizontal", "Random flips (none for digits and text).",
+                    choices=FLIP_MODES)
+  # Model.
+  model: str = field("simple_cnn", "Registered model name (see "
+                     "imgrec.list_models()).")
+  weights: str = field(
+      "imagenet", "Transfer models: imagenet, none, or the path of a local "
+      "weights file.")
+  freeze_backbone: bool = field(False, "Transfer models: train the head "
+                                "only.")
+  init_from: str | None = field(
+      None, "Start from the body weights of an earlier imgrec-train model_dir "
+      "(same --model).")
+  freeze_epochs: int = field(
+      0, "Two-stage fine-tuning: train only the head for this many epochs, "
+      "then unfreeze the body.", check=_non_negative)
+  unfreeze: str = field(
+      "all", "After --freeze_epochs, unfreeze all of the body or its top N "
+      "layers (BatchNorm stays frozen).", check=_check_unfreeze)
+  fine_tune_lr_scale: float = field(
+      0.1, "Learning-rate factor after unfreezing.",
+      check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+  dropout: float | None = field(
+      None, "Dropout before the classifier. Default: the model's own.",
+      check=_fraction)
+  edges: bool = field(False, "Add Sobel edge channels to the input.")
+  # Optimization.
+  epochs: int = field(20, "Training epochs.", check=_at_least(1))
+  batch_size: int = field(32, "Global batch size.", check=_at_least(1))
+  optimizer: str = field("adam", "Optimizer.", choices=OPTIMIZERS)
+  learning_rate: float = field(3e-3, "Peak learning rate (after the "
+                               "warmup).", check=_positive)
+  weight_decay: float = field(0.0, "Decoupled weight decay (adamw, sgd).",
+                              check=_non_negative)
+  momentum: float = field(0.9, "SGD momentum.", check=_fraction)
+  label_smoothing: float = field(0.0, "Label smoothing.", check=_fraction)
+  lr_schedule: str = field("cosine", "Learning-rate schedule, after the "
+                           "warmup.", choices=LR_SCHEDULES)
+  warmup_epochs: float = field(
+      1.0, "Linear learning-rate warmup (runs shorter than the warmup warm "
+      "up for all but their last step).", check=_non_negative)
+  mixup: float = field(0.0, "MixUp alpha (0: off).", check=_non_negative)
+  cutmix: float = field(0.0, "CutMix alpha (0: off).", check=_non_negative)
+  ema: bool = field(False, "Evaluate and save an exponential moving "
+                    "average of the weights.")
+  ema_momentum: float = field(
+      0.99, "EMA momentum.",
+      check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
+  grad_accum_steps: int = field(1, "Accumulate gradients over this many "
+                                "batches per update.", check=_at_least(1))
+  class_weight: str = field("none", "auto: weigh classes by inverse "
+                            "frequency (imbalanced data).",
+                            choices=("none", "auto"))
+  early_stopping: int = field(0, "Stop after this many epochs without a "
+                              "better validation accuracy (0: off).",
+                              check=_non_negative)
+  mixed_precision: bool = field(False, "bfloat16 on CPU, float16 on GPU; "
+                                "the loss stays float32.")
+  jit_compile: str = field("auto", "XLA-compile the train step.",
+                           choices=("auto", "true", "false"))
+  # Run.
+  deterministic: bool = field(False, "Deterministic ops and input order "
+                              "(slower): two runs give identical weights.")
+  strategy: str = field("auto", "tf.distribute strategy.",
+                        choices=STRATEGIES)
+  model_dir: str | None = field(
+      None, "Output folder. Rerunning with the same folder resumes. "
+      "Default: runs/<data>-<model>.")
+  top_k: int = field(5, "k of the top-k accuracy and outputs.",
+                     check=_at_least(1))
+  export: bool = field(True, "Export SavedModel and TFLite at the end.")
+  verbose: str | int = field("auto", "Keras progress output: auto, 0, 1 "
+                             "or 2.", check=_check_verbose,
+                             parse=_parse_verbose)
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    if self.freeze_epochs >= self.epochs:
+      raise self._bad("freeze_epochs", "must be in [0, epochs): the "
+                      "head-only epochs before the body is unfrozen")
+    if self.freeze_epochs and self.freeze_backbone:
+      raise self._bad("freeze_epochs", "conflicts with --freeze_backbone "
+                      "(which never unfreezes); use one of them")
+    if not check_files:
+      return
+    if self.cache not in CACHE_MODES and not os.path.isdir(
+        os.path.dirname(os.path.abspath(self.cache))):
+      raise self._bad("cache", "expected auto, none, memory, or a file path "
+                      "prefix in an existing folder")
+    if (self.weights.lower() not in ("imagenet", "none")
+        and not os.path.isfile(self.weights)):
+      raise self._bad("weights", "expected imagenet, none, or the path of a "
+                      "weights file")
+    if self.init_from is not None and not os.path.isdir(self.init_from):
+      raise self._bad("init_from", "expected the model_dir of a finished "
+                      "imgrec-train run")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig(Config):
+  """What `imgrec-evaluate` evaluates, and on what."""
+  model_dir: str | None = field(None, "Output folder of imgrec-train.")
+  data_dir: str | None = field(
+      None, "Evaluate on this folder instead of the run's own split.")
+  split: str = field("test", "Split to use.", choices=SPLITS)
+  batch_size: int | None = field(None, "Batch size (default: the run's).",
+                                 check=_at_least(1))
+
+  def _check_relations(self, check_files):
+    if not self.model_dir:
+      raise ImgrecError("--model_dir is required: the output folder of "
+                        "imgrec-train.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(Config):
+  """What `imgrec-export` writes."""
+  model_dir: str | None = field(None, "Output folder of imgrec-train.")
+  tflite: tuple = field(
+      ("float",), "TFLite variants: float, fp16, dynamic, int8 (int8 "
+      "calibrates on training images).", parse=lambda text: tuple(
+          p.strip() for p in text.split(",") if p.strip()))
+  top_k: int = field(5, "Top classes in the SavedModel outputs.",
+                     check=_at_least(1))
+  calibration_images: int = field(200, "Training images used to calibrate "
+                                  "int8.", check=_at_least(1))
+
+  def _check_relations(self, check_files):
+    if not self.model_dir:
+      raise ImgrecError("--model_dir is required: the output folder of "
+                        "imgrec-train.")
+    bad = [q for q in self.tflite if q not in TFLITE_VARIANTS]
+    if bad:
+      raise ImgrecError(f"Unknown --tflite variant(s) {', '.join(bad)}. "
+                        f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig(Config):
+  """How `imgrec-predict` runs and prints."""
+  model: str | None = field(None, "A .keras or .tflite file, a SavedModel "
+                            "folder, or an imgrec-train model_dir.")
+  top_k: int = field(1, "Classes to show per image.", check=_at_least(1))
+  format: str = field("table", "Output format.", choices=("table", "json"))
+
+  def _check_relations(self, check_files):
+    if not self.model:
+      raise ImgrecError("--model is required.")

@@ -1,4 +1,4 @@
-"""One process of tests/test_multi_worker.py: trains tiny models, saves them.
+"""One process of tests/test_distribute.py: trains tiny models, saves them.
 
   python tests/_mw_worker.py OUT_DIR
 
@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from imgrec import models  # noqa: E402
-from imgrec.training import multi_worker  # noqa: E402
+from imgrec.training import distribute  # noqa: E402
+from imgrec.training import keras_internals  # noqa: E402
 
 GLOBAL_BATCH = 16
 NUM_EXAMPLES = 64
@@ -120,15 +121,15 @@ def record_saves():
 def main(out_dir):
   strategy = make_strategy()
   written = record_saves()
-  patched = multi_worker.patch_keras()
-  multi = multi_worker.is_multi_worker(strategy)
+  patched = keras_internals.patch_keras()
+  multi = distribute.is_multi_worker(strategy)
   role = (f"worker{strategy.cluster_resolver.task_id}" if multi else "single")
   common = dict(patched=patched, multi_worker=multi,
-                chief=multi_worker.is_chief(strategy))
+                chief=distribute.is_chief(strategy))
 
   for run, optimizer in (("sgd", "sgd"), ("adam", "adam")):
     model = compiled(strategy, tiny_model, optimizer)
-    history = multi_worker.fit(model, dataset_fn, epochs=2, verbose=0)
+    history = distribute.fit(model, dataset_fn, epochs=2, verbose=0)
     save(out_dir, run, role, model, history, **common)
 
   # Plain model.fit on a dataset of global batches: Keras splits them.
@@ -141,7 +142,7 @@ def main(out_dir):
       strategy,
       lambda: models.create_model("simple_cnn", NUM_CLASSES, SHAPE, width=4),
       "adam")
-  history = multi_worker.fit(model, dataset_fn, epochs=1, verbose=0)
+  history = distribute.fit(model, dataset_fn, epochs=1, verbose=0)
   save(out_dir, "bn", role, model, history, **common)
 
   # Checkpoints: one epoch, then a fresh model resumes from the backup.
@@ -159,14 +160,14 @@ def main(out_dir):
     ]
 
   model = compiled(strategy, tiny_model, "adam")
-  multi_worker.fit(model, dataset_fn, epochs=1, verbose=0,
-                   callbacks=callbacks(delete_checkpoint=False))
-  own_backup = multi_worker.worker_path(backup_dir, strategy)
+  distribute.fit(model, dataset_fn, epochs=1, verbose=0,
+                 callbacks=callbacks(delete_checkpoint=False))
+  own_backup = distribute.worker_path(backup_dir, strategy)
   backup_written = os.path.isfile(
       os.path.join(own_backup, "latest.weights.h5"))
   model = compiled(strategy, tiny_model, "adam")
-  history = multi_worker.fit(model, dataset_fn, epochs=2, verbose=0,
-                             callbacks=callbacks(delete_checkpoint=True))
+  history = distribute.fit(model, dataset_fn, epochs=2, verbose=0,
+                           callbacks=callbacks(delete_checkpoint=True))
   save(out_dir, "resume", role, model, history, own_backup=own_backup,
        backup_written=backup_written, written=sorted(set(written)), **common)
 

@@ -230,6 +230,7 @@ def test_data_home_env_is_respected(tmp_path, monkeypatch):
 
 def test_default_location_is_user_cache(tmp_path, monkeypatch):
   monkeypatch.delenv("IMGREC_DATA_HOME", raising=False)
+  monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
   monkeypatch.setenv("HOME", str(tmp_path))
   root = datasets.load_shapes(**SMALL)
   assert os.path.dirname(root) == str(tmp_path / ".cache" / "imgrec" /

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from imgrec import run_folder
 from imgrec.data import folder
 from imgrec.errors import ImgrecError
 from conftest import write_toy_folder
@@ -77,5 +78,5 @@ def test_bad_fractions(tmp_path):
 
 def test_labels_round_trip(tmp_path):
   path = str(tmp_path / "labels.txt")
-  folder.write_labels(path, ["a b", "ü", "c"])
-  assert folder.read_labels(path) == ["a b", "ü", "c"]
+  run_folder.write_labels_file(path, ["a b", "ü", "c"])
+  assert run_folder.read_labels_file(path) == ["a b", "ü", "c"]

@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 
 from imgrec.errors import ImgrecError
-from imgrec.training import multi_worker
+from imgrec.training import distribute
+from imgrec.training import keras_internals
 
 import _mw_worker
 
@@ -173,21 +174,21 @@ def test_checkpoints_resume_and_only_the_chief_keeps_files(trained):
 
 @pytest.fixture
 def unpatched():
-  multi_worker.unpatch_keras()
+  keras_internals.unpatch_keras()
   yield
-  multi_worker.unpatch_keras()
+  keras_internals.unpatch_keras()
 
 
 def test_patch_is_idempotent_and_reversible(unpatched):
   # pylint: disable=g-import-not-at-top
   from keras.src.backend.tensorflow import trainer as tf_trainer
   original = tf_trainer.reduce_per_replica
-  assert multi_worker.patch_keras()
+  assert keras_internals.patch_keras()
   patched = tf_trainer.reduce_per_replica
   assert patched is not original
-  assert multi_worker.patch_keras()
+  assert keras_internals.patch_keras()
   assert tf_trainer.reduce_per_replica is patched
-  multi_worker.unpatch_keras()
+  keras_internals.unpatch_keras()
   assert tf_trainer.reduce_per_replica is original
 
 
@@ -195,9 +196,9 @@ def test_patch_is_skipped_once_keras_is_fixed(unpatched, monkeypatch):
   # pylint: disable=g-import-not-at-top
   from keras.src.backend.tensorflow import trainer as tf_trainer
   original = tf_trainer.reduce_per_replica
-  monkeypatch.setattr(multi_worker, "KERAS_FIXED_IN", (3, 0))
-  assert not multi_worker.keras_needs_patch()
-  assert not multi_worker.patch_keras()
+  monkeypatch.setattr(keras_internals, "KERAS_FIXED_IN", (3, 0))
+  assert not keras_internals.keras_needs_patch()
+  assert not keras_internals.patch_keras()
   assert tf_trainer.reduce_per_replica is original
 
 
@@ -206,17 +207,17 @@ def test_patch_refuses_changed_keras_internals(unpatched, monkeypatch):
   from keras.src.backend.tensorflow import trainer as tf_trainer
   monkeypatch.delattr(tf_trainer, "reduce_per_replica")
   with pytest.raises(ImgrecError, match="reduce_per_replica"):
-    multi_worker.patch_keras()
+    keras_internals.patch_keras()
 
 
 def test_single_process_training_is_unchanged(unpatched, tmp_path):
   """Under the default strategy the patch and the helpers change nothing."""
   strategy = tf.distribute.get_strategy()
-  assert not multi_worker.is_multi_worker(strategy)
-  assert multi_worker.is_chief(strategy)
+  assert not distribute.is_multi_worker(strategy)
+  assert distribute.is_chief(strategy)
   path = str(tmp_path / "best.keras")
-  assert multi_worker.worker_path(path, strategy) == path
-  ds = multi_worker.distribute_dataset(_mw_worker.dataset_fn, strategy)
+  assert distribute.worker_path(path, strategy) == path
+  ds = distribute.distribute_dataset(_mw_worker.dataset_fn, strategy)
   assert isinstance(ds, tf.data.Dataset)
   assert ds.element_spec[0].shape[0] == _mw_worker.GLOBAL_BATCH
 
@@ -227,8 +228,8 @@ def test_single_process_training_is_unchanged(unpatched, tmp_path):
 
   plain = train(lambda m: m.fit(_mw_worker.global_batches(), epochs=1,
                                 verbose=0))
-  multi_worker.patch_keras()
-  helper = train(lambda m: multi_worker.fit(
+  keras_internals.patch_keras()
+  helper = train(lambda m: distribute.fit(
       m, _mw_worker.dataset_fn, epochs=1, verbose=0,
       callbacks=[keras.callbacks.ModelCheckpoint(path)]))
   assert_weights_close(helper[0], plain[0], atol=0)

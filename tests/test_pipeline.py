@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from imgrec.data import augment
+from imgrec.data import decode
 from imgrec.data import folder
 from imgrec.data import ops
 from imgrec.data import pipeline
@@ -28,7 +30,7 @@ def test_decode_keeps_pixels(tmp_path):
   rng = np.random.default_rng(0)
   pixels = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
   Image.fromarray(pixels).save(tmp_path / "x.png")
-  np.testing.assert_array_equal(ops.load_image(str(tmp_path / "x.png")),
+  np.testing.assert_array_equal(decode.read_file(str(tmp_path / "x.png")),
                                 pixels)
   # Resizing to the same size is the identity.
   np.testing.assert_allclose(ops.resize(pixels, (9, 11)).numpy(), pixels)
@@ -37,7 +39,7 @@ def test_decode_keeps_pixels(tmp_path):
 def test_pgm_goes_through_pillow(tmp_path):
   pixels = np.arange(20 * 10, dtype=np.uint8).reshape(20, 10)
   Image.fromarray(pixels, "L").save(tmp_path / "face.pgm")
-  image = ops.load_image(str(tmp_path / "face.pgm"))
+  image = decode.read_file(str(tmp_path / "face.pgm"))
   assert image.shape == (20, 10, 3)
   np.testing.assert_array_equal(image[..., 0], pixels)
 
@@ -90,32 +92,32 @@ def test_training_shuffle_is_seeded(tmp_path):
 
 
 def test_augmenter_changes_images_but_not_shape():
-  aug = pipeline.build_augmenter("medium", seed=0)
+  aug = augment.build_augmenter("medium", seed=0)
   x = tf.random.uniform((4, 16, 16, 3), 0, 255, seed=1)
   y = aug(x, training=True)
   assert y.shape == x.shape
   assert not np.allclose(x.numpy(), y.numpy())
-  assert pipeline.build_augmenter("none") is None
-  assert pipeline.build_augmenter("light") is None  # Per-image ops only.
+  assert augment.build_augmenter("none") is None
+  assert augment.build_augmenter("light") is None  # Per-image ops only.
   with pytest.raises(ValueError, match="Received"):
-    pipeline.build_augmenter("extreme")
+    augment.build_augmenter("extreme")
 
 
 def test_augment_image_eager_equals_tf_data_and_varies():
   image = tf.constant(np.random.default_rng(0).integers(
       0, 256, (16, 12, 3), dtype=np.uint8))
   seed = tf.constant(1234567, tf.int64)
-  eager = pipeline.augment_image(image, seed).numpy()
+  eager = augment.augment_image(image, seed).numpy()
   graph = next(iter(tf.data.Dataset.from_tensors((image, seed)).map(
-      lambda x, s: pipeline.augment_image(x, s)))).numpy()
+      lambda x, s: augment.augment_image(x, s)))).numpy()
   np.testing.assert_array_equal(eager, graph)
   assert eager.shape == (16, 12, 3) and eager.dtype == np.uint8
   seeds = np.random.default_rng(1).integers(0, 2**32, 30)
-  outs = {pipeline.augment_image(image, tf.constant(s, tf.int64)).numpy()
+  outs = {augment.augment_image(image, tf.constant(s, tf.int64)).numpy()
           .tobytes() for s in seeds}
   assert len(outs) > 10  # Of 2 flips x 5 x 3 shifts.
   # No flip and no shift: the identity.
-  same = pipeline.augment_image(image, seed, flip="none", shift_fraction=0)
+  same = augment.augment_image(image, seed, flip="none", shift_fraction=0)
   np.testing.assert_array_equal(same.numpy(), image.numpy())
 
 
@@ -137,7 +139,7 @@ def test_augment_image_is_a_flip_and_a_zero_padded_shift():
   # The seeds the training pipeline zips in: 32 random bits each.
   draws = tf.data.Dataset.random(seed=0).take(1000).as_numpy_iterator()
   for seed in draws:
-    out = pipeline.augment_image(tf.constant(src[..., None]),
+    out = augment.augment_image(tf.constant(src[..., None]),
                                  tf.constant(seed, tf.int64),
                                  shift_fraction=0.25).numpy()[..., 0]
     match = [k for k, v in candidates.items() if np.array_equal(v, out)]
@@ -163,10 +165,16 @@ def test_cached_pipeline_gives_same_eval_batches(tmp_path, cache):
 
 
 def test_auto_cache_decision():
-  assert pipeline.resolve_cache("auto", 10, (8, 8), 3) == "memory"
-  assert pipeline.resolve_cache("auto", 10**9, (512, 512), 3) is None
-  assert pipeline.resolve_cache("none", 10, (8, 8), 3) is None
-  assert pipeline.resolve_cache("/x/y", 10, (8, 8), 3) == "/x/y"
+  def plan(cache, num_images, size=(8, 8), epochs=None):
+    return pipeline.plan_cache(cache, num_images=num_images, image_size=size,
+                               bytes_per_pixel=3, epochs=epochs)
+
+  assert plan("auto", 10) == "memory"
+  assert plan("auto", 10**9, (512, 512)) is None  # Does not fit.
+  assert plan("auto", 10, epochs=1) is None  # One pass: stream.
+  assert plan("none", 10) is None
+  assert plan("/x/y", 10) == "/x/y"
+  assert plan("memory", 10, epochs=1) == "memory"
 
 
 def test_sharded_input_context(tmp_path):
@@ -207,11 +215,11 @@ def test_fused_jpeg_decode_matches_decode_then_augment(tmp_path):
   path = str(tmp_path / "smooth.jpg")
   Image.fromarray(pixels.astype(np.uint8)).save(path, quality=95)
   size = (32, 40)
-  plain = pipeline._decode_uint8(tf.constant(path), size, 3, True)
+  plain = pipeline.decode_train(tf.constant(path), size, 3, True)
   for seed in np.random.default_rng(0).integers(0, 2**32, 12):
     seed = tf.constant(seed, tf.int64)
-    want = pipeline.augment_image(plain, seed).numpy().astype(int)
-    got = pipeline.decode_augment_jpeg(tf.constant(path), seed, size).numpy()
+    want = augment.augment_image(plain, seed).numpy().astype(int)
+    got = augment.decode_augment_jpeg(tf.constant(path), seed, size).numpy()
     assert got.shape == (32, 40, 3) and got.dtype == np.uint8
     got = got.astype(int)
     # Same flip and shift: the zero padding is in the same place ...

@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from imgrec.evaluation import report as report_lib
+from imgrec.run_folder import RunFolder
 
 
 def test_report_values_against_hand_counts(tmp_path):
@@ -23,7 +24,7 @@ def test_report_values_against_hand_counts(tmp_path):
   assert r["top_k_accuracy"] == 1.0 and r["k"] == 2
   f1 = [r["per_class"][c]["f1"] for c in "abc"]
   assert abs(r["macro_f1"] - np.mean(f1)) < 1e-12
-  path = report_lib.write_report(r, str(tmp_path))
+  path = RunFolder(tmp_path).write_report(r, report_lib.format_report(r))
   assert json.load(open(path))["class_names"] == ["a", "b", "c"]
   text = (tmp_path / "report.txt").read_text()
   assert "accuracy: 0.6667" in text and "confusion matrix" in text

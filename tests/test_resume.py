@@ -23,7 +23,8 @@ import pytest
 
 from conftest import write_toy_folder
 from imgrec.errors import ImgrecError
-from imgrec.training import callbacks as callbacks_lib
+from imgrec.training import checkpoint as checkpoint_lib
+from imgrec.training import resume
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 EPOCHS = 8
@@ -78,7 +79,7 @@ def signal_after(proc, out, err, model_dir, epochs_logged, signum):
 def backup_arrays(model_dir):
   """Every array of the final backup (weights and optimizer), by path."""
   arrays = {}
-  path = os.path.join(model_dir, "checkpoints", callbacks_lib.WEIGHTS_NAME)
+  path = os.path.join(model_dir, "checkpoints", resume.WEIGHTS_NAME)
   with h5py.File(path, "r") as f:
     f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
                  if isinstance(obj, h5py.Dataset) else None)
@@ -190,13 +191,22 @@ class StopAtEpoch(keras.callbacks.Callback):
       raise RuntimeError("crash")
 
 
+def backup(backup_dir, epochs, **kwargs):
+  """The backup callback and the epoch to start from, as the trainer does."""
+  restore_dir, metadata = resume.restore_point(backup_dir)
+  callback = resume.TrainingBackup(backup_dir, restore_dir=restore_dir,
+                                   **kwargs)
+  return callback, resume.resume_epoch(metadata, epochs)
+
+
 def train_until_crash(backup_dir, epochs_done):
   model = tiny_model()
   x, y = tiny_data()
+  callback, start = backup(backup_dir, epochs_done + 5)
   with pytest.raises(RuntimeError, match="crash"):
-    model.fit(x, y, epochs=epochs_done + 5, batch_size=4, verbose=0,
-              callbacks=[callbacks_lib.AtomicBackupAndRestore(backup_dir),
-                         StopAtEpoch(epochs_done)])
+    model.fit(x, y, initial_epoch=start, epochs=epochs_done + 5,
+              batch_size=4, verbose=0,
+              callbacks=[callback, StopAtEpoch(epochs_done)])
   return model
 
 
@@ -214,12 +224,13 @@ class _Stop(Exception):
 def restored(backup_dir):
   """A fresh model restored from `backup_dir`, and the epoch it resumes at."""
   model = tiny_model()
-  backup = callbacks_lib.AtomicBackupAndRestore(backup_dir)
+  callback, start = backup(backup_dir, 10)
   x, y = tiny_data()
   with pytest.raises(_Stop):
-    model.fit(x, y, epochs=10, batch_size=4, verbose=0,
-              callbacks=[backup, _RecordStart()])
-  return model, backup.restored_epoch
+    model.fit(x, y, initial_epoch=start, epochs=10, batch_size=4, verbose=0,
+              callbacks=[callback, _RecordStart()])
+  assert callback.restored_epoch == start
+  return model, callback.restored_epoch
 
 
 def assert_same_weights(a, b):
@@ -241,14 +252,14 @@ def test_crash_while_writing_backup_keeps_previous(tmp_path, monkeypatch):
   x, y = tiny_data()
   with pytest.raises(KeyboardInterrupt):
     model.fit(x, y, initial_epoch=2, epochs=4, batch_size=4, verbose=0,
-              callbacks=[callbacks_lib.AtomicBackupAndRestore(backup_dir)])
+              callbacks=[backup(backup_dir, 4)[0]])
   monkeypatch.undo()
   fresh, epoch = restored(backup_dir)
   assert epoch == 2
   for got, want in zip(fresh.get_weights(), expected):
     np.testing.assert_array_equal(got, want)
-  assert sorted(os.listdir(backup_dir)) == [callbacks_lib.WEIGHTS_NAME,
-                                            callbacks_lib.METADATA_NAME]
+  assert sorted(os.listdir(backup_dir)) == [resume.WEIGHTS_NAME,
+                                            resume.METADATA_NAME]
 
 
 def test_kill_between_renames_completes_commit(tmp_path, monkeypatch):
@@ -257,15 +268,15 @@ def test_kill_between_renames_completes_commit(tmp_path, monkeypatch):
   real_replace = os.replace
 
   def replace(src, dst):
-    if dst.endswith(callbacks_lib.METADATA_NAME):
+    if dst.endswith(resume.METADATA_NAME):
       raise KeyboardInterrupt  # After the weights were renamed.
     real_replace(src, dst)
 
-  monkeypatch.setattr(callbacks_lib.os, "replace", replace)
+  monkeypatch.setattr(resume.os, "replace", replace)
   x, y = tiny_data()
   with pytest.raises(KeyboardInterrupt):
     model.fit(x, y, initial_epoch=1, epochs=2, batch_size=4, verbose=0,
-              callbacks=[callbacks_lib.AtomicBackupAndRestore(backup_dir)])
+              callbacks=[backup(backup_dir, 2)[0]])
   monkeypatch.undo()
   fresh, epoch = restored(backup_dir)
   assert epoch == 2
@@ -273,7 +284,7 @@ def test_kill_between_renames_completes_commit(tmp_path, monkeypatch):
 
 
 def test_keras_backup_is_not_atomic(tmp_path):
-  """Why AtomicBackupAndRestore exists: Keras's own leaves a torn file."""
+  """Why resume.TrainingBackup exists: Keras's own leaves a torn file."""
   backup_dir = str(tmp_path / "backup")
   model = tiny_model()
   x, y = tiny_data()
@@ -290,7 +301,7 @@ def test_keras_backup_is_not_atomic(tmp_path):
 def test_damaged_backup_is_a_clear_error(tmp_path):
   backup_dir = str(tmp_path / "backup")
   train_until_crash(backup_dir, 1)
-  os.remove(os.path.join(backup_dir, callbacks_lib.METADATA_NAME))
+  os.remove(os.path.join(backup_dir, resume.METADATA_NAME))
   with pytest.raises(ImgrecError, match="delete that folder"):
     restored(backup_dir)
 
@@ -312,13 +323,12 @@ def test_best_model_survives_resume_and_torn_write(tmp_path, monkeypatch):
   scores = [0.9, 0.5, 0.6, 0.95]
 
   def fit(model, stop_at, epochs=4):
-    checkpoint = callbacks_lib.AtomicModelCheckpoint(
-        best, monitor="score", mode="max", save_best_only=True)
-    backup = callbacks_lib.AtomicBackupAndRestore(
-        backup_dir, state_callbacks=[checkpoint])
-    model.fit(x, y, epochs=epochs, batch_size=4, verbose=0,
-              callbacks=[Score(scores), checkpoint, backup,
-                         StopAtEpoch(stop_at)])
+    checkpoint = checkpoint_lib.BestModelCheckpoint(
+        best, monitor="score", mode="max")
+    callback, start = backup(backup_dir, epochs, state_callbacks=[checkpoint])
+    model.fit(x, y, initial_epoch=start, epochs=epochs, batch_size=4,
+              verbose=0, callbacks=[Score(scores), checkpoint, callback,
+                                    StopAtEpoch(stop_at)])
 
   with pytest.raises(RuntimeError):
     fit(tiny_model(), stop_at=2)
@@ -353,10 +363,10 @@ def test_ema_resume_equals_uninterrupted(tmp_path):
     model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9),
                   "mse")
     ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-    callbacks = [ema, callbacks_lib.AtomicBackupAndRestore(
-        backup_dir, state_callbacks=[ema])]
-    model.fit(x, y, epochs=4, batch_size=4, shuffle=False, verbose=0,
-              callbacks=callbacks + [StopAtEpoch(stop_at)])
+    callback, start = backup(backup_dir, 4, state_callbacks=[ema])
+    model.fit(x, y, initial_epoch=start, epochs=4, batch_size=4,
+              shuffle=False, verbose=0,
+              callbacks=[ema, callback, StopAtEpoch(stop_at)])
     return model
 
   reference = fit(str(tmp_path / "reference"))
@@ -374,7 +384,7 @@ def test_truncate_history(tmp_path):
           "1,0.6\r\n", "2,0.3\r\n", "3,0."]
   with open(path, "w", newline="") as f:
     f.write("".join(rows))
-  assert callbacks_lib.truncate_history(path, 2) == 2
+  assert resume.truncate_history(path, 2) == 2
   with open(path, newline="") as f:
     assert f.read() == "epoch,loss\r\n0,1.0\r\n1,0.5\r\n"
-  assert callbacks_lib.truncate_history(str(tmp_path / "none.csv"), 3) == 0
+  assert resume.truncate_history(str(tmp_path / "none.csv"), 3) == 0

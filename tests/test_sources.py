@@ -93,10 +93,10 @@ def test_csv_missing_files_are_skipped_and_reported(tmp_path):
   assert "line 11" in found.missing[0]["detail"]
   assert "folder" in found.missing[1]["detail"]
 
-  scanned, report = scan.scan_folder(
-      found, prepared_dir=str(tmp_path / "prep"), progress=False)
   report_path = str(tmp_path / "report.json")
-  sources.add_missing_to_report(report, found.missing, report_path)
+  scanned, report = scan.scan_folder(
+      found, prepared_dir=str(tmp_path / "prep"), progress=False,
+      report_path=report_path)
   with open(report_path, encoding="utf-8") as f:
     written = json.load(f)
   assert written["totals"]["found"] == 11
@@ -153,10 +153,11 @@ def test_config_accepts_one_source(tmp_path):
   TrainConfig(labels_csv=csv_path).validate()
   TrainConfig(tfds="mnist").validate()
 
-  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
-  assert trainer.default_model_dir(TrainConfig(labels_csv="a/pets.csv")) == (
+  from imgrec.tasks import image_classification  # pylint: disable=g-import-not-at-top
+  default_model_dir = image_classification.default_model_dir
+  assert default_model_dir(TrainConfig(labels_csv="a/pets.csv")) == (
       os.path.join("runs", "pets-simple_cnn"))
-  assert trainer.default_model_dir(
+  assert default_model_dir(
       TrainConfig(tfds="imagenette/320px:1.0.0")) == os.path.join(
           "runs", "imagenette-320px-1.0.0-simple_cnn")
 
@@ -312,14 +313,13 @@ def test_tfds_errors_are_clear(tfds_dir, tmp_path):
                       cache_dir=str(tmp_path / "c"))
 
 
-def test_trainer_loads_tfds_and_carves_val(tfds_dir, tmp_path, monkeypatch):
-  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+def test_task_loads_tfds_and_carves_val(tfds_dir, tmp_path, monkeypatch):
+  from imgrec import tasks  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-  config = TrainConfig(tfds="imgrec_test_toy", tfds_data_dir=tfds_dir,
-                       val_split=0.34)
-  config.validate()
+  task = tasks.ImageClassificationTask.from_config(TrainConfig(
+      tfds="imgrec_test_toy", tfds_data_dir=tfds_dir, val_split=0.34))
   report_path = str(tmp_path / "data_report.json")
-  found = trainer.load_folder(config, report_path)
+  found = task.build_folder(report_path)
   assert found.class_names == TOY_NAMES
   assert [len(found.splits[s]) for s in folder.SPLITS] == [6, 3, 3]
   with open(report_path, encoding="utf-8") as f:

@@ -10,25 +10,27 @@ from PIL import Image
 from imgrec import models
 from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
+from imgrec import tasks
+from imgrec.run_folder import RunFolder
+from imgrec.training import finetune
 from imgrec.training import trainer
-from imgrec.training import transfer
 
 
 def test_freeze_and_unfreeze_top_layers_keeps_batchnorm_frozen():
   model = models.create_model("mobilenet_v3_small", 3, (32, 32, 3),
                               weights=None)
-  transfer.set_body_trainable(model, False)
+  finetune.set_body_trainable(model, False)
   assert {w.path.split("/")[0] for w in model.trainable_weights} == {
       "predictions"}
-  count = transfer.set_body_trainable(model, True, unfreeze="10")
-  leaves = transfer.body_layers(model)
+  count = finetune.set_body_trainable(model, True, unfreeze="10")
+  leaves = finetune.body_layers(model)
   top = leaves[-10:]
   assert count == sum(not isinstance(l, keras.layers.BatchNormalization)
                       for l in top)
   assert not any(l.trainable for l in leaves[:-10] if l.weights)
   assert not any(l.trainable for l in leaves
                  if isinstance(l, keras.layers.BatchNormalization))
-  transfer.set_body_trainable(model, True)
+  finetune.set_body_trainable(model, True)
   assert all(l.trainable for l in leaves
              if not isinstance(l, keras.layers.BatchNormalization))
 
@@ -37,17 +39,17 @@ def test_load_body_weights_copies_all_but_the_head(tmp_path):
   source = models.create_model("simple_cnn", 5, (16, 16, 3))
   source.save(tmp_path / "best.keras")
   target = models.create_model("simple_cnn", 2, (16, 16, 3))
-  copied = transfer.load_body_weights(target, str(tmp_path))
+  copied = finetune.load_body_weights(target, RunFolder(tmp_path))
   assert copied > 5
   for name in ("stage1_block1_conv", "stage3_block2_bn"):
     for a, b in zip(source.get_layer(name).get_weights(),
                     target.get_layer(name).get_weights()):
       np.testing.assert_array_equal(a, b)
   with pytest.raises(ImgrecError, match="No layer"):
-    transfer.load_body_weights(models.create_model("mlp", 2, (16, 16, 3)),
-                               str(tmp_path))
+    finetune.load_body_weights(models.create_model("mlp", 2, (16, 16, 3)),
+                               RunFolder(tmp_path))
   with pytest.raises(ImgrecError, match="best.keras"):
-    transfer.load_body_weights(target, str(tmp_path / "nothing"))
+    finetune.load_body_weights(target, RunFolder(tmp_path / "nothing"))
 
 
 def _stripes(root, per_class, periods, seed, dim):
@@ -111,4 +113,6 @@ def test_two_stage_flags_are_checked(tmp_path):
   with pytest.raises(ImgrecError, match="unfreeze"):
     TrainConfig(unfreeze="some").validate()
   with pytest.raises(ImgrecError, match="init_from"):
-    TrainConfig(init_from=str(tmp_path)).validate()
+    TrainConfig(init_from=str(tmp_path / "absent")).validate()
+  with pytest.raises(ImgrecError, match="No trained model"):
+    tasks.resolve(TrainConfig(init_from=str(tmp_path)))

@@ -4,58 +4,29 @@
 """
 
 import json
-import os
 import sys
 
-from absl import flags
-
 from imgrec.cli import common
-
-flags.DEFINE_string("model", None, "A .keras or .tflite file, a SavedModel "
-                    "folder, or an imgrec-train model_dir.")
-flags.DEFINE_integer("top_k", 1, "Classes to show per image.")
-flags.DEFINE_enum("format", "table", ("table", "json"), "Output format.")
-
-FLAGS = flags.FLAGS
+from imgrec.config import PredictConfig
 
 
-def _expand(args):
-  from imgrec.data import folder  # pylint: disable=g-import-not-at-top
-  paths = []
-  for arg in args:
-    if os.path.isdir(arg):
-      for dirpath, dirnames, filenames in os.walk(arg):
-        dirnames[:] = sorted(d for d in dirnames if not folder.is_hidden(d))
-        paths += [os.path.join(dirpath, f) for f in sorted(filenames)
-                  if folder.is_image_file(f)]
-    elif os.path.isfile(arg):
-      paths.append(arg)
-    else:
-      common.fail(f"{arg} does not exist.")
-  return paths
-
-
-def main(argv):
-  if not FLAGS.model:
-    common.fail("--model is required.")
+def main(config, argv):
+  config.validate()
   if len(argv) < 2:
     common.fail("Give image files or folders to classify after the flags.")
-  if FLAGS.top_k < 1:
-    common.fail(f"--top_k must be at least 1. Received: top_k={FLAGS.top_k}")
-  paths = _expand(argv[1:])
-  if not paths:
-    common.fail("No image files found in the given arguments.")
+  from imgrec.data import folder  # pylint: disable=g-import-not-at-top
   from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
-  clf = Classifier.load(FLAGS.model)
+  paths = folder.expand_image_paths(argv[1:])
+  clf = Classifier.load(config.model)
   results, failures = [], 0
   for path in paths:
     try:
-      results.append(clf.predict([path], top_k=FLAGS.top_k)[0])
+      results.append(clf.predict([path], top_k=config.top_k)[0])
     except ImgrecError as e:  # Report and go on with the other files.
       failures += 1
       sys.stderr.write(f"skipped: {e}\n")
-  if FLAGS.format == "json":
+  if config.format == "json":
     print(json.dumps([r.to_dict() for r in results], indent=2))
   else:
     width = max(len(r.source) for r in results) if results else 4
@@ -67,7 +38,7 @@ def main(argv):
 
 
 def run():
-  common.run_main(main)
+  common.run_config_main(PredictConfig, main)
 
 
 if __name__ == "__main__":

@@ -16,17 +16,13 @@ import dataclasses
 import os
 import random
 
-from imgrec import fileio
+from imgrec.config import SPLITS
+from imgrec.data.decode import IMAGE_EXTENSIONS
 from imgrec.errors import ImgrecError
 
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-    ".pgm", ".ppm", ".pbm", ".pnm",
-})
 SPLIT_DIR_NAMES = {"train": "train", "val": "val", "validation": "val",
                    "test": "test"}
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
-SPLITS = ("train", "val", "test")
 
 
 def is_hidden(name):
@@ -272,20 +268,20 @@ def carve_splits(found, val_split, test_split, seed):
   return dataclasses.replace(found, splits={s: splits[s] for s in SPLITS})
 
 
-def write_labels(path, class_names):
-  """Writes one class name per line, in label order."""
-  fileio.write_text(path, "\n".join(class_names) + "\n")
+def expand_image_paths(args):
+  """Files and folders (searched recursively for images) -> image file paths.
 
-
-def read_labels(path):
-  """Reads a labels.txt written by `write_labels`."""
-  with open(path, encoding="utf-8") as f:
-    return [line.rstrip("\n") for line in f if line.strip()]
-
-
-def write_split_manifest(path, folder):
-  """Writes the exact files of every split, so evaluation can reuse them."""
-  data = {"root": folder.root, "class_names": folder.class_names,
-          "splits": {s: {"paths": sp.paths, "labels": sp.labels}
-                     for s, sp in folder.splits.items()}}
-  fileio.write_json(path, data)
+  Raises:
+    ImgrecError: an argument does not exist, or no image file was found.
+  """
+  paths = []
+  for arg in args:
+    if os.path.isdir(arg):
+      paths += _list_images(arg)
+    elif os.path.isfile(arg):
+      paths.append(arg)
+    else:
+      raise ImgrecError(f"{arg} does not exist.")
+  if not paths:
+    raise ImgrecError("No image files found in the given arguments.")
+  return paths

@@ -12,14 +12,11 @@ splits the source names (always `train`), to be scanned with
   rest of imgrec reads image files.
 """
 
-import contextlib
 import csv
 import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 
 from absl import logging
@@ -231,42 +228,6 @@ def read_labels_csv(csv_path, *, min_classes=2):
                            splits=ordered, layout="csv", missing=missing)
 
 
-def add_missing_to_report(report, missing, report_path=None):
-  """Adds listed-but-missing files to a `scan.scan_folder` report.
-
-  Each becomes a "skipped" entry with reason "missing" and is counted as
-  found and skipped in its split and in the totals. They do not count
-  towards `max_bad_fraction`: the scan never saw them.
-
-  Args:
-    report: the report dict; changed in place.
-    missing: `ListedImageFolder.missing`.
-    report_path: if given (and `missing` is not empty), the report is
-      written there again.
-
-  Returns:
-    The report.
-  """
-  if not missing:
-    return report
-  for item in missing:
-    table = report["splits"].setdefault(item["split"], {})
-    row = table.setdefault(item["class"],
-                           {"found": 0, "usable": 0, "skipped": 0})
-    row["found"] += 1
-    row["skipped"] += 1
-  report["skipped"] = list(missing) + list(report["skipped"])
-  report["totals"]["found"] += len(missing)
-  report["totals"]["skipped"] += len(missing)
-  by_reason = dict(report["skipped_by_reason"])
-  by_reason[MISSING_REASON] = by_reason.get(MISSING_REASON, 0) + len(missing)
-  report["skipped_by_reason"] = dict(
-      sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
-  if report_path:
-    fileio.write_json(report_path, report, ensure_ascii=False, indent=1)
-  return report
-
-
 def default_tfds_data_dir():
   """$TFDS_DATA_DIR, else ~/tensorflow_datasets (where `tfds build` writes)."""
   return os.environ.get("TFDS_DATA_DIR") or os.path.join(
@@ -274,10 +235,8 @@ def default_tfds_data_dir():
 
 
 def default_tfds_cache_dir():
-  """~/.cache/imgrec/tfds ($XDG_CACHE_HOME replaces ~/.cache when set)."""
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-      os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "imgrec", "tfds")
+  """<imgrec cache home>/tfds: where TFDS splits are exported as files."""
+  return fileio.cache_home("tfds")
 
 
 def _import_tfds():
@@ -394,13 +353,9 @@ def _read_marker(split_dir, key):
 def _export_split(tfds, builder, expression, split_dir, key, dir_names,
                   image_key, label_key):
   """Writes the images of one TFDS split as files; returns the manifest."""
-  parent = os.path.dirname(split_dir)
-  os.makedirs(parent, exist_ok=True)
   # Written aside and renamed into place when complete, so an interrupted or
   # concurrent export never leaves a half-written split that looks complete.
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(split_dir)}.tmp-",
-                         dir=parent)
-  try:
+  with fileio.atomic_dir(split_dir) as tmp:
     for d in dir_names:
       os.makedirs(os.path.join(tmp, d))
     try:
@@ -430,20 +385,7 @@ def _export_split(tfds, builder, expression, split_dir, key, dir_names,
                 "unlabeled": unlabeled}
     with open(os.path.join(tmp, TFDS_MARKER), "w", encoding="utf-8") as f:
       json.dump(manifest, f)
-    if os.path.isdir(split_dir):
-      shutil.rmtree(split_dir)  # A stale or incomplete earlier export.
-    try:
-      os.rename(tmp, split_dir)
-    except OSError:
-      # Another process finished the same export first: use its files.
-      theirs = _read_marker(split_dir, key)
-      if theirs is None:
-        raise
-      return theirs
-    return manifest
-  finally:
-    with contextlib.suppress(OSError):
-      shutil.rmtree(tmp)
+  return manifest
 
 
 def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",

@@ -23,13 +23,13 @@ Typical use::
 import concurrent.futures
 import json
 import os
-import shutil
-import tempfile
 import zlib
 
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+
+from imgrec import fileio
 
 SHAPE_CLASSES = ("circle", "cross", "ring", "square", "star", "triangle")
 SPLITS = ("train", "val", "test")
@@ -206,8 +206,7 @@ def load_shapes(data_dir=None,
   _check_image_size(image_size)
   _check_counts(counts)
   if data_dir is None:
-    data_dir = os.environ.get(DATA_HOME_ENV) or os.path.join(
-        "~", ".cache", "imgrec", "datasets")
+    data_dir = os.environ.get(DATA_HOME_ENV) or fileio.cache_home("datasets")
   data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
   name = (f"shapes-v{DATASET_VERSION}-s{seed}-{image_size}px-"
           f"{train_per_class}-{val_per_class}-{test_per_class}")
@@ -225,22 +224,12 @@ def load_shapes(data_dir=None,
     return root
   _raise_if_foreign(root)
 
-  os.makedirs(data_dir, exist_ok=True)
-  # A sibling of the target, so the final rename stays on one filesystem;
-  # the leading dot hides half-written trees from directory listings.
-  tmp_root = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=data_dir)
-  try:
+  # Generated aside and renamed into place: a half-written tree is never
+  # mistaken for the dataset, and two processes may generate it at once.
+  with fileio.atomic_dir(root) as tmp_root:
     generate_shapes(tmp_root, seed=seed, image_size=image_size, counts=counts)
     with open(os.path.join(tmp_root, COMPLETE_MARKER), "w") as f:
       json.dump(params, f, indent=2, sort_keys=True)
-    try:
-      os.rename(tmp_root, root)
-    except OSError:
-      # Another process renamed its copy into place first; it is identical.
-      if not _is_complete(root):
-        raise
-  finally:
-    shutil.rmtree(tmp_root, ignore_errors=True)
   return root
 
 

@@ -1,10 +1,6 @@
 """Classification reports: accuracy, top-k, per-class P/R/F1, confusion."""
 
-import os
-
 import numpy as np
-
-from imgrec import fileio
 
 
 def classification_report(y_true, probabilities, class_names, k=5):
@@ -80,13 +76,3 @@ def format_report(report):
     lines.append(f"{c:<{width}}" + "".join(f"{v:>{cell}d}" for v in row)
                  + f"   [{i}]")
   return "\n".join(lines) + "\n"
-
-
-def write_report(report, directory, name="report"):
-  """Writes `<name>.json` and a readable `<name>.txt`; returns the JSON path."""
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f"{name}.json")
-  fileio.write_json(path, report, indent=2)
-  fileio.write_text(os.path.join(directory, f"{name}.txt"),
-                    format_report(report))
-  return path

@@ -3,45 +3,26 @@
 Signatures:
   serving_default: `images`, uint8 [N, H, W, 3] of any size (resized in the
     graph to the model's input size).
-  serving_bytes: `image_bytes`, string [N] of encoded JPEG/PNG/BMP/GIF bytes.
+  serving_bytes: `image_bytes`, string [N] of encoded JPEG/PNG/BMP/GIF/WebP
+    bytes, decoded in the graph under imgrec's decode policy
+    (`imgrec.data.decode.decode_bytes`: EXIF orientation, transparency on
+    white, 16-bit PNG), so a served image gets the pixels it gets everywhere
+    else.
 Both return `probabilities` float32 [N, C], `top_k_indices` int32 [N, k] and
 `top_k_labels` string [N, k].
 """
 
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
 
+from imgrec import fileio
+from imgrec import tasks
+from imgrec.data import decode
 from imgrec.data import ops
-
-
-def model_input_spec(model):
-  """Returns ((height, width), channels) of a model's image input."""
-  shape = model.input_shape
-  if isinstance(shape, list):
-    shape = shape[0]
-  return (int(shape[1]), int(shape[2])), int(shape[3])
-
-
-def _atomic_dir(path):
-  """Returns a temp folder beside `path`; `_commit_dir` moves it into place."""
-  parent = os.path.dirname(os.path.abspath(path)) or "."
-  os.makedirs(parent, exist_ok=True)
-  return tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".tmp-",
-                          dir=parent)
-
-
-def _commit_dir(tmp, path):
-  if os.path.isdir(path):
-    old = tmp + ".old"
-    os.rename(path, old)
-    os.rename(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.rename(tmp, path)
+from imgrec.run_folder import LABELS_NAME
+from imgrec.run_folder import write_labels_file
 
 
 def export_saved_model(model, class_names, path, top_k=5):
@@ -60,7 +41,7 @@ def export_saved_model(model, class_names, path, top_k=5):
   Returns:
     `path`.
   """
-  size, channels = model_input_spec(model)
+  size, channels = tasks.model_input_spec(model)
   k = int(min(top_k, len(class_names)))
   labels = tf.constant(list(class_names), dtype=tf.string)
 
@@ -77,7 +58,8 @@ def export_saved_model(model, class_names, path, top_k=5):
 
   def serve_bytes(image_bytes):
     pixels = tf.map_fn(
-        lambda b: ops.resize(ops.decode(b, channels), size), image_bytes,
+        lambda b: ops.resize(decode.decode_bytes(b, channels), size),
+        image_bytes,
         fn_output_signature=tf.TensorSpec([size[0], size[1], channels],
                                           tf.float32))
     return outputs(pixels)
@@ -91,9 +73,7 @@ def export_saved_model(model, class_names, path, top_k=5):
   archive.add_endpoint(
       "serving_bytes", serve_bytes,
       input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-  tmp = _atomic_dir(path)
-  archive.write_out(tmp, verbose=False)
-  with open(os.path.join(tmp, "labels.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(class_names) + "\n")
-  _commit_dir(tmp, path)
+  with fileio.atomic_dir(path) as tmp:
+    archive.write_out(tmp, verbose=False)
+    write_labels_file(os.path.join(tmp, LABELS_NAME), class_names)
   return path

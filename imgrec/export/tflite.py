@@ -1,9 +1,9 @@
-"""TFLite export through the TFLite converter, and a LiteRT runner.
+"""TFLite export through the TFLite converter.
 
 The TFLite model takes float32 raw pixels [N, H, W, C] at the model's input
 size (callers resize with `imgrec.data.ops.resize`, as the pipeline does) and
 returns probabilities [N, num_classes]. Class names go to `labels.txt` beside
-the file.
+the file. `imgrec.inference.litert` runs the files.
 """
 
 import os
@@ -14,10 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from imgrec import fileio
+from imgrec import tasks
+from imgrec.config import TFLITE_VARIANTS
 from imgrec.errors import ImgrecError
-from imgrec.export.saved_model import model_input_spec
-
-QUANTIZATIONS = ("float", "fp16", "dynamic", "int8")
+from imgrec.run_folder import LABELS_NAME
+from imgrec.run_folder import write_labels_file
 
 
 def export_tflite(model, path, *, class_names=None, quantization="float",
@@ -37,10 +38,11 @@ def export_tflite(model, path, *, class_names=None, quantization="float",
   Returns:
     `path`.
   """
-  if quantization not in QUANTIZATIONS:
+  if quantization not in TFLITE_VARIANTS:
     raise ImgrecError(f"Unknown TFLite quantization. Expected one of "
-                      f"{QUANTIZATIONS}. Received: quantization={quantization!r}")
-  size, channels = model_input_spec(model)
+                      f"{TFLITE_VARIANTS}. Received: quantization="
+                      f"{quantization!r}")
+  size, channels = tasks.model_input_spec(model)
 
   # Keras 3 models convert reliably through a SavedModel (converting a
   # concrete function directly gave NaN outputs: variables were not frozen).
@@ -59,8 +61,8 @@ def export_tflite(model, path, *, class_names=None, quantization="float",
   with fileio.atomic_write(path, "wb") as f:
     f.write(flatbuffer)
   if class_names is not None:
-    fileio.write_text(os.path.join(os.path.dirname(os.path.abspath(path)),
-                                   "labels.txt"), "\n".join(class_names) + "\n")
+    write_labels_file(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                   LABELS_NAME), class_names)
   return path
 
 
@@ -83,39 +85,3 @@ def _convert(converter, quantization, representative_images):
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   return converter.convert()
-
-
-class TFLiteRunner:
-  """Runs a .tflite classifier with the LiteRT interpreter."""
-
-  def __init__(self, path, num_threads=None):
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-    self.interpreter.allocate_tensors()
-    inp = self.interpreter.get_input_details()[0]
-    self._input_index = inp["index"]
-    self.input_dtype = inp["dtype"]
-    self.input_quantization = inp["quantization"]
-    _, h, w, c = inp["shape"]
-    self.image_size, self.channels = (int(h), int(w)), int(c)
-    out = self.interpreter.get_output_details()[0]
-    self._output_index = out["index"]
-    self._output_quantization = out["quantization"]
-
-  def __call__(self, images):
-    """Returns probabilities [N, C] for float32 raw-pixel images [N, H, W, C]."""
-    results = []
-    for image in np.asarray(images, np.float32):
-      x = image[None]
-      if self.input_dtype != np.float32:
-        scale, zero = self.input_quantization
-        x = np.clip(np.round(x / scale + zero), np.iinfo(self.input_dtype).min,
-                    np.iinfo(self.input_dtype).max).astype(self.input_dtype)
-      self.interpreter.set_tensor(self._input_index, x)
-      self.interpreter.invoke()
-      y = self.interpreter.get_tensor(self._output_index)[0]
-      if y.dtype != np.float32:
-        scale, zero = self._output_quantization
-        y = (y.astype(np.float32) - zero) * scale
-      results.append(y)
-    return np.stack(results) if results else np.zeros((0, 0), np.float32)

@@ -4,9 +4,9 @@
     for p in clf.predict(["cat.jpg", "dog.png"]):
       print(p.label, p.score)
 
-Every backend decodes and resizes with `imgrec.data.ops`, exactly as the
-training pipeline and the SavedModel signatures do, so the three formats give
-the same answer for the same image.
+Files are read under imgrec's one decode policy (`imgrec.data.decode`) and
+resized as the training pipeline and the SavedModel signatures do, so every
+format gives the same answer for the same image.
 """
 
 import dataclasses
@@ -15,9 +15,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from imgrec.data import folder as folder_lib
-from imgrec.data import ops
+from imgrec import tasks
 from imgrec.errors import ImgrecError
+from imgrec.run_folder import LABELS_NAME
+from imgrec.run_folder import read_labels_file
+from imgrec.run_folder import RunFolder
 
 
 @dataclasses.dataclass
@@ -40,9 +42,9 @@ def _find_labels(path):
   base = path if os.path.isdir(path) else os.path.dirname(path)
   for candidate in (base, os.path.dirname(base),
                     os.path.dirname(os.path.dirname(base))):
-    f = os.path.join(candidate, "labels.txt")
+    f = os.path.join(candidate, LABELS_NAME)
     if os.path.isfile(f):
-      return folder_lib.read_labels(f)
+      return read_labels_file(f)
   return None
 
 
@@ -50,11 +52,8 @@ class _KerasBackend:
   format = "keras"
 
   def __init__(self, path):
-    import keras  # pylint: disable=g-import-not-at-top
-    from imgrec import models  # pylint: disable=g-import-not-at-top,unused-import  (registers custom layers)
-    from imgrec.export.saved_model import model_input_spec  # pylint: disable=g-import-not-at-top
-    self.model = keras.models.load_model(path, compile=False)
-    self.image_size, self.channels = model_input_spec(self.model)
+    self.model = tasks.load_model(path)
+    self.image_size, self.channels = tasks.model_input_spec(self.model)
 
   def __call__(self, pixels):
     return np.asarray(self.model(pixels, training=False), np.float32)
@@ -64,7 +63,7 @@ class _TFLiteBackend:
   format = "tflite"
 
   def __init__(self, path):
-    from imgrec.export.tflite import TFLiteRunner  # pylint: disable=g-import-not-at-top
+    from imgrec.inference.litert import TFLiteRunner  # pylint: disable=g-import-not-at-top
     self.runner = TFLiteRunner(path)
     self.image_size, self.channels = self.runner.image_size, self.runner.channels
 
@@ -117,8 +116,8 @@ class Classifier:
                         ".tflite file, a SavedModel folder or a model_dir.")
     if os.path.isdir(path) and not os.path.isfile(
         os.path.join(path, "saved_model.pb")):
-      for candidate in (os.path.join(path, "export", "saved_model"),
-                        os.path.join(path, "best.keras")):
+      run = RunFolder(path)
+      for candidate in (run.saved_model_dir, run.best_model_path):
         if os.path.exists(candidate):
           return cls.load(candidate)
       raise ImgrecError(f"{path} is neither a SavedModel nor an imgrec "
@@ -141,7 +140,7 @@ class Classifier:
     images, sources = [], []
     for item in inputs:
       if isinstance(item, (str, os.PathLike)):
-        images.append(ops.load_image(os.fspath(item), 3))
+        images.append(tasks.read_image(os.fspath(item)))
         sources.append(os.fspath(item))
       else:
         image = np.asarray(item)
@@ -164,9 +163,9 @@ class Classifier:
   def _probabilities(self, images):
     if getattr(self._backend, "takes_raw", False):
       return np.stack([self._backend.raw(im)[0] for im in images])
-    pixels = [ops.resize(ops.to_channels(tf.constant(im), self._backend.channels),
-                         self._backend.image_size) for im in images]
-    return self._backend(tf.stack(pixels).numpy())
+    pixels = tasks.preprocess(images, self._backend.image_size,
+                              self._backend.channels)
+    return self._backend(pixels.numpy())
 
   def predict(self, inputs, top_k=5):
     """Classifies images.

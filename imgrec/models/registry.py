@@ -38,7 +38,7 @@ def _default_cfg(kind):
   }
 
 
-def register_model(name, default_cfg=None, kind="scratch"):
+def register_model(name, default_cfg=None, kind="scratch", check=None):
   """Returns a decorator that registers a model builder under `name`.
 
   Args:
@@ -50,6 +50,11 @@ def register_model(name, default_cfg=None, kind="scratch"):
       normalization the model applies to its raw-pixel input).
     kind: `"scratch"` for models trained from random initialization,
       `"transfer"` for models built on a `keras.applications` backbone.
+    check: optional `fn(input_shape, args)` raising ValueError when the
+      model cannot be built for that input with those arguments (`args`:
+      every keyword argument of the builder, defaults filled in). It runs
+      in `check_model`, before anything is built, so a command can refuse
+      a bad combination before reading any data.
 
   Returns:
     A decorator that registers the builder and returns it unchanged.
@@ -84,7 +89,7 @@ def register_model(name, default_cfg=None, kind="scratch"):
           f"Model {name!r} is already registered (by "
           f"{_REGISTRY[name][0].__module__}.{_REGISTRY[name][0].__name__}). "
           f"Received: name={name!r}")
-    _REGISTRY[name] = (fn, cfg)
+    _REGISTRY[name] = (fn, cfg, check)
     return fn
 
   return decorator
@@ -105,7 +110,7 @@ def list_models(kind=None):
   if kind is not None and kind not in KINDS:
     raise ValueError(
         f"`kind` must be None or one of {KINDS}. Received: kind={kind!r}")
-  return sorted(name for name, (_, cfg) in _REGISTRY.items()
+  return sorted(name for name, (_, cfg, _) in _REGISTRY.items()
                 if kind is None or cfg["kind"] == kind)
 
 
@@ -142,30 +147,24 @@ def _builder_kwargs(fn):
   return [p.name for p in params]
 
 
-def create_model(name, num_classes, input_shape=None, **kwargs):
-  """Builds a registered model.
-
-  Every model takes one input named `"image"` of float32 raw pixels in
-  0..255 with shape `input_shape`, normalizes internally and outputs
-  float32 class probabilities of shape `(batch, num_classes)`.
+def check_model(name, num_classes, input_shape=None, **kwargs):
+  """Checks that `create_model` with these arguments would build, without building.
 
   Args:
-    name: Registered model name (see `list_models()`).
-    num_classes: Number of classes, at least 2.
-    input_shape: `(height, width, channels)`. Defaults to the model's
-      `input_size` with its default number of channels.
-    **kwargs: Model-specific options, e.g. `dropout`, `edges`, `width`,
-      `depth`, `weights`, `freeze_backbone`.
+    name: Registered model name.
+    num_classes: Number of classes.
+    input_shape: `(height, width, channels)` or None for the model's own.
+    **kwargs: Model-specific options.
 
   Returns:
-    An uncompiled `keras.Model` named `name`.
+    The input shape as a tuple of ints.
 
   Raises:
-    ValueError: For an unknown name, a bad `num_classes` or a bad
-      `input_shape`, or an invalid model-specific option value.
+    ValueError: For an unknown name, a bad `num_classes` or `input_shape`,
+      or an option value or input the model cannot take.
     TypeError: For a keyword argument the model does not accept.
   """
-  fn, cfg = _lookup(name)
+  fn, cfg, check = _lookup(name)
   if (isinstance(num_classes, bool) or not isinstance(num_classes, int) or
       num_classes < 2):
     raise ValueError(
@@ -194,4 +193,38 @@ def create_model(name, num_classes, input_shape=None, **kwargs):
       raise TypeError(
           f"Model {name!r} got unexpected keyword argument(s) {unknown}; "
           f"it accepts {accepted}. Received: kwargs={kwargs!r}")
-  return fn(num_classes, input_shape, **kwargs)
+  if check is not None:
+    bound = inspect.signature(fn).bind_partial(num_classes, input_shape,
+                                               **kwargs)
+    bound.apply_defaults()
+    args = {k: v for k, v in bound.arguments.items()
+            if k not in list(inspect.signature(fn).parameters)[:2]}
+    check(input_shape, args)
+  return input_shape
+
+
+def create_model(name, num_classes, input_shape=None, **kwargs):
+  """Builds a registered model.
+
+  Every model takes one input named `"image"` of float32 raw pixels in
+  0..255 with shape `input_shape`, normalizes internally and outputs
+  float32 class probabilities of shape `(batch, num_classes)`.
+
+  Args:
+    name: Registered model name (see `list_models()`).
+    num_classes: Number of classes, at least 2.
+    input_shape: `(height, width, channels)`. Defaults to the model's
+      `input_size` with its default number of channels.
+    **kwargs: Model-specific options, e.g. `dropout`, `edges`, `width`,
+      `depth`, `weights`, `freeze_backbone`.
+
+  Returns:
+    An uncompiled `keras.Model` named `name`.
+
+  Raises:
+    ValueError: For an unknown name, a bad `num_classes` or a bad
+      `input_shape`, or an invalid model-specific option value.
+    TypeError: For a keyword argument the model does not accept.
+  """
+  input_shape = check_model(name, num_classes, input_shape, **kwargs)
+  return _lookup(name)[0](num_classes, input_shape, **kwargs)

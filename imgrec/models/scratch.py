@@ -282,7 +282,24 @@ def _encoder_block(x, dim, heads, mlp_dim, dropout, prefix):
   return layers.Add(name=f"{prefix}_add2")([x, y])
 
 
-@register_model("vit_tiny", default_cfg={"input_size": (32, 32), "min_size": 1})
+def _check_vit(input_shape, args):
+  """The inputs and options `vit_tiny` can be built with."""
+  for arg_name in ("patch_size", "dim", "depth", "heads", "mlp_ratio"):
+    check_positive_int(args[arg_name], arg_name)
+  check_dropout(args["dropout"])
+  patch_size = args["patch_size"]
+  height, width = input_shape[:2]
+  if height % patch_size or width % patch_size:
+    raise ValueError(
+        f"Image height and width must be divisible by `patch_size`="
+        f"{patch_size}. Received: input_shape={tuple(input_shape)!r}")
+  if args["dim"] % args["heads"]:
+    raise ValueError(f"`dim` must be divisible by `heads`={args['heads']}. "
+                     f"Received: dim={args['dim']!r}")
+
+
+@register_model("vit_tiny", default_cfg={"input_size": (32, 32), "min_size": 1},
+                check=_check_vit)
 def vit_tiny(num_classes,
              input_shape,
              *,
@@ -320,20 +337,7 @@ def vit_tiny(num_classes,
       is not divisible by `heads`, an integer option is not positive or
       `dropout` is not in [0, 1).
   """
-  for value, arg_name in ((patch_size, "patch_size"), (dim, "dim"),
-                          (depth, "depth"), (heads, "heads"),
-                          (mlp_ratio, "mlp_ratio")):
-    check_positive_int(value, arg_name)
-  check_dropout(dropout)
   height, width = input_shape[:2]
-  if height % patch_size or width % patch_size:
-    raise ValueError(
-        f"Image height and width must be divisible by `patch_size`="
-        f"{patch_size}. Received: input_shape={tuple(input_shape)!r}")
-  if dim % heads:
-    raise ValueError(
-        f"`dim` must be divisible by `heads`={heads}. Received: dim={dim!r}")
-
   inputs, x = scratch_stem(input_shape, edges)
   x = layers.Conv2D(
       dim, patch_size, strides=patch_size, name="patch_embedding")(x)

@@ -78,58 +78,52 @@ def resolve_weights(weights):
   return path
 
 
-def _build_transfer(name,
-                    application,
-                    num_classes,
-                    input_shape,
-                    *,
-                    weights,
-                    freeze_backbone,
-                    dropout,
-                    edges,
-                    rescale_to_unit_range=False,
-                    **application_kwargs):
+def _check_transfer(input_shape, args):
+  """The inputs and options a pretrained backbone can be built with."""
+  check_bool(args["freeze_backbone"], "freeze_backbone")
+  check_bool(args["edges"], "edges")
+  check_dropout(args["dropout"])
+  if args["edges"]:
+    raise ValueError(
+        "Transfer models do not support edge channels: a pretrained backbone "
+        "takes exactly 3 RGB channels. Use a scratch model for edges. "
+        f"Received: edges={args['edges']!r}")
+  if input_shape[-1] != 3:
+    raise ValueError(
+        "Transfer models need 3-channel RGB input; convert grayscale images "
+        f"to RGB first (--channels=3). Received: input_shape="
+        f"{tuple(input_shape)!r}")
+  resolve_weights(args["weights"])
+
+
+def _build_transfer(name, application, preprocessing, num_classes,
+                    input_shape, *, weights, freeze_backbone, dropout):
   """Builds `image -> [Rescaling] -> backbone -> head` for one application.
 
   Args:
     name: Registry name, used as the model name.
     application: A `keras.applications` constructor.
+    preprocessing: "rescale" puts `Rescaling(1 / 127.5, offset=-1)` in
+      front of a backbone that expects [-1, 1] and has no preprocessing of
+      its own; "builtin" asks the application for its own
+      (`include_preprocessing=True`).
     num_classes: Number of output classes.
     input_shape: `(height, width, 3)`.
     weights: See `resolve_weights`.
     freeze_backbone: Make the backbone non-trainable. Its BatchNorm layers
       then also run in inference mode, as Keras does for frozen layers.
     dropout: Dropout rate before the classifier.
-    edges: Must be False; see the module docstring.
-    rescale_to_unit_range: Put `Rescaling(1 / 127.5, offset=-1)` in front
-      of a backbone that expects [-1, 1] and has no preprocessing of
-      its own.
-    **application_kwargs: Extra arguments for `application`.
 
   Returns:
     A `keras.Model` named `name`.
   """
-  check_bool(freeze_backbone, "freeze_backbone")
-  check_bool(edges, "edges")
-  check_dropout(dropout)
-  if edges:
-    raise ValueError(
-        f"Model {name!r} does not support edge channels: its pretrained "
-        "backbone takes exactly 3 RGB channels. Use a scratch model for "
-        f"edges. Received: edges={edges!r}")
-  if input_shape[-1] != 3:
-    raise ValueError(
-        f"Model {name!r} needs 3-channel RGB input; convert grayscale "
-        "images to RGB first. "
-        f"Received: input_shape={tuple(input_shape)!r}")
-  weights = resolve_weights(weights)
-
+  extra = {"include_preprocessing": True} if preprocessing == "builtin" else {}
   backbone = application(
       include_top=False,
-      weights=weights,
+      weights=resolve_weights(weights),
       input_shape=tuple(input_shape),
       pooling="avg",
-      **application_kwargs)
+      **extra)
   # Renamed after construction rather than through `name=`: some
   # applications derive their internal layer names or preprocessing from
   # their own name (EfficientNetV2 picks its normalization that way).
@@ -138,7 +132,7 @@ def _build_transfer(name,
 
   inputs = keras.Input(shape=input_shape, name="image")
   x = inputs
-  if rescale_to_unit_range:
+  if preprocessing == "rescale":
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(x)
   x = backbone(x)
   outputs = classifier_head(x, num_classes, dropout)
@@ -160,143 +154,43 @@ _TRANSFER_DOC = """{title} backbone with a softmax head.
 
   Returns:
     A `keras.Model` named `"{name}"` taking raw RGB pixels in 0..255.
-
-  Raises:
-    ValueError: If `edges` is True, the input is not 3-channel or an
-      option has a bad value.
-    FileNotFoundError: If `weights` is a path that does not exist.
   """
 
-
-@register_model("mobilenet_v2", default_cfg=_cfg(_TF_MODE_CFG), kind="transfer")
-def mobilenet_v2(num_classes,
-                 input_shape,
-                 *,
-                 weights="imagenet",
-                 freeze_backbone=False,
-                 dropout=0.2,
-                 edges=False):
-  return _build_transfer(
-      "mobilenet_v2",
-      keras.applications.MobileNetV2,
-      num_classes,
-      input_shape,
-      weights=weights,
-      freeze_backbone=freeze_backbone,
-      dropout=dropout,
-      edges=edges,
-      rescale_to_unit_range=True)
+# name: (keras.applications constructor, title, normalization config,
+# how raw pixels reach the backbone's expected range).
+BACKBONES = {
+    "mobilenet_v2": ("MobileNetV2", "MobileNetV2", _TF_MODE_CFG, "rescale"),
+    "mobilenet_v3_small": ("MobileNetV3Small", "MobileNetV3-Small",
+                           _TF_MODE_CFG, "builtin"),
+    "mobilenet_v3_large": ("MobileNetV3Large", "MobileNetV3-Large",
+                           _TF_MODE_CFG, "builtin"),
+    "efficientnet_v2_b0": ("EfficientNetV2B0", "EfficientNetV2-B0",
+                           _TORCH_MODE_CFG, "builtin"),
+    "resnet50_v2": ("ResNet50V2", "ResNet50V2", _TF_MODE_CFG, "rescale"),
+    "convnext_tiny": ("ConvNeXtTiny", "ConvNeXt-Tiny", _TORCH_MODE_CFG,
+                      "builtin"),
+}
 
 
-@register_model(
-    "mobilenet_v3_small", default_cfg=_cfg(_TF_MODE_CFG), kind="transfer")
-def mobilenet_v3_small(num_classes,
-                       input_shape,
-                       *,
-                       weights="imagenet",
-                       freeze_backbone=False,
-                       dropout=0.2,
-                       edges=False):
-  return _build_transfer(
-      "mobilenet_v3_small",
-      keras.applications.MobileNetV3Small,
-      num_classes,
-      input_shape,
-      weights=weights,
-      freeze_backbone=freeze_backbone,
-      dropout=dropout,
-      edges=edges,
-      include_preprocessing=True)
+def _register_backbone(name, application_name, title, mode_cfg,
+                       preprocessing):
+  """Registers one `BACKBONES` entry as a model builder named `name`."""
+
+  def build(num_classes, input_shape, *, weights="imagenet",
+            freeze_backbone=False, dropout=0.2, edges=False):
+    del edges  # Refused by _check_transfer.
+    return _build_transfer(name, getattr(keras.applications,
+                                         application_name), preprocessing,
+                           num_classes, input_shape, weights=weights,
+                           freeze_backbone=freeze_backbone, dropout=dropout)
+
+  build.__name__ = build.__qualname__ = name
+  build.__doc__ = _TRANSFER_DOC.format(title=title, name=name)
+  register_model(name, default_cfg=_cfg(mode_cfg), kind="transfer",
+                 check=_check_transfer)(build)
+  return build
 
 
-@register_model(
-    "mobilenet_v3_large", default_cfg=_cfg(_TF_MODE_CFG), kind="transfer")
-def mobilenet_v3_large(num_classes,
-                       input_shape,
-                       *,
-                       weights="imagenet",
-                       freeze_backbone=False,
-                       dropout=0.2,
-                       edges=False):
-  return _build_transfer(
-      "mobilenet_v3_large",
-      keras.applications.MobileNetV3Large,
-      num_classes,
-      input_shape,
-      weights=weights,
-      freeze_backbone=freeze_backbone,
-      dropout=dropout,
-      edges=edges,
-      include_preprocessing=True)
-
-
-@register_model(
-    "efficientnet_v2_b0", default_cfg=_cfg(_TORCH_MODE_CFG), kind="transfer")
-def efficientnet_v2_b0(num_classes,
-                       input_shape,
-                       *,
-                       weights="imagenet",
-                       freeze_backbone=False,
-                       dropout=0.2,
-                       edges=False):
-  return _build_transfer(
-      "efficientnet_v2_b0",
-      keras.applications.EfficientNetV2B0,
-      num_classes,
-      input_shape,
-      weights=weights,
-      freeze_backbone=freeze_backbone,
-      dropout=dropout,
-      edges=edges,
-      include_preprocessing=True)
-
-
-@register_model("resnet50_v2", default_cfg=_cfg(_TF_MODE_CFG), kind="transfer")
-def resnet50_v2(num_classes,
-                input_shape,
-                *,
-                weights="imagenet",
-                freeze_backbone=False,
-                dropout=0.2,
-                edges=False):
-  return _build_transfer(
-      "resnet50_v2",
-      keras.applications.ResNet50V2,
-      num_classes,
-      input_shape,
-      weights=weights,
-      freeze_backbone=freeze_backbone,
-      dropout=dropout,
-      edges=edges,
-      rescale_to_unit_range=True)
-
-
-@register_model(
-    "convnext_tiny", default_cfg=_cfg(_TORCH_MODE_CFG), kind="transfer")
-def convnext_tiny(num_classes,
-                  input_shape,
-                  *,
-                  weights="imagenet",
-                  freeze_backbone=False,
-                  dropout=0.2,
-                  edges=False):
-  return _build_transfer(
-      "convnext_tiny",
-      keras.applications.ConvNeXtTiny,
-      num_classes,
-      input_shape,
-      weights=weights,
-      freeze_backbone=freeze_backbone,
-      dropout=dropout,
-      edges=edges,
-      include_preprocessing=True)
-
-
-for _fn, _title in ((mobilenet_v2, "MobileNetV2"), (mobilenet_v3_small,
-                                                    "MobileNetV3-Small"),
-                    (mobilenet_v3_large, "MobileNetV3-Large"),
-                    (efficientnet_v2_b0, "EfficientNetV2-B0"),
-                    (resnet50_v2, "ResNet50V2"), (convnext_tiny,
-                                                  "ConvNeXt-Tiny")):
-  _fn.__doc__ = _TRANSFER_DOC.format(title=_title, name=_fn.__name__)
-del _fn, _title
+for _name, _spec in BACKBONES.items():
+  globals()[_name] = _register_backbone(_name, *_spec)
+del _name, _spec

@@ -9,11 +9,10 @@ in inference mode with the statistics they were trained with: updating them
 from small fine-tuning batches wrecks pretrained features.
 """
 
-import os
-
 from absl import logging
 import keras
 
+from imgrec import tasks
 from imgrec.errors import ImgrecError
 
 
@@ -70,7 +69,7 @@ def set_body_trainable(model, trainable, unfreeze="all"):
   return count
 
 
-def load_body_weights(model, model_dir):
+def load_body_weights(model, run):
   """Copies body weights from an earlier imgrec run into `model`.
 
   Layers are matched by name; a layer is copied when every weight has the
@@ -78,20 +77,17 @@ def load_body_weights(model, model_dir):
 
   Args:
     model: the new model.
-    model_dir: an imgrec-train output folder (its best.keras is read).
+    run: the RunFolder of an earlier imgrec-train run (its best model is
+      read).
 
   Returns:
     The number of layers copied.
 
   Raises:
-    ImgrecError: no best.keras there, or no layer matched.
+    ImgrecError: no trained model there, or no layer matched.
   """
-  from imgrec import models  # pylint: disable=g-import-not-at-top,unused-import  (custom layers)
-  path = os.path.join(model_dir, "best.keras")
-  if not os.path.isfile(path):
-    raise ImgrecError(f"--init_from={model_dir} has no best.keras. Point it "
-                      "at the model_dir of a finished imgrec-train run.")
-  source = keras.models.load_model(path, compile=False)
+  path = run.require_best_model()
+  source = tasks.load_model(path)
   by_name = {layer.name: layer for layer in source.layers}
   copied = []
   for layer in model.layers:
@@ -104,7 +100,7 @@ def load_body_weights(model, model_dir):
       layer.set_weights(theirs)
       copied.append(layer.name)
   if not copied:
-    raise ImgrecError(f"No layer of the model in {model_dir} matches the new "
+    raise ImgrecError(f"No layer of the model in {run.path} matches the new "
                       f"model ({model.name}): use the same --model (and "
                       "--image_size for models whose weights depend on it).")
   logging.info("initialized %d layers from %s", len(copied), path)

@@ -1,0 +1,491 @@
+"""The one decode policy: how an image file or byte string becomes RGB pixels.
+
+Every entry point that turns a file into pixels (the data scan, training,
+evaluation, `Classifier`, the SavedModel `serving_bytes` signature) follows
+this module, so a model sees the same pixels wherever it runs. The policy
+is what an image viewer shows:
+
+* EXIF orientation is applied (JPEG in the TensorFlow graph; other formats
+  through Pillow);
+* transparency is composited on white, with one integer formula everywhere:
+  `(c * a + 255 * (255 - a) + 127) // 255`;
+* 16-bit samples are rounded to 8 bits: `(v * 255 + 32767) // 65535`;
+* palette, grayscale and CMYK images become RGB; 1-channel models get
+  `to_channels(rgb, 1)` of that, whatever the file held.
+
+`plan(image)` decides from a file's header (a Pillow image opened but not
+decoded) how it is read: by `decode_bytes`, a TensorFlow graph function, or,
+for what TensorFlow cannot read (TIFF, PGM/PPM, palette BMP, transparent
+GIF, EXIF-rotated PNG or WebP), by `read_pillow`. A plan is "plain" when
+TensorFlow's ordinary decoder already gives the policy's pixels, as for
+most JPEG, PNG, GIF, BMP and WebP files; training reads those files as they
+are, and reads a PNG copy made once by the scan for the rest.
+`decode_bytes` is also what serving runs, so it refuses in the graph the
+formats it cannot read the policy's way instead of giving other pixels.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from imgrec.errors import ImgrecError
+
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+    ".pgm", ".ppm", ".pbm", ".pnm",
+})
+JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
+# Pillow format names that TensorFlow decodes (MPO: camera JPEGs whose first
+# frame is an ordinary JPEG).
+TF_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"})
+# Why a file is not read as it is by the training pipeline's plain decoder.
+READ_REASONS = ("exif_orientation", "transparency", "16_bit",
+                "format_not_in_tf", "palette_bmp", "gif_transparency",
+                "extension_mismatch", "tf_decode_failed")
+
+_ORIENTATION_TAG = 0x0112
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_EXIF_SEARCH_BYTES = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadPlan:
+  """How one file is read.
+
+  Attributes:
+    reader: "tf" (`decode_bytes`) or "pillow" (`read_pillow`).
+    why: None when TensorFlow's plain decoder gives the policy's pixels;
+      else one of READ_REASONS.
+    detail: a sentence for people, when `why` is set.
+  """
+  reader: str
+  why: str | None = None
+  detail: str | None = None
+
+  @property
+  def plain(self):
+    return self.why is None
+
+
+def orientation(image):
+  """The EXIF orientation (1..8) of a Pillow image; 1 when absent or broken."""
+  if image.format == "PNG" and "exif" not in image.info:
+    # Pillow's PNG getexif() decodes the whole image to look for an eXIf
+    # chunk after the pixels; one before them is already in `info`.
+    return 1
+  try:
+    value = int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
+  except Exception:  # pylint: disable=broad-except
+    # Malformed EXIF blocks raise many kinds of errors; viewers then show the
+    # image as stored, and so does imgrec.
+    return 1
+  return value if 1 <= value <= 8 else 1
+
+
+def _png_bit_depth(image):
+  fp = getattr(image, "fp", None)
+  if image.format != "PNG" or fp is None:
+    return 8
+  position = fp.tell()
+  try:
+    fp.seek(24)
+    depth = fp.read(1)
+  finally:
+    fp.seek(position)
+  return depth[0] if depth else 8
+
+
+def has_transparency(image):
+  return image.mode in _ALPHA_MODES or "transparency" in image.info
+
+
+def plan(image, path=""):
+  """Decides how a file is read, from its header alone.
+
+  Args:
+    image: a Pillow image of the file, opened but not necessarily loaded.
+    path: the file's path; a JPEG extension on another format matters,
+      because training reads all-JPEG lists with the JPEG decoder.
+
+  Returns:
+    A ReadPlan.
+  """
+  fmt, deep = image.format, _png_bit_depth(image) == 16
+  rotated = orientation(image) != 1
+  if fmt not in TF_FORMATS:
+    return ReadPlan("pillow", "format_not_in_tf",
+                    f"TensorFlow cannot read {fmt} files")
+  if fmt == "BMP" and image.mode in ("P", "L", "1"):
+    return ReadPlan("pillow", "palette_bmp", "TensorFlow misreads BMP files "
+                    "with a colour table")
+  if fmt == "GIF" and "transparency" in image.info:
+    return ReadPlan("pillow", "gif_transparency", "TensorFlow shows the "
+                    "transparent pixels of a GIF as black")
+  if rotated and fmt not in ("JPEG", "MPO"):
+    return ReadPlan("pillow", "exif_orientation", f"EXIF orientation "
+                    f"{orientation(image)} in a {fmt} file")
+  if rotated:
+    return ReadPlan("tf", "exif_orientation", f"EXIF orientation "
+                    f"{orientation(image)}: the plain decoder ignores it")
+  if has_transparency(image):
+    return ReadPlan("tf", "transparency", "has transparency: the plain "
+                    "decoder drops the alpha channel")
+  if deep or image.mode.startswith("I;16"):
+    return ReadPlan("tf", "16_bit", "16-bit samples: the plain decoder "
+                    "truncates them to 8 bits")
+  if (os.path.splitext(path)[1].lower() in JPEG_EXTENSIONS and
+      fmt not in ("JPEG", "MPO", "PNG")):
+    return ReadPlan("tf", "extension_mismatch",
+                    f"a {fmt} file named like a JPEG")
+  return ReadPlan("tf")
+
+
+# --- The TensorFlow graph decoder ---------------------------------------------
+
+
+# TensorFlow loads only when a file is decoded: a scan whose results are all
+# cached then takes a fraction of a second instead of TensorFlow's start-up.
+def _tf():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
+
+
+def _ops():
+  from imgrec.data import ops  # pylint: disable=g-import-not-at-top
+  return ops
+
+
+def _leading_bytes(contents, count):
+  """The first `count` bytes as int32, zero-padded to exactly `count`."""
+  return _bytes_at(contents, 0, count)
+
+
+def _jpeg_orientation(contents):
+  """The EXIF orientation of JPEG bytes, read in the graph; 1 if absent."""
+  tf = _tf()
+  n = _EXIF_SEARCH_BYTES
+  b = _leading_bytes(contents, n + 16)
+
+  def at(i):
+    return tf.gather(b, tf.clip_by_value(i, 0, n + 15))
+
+  exif = tf.constant([0x45, 0x78, 0x69, 0x66, 0, 0], tf.int32)  # "Exif\0\0"
+
+  # Walk the marker segments after SOI up to the EXIF APP1 segment.
+  def cond(step, pos, tiff):
+    return (step < 32) & (tiff < 0) & (pos < n) & tf.equal(at(pos), 0xFF)
+
+  def body(step, pos, tiff):
+    marker = at(pos + 1)
+    is_exif = tf.equal(marker, 0xE1) & tf.reduce_all(tf.equal(
+        tf.gather(b, tf.clip_by_value(pos + 4 + tf.range(6), 0, n + 15)),
+        exif))
+    stop = tf.equal(marker, 0xDA) | tf.equal(marker, 0xD9)
+    length = at(pos + 2) * 256 + at(pos + 3)
+    tiff = tf.where(is_exif, pos + 10, tiff)
+    pos = tf.where(stop, tf.constant(n, tf.int32), pos + 2 + length)
+    return step + 1, pos, tiff
+
+  _, _, tiff = tf.while_loop(cond, body, (tf.constant(0), tf.constant(2),
+                                          tf.constant(-1)))
+  little = tf.equal(at(tiff), 0x49)  # "II": little-endian.
+
+  def u16(i):
+    lo_first = at(i) + 256 * at(i + 1)
+    return tf.where(little, lo_first, 256 * at(i) + at(i + 1))
+
+  def u32(i):
+    return tf.where(little, u16(i) + 65536 * u16(i + 2),
+                    65536 * u16(i) + u16(i + 2))
+
+  ifd = tiff + u32(tiff + 4)
+  count = u16(ifd)
+  entries = ifd + 2 + 12 * tf.range(64)
+  tags = u16(entries)
+  match = (tf.range(64) < count) & tf.equal(tags, _ORIENTATION_TAG)
+  values = tf.boolean_mask(u16(entries + 8), match)
+  value = tf.cond(tf.size(values) > 0, lambda: values[0], lambda: 1)
+  valid = (tiff >= 0) & (value >= 1) & (value <= 8)
+  return tf.where(valid, value, 1)
+
+
+def _apply_orientation(image, value):
+  """Applies an EXIF orientation as Pillow's `ImageOps.exif_transpose` does."""
+  tf = _tf()
+  transpose = lambda x: tf.transpose(x, [1, 0, 2])
+  branches = [
+      lambda: image,                                   # 1: as stored
+      lambda: tf.reverse(image, [1]),                  # 2: mirrored
+      lambda: tf.reverse(image, [0, 1]),               # 3: upside down
+      lambda: tf.reverse(image, [0]),                  # 4: flipped
+      lambda: transpose(image),                        # 5: transposed
+      lambda: tf.reverse(transpose(image), [1]),       # 6: turned right
+      lambda: tf.reverse(transpose(image), [0, 1]),    # 7: transversed
+      lambda: tf.reverse(transpose(image), [0]),       # 8: turned left
+  ]
+  return tf.switch_case(value - 1, branches)
+
+
+def composite_on_white(rgba):
+  """uint8 [..., 4] -> [..., 3]: the policy's alpha compositing (tensors)."""
+  tf = _tf()
+  x = tf.cast(rgba, tf.int32)
+  rgb, alpha = x[..., :3], x[..., 3:]
+  return tf.cast((rgb * alpha + 255 * (255 - alpha) + 127) // 255, tf.uint8)
+
+
+def _png_has_alpha(contents):
+  """Whether PNG bytes carry transparency: an alpha channel or a tRNS chunk."""
+  tf = _tf()
+  color_type = _leading_bytes(contents, 26)[25]
+
+  def chunk_at(pos):
+    head = _bytes_at(contents, pos, 8)
+    length = ((head[0] * 256 + head[1]) * 256 + head[2]) * 256 + head[3]
+    return length, tf.strings.substr(contents, pos + 4, 4)
+
+  # Chunks before the image data: IHDR, PLTE, tRNS, text, colour profile...
+  def cond(step, pos, found):
+    return (step < 64) & tf.logical_not(found) & (pos > 0)
+
+  def body(step, pos, found):
+    length, kind = chunk_at(pos)
+    found = tf.equal(kind, b"tRNS")
+    done = tf.equal(kind, b"IDAT") | tf.equal(kind, b"") | (length < 0)
+    return step + 1, tf.where(done, 0, pos + 12 + length), found
+
+  _, _, trns = tf.while_loop(cond, body, (tf.constant(0), tf.constant(8),
+                                          tf.constant(False)))
+  return tf.equal(color_type, 4) | tf.equal(color_type, 6) | trns
+
+
+def _png_to_rgb(contents):
+  tf = _tf()
+  sixteen = tf.equal(_leading_bytes(contents, 25)[24], 16)
+  # libpng invents an alpha channel for images without one (for a 4-bit
+  # palette, a constant 15): decode four channels only when there is alpha.
+  alpha = _png_has_alpha(contents)
+
+  def decode(channels):
+    if channels == 3:
+      return lambda: tf.io.decode_png(contents, channels=3)
+    return lambda: tf.io.decode_png(contents, channels=4)
+
+  def deep(channels):
+    def fn():
+      x = tf.cast(tf.io.decode_png(contents, channels=channels,
+                                   dtype=tf.uint16), tf.int32)
+      return tf.cast((x * 255 + 32767) // 65535, tf.uint8)
+    return fn
+
+  def with_alpha():
+    rgba = tf.cond(sixteen, deep(4), decode(4))
+    return composite_on_white(rgba)
+
+  def without_alpha():
+    return tf.cond(sixteen, deep(3), decode(3))
+
+  return tf.cond(alpha, with_alpha, without_alpha)
+
+
+def _bytes_at(contents, pos, count):
+  """`count` bytes of `contents` from `pos` as int32, zero-padded."""
+  tf = _tf()
+  raw = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, pos, count),
+                                 tf.uint8), tf.int32)
+  return tf.pad(raw, [[0, count - tf.shape(raw)[0]]])
+
+
+def _gif_first_frame_transparent(contents):
+  """Whether the first frame of GIF bytes has a transparent colour.
+
+  Walks the blocks before the first image: extensions and their
+  sub-blocks, until a Graphic Control Extension (its flags say) or the
+  image descriptor (no transparency).
+  """
+  tf = _tf()
+  head = _bytes_at(contents, 0, 13)
+  flags = head[10]
+  table = tf.where(flags >= 128, 3 * tf.bitwise.left_shift(
+      2, tf.bitwise.bitwise_and(flags, 7)), 0)
+
+  def cond(step, pos, in_blocks, found, done):
+    return (step < 512) & tf.logical_not(done)
+
+  def body(step, pos, in_blocks, found, done):
+    b = _bytes_at(contents, pos, 4)
+    gce = tf.logical_not(in_blocks) & tf.equal(b[0], 0x21) & tf.equal(
+        b[1], 0xF9)
+    extension = tf.logical_not(in_blocks) & tf.equal(b[0], 0x21)
+    other = tf.logical_not(in_blocks) & tf.logical_not(extension)
+    found = found | (gce & tf.equal(b[3] % 2, 1))
+    done = done | gce | other
+    end_of_blocks = in_blocks & tf.equal(b[0], 0)
+    pos = tf.where(extension, pos + 2,
+                   tf.where(end_of_blocks, pos + 1, pos + b[0] + 1))
+    in_blocks = (in_blocks & tf.logical_not(end_of_blocks)) | extension
+    return step + 1, pos, in_blocks, found, done
+
+  _, _, _, found, _ = tf.while_loop(
+      cond, body, (tf.constant(0), 13 + table, tf.constant(False),
+                   tf.constant(False), tf.constant(False)))
+  return found
+
+
+def _webp_has_alpha(contents):
+  """Whether WebP bytes carry alpha (VP8X flags, or the VP8L header bit)."""
+  tf = _tf()
+  b = _bytes_at(contents, 0, 25)
+  kind = tf.strings.substr(contents, 12, 4)
+  vp8x_alpha = tf.equal(tf.bitwise.bitwise_and(b[20], 0x10), 0x10)
+  vp8l_alpha = tf.equal(tf.bitwise.bitwise_and(b[24], 0x10), 0x10)
+  return ((tf.equal(kind, b"VP8X") & vp8x_alpha) |
+          (tf.equal(kind, b"VP8L") & vp8l_alpha))
+
+
+def _check_bmp_gif(contents):
+  """Refuses, in the graph, the BMP and GIF files TensorFlow would misread."""
+  tf = _tf()
+  b = _bytes_at(contents, 0, 30)
+  is_bmp = tf.equal(b[0], 0x42) & tf.equal(b[1], 0x4D)
+  palette_bmp = is_bmp & (b[28] + 256 * b[29] <= 8)
+  is_gif = tf.equal(b[0], 0x47) & tf.equal(b[1], 0x49) & tf.equal(b[2], 0x46)
+  transparent_gif = tf.cond(is_gif,
+                            lambda: _gif_first_frame_transparent(contents),
+                            lambda: tf.constant(False))
+  return [
+      tf.debugging.Assert(tf.logical_not(palette_bmp), [
+          "BMP files with a colour table (8 bits per pixel or less) are not "
+          "read here: send PNG or JPEG"]),
+      tf.debugging.Assert(tf.logical_not(transparent_gif), [
+          "GIF files with transparency are not read here: send PNG"]),
+  ]
+
+
+def decode_bytes(contents, channels=3):
+  """Decodes encoded image bytes under the policy (a TensorFlow function).
+
+  JPEG (EXIF orientation applied), PNG (8 or 16 bits, alpha composited on
+  white), WebP (alpha likewise), GIF (first frame) and BMP. Palette BMP and
+  transparent GIF raise InvalidArgumentError: TensorFlow would misread them.
+
+  Args:
+    contents: scalar string tensor.
+    channels: 1 or 3 output channels.
+
+  Returns:
+    uint8 tensor [H, W, channels].
+  """
+  tf = _tf()
+  contents = tf.convert_to_tensor(contents, tf.string)
+  magic = tf.strings.substr(contents, 0, 4)
+  is_png = tf.equal(magic, b"\x89PNG")
+  is_webp = tf.equal(magic, b"RIFF") & tf.equal(
+      tf.strings.substr(contents, 8, 4), b"WEBP")
+
+  def jpeg():
+    image = tf.io.decode_jpeg(contents, channels=3)
+    return _apply_orientation(image, _jpeg_orientation(contents))
+
+  def webp():
+    # TensorFlow decodes a WebP only with the channels it has.
+    return tf.cond(
+        _webp_has_alpha(contents),
+        lambda: composite_on_white(tf.io.decode_image(
+            contents, channels=4, expand_animations=False)),
+        lambda: tf.io.decode_image(contents, channels=3,
+                                   expand_animations=False))
+
+  def other():
+    with tf.control_dependencies(_check_bmp_gif(contents)):
+      return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+  image = tf.case([(tf.io.is_jpeg(contents), jpeg),
+                   (is_png, lambda: _png_to_rgb(contents)),
+                   (is_webp, webp)], default=other)
+  image.set_shape([None, None, 3])
+  return _ops().to_channels(image, channels)
+
+
+# --- Pillow -------------------------------------------------------------------
+
+
+def pillow_rgb(image):
+  """A Pillow image (any mode, orientation applied) as uint8 RGB [H, W, 3]."""
+  if image.mode.startswith("I;16") or image.mode == "I":
+    samples = np.asarray(image, dtype=np.int64)
+    if image.mode.startswith("I;16") or samples.max(initial=0) > 255:
+      samples = (np.clip(samples, 0, 65535) * 255 + 32767) // 65535
+    gray = np.clip(samples, 0, 255).astype(np.uint8)
+    return np.repeat(gray.reshape(image.size[1], image.size[0], 1), 3, -1)
+  if has_transparency(image):
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.int32)
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+  return np.asarray(image.convert("RGB"), dtype=np.uint8).reshape(
+      image.size[1], image.size[0], 3)
+
+
+def read_pillow(file, channels=3):
+  """Reads an image file with Pillow under the policy.
+
+  Args:
+    file: a path or a binary file object.
+    channels: 1 or 3.
+
+  Returns:
+    uint8 numpy array [H, W, channels].
+
+  Raises:
+    The errors of Pillow (`UnidentifiedImageError`, `OSError`, ...).
+  """
+  from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
+  with Image.open(file) as image:
+    rgb = pillow_rgb(ImageOps.exif_transpose(image))
+  if channels == 3:
+    return rgb
+  return np.asarray(_ops().to_channels(rgb, channels))
+
+
+def open_plan(path):
+  """Returns the ReadPlan of a file, or None if Pillow cannot open it."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      return plan(image, path)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def read_file(path, channels=3):
+  """Reads one image file under the policy, as every entry point does.
+
+  The file's plan decides the reader; a file TensorFlow should read but
+  cannot (damage Pillow tolerates) is read by Pillow, as the scan does.
+
+  Args:
+    path: the image file.
+    channels: 1 or 3.
+
+  Returns:
+    uint8 numpy array [H, W, channels].
+
+  Raises:
+    ImgrecError: the file is missing or not a readable image.
+  """
+  if not os.path.isfile(path):
+    raise ImgrecError(f"Image file {path} does not exist.")
+  how = open_plan(path)
+  if how is not None and how.reader == "tf":
+    tf = _tf()
+    try:
+      return decode_bytes(tf.io.read_file(path), channels).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+      pass  # Pillow reads more variants, and names the problem.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    return read_pillow(path, channels)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise ImgrecError(f"Cannot read image {path}: {e}. Remove or replace "
+                      "the file.") from e

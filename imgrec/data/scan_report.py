@@ -1,0 +1,193 @@
+"""The scan report: per split and class counts, skipped files and why, formats.
+
+`build` turns an `ImageFolder` and its scan results into the kept folder
+and the report dict written as `data_report.json`; `problems` names the
+classes a run cannot use; `format_summary` renders the report for a
+terminal.
+"""
+
+import os
+import statistics
+
+from imgrec.data import folder as folder_lib
+
+
+def _stats(values):
+  if not values:
+    return {"min": None, "median": None, "max": None}
+  return {"min": min(values), "median": statistics.median(values),
+          "max": max(values)}
+
+
+def count(items):
+  """{item: count}, most frequent first."""
+  out = {}
+  for item in items:
+    out[item] = out.get(item, 0) + 1
+  return dict(sorted(out.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+
+def build(folder, results, *, settings, seconds, report_path=None):
+  """Keeps the usable files of `folder` and reports on all of them.
+
+  Args:
+    folder: the scanned `ImageFolder`.
+    results: the FileResults of its files, split by split in folder order.
+    settings: the scan's settings, recorded in the report.
+    seconds: how long the scan took.
+    report_path: where the report will be written (left out of the list
+      of ignored files).
+
+  Returns:
+    (kept, report, per_class): the folder with only usable files, each
+    replaced by its `decode_path`; the report dict; and
+    {class: {"found", "skipped", "train_usable"}}.
+  """
+  results_iter = iter(results)
+  splits, counts, skipped = {}, {}, []
+  per_class = {c: {"found": 0, "skipped": 0, "train_usable": 0}
+               for c in folder.class_names}
+  for name, split in folder.splits.items():
+    keep_paths, keep_labels = [], []
+    table = {c: {"found": 0, "usable": 0, "skipped": 0}
+             for c in folder.class_names}
+    for label in split.labels:
+      result = next(results_iter)
+      class_name = folder.class_names[label]
+      row = table[class_name]
+      row["found"] += 1
+      per_class[class_name]["found"] += 1
+      if result.ok:
+        row["usable"] += 1
+        keep_paths.append(result.decode_path)
+        keep_labels.append(label)
+        if name == "train":
+          per_class[class_name]["train_usable"] += 1
+      else:
+        row["skipped"] += 1
+        per_class[class_name]["skipped"] += 1
+        skipped.append({"path": result.path, "split": name,
+                        "class": class_name, "reason": result.reason,
+                        "detail": result.detail})
+    splits[name] = folder_lib.Split(keep_paths, keep_labels)
+    counts[name] = table
+
+  usable = [r for r in results if r.ok]
+  own = os.path.abspath(report_path) if report_path else None
+  # A CSV or TFDS listing names its files: walking its folder would only
+  # report everything else there.
+  listed = folder.layout not in ("classes", "splits")
+  used = [r.path for r in results]
+  ignored = [] if listed else [
+      (p, why) for p, why in folder_lib.list_ignored(folder.root,
+                                                     used_paths=used)
+      if os.path.abspath(p) != own]
+  report = {
+      "root": folder.root,
+      "class_names": list(folder.class_names),
+      "settings": dict(settings),
+      "totals": {"found": len(results), "usable": len(usable),
+                 "skipped": len(skipped),
+                 "converted": sum(r.converted for r in usable),
+                 "ignored": len(ignored)},
+      "scan": {"seconds": round(seconds, 3),
+               "from_cache": sum(r.from_cache for r in results)},
+      "splits": counts,
+      "skipped_by_reason": count(s["reason"] for s in skipped),
+      "converted_by_why": count(r.conversion for r in usable if r.converted),
+      "formats": count(r.format for r in usable),
+      "modes": count(r.mode for r in usable),
+      "width": _stats([r.width for r in usable]),
+      "height": _stats([r.height for r in usable]),
+      "skipped": skipped,
+      "ignored": [{"path": p, "why": why} for p, why in ignored],
+  }
+  kept = folder_lib.ImageFolder(root=folder.root,
+                                class_names=list(folder.class_names),
+                                splits=splits, layout=folder.layout)
+  return kept, report, per_class
+
+
+def problems(per_class, max_bad_fraction):
+  """Sentences naming each class with no usable training image or too many bad."""
+  out = []
+  for class_name, c in per_class.items():
+    if c["train_usable"] == 0:
+      out.append(f"class {class_name!r} has no usable training image "
+                 f"({c['skipped']} of {c['found']} files bad)")
+    elif c["found"] and c["skipped"] > max_bad_fraction * c["found"]:
+      out.append(f"class {class_name!r} has {c['skipped']} bad files of "
+                 f"{c['found']} ({c['skipped'] / c['found']:.0%}, above "
+                 f"max_bad_fraction={max_bad_fraction:g})")
+  return out
+
+
+def add_missing(report, missing):
+  """Adds files a listing names but that do not exist to a report, in place.
+
+  Each becomes a "skipped" entry (reason "missing") counted as found and
+  skipped in its split and in the totals. They do not count towards
+  `max_bad_fraction`: the scan never saw them.
+
+  Args:
+    report: the report dict.
+    missing: dicts with the keys of "skipped" entries.
+
+  Returns:
+    The report.
+  """
+  if not missing:
+    return report
+  for item in missing:
+    table = report["splits"].setdefault(item["split"], {})
+    row = table.setdefault(item["class"],
+                           {"found": 0, "usable": 0, "skipped": 0})
+    row["found"] += 1
+    row["skipped"] += 1
+  report["skipped"] = list(missing) + list(report["skipped"])
+  report["totals"]["found"] += len(missing)
+  report["totals"]["skipped"] += len(missing)
+  report["skipped_by_reason"] = count(
+      [s["reason"] for s in report["skipped"]])
+  return report
+
+
+def format_summary(report, max_listed=10):
+  """Renders a scan report as a few lines for a terminal.
+
+  Args:
+    report: the report dict.
+    max_listed: how many skipped files to name.
+
+  Returns:
+    A string of lines.
+  """
+  totals = report["totals"]
+  width = max([len("class")] + [len(c) for c in report["class_names"]])
+  lines = [f"{'split':<6} {'class':<{width}} {'found':>6} {'usable':>6} "
+           f"{'skipped':>7}"]
+  for split, table in report["splits"].items():
+    for class_name, row in table.items():
+      lines.append(f"{split:<6} {class_name:<{width}} {row['found']:>6} "
+                   f"{row['usable']:>6} {row['skipped']:>7}")
+  lines.append(f"{'total':<6} {'':<{width}} {totals['found']:>6} "
+               f"{totals['usable']:>6} {totals['skipped']:>7}")
+
+  def joined(counts):
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+  lines.append(f"skipped by reason: {joined(report['skipped_by_reason'])}")
+  lines.append(f"converted to PNG: {totals['converted']} "
+               f"({joined(report['converted_by_why'])})")
+  ignored = count(i["why"] for i in report["ignored"])
+  lines.append(f"ignored (not images): {totals['ignored']} "
+               f"({joined(ignored)})")
+  for item in report["skipped"][:max_listed]:
+    lines.append(f"  skipped {item['path']}: {item['reason']}: "
+                 f"{item['detail']}")
+  if len(report["skipped"]) > max_listed:
+    lines.append(f"  ... and {len(report['skipped']) - max_listed} more")
+  scan = report["scan"]
+  lines.append(f"scanned {totals['found']} files in {scan['seconds']:.2f} s "
+               f"({scan['from_cache']} from cache)")
+  return "\n".join(lines)

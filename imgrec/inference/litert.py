@@ -1,0 +1,44 @@
+"""Runs .tflite classifiers with LiteRT, the on-device runtime (`ai-edge-litert`)."""
+
+import numpy as np
+
+
+class TFLiteRunner:
+  """Runs a .tflite classifier with the LiteRT interpreter.
+
+  Args:
+    path: the .tflite file.
+    num_threads: CPU threads (None: LiteRT's default).
+  """
+
+  def __init__(self, path, num_threads=None):
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+    self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    self.interpreter.allocate_tensors()
+    inp = self.interpreter.get_input_details()[0]
+    self._input_index = inp["index"]
+    self.input_dtype = inp["dtype"]
+    self.input_quantization = inp["quantization"]
+    _, h, w, c = inp["shape"]
+    self.image_size, self.channels = (int(h), int(w)), int(c)
+    out = self.interpreter.get_output_details()[0]
+    self._output_index = out["index"]
+    self._output_quantization = out["quantization"]
+
+  def __call__(self, images):
+    """Returns probabilities [N, C] for float32 raw-pixel images [N, H, W, C]."""
+    results = []
+    for image in np.asarray(images, np.float32):
+      x = image[None]
+      if self.input_dtype != np.float32:
+        scale, zero = self.input_quantization
+        x = np.clip(np.round(x / scale + zero), np.iinfo(self.input_dtype).min,
+                    np.iinfo(self.input_dtype).max).astype(self.input_dtype)
+      self.interpreter.set_tensor(self._input_index, x)
+      self.interpreter.invoke()
+      y = self.interpreter.get_tensor(self._output_index)[0]
+      if y.dtype != np.float32:
+        scale, zero = self._output_quantization
+        y = (y.astype(np.float32) - zero) * scale
+      results.append(y)
+    return np.stack(results) if results else np.zeros((0, 0), np.float32)

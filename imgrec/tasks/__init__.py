@@ -1,0 +1,29 @@
+"""Tasks: turn a config into data, model, metrics and predictions.
+
+Attributes load on first use: `imgrec.tasks.scan_data` needs no TensorFlow,
+so a scan whose results are cached answers at once.
+"""
+
+import importlib
+
+_LAZY = {
+    "find_data": "imgrec.tasks.data",
+    "scan_data": "imgrec.tasks.data",
+    "ImageClassificationTask": "imgrec.tasks.image_classification",
+    "RunSpec": "imgrec.tasks.image_classification",
+    "image_dataset": "imgrec.tasks.image_classification",
+    "load_model": "imgrec.tasks.image_classification",
+    "model_input_spec": "imgrec.tasks.image_classification",
+    "preprocess": "imgrec.tasks.image_classification",
+    "read_image": "imgrec.tasks.image_classification",
+    "resolve": "imgrec.tasks.image_classification",
+}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'imgrec.tasks' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -1,0 +1,63 @@
+"""The data of a task: list a config's images and check them, without loading TensorFlow.
+
+A scan whose results are all cached then answers in a fraction of a second.
+"""
+
+import os
+
+from imgrec import datasets
+from imgrec.data import folder as folder_lib
+from imgrec.data import scan
+from imgrec.data import sources
+from imgrec.errors import ImgrecError
+
+
+def find_data(config):
+  """Lists the images of a DataConfig's source, before any check or split.
+
+  Returns:
+    An ImageFolder (a ListedImageFolder for a labels CSV) whose splits are
+    those the data names; `folder.carve_splits` completes them.
+  """
+  if config.labels_csv:
+    return sources.read_labels_csv(config.labels_csv)
+  if config.tfds:
+    return sources.load_tfds(config.tfds, config.tfds_data_dir)
+  data_dir = config.data_dir or datasets.load_builtin(config.dataset, seed=0)
+  return folder_lib.find_images(data_dir, carve=False)
+
+
+def scan_data(config):
+  """Checks every image of a ScanConfig's data, as `imgrec-scan` does.
+
+  The report goes to `config.report`, default `data_report.json` in the
+  prepared folder: nothing is written into the data folder.
+
+  Returns:
+    {"folder": the usable files, split as training would split them,
+     "report": the report dict, "report_path": where it was written,
+     "prepared_dir": the folder of converted copies and the scan cache}.
+
+  Raises:
+    ImgrecError: bad config or data; its `result` attribute holds the
+      report when the scan itself found too many bad files.
+  """
+  config.validate()
+  found = find_data(config)
+  prepared_dir = os.path.abspath(config.prepared_dir or
+                                 scan.default_prepared_dir(found.root))
+  report_path = config.report or os.path.join(prepared_dir, scan.REPORT_NAME)
+  result = {"report_path": report_path, "prepared_dir": prepared_dir}
+  try:
+    kept, report = scan.scan_folder(
+        found, max_image_pixels=config.max_image_pixels,
+        max_bad_fraction=config.max_bad_fraction, prepared_dir=prepared_dir,
+        report_path=report_path, workers=config.workers,
+        progress=config.progress)
+  except ImgrecError as e:
+    if getattr(e, "report", None):
+      e.result = dict(result, report=e.report)
+    raise
+  folder = folder_lib.carve_splits(kept, config.val_split, config.test_split,
+                                   config.seed)
+  return dict(result, folder=folder, report=report)

@@ -1,0 +1,385 @@
+"""The image classification task: a config in; data, model, metrics and predictions out.
+
+Training, evaluation, export, inference and the command-line tools all go
+through this module (as TF Model Garden's tasks do), so each fact about a
+run is decided once:
+
+    spec = resolve(config)               # validated, frozen: sizes, plans
+    task = ImageClassificationTask(spec)
+    folder = task.build_folder()         # files, scan, splits
+    ds = task.build_inputs(folder.splits["train"], training=True, ...)
+    model = task.build_model(len(folder.class_names))
+    model.compile(loss=task.build_losses(), metrics=task.build_metrics(n))
+
+`resolve` runs every check, the model's own input limits included, before
+any data is read.
+"""
+
+import dataclasses
+import os
+
+from absl import logging
+
+from imgrec import datasets
+from imgrec import models
+from imgrec.config import TrainConfig
+from imgrec.data import decode
+from imgrec.data import folder as folder_lib
+from imgrec.data import ops
+from imgrec.data import pipeline
+from imgrec.data import scan
+from imgrec.errors import ImgrecError
+from imgrec.run_folder import RunFolder
+from imgrec.tasks.data import find_data
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentPlan:
+  """What training augmentation does (see `imgrec.data.augment`)."""
+  level: str
+  flip: str
+  mixup: float
+  cutmix: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """A resolved, frozen run: the config plus every value derived from it.
+
+  Attributes:
+    config: the validated TrainConfig, `image_size` and `model_dir` filled
+      in; this is what `config.json` records.
+    image_size: (height, width) of the model input.
+    channels: 1 or 3.
+    model_kwargs: the registry options of the model (`dict(...)` them).
+    cache: the cache request ("auto", "none", "memory" or a prefix);
+      `pipeline.plan_cache` turns it into a decision per split, once the
+      split's size is known.
+    augment: the training augmentation.
+  """
+  config: TrainConfig
+  image_size: tuple
+  channels: int
+  model_kwargs: tuple
+  cache: str
+  augment: AugmentPlan
+
+  @property
+  def input_shape(self):
+    return (*self.image_size, self.channels)
+
+
+def default_model_dir(config):
+  """`runs/<data>-<model>`: fixed per data and model, so reruns resume.
+
+  <data> is the data folder's name, the labels CSV's name without extension,
+  the TFDS name (`/` and `:` replaced by `-`) or the built-in dataset.
+  """
+  if config.data_dir:
+    data = os.path.basename(os.path.normpath(config.data_dir))
+  elif config.labels_csv:
+    data = os.path.splitext(os.path.basename(config.labels_csv))[0]
+  elif config.tfds:
+    data = config.tfds.replace("/", "-").replace(":", "-")
+  else:
+    data = config.dataset
+  return os.path.join("runs", f"{data}-{config.model}")
+
+
+def image_size_of(config):
+  """(height, width) of a config whose image_size may be None, an int or a pair."""
+  size = config.image_size
+  if size is None:
+    return tuple(models.get_model_cfg(config.model)["input_size"])
+  if isinstance(size, int):
+    return (size, size)
+  return tuple(int(s) for s in size)
+
+
+def _model_kwargs(config):
+  kwargs = {}
+  if models.get_model_cfg(config.model)["kind"] == "transfer":
+    weights = config.weights
+    kwargs.update(weights=None if weights.lower() == "none" else weights,
+                  freeze_backbone=config.freeze_backbone)
+  if config.dropout is not None:
+    kwargs["dropout"] = config.dropout
+  if config.edges:
+    kwargs["edges"] = True
+  return kwargs
+
+
+def resolve(config, *, check_files=True):
+  """Validates a config and derives the run spec, without reading any data.
+
+  Args:
+    config: a TrainConfig.
+    check_files: also check that the files the config names exist (off
+      when reloading the config of a finished run).
+
+  Returns:
+    A RunSpec.
+
+  Raises:
+    ImgrecError: naming the bad flag, what is wrong and what to pass.
+  """
+  config.validate(check_files=check_files)
+  if config.model not in models.list_models():
+    raise ImgrecError(f"Bad value for --model: unknown model; known models: "
+                      f"{', '.join(models.list_models())}. Received: "
+                      f"model={config.model!r}")
+  if not (config.data_dir or config.labels_csv or config.tfds) and (
+      config.dataset not in datasets.list_builtin()):
+    raise ImgrecError(f"Bad value for --dataset: unknown built-in dataset; "
+                      f"known: {', '.join(datasets.list_builtin())}. "
+                      f"Received: dataset={config.dataset!r}")
+  if check_files and config.init_from:
+    RunFolder(config.init_from).require_best_model()
+  size = image_size_of(config)
+  kwargs = _model_kwargs(config)
+  try:
+    models.check_model(config.model, 2, (*size, config.channels), **kwargs)
+  except (ValueError, TypeError, FileNotFoundError) as e:
+    raise ImgrecError(
+        f"--model={config.model} cannot take --image_size="
+        f"{','.join(map(str, size))} --channels={config.channels} with these "
+        f"options: {e}") from e
+  image_size = size[0] if size[0] == size[1] else size
+  config = config.replace(image_size=image_size,
+                          model_dir=config.model_dir or
+                          default_model_dir(config))
+  return RunSpec(
+      config=config, image_size=size, channels=config.channels,
+      model_kwargs=tuple(sorted(kwargs.items())), cache=config.cache,
+      augment=AugmentPlan(config.augment, config.flip, config.mixup,
+                          config.cutmix))
+
+
+class ImageClassificationTask:
+  """Builds the data, model, losses, metrics and predictions of one run.
+
+  Args:
+    spec: a RunSpec from `resolve`.
+  """
+
+  def __init__(self, spec):
+    self.spec = spec
+    self.config = spec.config
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(resolve(config))
+
+  @classmethod
+  def from_run(cls, run, **overrides):
+    """The task of a finished run (a RunFolder), with some fields changed."""
+    config = run.read_config().replace(**overrides)
+    return cls(resolve(config, check_files=False))
+
+  # --- Data ------------------------------------------------------------------
+
+  def config_to_record(self, folder):
+    """The config written to config.json: the built-in dataset's path filled in."""
+    if self.config.data_dir or self.config.labels_csv or self.config.tfds:
+      return self.config
+    return self.config.replace(data_dir=folder.root)
+
+  def _scan(self, found, report_path=None, max_bad_fraction=None):
+    config = self.config
+    if not config.scan:
+      return found
+    found, report = scan.scan_folder(
+        found, max_image_pixels=config.max_image_pixels,
+        max_bad_fraction=(config.max_bad_fraction if max_bad_fraction is None
+                          else max_bad_fraction),
+        report_path=report_path)
+    if report["totals"]["skipped"]:
+      logging.warning("skipped %d unusable image files (%s); see %s",
+                      report["totals"]["skipped"],
+                      ", ".join(f"{k}: {v}" for k, v in
+                                report["skipped_by_reason"].items()),
+                      report_path or "imgrec-scan")
+    return found
+
+  def build_folder(self, report_path=None):
+    """Lists, checks and splits the run's images.
+
+    Every file is validated first (`imgrec.data.scan`): broken files are
+    skipped and reported in `report_path`, odd formats converted once, and
+    only then are the missing val/test splits carved out, so bad files do
+    not unbalance them.
+
+    Returns:
+      An ImageFolder with train, val and test splits.
+    """
+    found = self._scan(find_data(self.config), report_path)
+    config = self.config
+    return folder_lib.carve_splits(found, config.val_split, config.test_split,
+                                   config.seed)
+
+  def build_eval_split(self, data_dir, split, class_names):
+    """A split of another folder, its labels in this run's class order.
+
+    The folder's `split` folder if it has split folders, else all of its
+    images. Classes are matched by name.
+
+    Raises:
+      ImgrecError: the folder has classes the model does not know.
+    """
+    found = folder_lib.find_images(data_dir, min_classes=1, carve=False)
+    found = self._scan(found, max_bad_fraction=1.0)
+    if found.layout == "splits" and len(found.splits.get(split, [])):
+      chosen = found.splits[split]
+    else:
+      chosen = folder_lib.Split(
+          [p for s in found.splits.values() for p in s.paths],
+          [l for s in found.splits.values() for l in s.labels])
+    unknown = sorted(set(found.class_names) - set(class_names))
+    if unknown:
+      raise ImgrecError(f"{data_dir} has classes the model was not trained "
+                        f"on: {', '.join(unknown)}.")
+    index = {c: i for i, c in enumerate(class_names)}
+    return folder_lib.Split(
+        chosen.paths, [index[found.class_names[l]] for l in chosen.labels])
+
+  def build_inputs(self, split, *, num_classes, training, cache=True,
+                   input_context=None):
+    """The tf.data pipeline of one split (see `imgrec.data.pipeline`).
+
+    Args:
+      split: a folder.Split.
+      num_classes: width of the one-hot labels.
+      training: shuffle and augment.
+      cache: False never caches (one pass over the data); True follows the
+        run's cache plan.
+      input_context: a tf.distribute.InputContext (one shard per worker).
+    """
+    config, augment = self.config, self.spec.augment
+    return pipeline.make_dataset(
+        split.paths, split.labels, num_classes=num_classes,
+        image_size=self.spec.image_size, batch_size=config.batch_size,
+        channels=self.spec.channels, training=training,
+        augment=augment.level, flip=augment.flip, mixup=augment.mixup,
+        cutmix=augment.cutmix, seed=config.seed,
+        cache=self.spec.cache if cache else None, epochs=config.epochs,
+        deterministic=config.deterministic or not training,
+        input_context=input_context)
+
+  def calibration_images(self, split, count):
+    """Up to `count` images of `split` as the model sees them, for int8 export."""
+    return [pipeline.decode_and_resize(p, self.spec.image_size,
+                                       self.spec.channels).numpy()
+            for p in split.paths[:count]]
+
+  # --- Model -----------------------------------------------------------------
+
+  def build_model(self, num_classes):
+    return models.create_model(self.config.model, num_classes,
+                               self.spec.input_shape,
+                               **dict(self.spec.model_kwargs))
+
+  def build_losses(self):
+    import keras  # pylint: disable=g-import-not-at-top
+    return keras.losses.CategoricalCrossentropy(
+        label_smoothing=self.config.label_smoothing)
+
+  def build_metrics(self, num_classes):
+    import keras  # pylint: disable=g-import-not-at-top
+    return [keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(
+                k=min(self.config.top_k, num_classes), name="top_k")]
+
+  def predict(self, model, split, num_classes):
+    """Probabilities [N, C] of a model over one split, in file order."""
+    ds = self.build_inputs(split, num_classes=num_classes, training=False,
+                           cache=False)
+    return model.predict(ds.map(lambda x, y: x), verbose=0)
+
+
+def load_model(path):
+  """Loads a trained imgrec `.keras` model (safe mode, imgrec's layers known)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  return keras.models.load_model(path, compile=False)
+
+
+def model_input_spec(model):
+  """((height, width), channels) of a Keras model's image input."""
+  shape = model.input_shape
+  if isinstance(shape, list):
+    shape = shape[0]
+  return (int(shape[1]), int(shape[2])), int(shape[3])
+
+
+def preprocess(images, image_size, channels):
+  """uint8 images of any size ([H, W, 3] each) -> float32 batch the model takes."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.stack([ops.resize(ops.to_channels(tf.constant(im), channels),
+                              image_size) for im in images])
+
+
+def read_image(path):
+  """One image file as RGB uint8 [H, W, 3], under the decode policy."""
+  return decode.read_file(path, 3)
+
+
+def image_dataset(data_dir, *, image_size, batch_size=32, splits=("train",),
+                  val_split=0.1, test_split=0.1, seed=42, channels=3,
+                  label_mode="int", augment="none", cache="auto",
+                  scan_files=True):
+  """Image folder -> tf.data.Dataset(s), for people who write their own `fit`.
+
+  The keras-io idiom, on imgrec's checked files and fast pipeline:
+
+      train_ds, val_ds = imgrec.image_dataset(
+          "photos", image_size=(180, 180), splits=("train", "val"))
+      model.fit(train_ds, validation_data=val_ds, epochs=25)
+
+  Args:
+    data_dir: root/<class>/* or root/{train,val,test}/<class>/*.
+    image_size: SIZE or (height, width).
+    batch_size: examples per batch.
+    splits: which splits to return, in this order.
+    val_split: fraction held out for validation when there is no val folder.
+    test_split: likewise for test.
+    seed: seed of the split, the shuffle and the augmentation.
+    channels: 1 or 3.
+    label_mode: "int" (sparse labels, as Keras' image_dataset_from_directory
+      gives) or "categorical" (one-hot).
+    augment: augmentation of the "train" split (imgrec.config.AUGMENT_LEVELS).
+    cache: "auto", "memory", "none" or a file path prefix.
+    scan_files: check every file first, skipping broken ones.
+
+  Returns:
+    One dataset per name in `splits` (a single dataset if `splits` names
+    one), each with a `class_names` attribute. Batches are (uint8 images
+    [B, H, W, C] for "train" without batch-level augmentation, else float32;
+    labels). Pixels are raw 0..255.
+
+  Raises:
+    ImgrecError: bad arguments or data.
+  """
+  if label_mode not in ("int", "categorical"):
+    raise ImgrecError("label_mode must be 'int' or 'categorical'. Received: "
+                      f"label_mode={label_mode!r}")
+  unknown = [s for s in splits if s not in folder_lib.SPLITS]
+  if unknown or not splits:
+    raise ImgrecError(f"splits must name some of {folder_lib.SPLITS}. "
+                      f"Received: splits={tuple(splits)!r}")
+  config = TrainConfig(data_dir=data_dir, image_size=image_size,
+                       batch_size=batch_size, val_split=val_split,
+                       test_split=test_split, seed=seed, channels=channels,
+                       augment=augment, cache=cache, scan=scan_files,
+                       model="mlp", epochs=2, warmup_epochs=0)
+  task = ImageClassificationTask.from_config(config)
+  folder = task.build_folder()
+  num_classes = len(folder.class_names)
+  out = []
+  for name in splits:
+    ds = task.build_inputs(folder.splits[name], num_classes=num_classes,
+                           training=name == "train")
+    if label_mode == "int":
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      ds = ds.map(lambda x, y: (x, tf.argmax(y, axis=-1, output_type=tf.int32)))
+    ds.class_names = list(folder.class_names)
+    out.append(ds)
+  return out[0] if len(out) == 1 else tuple(out)

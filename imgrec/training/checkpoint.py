@@ -1,0 +1,60 @@
+"""Keeps the best model of a run by a monitored metric, written atomically."""
+
+import keras
+import numpy as np
+
+from imgrec import fileio
+from imgrec.training import distribute
+
+
+def save_model(model, path):
+  """`model.save(path)`, never leaving a half-written file at `path`."""
+  with fileio.atomic_path(path) as tmp:
+    model.save(tmp)
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+  """Saves the model whenever the monitored metric reaches a new best.
+
+  The file is written under a temporary name and renamed into place, so a
+  kill mid-write leaves the previous best intact. Under a multi-worker
+  strategy every worker saves (saving may run collective ops); the others
+  save to their own temporary paths, which are deleted at once.
+
+  Args:
+    path: the `.keras` file.
+    monitor: the metric in the epoch logs, e.g. "val_accuracy".
+    mode: "max" or "min".
+    initial_value_threshold: only a value better than this saves (an earlier
+      stage's best, say).
+
+  Attributes:
+    best: the best value so far (carried by the training backup).
+  """
+
+  def __init__(self, path, *, monitor="val_accuracy", mode="max",
+               initial_value_threshold=None):
+    super().__init__()
+    if mode not in ("max", "min"):
+      raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
+    self.path = path
+    self.monitor = monitor
+    self.mode = mode
+    if initial_value_threshold is not None:
+      self.best = float(initial_value_threshold)
+    else:
+      self.best = -np.inf if mode == "max" else np.inf
+
+  def _better(self, value):
+    return value > self.best if self.mode == "max" else value < self.best
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None or not np.isfinite(value) or not self._better(value):
+      return
+    self.best = float(value)
+    strategy = self.model.distribute_strategy
+    path = distribute.worker_path(self.path, strategy)
+    save_model(self.model, path)
+    if path != self.path:
+      distribute.remove_worker_path(path)

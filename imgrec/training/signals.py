@@ -1,0 +1,103 @@
+"""SIGTERM and SIGINT stop training cleanly at the end of the current batch.
+
+The partly done epoch is dropped, so a rerun resumes after the last
+completed one (`imgrec.training.resume`).
+"""
+
+import signal
+import threading
+
+from absl import logging
+import keras
+
+
+class TrainingInterrupted(Exception):
+  """Training stopped on SIGTERM or SIGINT; a rerun resumes it.
+
+  Attributes:
+    signum: the signal number.
+    signal_name: e.g. "SIGTERM".
+    exit_code: 128 + signum, as shells report a death by that signal.
+    epochs_done: epochs completed and backed up.
+  """
+
+  def __init__(self, signum, epochs_done, epochs):
+    self.signum = signum
+    self.signal_name = signal.Signals(signum).name
+    self.exit_code = 128 + signum
+    self.epochs_done = epochs_done
+    super().__init__(
+        f"interrupted by {self.signal_name} after {epochs_done} of {epochs} "
+        "epochs; rerun the same command to resume")
+
+
+class GracefulInterrupt(keras.callbacks.Callback):
+  """Turns SIGTERM/SIGINT during `fit` into `TrainingInterrupted`.
+
+  The handler only records the signal. At the end of the current batch (or
+  before the next epoch starts) the callback raises TrainingInterrupted, so
+  no callback sees the partial epoch: nothing of it is logged, saved as best
+  or backed up, and a rerun resumes after the last completed epoch. A signal
+  that comes after the last epoch raises at the end of training, skipping
+  evaluation and export; a rerun does them. A second signal gets the
+  handler that was there before (a second Ctrl-C stops at once).
+
+  Place it last in the callback list, so the others finish `on_train_end`.
+  Handlers are installed only from the main thread.
+
+  Args:
+    signals: the signals to handle.
+  """
+
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+    super().__init__()
+    self._signals = tuple(signals)
+    self._previous = {}
+    self._epoch = 0
+    self._epochs_done = None
+    self.received = None
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signum
+    self._restore_handlers()
+
+  def _restore_handlers(self):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous.clear()
+
+  def _check(self, epochs_done):
+    if self.received is not None:
+      self._restore_handlers()
+      raise TrainingInterrupted(self.received, epochs_done,
+                                self.params.get("epochs"))
+
+  def on_train_begin(self, logs=None):
+    self.received = None
+    self._epochs_done = None
+    if threading.current_thread() is not threading.main_thread():
+      logging.warning("not in the main thread: SIGTERM/SIGINT stop training "
+                      "without a clean exit")
+      return
+    for signum in self._signals:
+      self._previous[signum] = signal.signal(signum, self._handle)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+    self._check(epoch)
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._epochs_done = epoch + 1
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._check(self._epoch)
+
+  def on_test_batch_end(self, batch, logs=None):
+    self._check(self._epoch)
+
+  def on_train_end(self, logs=None):
+    self._restore_handlers()
+    # None: fit had no epoch left to run.
+    self._check(self.params.get("epochs") if self._epochs_done is None
+                else self._epochs_done)
