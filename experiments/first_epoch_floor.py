@@ -34,6 +34,9 @@ import tensorflow as tf
 
 # Its flags (--data_dir, --image_size, --batch_size, --repeats) are ours too.
 import bench_input_pipeline as bench
+from imgrec.data import augment
+from imgrec.data import decode
+from imgrec.data import ops
 from imgrec.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -59,10 +62,10 @@ def epoch_cost(ds):
 def staged_dataset(paths, labels, size, stages):
   """imgrec's first-epoch pipeline, up to and including `stages`."""
   parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-  all_jpeg = all(os.path.splitext(p)[1].lower() in pipeline.JPEG_EXTENSIONS
+  all_jpeg = all(os.path.splitext(p)[1].lower() in decode.JPEG_EXTENSIONS
                  for p in paths)
   ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-  ds = ds.map(lambda p, y: (pipeline._decode_uint8(p, size, 3, all_jpeg), y),  # pylint: disable=protected-access
+  ds = ds.map(lambda p, y: (pipeline.decode_train(p, size, 3, all_jpeg), y),
               **parallel)
   if "cache" in stages:
     ds = ds.cache()
@@ -71,7 +74,7 @@ def staged_dataset(paths, labels, size, stages):
   if "augment" in stages:
     seeds = tf.data.Dataset.random(seed=0)
     ds = tf.data.Dataset.zip(ds, seeds).map(
-        lambda xy, s: (pipeline.augment_image(xy[0], s), xy[1]), **parallel)
+        lambda xy, s: (augment.augment_image(xy[0], s), xy[1]), **parallel)
   ds = ds.batch(FLAGS.batch_size, drop_remainder=True)
   options = tf.data.Options()
   options.autotune.enabled = False  # As imgrec's training pipelines.
@@ -85,7 +88,7 @@ def single_thread_costs(paths, size):
       "read + decode_jpeg": lambda c: tf.io.decode_jpeg(c, channels=3),
       "... + resize (float32)": lambda c: tf.image.resize(
           tf.io.decode_jpeg(c, channels=3), size),
-      "... + to uint8": lambda c: pipeline._resize_uint8(  # pylint: disable=protected-access
+      "... + to uint8": lambda c: ops.resize_uint8(
           tf.io.decode_jpeg(c, channels=3), size),
   }
 

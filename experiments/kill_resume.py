@@ -38,6 +38,9 @@ from absl import flags
 import h5py
 import numpy as np
 
+from imgrec.run_folder import RunFolder
+from imgrec.training import resume
+
 flags.DEFINE_string("data_dir", None, "Image folder; default: the built-in "
                     "shapes dataset.")
 flags.DEFINE_integer("epochs", 6, "Training epochs.")
@@ -104,8 +107,8 @@ def run(model_dir, log_path, kill_after_epochs=None, epoch_seconds=None,
 
 def backup_arrays(model_dir):
   arrays = {}
-  with h5py.File(os.path.join(model_dir, "checkpoints",
-                              "latest.weights.h5"), "r") as f:
+  with h5py.File(os.path.join(RunFolder(model_dir).backup_dir(),
+                              resume.WEIGHTS_NAME), "r") as f:
     f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
                  if isinstance(obj, h5py.Dataset) else None)
   return arrays

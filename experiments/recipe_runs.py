@@ -141,8 +141,8 @@ def warm_scan_cache(data_dir, report_path):
   exe = os.path.join(os.path.dirname(sys.executable), "imgrec-scan")
   cmd = ([exe] if os.path.exists(exe) else
          [sys.executable, "-m", "imgrec.cli.scan"])
-  subprocess.run(cmd + [f"--data_dir={data_dir}", "--channels=1",
-                        "--noprogress", f"--report={report_path}"],
+  subprocess.run(cmd + [f"--data_dir={data_dir}", "--noprogress",
+                        f"--report={report_path}"],
                  capture_output=True, check=False)
 
 

@@ -212,9 +212,9 @@ class DataConfig(Config):
       None, "TensorFlow Datasets name (e.g. mnist, imagenette/320px), already "
       "prepared in --tfds_data_dir; nothing is downloaded. Instead of "
       "--data_dir.")
-  tfds_data_dir: str | None = field(
-      None, "Folder where `tfds build` prepared --tfds. Default: "
-      "$TFDS_DATA_DIR or ~/tensorflow_datasets.")
+  tfds_data_dir: str | None = field(None, (
+      "Folder where `tfds build` prepared --tfds. Default: $TFDS_DATA_DIR or "
+      "~/tensorflow_datasets."))
   val_split: float = field(
       0.1, "Fraction of each class held out for validation when the data "
       "has no val split.", check=_fraction)
@@ -298,8 +298,8 @@ class TrainConfig(DataConfig):
   weights: str = field(
       "imagenet", "Transfer models: imagenet, none, or the path of a local "
       "weights file.")
-  freeze_backbone: bool = field(False, "Transfer models: train the head "
-                                "only.")
+  freeze_backbone: bool = field(False, "Transfer models: train only the "
+                                "head (the backbone stays frozen).")
   init_from: str | None = field(
       None, "Start from the body weights of an earlier imgrec-train model_dir "
       "(same --model).")

@@ -36,6 +36,12 @@ def read_labels_file(path):
     return [line.rstrip("\n") for line in f if line.strip()]
 
 
+def _in_run(*parts):
+  """A RunFolder property: the path of `parts` inside the model_dir."""
+  return property(lambda self: os.path.join(self.path, *parts),
+                  doc=f"<model_dir>/{'/'.join(parts)}")
+
+
 class RunFolder:
   """The files of one model_dir.
 
@@ -43,17 +49,16 @@ class RunFolder:
     path: the model_dir.
   """
 
-  CONFIG = "config.json"
-  LABELS = LABELS_NAME
-  SPLITS = "splits.json"
-  DATA_REPORT = "data_report.json"
-  CHECKPOINTS = "checkpoints"
-  LOGS = "logs"
-  HISTORY = "history.csv"
-  BEST_MODEL = "best.keras"
-  REPORT = "report"
-  EXPORT = "export"
-  SAVED_MODEL = "saved_model"
+  config_path = _in_run("config.json")
+  labels_path = _in_run(LABELS_NAME)
+  splits_path = _in_run("splits.json")
+  data_report_path = _in_run("data_report.json")
+  logs_dir = _in_run("logs")
+  history_path = _in_run("history.csv")
+  best_model_path = _in_run("best.keras")
+  export_dir = _in_run("export")
+  saved_model_dir = _in_run("export", "saved_model")
+  _checkpoints = _in_run("checkpoints")
 
   def __init__(self, path):
     if not path:
@@ -63,54 +68,12 @@ class RunFolder:
   def __repr__(self):
     return f"RunFolder({self.path!r})"
 
-  def file(self, name):
-    return os.path.join(self.path, name)
-
-  # --- Paths -----------------------------------------------------------------
-
-  @property
-  def config_path(self):
-    return self.file(self.CONFIG)
-
-  @property
-  def labels_path(self):
-    return self.file(self.LABELS)
-
-  @property
-  def splits_path(self):
-    return self.file(self.SPLITS)
-
-  @property
-  def data_report_path(self):
-    return self.file(self.DATA_REPORT)
-
-  @property
-  def logs_dir(self):
-    return self.file(self.LOGS)
-
-  @property
-  def history_path(self):
-    return self.file(self.HISTORY)
-
-  @property
-  def best_model_path(self):
-    return self.file(self.BEST_MODEL)
-
-  @property
-  def export_dir(self):
-    return self.file(self.EXPORT)
-
-  @property
-  def saved_model_dir(self):
-    return os.path.join(self.export_dir, self.SAVED_MODEL)
-
   def backup_dir(self, stage=None):
     """The training backup of the run, or of one stage of a staged run."""
-    base = self.file(self.CHECKPOINTS)
-    return os.path.join(base, stage) if stage else base
+    return os.path.join(self._checkpoints, stage) if stage else self._checkpoints
 
-  def report_path(self, name=None, suffix=".json"):
-    return self.file((name or self.REPORT) + suffix)
+  def report_path(self, name="report", suffix=".json"):
+    return os.path.join(self.path, name + suffix)
 
   def tflite_path(self, variant="float"):
     name = "model.tflite" if variant == "float" else f"model_{variant}.tflite"
@@ -175,7 +138,7 @@ class RunFolder:
         "splits": {s: {"paths": list(sp.paths), "labels": list(sp.labels)}
                    for s, sp in splits.items()}})
 
-  def write_report(self, report, text, name=None):
+  def write_report(self, report, text, name="report"):
     """Writes `<name>.json` and the readable `<name>.txt`; returns the JSON path."""
     path = self.report_path(name)
     fileio.write_json(path, report, indent=2)

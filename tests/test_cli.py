@@ -33,6 +33,7 @@ def trained(tmp_path_factory):
   return data, model_dir
 
 
+@pytest.mark.slow
 def test_train_writes_every_artifact(trained):
   _, model_dir = trained
   for name in ("config.json", "labels.txt", "splits.json", "history.csv",
@@ -46,6 +47,7 @@ def test_train_writes_every_artifact(trained):
     assert len(f.read().strip().splitlines()) == 4  # header + 3 epochs
 
 
+@pytest.mark.slow
 def test_evaluate_report(trained):
   _, model_dir = trained
   os.remove(os.path.join(model_dir, "report.json"))
@@ -61,6 +63,7 @@ def test_evaluate_report(trained):
   assert "accuracy" in proc.stdout
 
 
+@pytest.mark.slow
 def test_every_format_agrees_with_keras(trained):
   from imgrec.inference.classifier import Classifier
   _, model_dir = trained
@@ -77,6 +80,7 @@ def test_every_format_agrees_with_keras(trained):
     assert clf.class_names == ["blue", "green", "red"]
 
 
+@pytest.mark.slow
 def test_saved_model_bytes_signature(trained):
   import tensorflow as tf
   from imgrec.inference.classifier import Classifier
@@ -96,6 +100,7 @@ def test_saved_model_bytes_signature(trained):
   assert out["top_k_labels"].shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_predict_cli_formats(trained):
   data, model_dir = trained
   folder = os.path.join(data, "red")
@@ -111,6 +116,7 @@ def test_predict_cli_formats(trained):
   assert "000.png" in proc.stdout
 
 
+@pytest.mark.slow
 def test_export_cli_quantized(trained):
   _, model_dir = trained
   run_cli("export", f"--model_dir={model_dir}", "--tflite=float,dynamic")
@@ -122,6 +128,11 @@ def test_export_cli_quantized(trained):
     ("train", ["--model=resnet9000", "--data_dir=."], "unknown model"),
     ("train", ["--optimizer=rmsprop"], "optimizer"),
     ("train", ["--epochs=0"], "epochs"),
+    # Model limits are checked before the (missing) data folder is read.
+    ("train", ["--model=vit_tiny", "--image_size=30",
+               "--data_dir=/nonexistent/x"], "patch_size"),
+    ("train", ["--image_size=big"], "image_size"),
+    ("scan", ["--data_dir=/nonexistent/x"], "does not exist"),
     ("evaluate", [], "--model_dir is required"),
     ("evaluate", ["--model_dir=/nonexistent"], "No training config"),
     ("predict", ["--model=/nonexistent.keras", "x.png"], "does not exist"),
@@ -133,6 +144,7 @@ def test_errors_are_one_line_exit_2(module, args, message):
   assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_one_class_and_empty_class_errors(tmp_path):
   one = write_toy_folder(tmp_path / "one", per_class=3, classes=["red"])
   proc = run_cli("train", f"--data_dir={one}", check=False)
@@ -144,6 +156,7 @@ def test_one_class_and_empty_class_errors(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_mixed_tree_with_broken_files_trains(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   data = write_toy_folder(tmp_path / "data", per_class=8)

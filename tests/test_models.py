@@ -115,11 +115,40 @@ def test_default_cfg(name):
   assert models.get_model_cfg(name)["input_size"] != (1, 1)
 
 
-def test_transfer_cfg_matches_keras_preprocessing():
-  assert models.get_model_cfg("mobilenet_v2")["mean"] == (127.5,) * 3
-  assert models.get_model_cfg("convnext_tiny")["std"] == registry.IMAGENET_STD
-  for name in TRANSFER:
-    assert models.get_model_cfg(name)["input_size"] == (224, 224)
+def _preprocessing_layers(model):
+  """The Rescaling/Normalization layers raw pixels pass before the first conv."""
+  kinds = (keras.layers.Rescaling, keras.layers.Normalization)
+  convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+  out = []
+  for layer in model.layers:
+    if layer.name == "backbone":
+      for inner in layer.layers:
+        if isinstance(inner, convs):
+          return out
+        if isinstance(inner, kinds):
+          out.append(inner)
+    elif isinstance(layer, kinds):
+      out.append(layer)
+  return out
+
+
+@pytest.mark.parametrize("name", TRANSFER)
+def test_transfer_cfg_describes_what_the_model_does(built, name):
+  """`mean` and `std` of the config are what the model maps to 0 and 1."""
+  cfg = models.get_model_cfg(name)
+  layers = _preprocessing_layers(built(name))
+  assert layers, "no preprocessing before the first convolution"
+  mean, std = np.array(cfg["mean"]), np.array(cfg["std"])
+
+  def apply(value):
+    x = np.broadcast_to(value, (1, 2, 2, 3)).astype("float32")
+    for layer in layers:
+      x = layer(x)
+    return np.asarray(x)[0, 0, 0]
+
+  np.testing.assert_allclose(apply(mean), 0.0, atol=1e-3)
+  np.testing.assert_allclose(apply(mean + std), 1.0, atol=1e-3)
+  assert cfg["input_size"] == (224, 224)
 
 
 @pytest.mark.parametrize("name", SCRATCH)

@@ -113,6 +113,7 @@ def assert_weights_close(actual, expected, atol):
                                err_msg=f"weight {i}")
 
 
+@pytest.mark.slow
 def test_processes_finish(trained):
   for code, log in trained["workers"] + [trained["single_process"]]:
     assert code == 0, log[-3000:]
@@ -124,6 +125,7 @@ def test_processes_finish(trained):
   assert not single["multi_worker"] and single["chief"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_workers_end_with_the_same_model(trained, run):
   # "bn" includes BatchNorm moving statistics, which Keras alone lets drift.
@@ -133,6 +135,7 @@ def test_workers_end_with_the_same_model(trained, run):
   assert log0["history"] == log1["history"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", SPLIT_INVARIANT_RUNS)
 def test_two_workers_train_like_one_process(trained, run):
   multi, multi_log = load(trained["multi"], run, "worker0")
@@ -145,6 +148,7 @@ def test_two_workers_train_like_one_process(trained, run):
                                err_msg=name)
 
 
+@pytest.mark.slow
 def test_checkpoints_resume_and_only_the_chief_keeps_files(trained):
   run_dir = trained["multi"] / "resume"
   resumed, chief = load(trained["multi"], "resume", "worker0")
@@ -237,6 +241,7 @@ def test_single_process_training_is_unchanged(unpatched, tmp_path):
   assert os.path.isfile(path)
 
 
+@pytest.mark.slow
 def test_imgrec_train_cli_on_two_workers(tmp_path):
   """`imgrec-train --strategy=multi_worker` end to end on two processes."""
   from conftest import write_toy_folder  # pylint: disable=g-import-not-at-top

@@ -101,6 +101,7 @@ def test_bad_recipe_values_are_rejected(field, value):
     config.validate()
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_weights(tmp_path):
   data = write_toy_folder(tmp_path / "data", per_class=8)
 

@@ -113,6 +113,7 @@ def runs(tmp_path_factory):
               report_after_sigterm=report_after_sigterm)
 
 
+@pytest.mark.slow
 def test_rerun_after_sigkill_resumes(runs):
   assert runs["killed"][0] == -signal.SIGKILL
   # Two epochs were logged when it was killed; the backup of the second may
@@ -121,10 +122,12 @@ def test_rerun_after_sigkill_resumes(runs):
       "resuming after epoch 2 of" in runs["terminated"][2])
 
 
+@pytest.mark.slow
 def test_each_epoch_logged_once(runs):
   assert history_epochs(runs["run_dir"]) == list(range(EPOCHS))
 
 
+@pytest.mark.slow
 def test_finished_run_has_all_steps_and_outputs(runs):
   run_dir = runs["run_dir"]
   with open(os.path.join(run_dir, "splits.json")) as f:
@@ -139,6 +142,7 @@ def test_finished_run_has_all_steps_and_outputs(runs):
   assert "test accuracy" in runs["final"][1]
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(runs):
   ref, resumed = backup_arrays(runs["ref_dir"]), backup_arrays(runs["run_dir"])
   assert sorted(ref) == sorted(resumed)
@@ -151,6 +155,7 @@ def test_resumed_run_equals_uninterrupted_run(runs):
       assert f.read() == expected, name
 
 
+@pytest.mark.slow
 def test_sigterm_exits_cleanly_and_rerun_resumes(runs):
   code, _, stderr, seconds = runs["terminated"]
   assert code == 128 + signal.SIGTERM

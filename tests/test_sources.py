@@ -162,6 +162,7 @@ def test_config_accepts_one_source(tmp_path):
           "runs", "imagenette-320px-1.0.0-simple_cnn")
 
 
+@pytest.mark.slow
 def test_cli_trains_from_csv_with_broken_and_missing_files(tmp_path):
   root = write_toy_folder(tmp_path / "d", per_class=6, size=16)
   with open(os.path.join(root, "red", "broken.png"), "w") as f:

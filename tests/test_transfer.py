@@ -73,6 +73,7 @@ def _stripes(root, per_class, periods, seed, dim):
           os.path.join(root, name, f"{i:03d}.png"))
 
 
+@pytest.mark.slow
 def test_pretraining_then_fine_tuning_beats_scratch_on_small_data(tmp_path):
   # Pretrain on wide stripes, then learn thin, darker stripes from only three
   # images per class (best epoch by a small val split): the pretrained body

@@ -36,35 +36,28 @@ def build_augmenter(level="light", *, seed=None):
   layers = keras.layers
   if level in ("none", "light"):
     return None
+
+  def projective(rotation, zoom, contrast):
+    return [
+        layers.RandomRotation(rotation, fill_mode="reflect", seed=seed,
+                              name="rotation"),
+        layers.RandomZoom((-zoom, zoom), fill_mode="reflect", seed=seed,
+                          name="zoom"),
+        layers.RandomContrast(contrast, value_range=(0, 255), seed=seed,
+                              name="contrast"),
+    ]
+
+  erasing = layers.RandomErasing(factor=0.25, value_range=(0, 255),
+                                 seed=seed, name="erasing")
   if level == "medium":
-    stack = [
-        layers.RandomRotation(0.05, fill_mode="reflect", seed=seed,
-                              name="rotation"),
-        layers.RandomZoom((-0.15, 0.15), fill_mode="reflect", seed=seed,
-                          name="zoom"),
-        layers.RandomContrast(0.15, value_range=(0, 255), seed=seed,
-                              name="contrast"),
-    ]
+    stack = projective(0.05, 0.15, 0.15)
   elif level == "heavy":
-    stack = [
-        layers.RandomRotation(0.1, fill_mode="reflect", seed=seed,
-                              name="rotation"),
-        layers.RandomZoom((-0.25, 0.25), fill_mode="reflect", seed=seed,
-                          name="zoom"),
-        layers.RandomContrast(0.3, value_range=(0, 255), seed=seed,
-                              name="contrast"),
+    stack = projective(0.1, 0.25, 0.3) + [
         layers.RandomBrightness(0.2, value_range=(0, 255), seed=seed,
-                                name="brightness"),
-        layers.RandomErasing(factor=0.25, value_range=(0, 255), seed=seed,
-                             name="erasing"),
-    ]
+                                name="brightness"), erasing]
   else:
-    stack = [
-        layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5,
-                           seed=seed, name="randaugment"),
-        layers.RandomErasing(factor=0.25, value_range=(0, 255), seed=seed,
-                             name="erasing"),
-    ]
+    stack = [layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5,
+                                seed=seed, name="randaugment"), erasing]
   return keras.Sequential(stack, name=f"augment_{level}")
 
 

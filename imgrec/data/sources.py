@@ -433,19 +433,18 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
         "dataset (default ~/tensorflow_datasets).")
   builder = _tfds_builder(tfds, name, data_dir)
   features = builder.info.features
-  keys = sorted(features.keys())
-  image_feature = features[image_key] if image_key in keys else None
-  if not isinstance(image_feature, tfds.features.Image):
-    raise ImgrecError(
-        f"TFDS dataset {name!r} has no image feature {image_key!r} (its "
-        f"features: {', '.join(keys)}). Pass image_key naming a "
-        "tfds.features.Image.")
-  label_feature = features[label_key] if label_key in keys else None
-  if not isinstance(label_feature, tfds.features.ClassLabel):
-    raise ImgrecError(
-        f"TFDS dataset {name!r} has no class label feature {label_key!r} "
-        f"(its features: {', '.join(keys)}). Pass label_key naming a "
-        "tfds.features.ClassLabel.")
+
+  def feature(key, kind, what):
+    found = features[key] if key in features.keys() else None
+    if not isinstance(found, kind):
+      raise ImgrecError(
+          f"TFDS dataset {name!r} has no {what} feature {key!r} (its "
+          f"features: {', '.join(sorted(features.keys()))}). Pass the "
+          f"feature's name, a tfds.features.{kind.__name__}.")
+    return found
+
+  feature(image_key, tfds.features.Image, "image")
+  label_feature = feature(label_key, tfds.features.ClassLabel, "class label")
   class_names = list(label_feature.names)
   if len(class_names) < 2:
     raise ImgrecError(f"TFDS dataset {name!r} has {len(class_names)} class "

@@ -59,22 +59,6 @@ def keras_needs_patch():
   return KERAS_FIXED_IN is None or version < tuple(KERAS_FIXED_IN)
 
 
-_ORIGINALS = {}
-
-
-def _keras_version():
-  return tuple(int(p) for p in re.match(r"(\d+)\.(\d+)",
-                                        keras.__version__).groups())
-
-
-def keras_needs_patch():
-  """Whether this Keras needs `patch_keras()` for multi-worker `fit`."""
-  version = _keras_version()
-  if version[0] != 3 or keras.backend.backend() != "tensorflow":
-    return False
-  return KERAS_FIXED_IN is None or version < tuple(KERAS_FIXED_IN)
-
-
 def _patch_targets():
   # pylint: disable=g-import-not-at-top
   from keras.src.backend.tensorflow import trainer as tf_trainer

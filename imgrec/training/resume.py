@@ -264,6 +264,10 @@ class TrainingBackup(keras.callbacks.Callback):
     metadata = read_backup_metadata(self.restore_dir)
     if metadata is None:
       return
+    optimizer = self.model.optimizer
+    if optimizer is not None and not optimizer.built:
+      # The optimizer's variables must exist to receive the backup's.
+      optimizer.build(self.model.trainable_variables)
     try:
       self.model.load_weights(os.path.join(self.restore_dir, WEIGHTS_NAME))
     except (OSError, ValueError, KeyError) as e:
