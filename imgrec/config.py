@@ -234,6 +234,10 @@ class DataConfig(Config):
       "[0, 1]")
   seed: int = field(42, "Seed of the split (and, in training, of the "
                     "weights and the augmentation).")
+  allow_outside: bool = field(
+      False, "Use image files outside the data folder (the labels CSV's "
+      "folder) that symlinks or CSV paths lead to. Off: they are skipped "
+      "and reported.")
 
   def _check_relations(self, check_files):
     sources = [n for n in ("data_dir", "labels_csv", "tfds")
@@ -361,6 +365,9 @@ class TrainConfig(DataConfig):
   top_k: int = field(5, "k of the top-k accuracy and outputs.",
                      check=_at_least(1))
   export: bool = field(True, "Export SavedModel and TFLite at the end.")
+  overwrite: bool = field(
+      False, "Start afresh in a model_dir that holds a run with other "
+      "settings or data: its outputs (and nothing else) are deleted first.")
   verbose: str | int = field("auto", "Keras progress output: auto, 0, 1 "
                              "or 2.", check=_check_verbose,
                              parse=_parse_verbose)

@@ -15,14 +15,28 @@
 No other module spells these names: they ask this one.
 """
 
+import contextlib
+import datetime
+import fcntl
 import json
 import os
+import shutil
+import socket
+import tempfile
 
 from imgrec import fileio
 from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 
 LABELS_NAME = "labels.txt"
+_LOCK_NAME = ".lock"
+# Settings a rerun may change and still resume the same run: they shape
+# neither the splits nor the model nor its training.
+RESUME_NEUTRAL = frozenset({
+    "verbose", "export", "top_k", "cache", "jit_compile", "strategy", "scan",
+    "max_bad_fraction", "max_image_pixels", "early_stopping", "overwrite",
+    "model_dir",
+})
 
 
 def write_labels_file(path, class_names):
@@ -117,7 +131,138 @@ class RunFolder:
   # --- Writing ---------------------------------------------------------------
 
   def makedirs(self):
-    os.makedirs(self.path, exist_ok=True)
+    """Creates the folder, or says in one line why it cannot be written."""
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise ImgrecError(f"model_dir {self.path} is a file, not a folder. "
+                        "Pass another --model_dir.")
+    for sub in (self._checkpoints, self.export_dir, self.logs_dir):
+      if os.path.exists(sub) and not os.path.isdir(sub):
+        raise ImgrecError(f"{sub} is a file where imgrec keeps a folder. "
+                          "Remove it, or pass another --model_dir.")
+    try:
+      os.makedirs(self.path, exist_ok=True)
+      # os.access says yes to root on a read-only mount: try for real.
+      fd, probe = tempfile.mkstemp(prefix=fileio.TEMP_PREFIX, dir=self.path)
+      os.close(fd)
+      os.remove(probe)
+    except OSError as e:
+      raise ImgrecError(f"Cannot write into model_dir {self.path}: "
+                        f"{e.strerror or e}. Pass a writable --model_dir."
+                        ) from e
+
+  @contextlib.contextmanager
+  def lock(self, command):
+    """Holds the run's writer lock for the block: one writer at a time.
+
+    The lock is an flock on `<model_dir>/.lock`, which the kernel releases
+    when its process dies, so a crashed run never leaves a stale lock.
+
+    Args:
+      command: what the holder is doing, shown to whoever waits.
+
+    Raises:
+      ImgrecError: another process holds it.
+    """
+    self.makedirs()
+    path = os.path.join(self.path, _LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
+        holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip()
+        raise ImgrecError(
+            f"{self.path} is in use by another imgrec process "
+            f"({holder or 'unknown'}). Wait for it to finish, or use another "
+            "--model_dir.") from None
+      os.ftruncate(fd, 0)
+      now = datetime.datetime.now().isoformat(timespec="seconds")
+      os.pwrite(fd, f"{command}, pid {os.getpid()} on "
+                f"{socket.gethostname()}, since {now}\n".encode(), 0)
+      yield
+    finally:
+      os.close(fd)  # Releases the lock.
+
+  def check_resumable(self, config):
+    """Refuses to resume a run whose recorded config differs from `config`.
+
+    Args:
+      config: the TrainConfig of the new run (resolved).
+
+    Returns:
+      True when the folder holds a run to resume, False when it is new.
+
+    Raises:
+      ImgrecError: naming the settings that differ.
+    """
+    if not self.exists():
+      return False
+    old, new = self.read_config().to_dict(), config.to_dict()
+    if new.get("data_dir") is None and not (new.get("labels_csv") or
+                                            new.get("tfds")):
+      new["data_dir"] = old.get("data_dir")  # The built-in data's folder.
+    for key in ("data_dir", "labels_csv", "tfds_data_dir", "init_from"):
+      for d in (old, new):
+        if d.get(key):
+          d[key] = os.path.abspath(d[key])
+    differ = sorted(k for k in new if k not in RESUME_NEUTRAL and
+                    old.get(k) != new[k])
+    if differ:
+      changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in differ)
+      raise ImgrecError(
+          f"{self.path} holds a run with other settings ({changes}). Rerun "
+          "with the same settings to resume it, pass --overwrite to start "
+          "afresh there, or use another --model_dir.")
+    return True
+
+  def check_same_splits(self, splits):
+    """Refuses to resume when the data's files are not the run's any more.
+
+    Raises:
+      ImgrecError: saying how each split changed.
+    """
+    if not os.path.isfile(self.splits_path):
+      return
+    changes = []
+    for name, split in splits.items():
+      old = set(self.read_split(name)[0])
+      new = set(split.paths)
+      if old != new:
+        changes.append(f"{name}: {len(new - old)} file(s) new, "
+                       f"{len(old - new)} gone")
+    if changes:
+      raise ImgrecError(
+          f"The data of the run in {self.path} changed since it started "
+          f"({'; '.join(changes)}): resuming would evaluate on images it "
+          "trained on. Pass --overwrite to start afresh, or use another "
+          "--model_dir.")
+
+  def clear(self):
+    """Deletes the files a run writes (nothing else) to start afresh."""
+    for path in (self.config_path, self.labels_path, self.splits_path,
+                 self.data_report_path, self.history_path,
+                 self.best_model_path, self.report_path(),
+                 self.report_path(suffix=".txt")):
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    for folder in (self._checkpoints, self.logs_dir, self.export_dir):
+      shutil.rmtree(folder, ignore_errors=True)
+
+  def clean_stale_temporaries(self):
+    """Removes `.tmp-*` left by a killed writer (call under `lock`)."""
+    for folder in (self.path, self.export_dir):
+      try:
+        names = os.listdir(folder)
+      except OSError:
+        continue
+      for name in names:
+        if name.startswith(fileio.TEMP_PREFIX):
+          path = os.path.join(folder, name)
+          if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+          else:
+            with contextlib.suppress(OSError):
+              os.remove(path)
 
   def write_config(self, config):
     fileio.write_text(self.config_path, config.to_json())

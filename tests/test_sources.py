@@ -39,8 +39,14 @@ def test_csv_relative_and_absolute_paths(tmp_path):
   lines = ["Label, PATH ,notes"] + [f"{c},{p},x" for p, c in
                                     (r.split(",") for r in rows_for())]
   lines.append(f"green,{absolute},from elsewhere")
-  found = sources.read_labels_csv(write_csv(tmp_path / "d" / "labels.csv",
-                                            lines))
+  csv_path = write_csv(tmp_path / "d" / "labels.csv", lines)
+  # Outside the CSV's folder: skipped and reported unless allowed.
+  refused = sources.read_labels_csv(csv_path)
+  assert len(refused.splits["train"]) == 9
+  assert [(m["path"], m["reason"]) for m in refused.missing] == [
+      (absolute, "outside_csv_folder")]
+  assert "--allow_outside" in refused.missing[0]["detail"]
+  found = sources.read_labels_csv(csv_path, allow_outside=True)
   assert found.layout == "csv"
   assert found.root == os.path.abspath(root)
   assert found.class_names == ["blue", "green", "red"]

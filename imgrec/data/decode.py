@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.errors import ImgrecError
 
 IMAGE_EXTENSIONS = frozenset({
@@ -46,7 +47,6 @@ READ_REASONS = ("exif_orientation", "transparency", "16_bit",
 
 _ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_EXIF_SEARCH_BYTES = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,49 +162,45 @@ def _leading_bytes(contents, count):
 
 
 def _jpeg_orientation(contents):
-  """The EXIF orientation of JPEG bytes, read in the graph; 1 if absent."""
+  """The EXIF orientation of JPEG bytes, read in the graph; 1 if absent.
+
+  Reads a few bytes at a time (the marker segments up to the EXIF one,
+  then its first directory), never the whole file.
+  """
   tf = _tf()
-  n = _EXIF_SEARCH_BYTES
-  b = _leading_bytes(contents, n + 16)
-
-  def at(i):
-    return tf.gather(b, tf.clip_by_value(i, 0, n + 15))
-
   exif = tf.constant([0x45, 0x78, 0x69, 0x66, 0, 0], tf.int32)  # "Exif\0\0"
 
   # Walk the marker segments after SOI up to the EXIF APP1 segment.
-  def cond(step, pos, tiff):
-    return (step < 32) & (tiff < 0) & (pos < n) & tf.equal(at(pos), 0xFF)
+  def cond(step, pos, tiff, done):
+    return (step < 32) & tf.logical_not(done)
 
-  def body(step, pos, tiff):
-    marker = at(pos + 1)
-    is_exif = tf.equal(marker, 0xE1) & tf.reduce_all(tf.equal(
-        tf.gather(b, tf.clip_by_value(pos + 4 + tf.range(6), 0, n + 15)),
-        exif))
-    stop = tf.equal(marker, 0xDA) | tf.equal(marker, 0xD9)
-    length = at(pos + 2) * 256 + at(pos + 3)
+  def body(step, pos, tiff, done):
+    b = _bytes_at(contents, pos, 10)
+    marker = b[1]
+    is_exif = tf.equal(marker, 0xE1) & tf.reduce_all(tf.equal(b[4:], exif))
+    done = (tf.logical_not(tf.equal(b[0], 0xFF)) | tf.equal(marker, 0xDA) |
+            tf.equal(marker, 0xD9) | is_exif)
     tiff = tf.where(is_exif, pos + 10, tiff)
-    pos = tf.where(stop, tf.constant(n, tf.int32), pos + 2 + length)
-    return step + 1, pos, tiff
+    return step + 1, pos + 2 + b[2] * 256 + b[3], tiff, done
 
-  _, _, tiff = tf.while_loop(cond, body, (tf.constant(0), tf.constant(2),
-                                          tf.constant(-1)))
-  little = tf.equal(at(tiff), 0x49)  # "II": little-endian.
+  _, _, tiff, _ = tf.while_loop(cond, body, (
+      tf.constant(0), tf.constant(2), tf.constant(-1), tf.constant(False)))
+  head = _bytes_at(contents, tf.maximum(tiff, 0), 8)
+  little = tf.equal(head[0], 0x49)  # "II": little-endian.
 
-  def u16(i):
-    lo_first = at(i) + 256 * at(i + 1)
-    return tf.where(little, lo_first, 256 * at(i) + at(i + 1))
+  def u16(b, i):
+    return tf.where(little, b[..., i] + 256 * b[..., i + 1],
+                    256 * b[..., i] + b[..., i + 1])
 
-  def u32(i):
-    return tf.where(little, u16(i) + 65536 * u16(i + 2),
-                    65536 * u16(i) + u16(i + 2))
-
-  ifd = tiff + u32(tiff + 4)
-  count = u16(ifd)
-  entries = ifd + 2 + 12 * tf.range(64)
-  tags = u16(entries)
-  match = (tf.range(64) < count) & tf.equal(tags, _ORIENTATION_TAG)
-  values = tf.boolean_mask(u16(entries + 8), match)
+  ifd = tiff + tf.where(little, u16(head, 4) + 65536 * u16(head, 6),
+                        65536 * u16(head, 4) + u16(head, 6))
+  entries = 64
+  table = _bytes_at(contents, tf.maximum(ifd, 0), 2 + 12 * entries)
+  count = u16(table, 0)
+  rows = tf.reshape(table[2:], [entries, 12])
+  match = (tf.range(entries) < count) & tf.equal(u16(rows, 0),
+                                                 _ORIENTATION_TAG)
+  values = tf.boolean_mask(u16(rows, 8), match)
   value = tf.cond(tf.size(values) > 0, lambda: values[0], lambda: 1)
   valid = (tiff >= 0) & (value >= 1) & (value <= 8)
   return tf.where(valid, value, 1)
@@ -290,8 +286,13 @@ def _png_to_rgb(contents):
 
 
 def _bytes_at(contents, pos, count):
-  """`count` bytes of `contents` from `pos` as int32, zero-padded."""
+  """`count` bytes of `contents` from `pos` as int32, zero-padded.
+
+  A position past the end (a damaged or hostile header) gives zeros, not
+  an error.
+  """
   tf = _tf()
+  pos = tf.clip_by_value(pos, 0, tf.strings.length(contents))
   raw = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, pos, count),
                                  tf.uint8), tf.int32)
   return tf.pad(raw, [[0, count - tf.shape(raw)[0]]])
@@ -363,7 +364,46 @@ def _check_bmp_gif(contents):
   ]
 
 
-def decode_bytes(contents, channels=3):
+def _declared_pixels(contents):
+  """Width x height that the header of JPEG/PNG/GIF/BMP/WebP bytes declares."""
+  tf = _tf()
+  b = tf.cast(_bytes_at(contents, 0, 32), tf.int64)
+
+  def le(i, n):
+    return sum(b[i + k] * (256 ** k) for k in range(n))
+
+  def be(i, n):
+    return sum(b[i + k] * (256 ** (n - 1 - k)) for k in range(n))
+
+  def jpeg():
+    shape = tf.cast(tf.io.extract_jpeg_shape(contents), tf.int64)
+    return shape[0] * shape[1]
+
+  def bmp():
+    height = le(22, 4)  # Negative (top-down rows) as a 32-bit integer.
+    return le(18, 4) * tf.where(height >= 2**31, 2**32 - height, height)
+
+  def webp():
+    kind = tf.strings.substr(contents, 12, 4)
+    vp8 = (le(26, 2) % 16384) * (le(28, 2) % 16384)
+    bits = le(21, 4)
+    vp8l = (bits % 16384 + 1) * ((bits // 16384) % 16384 + 1)
+    vp8x = (le(24, 3) + 1) * (le(27, 3) + 1)
+    return tf.where(tf.equal(kind, b"VP8X"), vp8x,
+                    tf.where(tf.equal(kind, b"VP8L"), vp8l, vp8))
+
+  magic = tf.strings.substr(contents, 0, 4)
+  return tf.case([
+      (tf.io.is_jpeg(contents), jpeg),
+      (tf.equal(magic, b"\x89PNG"), lambda: be(16, 4) * be(20, 4)),
+      (tf.equal(tf.strings.substr(contents, 0, 3), b"GIF"),
+       lambda: le(6, 2) * le(8, 2)),
+      (tf.equal(tf.strings.substr(contents, 0, 2), b"BM"), bmp),
+      (tf.equal(magic, b"RIFF"), webp),
+  ], default=lambda: tf.constant(0, tf.int64))
+
+
+def decode_bytes(contents, channels=3, max_pixels=None):
   """Decodes encoded image bytes under the policy (a TensorFlow function).
 
   JPEG (EXIF orientation applied), PNG (8 or 16 bits, alpha composited on
@@ -373,12 +413,22 @@ def decode_bytes(contents, channels=3):
   Args:
     contents: scalar string tensor.
     channels: 1 or 3 output channels.
+    max_pixels: if set, an image whose header declares more pixels raises
+      InvalidArgumentError before any decoding (a 20000 x 20000 PNG of a
+      few kilobytes would take gigabytes to decode).
 
   Returns:
     uint8 tensor [H, W, channels].
   """
   tf = _tf()
   contents = tf.convert_to_tensor(contents, tf.string)
+  if max_pixels is not None:
+    pixels = _declared_pixels(contents)
+    check = tf.debugging.Assert(pixels <= max_pixels, [
+        "the image declares", pixels, "pixels, above the limit of",
+        max_pixels])
+    with tf.control_dependencies([check]):
+      contents = tf.identity(contents)
   magic = tf.strings.substr(contents, 0, 4)
   is_png = tf.equal(magic, b"\x89PNG")
   is_webp = tf.equal(magic, b"RIFF") & tf.equal(
@@ -448,17 +498,29 @@ def read_pillow(file, channels=3):
   return np.asarray(_ops().to_channels(rgb, channels))
 
 
-def open_plan(path):
-  """Returns the ReadPlan of a file, or None if Pillow cannot open it."""
+def open_plan(path, max_pixels=None):
+  """Returns the ReadPlan of a file, or None if Pillow cannot open it.
+
+  Raises:
+    ImgrecError: the header declares more than `max_pixels` pixels.
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as image:
-      return plan(image, path)
+      width, height = image.size
+      how = plan(image, path)
   except Exception:  # pylint: disable=broad-except
     return None
+  if max_pixels is not None and width * height > max_pixels:
+    raise ImgrecError(
+        f"Image {path} declares {width}x{height} = {width * height:,} pixels, "
+        f"above the limit of {max_pixels:,} (a decompression bomb, or a "
+        "photo far larger than any model input). Shrink it, or raise the "
+        "limit (--max_image_pixels) if you trust it.")
+  return how
 
 
-def read_file(path, channels=3):
+def read_file(path, channels=3, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """Reads one image file under the policy, as every entry point does.
 
   The file's plan decides the reader; a file TensorFlow should read but
@@ -467,16 +529,21 @@ def read_file(path, channels=3):
   Args:
     path: the image file.
     channels: 1 or 3.
+    max_pixels: refuse, from the header, images declaring more pixels.
 
   Returns:
     uint8 numpy array [H, W, channels].
 
   Raises:
-    ImgrecError: the file is missing or not a readable image.
+    ImgrecError: the file is missing, not a regular file, too large or not
+      a readable image.
   """
-  if not os.path.isfile(path):
+  if not os.path.exists(path):
     raise ImgrecError(f"Image file {path} does not exist.")
-  how = open_plan(path)
+  if not os.path.isfile(path):
+    raise ImgrecError(f"{path} is not a regular file (a folder, FIFO or "
+                      "device): give image files.")
+  how = open_plan(path, max_pixels)
   if how is not None and how.reader == "tf":
     tf = _tf()
     try:

@@ -9,12 +9,19 @@ Two layouts are understood:
   carved out of `train` the same seeded, stratified way.
 
 Hidden files and folders (`.DS_Store`, `.ipynb_checkpoints`), `Thumbs.db` and
-files whose extension is not an image format are ignored.
+files whose extension is not an image format are ignored. The walk is safe
+on hostile trees: each folder is entered once (a symlink loop is reported,
+not followed), each file counts once by its real path (a second link to it
+is reported as a duplicate, so one image never lands in two splits or two
+classes), links that leave the data folder are followed only when asked,
+and anything that is not a regular file (a FIFO, a socket, a device) is
+reported and never opened.
 """
 
 import dataclasses
 import os
 import random
+import stat
 
 from imgrec.config import SPLITS
 from imgrec.data.decode import IMAGE_EXTENSIONS
@@ -46,11 +53,21 @@ class Split:
 
 @dataclasses.dataclass
 class ImageFolder:
-  """An image folder resolved into class names and train/val/test splits."""
+  """An image folder resolved into class names and train/val/test splits.
+
+  Attributes:
+    root: the data folder.
+    class_names: class names in label order.
+    splits: {split name: Split}.
+    layout: "classes", "splits", or the source ("csv", "tfds").
+    ignored: (path, why) of what the walk refused: "symlink_loop",
+      "link_outside_tree", "duplicate_file", "not_a_regular_file".
+  """
   root: str
   class_names: list
   splits: dict  # split name -> Split
   layout: str  # "classes" or "splits"
+  ignored: list = dataclasses.field(default_factory=list)
 
   def summary(self):
     """Returns {split: {class_name: count}}."""
@@ -63,6 +80,108 @@ class ImageFolder:
     return out
 
 
+def check_class_names(names, where):
+  """Refuses class names that cannot round-trip through labels.txt.
+
+  Raises:
+    ImgrecError: a name is empty or blank, or holds a line break or another
+      control character.
+  """
+  bad = [n for n in names
+         if not n.strip() or any(ord(c) < 32 or ord(c) == 127 for c in n)]
+  if bad:
+    raise ImgrecError(
+        f"Class name(s) {', '.join(map(repr, bad))} in {where} are blank or "
+        "hold line breaks or other control characters, which a label file "
+        "cannot keep. Rename them.")
+
+
+class _Walker:
+  """Walks a data root safely: no loops, each real file once, no special files.
+
+  Args:
+    root: the data folder.
+    follow_links: follow symlinks that lead outside `root` (off: report
+      them).
+  """
+
+  def __init__(self, root, follow_links=False):
+    self.root = os.path.realpath(root)
+    self.follow_links = follow_links
+    self.files = set()  # Real paths of the image files listed.
+    self.ignored = []
+
+  def _ignore(self, path, why):
+    if (path, why) not in self.ignored:
+      self.ignored.append((path, why))
+
+  def _inside(self, real):
+    return real == self.root or real.startswith(self.root + os.sep)
+
+  def walk(self, top):
+    """`os.walk(top, followlinks=True)` that enters each folder once.
+
+    Yields:
+      (dirpath, hidden_dirnames, filenames), in sorted order. Hidden
+      folders, loops and (unless followed) links out of the root are not
+      entered.
+    """
+    try:
+      st = os.stat(top)
+    except OSError:
+      return
+    seen = {(st.st_dev, st.st_ino)}
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+      keep, hidden = [], []
+      for d in sorted(dirnames):
+        full = os.path.join(dirpath, d)
+        if is_hidden(d):
+          hidden.append(d)
+          continue
+        try:
+          dst = os.stat(full)
+        except OSError:
+          continue
+        if (dst.st_dev, dst.st_ino) in seen:
+          self._ignore(full, "symlink_loop")
+          continue
+        if (os.path.islink(full) and not self.follow_links and
+            not self._inside(os.path.realpath(full))):
+          self._ignore(full, "link_outside_tree")
+          continue
+        seen.add((dst.st_dev, dst.st_ino))
+        keep.append(d)
+      dirnames[:] = keep
+      yield dirpath, hidden, sorted(filenames)
+
+  def images(self, directory):
+    """Sorted image paths below `directory`, each real file once."""
+    if not self.follow_links and not self._inside(
+        os.path.realpath(directory)):
+      self._ignore(directory, "link_outside_tree")
+      return []
+    paths = []
+    for dirpath, _, filenames in self.walk(directory):
+      for name in filenames:
+        if not is_image_file(name):
+          continue
+        path = os.path.join(dirpath, name)
+        real = os.path.realpath(path)
+        if not os.path.exists(real):
+          paths.append(path)  # A broken link: the scan reports it.
+          continue
+        if not self.follow_links and not self._inside(real):
+          self._ignore(path, "link_outside_tree")
+        elif not stat.S_ISREG(os.stat(real).st_mode):
+          self._ignore(path, "not_a_regular_file")
+        elif real in self.files:
+          self._ignore(path, "duplicate_file")
+        else:
+          self.files.add(real)
+          paths.append(path)
+    return paths
+
+
 def _list_classes(directory):
   """Returns sorted visible sub-folder names of `directory`."""
   try:
@@ -70,42 +189,37 @@ def _list_classes(directory):
   except OSError as e:
     raise ImgrecError(f"Cannot read data folder {directory}: {e.strerror}. "
                       "Check the path and its permissions.") from e
-  return [e.name for e in entries if e.is_dir() and not is_hidden(e.name)]
+  names = [e.name for e in entries if e.is_dir() and not is_hidden(e.name)]
+  check_class_names(names, directory)
+  return names
 
 
-def _list_images(directory):
-  """Returns sorted image paths below `directory`, recursing into sub-folders."""
-  paths = []
-  for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-    paths.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-                 if is_image_file(f))
-  return paths
-
-
-def list_ignored(root, used_paths=None):
+def list_ignored(root, used_paths=None, skip=()):
   """Lists what below `root` is not used as an image, and why.
 
-  Hidden folders are listed once and not entered.
+  Hidden folders are listed once and not entered; loops are not followed.
 
   Args:
     root: the data folder.
     used_paths: if given, the image paths the splits use; other image files
       (loose in `root` or in a split folder) are listed as
       "outside_class_folders".
+    skip: paths already reported otherwise.
 
   Returns:
     Sorted (path, why) pairs, why in "hidden", "not_image_extension",
     "outside_class_folders".
   """
   used = None if used_paths is None else set(used_paths)
+  skip = set(skip)
   out = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    out.extend((os.path.join(dirpath, d), "hidden") for d in dirnames
-               if is_hidden(d))
-    dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+  for dirpath, hidden, filenames in _Walker(root, follow_links=True).walk(
+      root):
+    out.extend((os.path.join(dirpath, d), "hidden") for d in hidden)
     for name in filenames:
       path = os.path.join(dirpath, name)
+      if path in skip:
+        continue
       if is_hidden(name):
         out.append((path, "hidden"))
       elif not is_image_file(name):
@@ -115,11 +229,10 @@ def list_ignored(root, used_paths=None):
   return sorted(out)
 
 
-def _read_class_tree(directory, class_names=None):
+def _read_class_tree(walker, directory):
   """Returns ({class: [paths]}) for a `directory/<class>/...` tree."""
-  names = _list_classes(directory) if class_names is None else class_names
-  return {c: _list_images(os.path.join(directory, c)) for c in names
-          if os.path.isdir(os.path.join(directory, c))}
+  return {c: walker.images(os.path.join(directory, c))
+          for c in _list_classes(directory)}
 
 
 def stratified_split(labels, fractions, seed):
@@ -157,7 +270,7 @@ def _check_fraction(name, value):
 
 
 def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
-                min_classes=2, carve=True):
+                min_classes=2, carve=True, allow_outside=False):
   """Resolves an image folder into class names and train/val/test splits.
 
   Args:
@@ -170,6 +283,7 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
     min_classes: fewer classes than this is an error.
     carve: carve missing val/test splits out of train now. With False, they
       are left out, to be carved by `carve_splits` (after validating files).
+    allow_outside: follow symlinks that lead out of `root`.
 
   Returns:
     An `ImageFolder`.
@@ -190,6 +304,7 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
   if not os.path.isdir(root):
     raise ImgrecError(f"--data_dir {root!r} is a file, not a folder.")
   root = os.path.abspath(root)
+  walker = _Walker(root, allow_outside)
   top = _list_classes(root)
   split_dirs = {SPLIT_DIR_NAMES[d.lower()]: d for d in top
                 if d.lower() in SPLIT_DIR_NAMES}
@@ -198,24 +313,29 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
       raise ImgrecError(f"{root} has split folders {sorted(split_dirs.values())} "
                         "but no 'train' folder. Add root/train/<class>/.")
     layout = "splits"
-    trees = {s: _read_class_tree(os.path.join(root, d))
+    trees = {s: _read_class_tree(walker, os.path.join(root, d))
              for s, d in split_dirs.items()}
   else:
     layout = "classes"
-    trees = {"train": _read_class_tree(root)}
+    trees = {"train": _read_class_tree(walker, root)}
 
   train_tree = trees["train"]
   where = os.path.join(root, split_dirs["train"]) if split_dirs else root
   if not train_tree:
-    loose = _list_images(root)
+    loose = _Walker(root).images(root)
     hint = (f" It holds {len(loose)} images but no class folders: put them in "
             "root/<class>/." if loose else "")
     raise ImgrecError(f"No class folders found in {where}.{hint} Expected "
                       "root/<class>/<images> or root/train/<class>/<images>.")
   empty = sorted(c for c, p in train_tree.items() if not p)
   if empty:
+    outside = {os.path.basename(p) for p, why in walker.ignored
+               if why == "link_outside_tree"}
+    hint = (" Some are links out of the data folder: pass --allow_outside "
+            "to use them." if outside & set(empty) else "")
     raise ImgrecError(f"Class folder(s) with no images in {where}: "
-                      f"{', '.join(empty)}. Add images or remove the folder(s).")
+                      f"{', '.join(empty)}. Add images or remove the "
+                      f"folder(s).{hint}")
   class_names = sorted(train_tree)
   if len(class_names) < min_classes:
     raise ImgrecError(f"Found only {len(class_names)} class in {where} "
@@ -238,7 +358,7 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
     splits[split] = Split(paths, labels)
 
   found = ImageFolder(root=root, class_names=class_names, splits=splits,
-                      layout=layout)
+                      layout=layout, ignored=sorted(walker.ignored))
   return carve_splits(found, val_split, test_split, seed) if carve else found
 
 
@@ -277,7 +397,7 @@ def expand_image_paths(args):
   paths = []
   for arg in args:
     if os.path.isdir(arg):
-      paths += _list_images(arg)
+      paths += _Walker(arg, follow_links=True).images(arg)
     elif os.path.isfile(arg):
       paths.append(arg)
     else:

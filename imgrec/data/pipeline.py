@@ -30,13 +30,27 @@ from imgrec.data import ops
 AUTO_CACHE_MEMORY_FRACTION = 0.25
 
 
-def decode_and_resize(path, image_size, channels=3):
+def decode_and_resize(path, image_size, channels=3, plain=False):
   """Reads one file under the decode policy; float32 [H, W, channels] pixels.
 
   Evaluation decodes this way, as serving does; training uses the same
   resize.
+
+  Args:
+    path: the image file.
+    image_size: (height, width).
+    channels: 1 or 3.
+    plain: the data scan found the file plain (or made it so): TensorFlow's
+      ordinary decoder gives the policy's pixels, and its graph is a
+      fraction of the policy decoder's.
   """
-  image = decode_lib.decode_bytes(tf.io.read_file(path), channels)
+  contents = tf.io.read_file(path)
+  if plain:
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    image = ops.to_channels(image, channels)
+  else:
+    image = decode_lib.decode_bytes(contents, channels)
   return ops.resize(image, image_size)
 
 
@@ -105,7 +119,7 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
                  channels=3, training=False, augment="light",
                  flip="horizontal", mixup=0.0, cutmix=0.0, seed=0, cache=None,
                  epochs=None, deterministic=True, drop_remainder=None,
-                 input_context=None):
+                 input_context=None, scanned=True):
   """Builds the input pipeline of one split.
 
   Args:
@@ -130,6 +144,9 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
       one batch.
     input_context: a tf.distribute.InputContext: read this input pipeline's
       shard of the files and batch per replica.
+    scanned: the files went through the data scan, which leaves only files
+      TensorFlow's plain decoder reads as the decode policy says; else every
+      file is decoded under the full policy.
 
   Returns:
     A tf.data.Dataset of (images [B, H, W, C], float32 [B, num_classes]).
@@ -154,12 +171,16 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
     drop_remainder = training and num_images >= batch_size
   # Evaluation decodes exactly as serving does (float pixels, exact IDCT),
   # so reports match the exported models.
-  if training:
-    all_jpeg = all(os.path.splitext(p)[1].lower() in
-                   decode_lib.JPEG_EXTENSIONS for p in paths)
+  all_jpeg = all(os.path.splitext(p)[1].lower() in
+                 decode_lib.JPEG_EXTENSIONS for p in paths)
+  if training and scanned:
     decode_fn = lambda p, size, c: decode_train(p, size, c, all_jpeg)
+  elif training:
+    decode_fn = lambda p, size, c: ops.resize_uint8(
+        decode_lib.decode_bytes(tf.io.read_file(p), c), size)
+    all_jpeg = False  # The fused crop decode is the plain decoder's.
   else:
-    decode_fn = decode_and_resize
+    decode_fn = lambda p, size, c: decode_and_resize(p, size, c, scanned)
   cache = plan_cache(cache, num_images=num_images, image_size=image_size,
                      bytes_per_pixel=channels * (1 if training else 4),
                      epochs=epochs)

@@ -78,10 +78,11 @@ def build(folder, results, *, settings, seconds, report_path=None):
   # report everything else there.
   listed = folder.layout not in ("classes", "splits")
   used = [r.path for r in results]
-  ignored = [] if listed else [
-      (p, why) for p, why in folder_lib.list_ignored(folder.root,
-                                                     used_paths=used)
-      if os.path.abspath(p) != own]
+  ignored = list(folder.ignored)
+  if not listed:
+    ignored += [(p, why) for p, why in folder_lib.list_ignored(
+        folder.root, used_paths=used, skip=[p for p, _ in folder.ignored])
+                if os.path.abspath(p) != own]
   report = {
       "root": folder.root,
       "class_names": list(folder.class_names),
@@ -104,7 +105,8 @@ def build(folder, results, *, settings, seconds, report_path=None):
   }
   kept = folder_lib.ImageFolder(root=folder.root,
                                 class_names=list(folder.class_names),
-                                splits=splits, layout=folder.layout)
+                                splits=splits, layout=folder.layout,
+                                ignored=list(folder.ignored))
   return kept, report, per_class
 
 

@@ -28,6 +28,7 @@ from imgrec.errors import ImgrecError
 CSV_SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val",
                    "test": "test"}
 MISSING_REASON = "missing"
+OUTSIDE_REASON = "outside_csv_folder"
 # Bump when the exported files or the marker change, so old exports are redone.
 TFDS_EXPORT_VERSION = 1
 TFDS_MARKER = ".imgrec_export.json"
@@ -106,7 +107,12 @@ def _read_csv_rows(csv_path):
   return header, rows
 
 
-def read_labels_csv(csv_path, *, min_classes=2):
+def _outside(path, base):
+  real, base = os.path.realpath(path), os.path.realpath(base)
+  return not (real == base or real.startswith(base + os.sep))
+
+
+def read_labels_csv(csv_path, *, min_classes=2, allow_outside=False):
   """Reads images and labels listed in a CSV file.
 
   The first line is a header naming the columns `path` and `label` (any
@@ -119,14 +125,18 @@ def read_labels_csv(csv_path, *, min_classes=2):
   Class names are the distinct labels, sorted as strings (so "10" comes
   before "2"), and the label indices follow that order, as for class folders.
 
-  A listed file that does not exist (or is a folder) is not an error: it is
-  left out of the splits, logged, and kept in the returned folder's
-  `missing` list with reason "missing". It is an error only if a class is
-  left without any training file.
+  A listed file that does not exist (or is a folder, or not a regular file)
+  is not an error: it is left out of the splits, logged, and kept in the
+  returned folder's `missing` list with reason "missing"; so is a file
+  outside the CSV's folder (reason "outside_csv_folder") unless
+  `allow_outside`. It is an error only if a class is left without any
+  training file.
 
   Args:
     csv_path: the CSV file.
     min_classes: fewer classes than this is an error.
+    allow_outside: use files outside the CSV's folder (`../x.png`,
+      `/elsewhere/y.png`, or links leading there).
 
   Returns:
     A `ListedImageFolder` whose root is the CSV's folder, layout "csv", with
@@ -184,6 +194,7 @@ def read_labels_csv(csv_path, *, min_classes=2):
                       "one `path,label` row per image.")
 
   class_names = sorted({label for _, _, label, _ in entries})
+  folder_lib.check_class_names(class_names, csv_path)
   if len(class_names) < min_classes:
     raise ImgrecError(
         f"Labels CSV {csv_path} has only {len(class_names)} class "
@@ -194,11 +205,19 @@ def read_labels_csv(csv_path, *, min_classes=2):
   splits = {}
   missing = []
   for line, full, label, split in entries:
-    if not os.path.isfile(full):
-      why = ("is a folder, not a file" if os.path.isdir(full)
-             else "does not exist")
+    reason, why = MISSING_REASON, None
+    if not allow_outside and _outside(full, base):
+      reason, why = OUTSIDE_REASON, ("is outside the CSV's folder (pass "
+                                     "--allow_outside to use such files)")
+    elif os.path.isdir(full):
+      why = "is a folder, not a file"
+    elif not os.path.exists(full):
+      why = "does not exist"
+    elif not os.path.isfile(full):
+      why = "is not a regular file (a FIFO, socket or device)"
+    if why:
       missing.append({"path": full, "split": split, "class": label,
-                      "reason": MISSING_REASON,
+                      "reason": reason,
                       "detail": f"listed on line {line} of {csv_path} but "
                                 f"{why}"})
       continue
@@ -446,6 +465,7 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
   feature(image_key, tfds.features.Image, "image")
   label_feature = feature(label_key, tfds.features.ClassLabel, "class label")
   class_names = list(label_feature.names)
+  folder_lib.check_class_names(class_names, f"TFDS dataset {name!r}")
   if len(class_names) < 2:
     raise ImgrecError(f"TFDS dataset {name!r} has {len(class_names)} class "
                       f"in {label_key!r}; a classifier needs at least 2.")

@@ -52,6 +52,8 @@ def evaluate(config, write=True):
                       f"{type(config).__name__}")
   config.validate()
   run = RunFolder(config.model_dir)
+  if write:
+    run.makedirs()  # A read-only folder fails now, not after the work.
   overrides = {"batch_size": config.batch_size} if config.batch_size else {}
   task = tasks.ImageClassificationTask.from_run(run, **overrides)
   class_names = run.read_labels()
@@ -69,5 +71,6 @@ def evaluate(config, write=True):
   model = tasks.load_model(run.require_best_model())
   report = evaluate_split(task, model, chosen, class_names)
   if write:
-    write_report(run, report)
+    with run.lock("imgrec-evaluate"):
+      write_report(run, report)
   return report

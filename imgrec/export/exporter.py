@@ -57,6 +57,9 @@ def export(config):
     raise ImgrecError("export() takes an ExportConfig. Received: "
                       f"{type(config).__name__}")
   config.validate()
-  return export_run(RunFolder(config.model_dir), top_k=config.top_k,
-                    quantizations=config.tflite,
-                    calibration_images=config.calibration_images)
+  run = RunFolder(config.model_dir)
+  run.require_best_model()
+  with run.lock("imgrec-export"):
+    run.clean_stale_temporaries()
+    return export_run(run, top_k=config.top_k, quantizations=config.tflite,
+                      calibration_images=config.calibration_images)

@@ -54,16 +54,47 @@ def export_tflite(model, path, *, class_names=None, quantization="float",
                                                tf.float32)},
       input_signature=[tf.TensorSpec([1, size[0], size[1], channels],
                                      tf.float32, name="images")])
-  with tempfile.TemporaryDirectory() as tmp_dir:
+  # Beside the output, not in the system's temp folder: a kill leaves it
+  # where the next export of this run cleans it up.
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix=fileio.TEMP_PREFIX,
+                                   dir=parent) as tmp_dir:
     archive.write_out(tmp_dir, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(tmp_dir)
     flatbuffer = _convert(converter, quantization, representative_images)
+  if quantization == "int8":
+    check_integer(flatbuffer, path)
   with fileio.atomic_write(path, "wb") as f:
     f.write(flatbuffer)
   if class_names is not None:
     write_labels_file(os.path.join(os.path.dirname(os.path.abspath(path)),
                                    LABELS_NAME), class_names)
   return path
+
+
+def check_integer(flatbuffer, path="the int8 model"):
+  """Raises unless every tensor but the float input and output is integer.
+
+  The converter can keep layers in float without a word (an op it cannot
+  quantize, no calibration data); an "int8" file must not.
+
+  Raises:
+    ImgrecError: naming the float tensors.
+  """
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  interpreter = Interpreter(model_content=flatbuffer)
+  ends = {d["index"] for d in (interpreter.get_input_details() +
+                               interpreter.get_output_details())}
+  floats = [t["name"] for t in interpreter.get_tensor_details()
+            if t["index"] not in ends and
+            np.dtype(t["dtype"]) in (np.float32, np.float16)]
+  if floats:
+    raise ImgrecError(
+        f"The int8 TFLite conversion of {path} kept {len(floats)} float "
+        f"tensor(s) ({', '.join(floats[:3])}...): it is not an integer model. "
+        "Check that the model's ops have int8 kernels and that calibration "
+        "images were given.")
 
 
 def _convert(converter, quantization, representative_images):

@@ -20,11 +20,13 @@ def find_data(config):
     those the data names; `folder.carve_splits` completes them.
   """
   if config.labels_csv:
-    return sources.read_labels_csv(config.labels_csv)
+    return sources.read_labels_csv(config.labels_csv,
+                                   allow_outside=config.allow_outside)
   if config.tfds:
     return sources.load_tfds(config.tfds, config.tfds_data_dir)
   data_dir = config.data_dir or datasets.load_builtin(config.dataset, seed=0)
-  return folder_lib.find_images(data_dir, carve=False)
+  return folder_lib.find_images(data_dir, carve=False,
+                                allow_outside=config.allow_outside)
 
 
 def scan_data(config):

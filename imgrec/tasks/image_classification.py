@@ -109,6 +109,22 @@ def _model_kwargs(config):
   return kwargs
 
 
+def _inside(path, folder):
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return path == folder or path.startswith(folder + os.sep)
+
+
+def _check_model_dir_outside_data(config):
+  """imgrec never writes into the user's data: refuse a model_dir inside it."""
+  data = config.data_dir or (os.path.dirname(os.path.abspath(
+      config.labels_csv)) if config.labels_csv else None)
+  if data and _inside(config.model_dir, data):
+    raise ImgrecError(
+        f"model_dir {config.model_dir} is inside the data folder {data}; "
+        "imgrec never writes into your data. Pass --model_dir=<a folder "
+        "outside it>.")
+
+
 def resolve(config, *, check_files=True):
   """Validates a config and derives the run spec, without reading any data.
 
@@ -148,6 +164,8 @@ def resolve(config, *, check_files=True):
   config = config.replace(image_size=image_size,
                           model_dir=config.model_dir or
                           default_model_dir(config))
+  if check_files:
+    _check_model_dir_outside_data(config)
   return RunSpec(
       config=config, image_size=size, channels=config.channels,
       model_kwargs=tuple(sorted(kwargs.items())), cache=config.cache,
@@ -263,12 +281,13 @@ class ImageClassificationTask:
         cutmix=augment.cutmix, seed=config.seed,
         cache=self.spec.cache if cache else None, epochs=config.epochs,
         deterministic=config.deterministic or not training,
-        input_context=input_context)
+        input_context=input_context, scanned=config.scan)
 
   def calibration_images(self, split, count):
     """Up to `count` images of `split` as the model sees them, for int8 export."""
     return [pipeline.decode_and_resize(p, self.spec.image_size,
-                                       self.spec.channels).numpy()
+                                       self.spec.channels,
+                                       plain=self.config.scan).numpy()
             for p in split.paths[:count]]
 
   # --- Model -----------------------------------------------------------------

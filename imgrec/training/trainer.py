@@ -7,6 +7,7 @@ model on the test split and exports it. Everything lands in the run folder
 (`imgrec.run_folder.RunFolder`).
 """
 
+import contextlib
 import os
 import time
 
@@ -63,6 +64,10 @@ def _callbacks(config, run, *, chief, monitor, best, append_history):
 def train(config):
   """Trains, evaluates and exports a model as `config` says.
 
+  A rerun of the same command resumes the run in `model_dir`; a run with
+  other settings or other data there is refused unless `config.overwrite`.
+  One process writes a model_dir at a time.
+
   Args:
     config: a TrainConfig.
 
@@ -70,21 +75,40 @@ def train(config):
     A dict with model_dir, the test report, history and wall time.
 
   Raises:
-    ImgrecError: bad configuration or data.
+    ImgrecError: bad configuration or data, a model_dir that cannot be
+      written or holds another run, or one in use by another process.
   """
   start = time.time()
   task = tasks.ImageClassificationTask.from_config(config)
-  config = task.config
-  run = RunFolder(config.model_dir)
-  strategy = distribute.get_strategy(config.strategy)
+  run = RunFolder(task.config.model_dir)
+  strategy = distribute.get_strategy(task.config.strategy)
   if distribute.is_multi_worker(strategy):
     from imgrec.training import keras_internals  # pylint: disable=g-import-not-at-top
     keras_internals.patch_keras()
   chief = distribute.is_chief(strategy)
+  # Other workers write only their own temporary folders; the chief holds
+  # the run's lock.
+  with run.lock("imgrec-train") if chief else contextlib.nullcontext():
+    return _train(task, run, strategy, chief, start)
+
+
+def _train(task, run, strategy, chief, start):
+  """`train` inside the run's lock."""
+  config = task.config
+  resuming = False
+  if chief:
+    run.clean_stale_temporaries()
+    if config.overwrite:
+      run.clear()
+    else:
+      resuming = run.check_resumable(config)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
-  run.makedirs()
+  stages = _stages(config, run)
+  # Also finishes or drops a backup commit that a kill cut short, before
+  # anything else is written.
+  restore = [resume.restore_point(d, strategy) for *_, d in stages]
   folder = task.build_folder(run.data_report_path if chief else None)
   class_names = folder.class_names
   num_classes = len(class_names)
@@ -93,7 +117,9 @@ def train(config):
   logging.info("data %s: %d classes, %d train / %d val / %d test images",
                folder.root, num_classes, len(train_split), len(val_split),
                len(test_split))
-  if chief:
+  if chief and resuming:
+    run.check_same_splits(folder.splits)
+  elif chief:
     run.write_config(task.config_to_record(folder))
     run.write_labels(class_names)
     run.write_splits(folder.root, class_names, folder.splits)
@@ -117,8 +143,6 @@ def train(config):
                   if config.class_weight == "auto" else None)
 
   monitor = "val_accuracy" if val_ds is not None else "accuracy"
-  stages = _stages(config, run)
-  restore = [resume.restore_point(d, strategy) for *_, d in stages]
   # A rerun resumes after the last epoch whose backup was committed; history
   # rows of later epochs (cut short by a kill, run again now) are dropped.
   epochs_done = max(int(m["epoch"]) if m else 0 for _, m in restore)
