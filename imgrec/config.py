@@ -441,6 +441,12 @@ class PredictConfig(Config):
                             "folder, or an imgrec-train model_dir.")
   top_k: int = field(1, "Classes to show per image.", check=_at_least(1))
   format: str = field("table", "Output format.", choices=("table", "json"))
+  max_image_pixels: int = field(
+      DEFAULT_MAX_IMAGE_PIXELS, "Refuse image files whose header declares "
+      "more pixels (decompression bombs).", check=_positive)
+  trust_model: bool = field(
+      False, "Load a SavedModel even if its graphs can read or write files "
+      "or run Python. Only for files you trust.")
 
   def _check_relations(self, check_files):
     if not self.model:

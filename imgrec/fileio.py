@@ -20,6 +20,8 @@ import os
 import shutil
 import tempfile
 
+from imgrec.errors import ImgrecError
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -171,3 +173,24 @@ def cache_home(*parts):
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
       os.path.expanduser("~"), ".cache")
   return os.path.abspath(os.path.join(base, "imgrec", *parts))
+
+
+def check_free_space(directory, needed, what, then="run the same command "
+                     "again"):
+  """Raises before a write of about `needed` bytes that cannot fit.
+
+  A write that fails half way can leave a library (h5py) in a state that
+  crashes the process; refusing first leaves everything as it was.
+
+  Raises:
+    ImgrecError: naming the folder, the bytes needed and free.
+  """
+  try:
+    free = shutil.disk_usage(directory).free
+  except OSError:
+    return  # Let the write itself say what is wrong.
+  if free < needed:
+    raise ImgrecError(
+        f"Not enough free space in {directory} for {what}: about "
+        f"{needed / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free. Free some "
+        f"space, then {then}.")

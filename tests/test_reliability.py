@@ -179,6 +179,7 @@ def test_second_writer_is_refused_and_a_dead_one_frees_the_lock(tmp_path):
     pass
 
 
+@pytest.mark.slow
 def test_two_trainings_at_once_one_stops_with_one_line(tmp_path):
   data = write_toy_folder(tmp_path / "data", per_class=8)
   run = RunFolder(tmp_path / "run")
@@ -203,6 +204,7 @@ def test_class_names_that_cannot_round_trip_are_refused(tmp_path):
     sources.read_labels_csv(str(csv_path))
 
 
+@pytest.mark.slow
 def test_model_dir_inside_the_data_is_refused(tmp_path):
   data = write_toy_folder(tmp_path / "data", per_class=3)
   with pytest.raises(ImgrecError, match="never writes into your data"):
@@ -216,6 +218,7 @@ def test_model_dir_inside_the_data_is_refused(tmp_path):
   assert not os.path.exists(os.path.join(data, "runs"))
 
 
+@pytest.mark.slow
 def test_training_and_scanning_never_write_into_the_data(tmp_path):
   data = write_toy_folder(tmp_path / "data", per_class=8)
   before = snapshot(data)
@@ -256,3 +259,288 @@ def test_csv_naming_system_files_is_refused_and_nothing_leaks(tmp_path):
   text = report_path.read_text()
   assert "secret.jpg" in text and "TOPSECRET" not in text
   assert "root:x" not in text
+
+
+# --- 8, 9, 10: faults ------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 3 MB tmpfs (root only); yields its path and a resize function."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  if os.geteuid() != 0 or subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+      capture_output=True).returncode:
+    pytest.skip("needs root and tmpfs mounts")
+
+  def resize(size):
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)],
+                   check=True)
+
+  try:
+    yield str(mount), resize
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_full_disk_fails_cleanly_keeps_results_and_rerun_resumes(tmp_path,
+                                                                 small_disk):
+  disk, resize = small_disk
+  data = write_toy_folder(tmp_path / "data", per_class=8)
+  args = [f"--data_dir={data}", f"--model_dir={disk}/run", "--epochs=4",
+          "--image_size=32", "--batch_size=8", "--model=resnet",
+          "--export=false", "--verbose=0"]
+  resize("11m")  # Room for the first epoch's outputs, not the second's.
+  proc = run_cli("train", *args)
+  assert_one_line_error(proc, "Not enough free space")
+  assert "resumes after epoch" in proc.stderr
+  run = RunFolder(f"{disk}/run")
+  from imgrec import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  tasks_lib.load_model(run.best_model_path)  # The last good one is intact.
+  resize("64m")
+  proc = run_cli("train", *args)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "resuming after epoch" in proc.stderr
+  with open(run.history_path) as f:
+    assert [l.split(",")[0] for l in f.read().split()[1:]] == [
+        "0", "1", "2", "3"]
+
+
+@pytest.mark.slow
+def test_read_only_model_dir_fails_before_any_work(tmp_path, small_disk):
+  disk, _ = small_disk
+  subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
+  data = write_toy_folder(tmp_path / "data", per_class=4)
+  for module, args in (("train", [f"--data_dir={data}"]),
+                       ("evaluate", []), ("export", [])):
+    proc = run_cli(module, f"--model_dir={disk}", *args)
+    assert proc.returncode == 2, (module, proc.stderr[-1500:])
+    assert "Traceback" not in proc.stderr, module
+    assert ("Cannot write into model_dir" in proc.stderr or
+            "No training config" in proc.stderr or
+            "No trained model" in proc.stderr), (module, proc.stderr)
+
+
+@pytest.mark.slow
+def test_file_in_place_of_a_folder(tmp_path):
+  data = write_toy_folder(tmp_path / "data", per_class=4)
+  (tmp_path / "afile").write_text("x")
+  proc = run_cli("train", f"--data_dir={data}",
+                 f"--model_dir={tmp_path / 'afile'}")
+  assert_one_line_error(proc, "is a file, not a folder")
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "export").write_text("x")
+  proc = run_cli("train", f"--data_dir={data}", f"--model_dir={run}")
+  assert_one_line_error(proc, "a file where imgrec keeps a folder")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  tmp = tmp_path_factory.mktemp("exported")
+  data = write_toy_folder(tmp / "data", per_class=8)
+  result = trainer.train(TrainConfig(
+      data_dir=data, model_dir=str(tmp / "run"), epochs=1, image_size=16,
+      batch_size=8, verbose=0))
+  return RunFolder(result["model_dir"]), data
+
+
+def test_leftovers_of_a_killed_export_are_cleaned(exported):
+  from imgrec.config import ExportConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
+  run, _ = exported
+  stale = [os.path.join(run.export_dir, ".tmp-saved_model-abc"),
+           os.path.join(run.export_dir, ".tmp-model.tflite")]
+  os.makedirs(stale[0])
+  open(stale[1], "w").close()
+  exporter.export(ExportConfig(model_dir=run.path))
+  assert not any(os.path.exists(p) for p in stale)
+  assert os.stat(run.saved_model_dir).st_mode & 0o777 == 0o755
+
+
+# --- 11, 13, 15, 16: hostile inputs and model files -------------------------------
+
+
+def _bomb(path, side=20000):
+  """A valid 1-bit PNG of side x side zeros: tiny file, gigabytes decoded."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data +
+            struct.pack(">I", zlib.crc32(kind + data)))
+
+  raw = zlib.compress(bytes(side * (side // 8 + 1)))
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", side, side, 1, 0, 0, 0, 0)) + chunk(b"IDAT", raw) +
+            chunk(b"IEND", b""))
+  return str(path)
+
+
+def test_huge_image_is_refused_from_its_header(exported, tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  run, data = exported
+  bomb = _bomb(tmp_path / "bomb.png")
+  clf = Classifier.load(run.tflite_path())
+  good = os.path.join(data, "red", "000.png")
+  first, second = clf.predict([bomb, good])
+  assert "declares" in first.error and first.label is None
+  assert second.label is not None and second.error is None
+  with pytest.raises(ImgrecError, match="declares"):
+    clf.predict(bomb)
+  served = tf.saved_model.load(run.saved_model_dir)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="limit"):
+    served.signatures["serving_bytes"](image_bytes=tf.constant(
+        [open(bomb, "rb").read()]))
+
+
+@pytest.mark.parametrize("item, message", [
+    (np.full((8, 8, 3), 0.5, np.float32), "0..1"),
+    (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+    (np.full((8, 8, 3), 300, np.uint16), "above 255"),
+    (np.ones((8, 8, 3), bool), "dtype bool"),
+    (np.zeros((0, 0, 3), np.uint8), "empty"),
+    (np.zeros((8, 8, 2), np.uint8), "must be"),
+    (None, "None"),
+])
+def test_classifier_input_contract(exported, item, message):
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  run, _ = exported
+  clf = Classifier.load(run.best_model_path)
+  if item is None:
+    with pytest.raises(ImgrecError, match=message):
+      clf.predict(item)
+    return
+  with pytest.raises(ImgrecError, match=f"Input 0.*{message}"):
+    clf.predict(item)
+  # In a list, the bad item gets an error and the rest are classified.
+  results = clf.predict([item, np.full((8, 8, 3), 128, np.uint8)])
+  assert message in results[0].error and results[1].label is not None
+
+
+def test_classifier_accepts_what_the_contract_allows(exported):
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  run, _ = exported
+  clf = Classifier.load(run.best_model_path)
+  image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), np.uint8)
+  want = clf.predict_proba(image)
+  np.testing.assert_allclose(clf.predict_proba(image.astype(np.float32)),
+                             want, atol=1e-6)
+  np.testing.assert_allclose(clf.predict_proba(image.astype(np.int64)),
+                             want, atol=1e-6)
+  rgba = np.dstack([image, np.full((20, 30), 255, np.uint8)])
+  np.testing.assert_allclose(clf.predict_proba(rgba), want, atol=1e-6)
+  with pytest.raises(ImgrecError, match="top_k"):
+    clf.predict(image, top_k=0)
+
+
+def test_damaged_model_files_are_one_line_errors(exported, tmp_path):
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  run, _ = exported
+  (tmp_path / "empty.tflite").write_bytes(b"")
+  (tmp_path / "garbage.keras").write_bytes(os.urandom(1000))
+  keras_bytes = open(run.best_model_path, "rb").read()
+  (tmp_path / "cut.keras").write_bytes(keras_bytes[:len(keras_bytes) // 2])
+  tflite = open(run.tflite_path(), "rb").read()
+  (tmp_path / "cut.tflite").write_bytes(tflite[:len(tflite) // 3])
+  broken = tmp_path / "sm"
+  shutil.copytree(run.saved_model_dir, broken)
+  (broken / "saved_model.pb").write_bytes(b"\x0a\xff garbage")
+  for name, message in (("empty.tflite", "empty"),
+                        ("garbage.keras", "not a .keras file"),
+                        ("cut.keras", "not a .keras file"),
+                        ("cut.tflite", "TFLite"),
+                        ("sm", "not a readable SavedModel")):
+    with pytest.raises(ImgrecError, match=message):
+      Classifier.load(str(tmp_path / name))
+  proc = run_cli("predict", f"--model={tmp_path / 'garbage.keras'}",
+                 os.path.join(exported[1], "red", "000.png"))
+  assert_one_line_error(proc, "not a .keras file")
+
+
+def test_saved_model_with_side_effects_is_refused_unless_trusted(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  victim = tmp_path / "written_by_the_model.txt"
+
+  class Crafted(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3],
+                                                 tf.uint8)])
+    def serve(self, images):
+      tf.io.write_file(str(victim), tf.io.read_file("/etc/hostname"))
+      return {"probabilities": tf.ones([tf.shape(images)[0], 2])}
+
+  crafted = Crafted()
+  path = str(tmp_path / "crafted")
+  tf.saved_model.save(crafted, path,
+                      signatures={"serving_default": crafted.serve})
+  with pytest.raises(ImgrecError, match="ReadFile, WriteFile.*trust_model"):
+    Classifier.load(path)
+  assert not victim.exists()
+  Classifier.load(path, trust_model=True)  # The user vouches for it.
+
+
+# --- 14, 17, 18: flags, weights, chatter ---------------------------------------
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("evaluate", ["--model_dir=x", "--batch_size=-5"], "batch_size"),
+    ("export", ["--model_dir=x", "--top_k=-2"], "top_k"),
+    ("export", ["--model_dir=x", "--top_k=0"], "top_k"),
+    ("export", ["--model_dir=x", "--calibration_images=0"],
+     "calibration_images"),
+    ("predict", ["--model=x", "--top_k=0", "a.png"], "top_k"),
+    ("scan", ["--max_image_pixels=0"], "max_image_pixels"),
+])
+def test_every_flag_is_checked(module, args, message):
+  assert_one_line_error(run_cli(module, *args), message)
+
+
+def test_int8_file_that_stayed_float_is_refused(exported, monkeypatch):
+  from imgrec.export import tflite as tflite_lib  # pylint: disable=g-import-not-at-top
+  run, _ = exported
+  real = tflite_lib._convert  # pylint: disable=protected-access
+  monkeypatch.setattr(tflite_lib, "_convert",
+                      lambda c, q, r: real(c, "float", r))
+  from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ImgrecError, match="not an integer model"):
+    exporter.export_run(run, quantizations=("int8",), calibration_images=8)
+
+
+def test_missing_imagenet_weights_say_how_to_do_without(monkeypatch,
+                                                        tmp_path):
+  from imgrec.models import transfer  # pylint: disable=g-import-not-at-top
+
+  def offline(name, input_shape):
+    raise Exception(  # pylint: disable=broad-exception-raised
+        "URL fetch failure on https://example.org/w/mobilenet_v2_no_top.h5: "
+        "None -- [Errno -2] Name or service not known")
+
+  monkeypatch.setattr(transfer, "fetch_imagenet_weights", offline)
+  with pytest.raises(ImgrecError, match=r"mobilenet_v2_no_top\.h5.*"
+                     r"--weights=none"):
+    tasks.resolve(TrainConfig(model="mobilenet_v2",
+                              data_dir=str(tmp_path / "absent")))
+
+
+@pytest.mark.slow
+def test_a_run_prints_imgrec_lines_not_library_chatter(tmp_path):
+  data = write_toy_folder(tmp_path / "data", per_class=6)
+  proc = run_cli("train", f"--data_dir={data}",
+                 f"--model_dir={tmp_path / 'run'}", "--epochs=1",
+                 "--image_size=16", "--verbose=0",
+                 env={k: v for k, v in ENV.items()
+                      if k != "TF_CPP_MIN_LOG_LEVEL"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for chatter in ("Sharding callback", "Writing fingerprint", "oneDNN",
+                  "absl::InitializeLog", "unsupported characters"):
+    assert chatter not in proc.stderr + proc.stdout, chatter
+  assert all(l.startswith("imgrec: ") for l in proc.stderr.splitlines()), (
+      proc.stderr)
+  assert "test accuracy" in proc.stdout

@@ -1,11 +1,20 @@
-"""What every imgrec command shares: flags from a config record, one-line errors."""
+"""What every imgrec command shares: flags from a config record, quiet start, one-line errors.
 
+What a person sees is imgrec's own progress and results on stderr
+(`imgrec: ...` lines) and stdout. TensorFlow's start-up and INFO lines show
+only when asked for with `--verbosity` (e.g. `--verbosity=0` for INFO).
+"""
+
+import contextlib
+import errno
 import logging
 import os
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 from imgrec.cli import flags as flags_lib
 from imgrec.errors import ImgrecError
@@ -13,10 +22,19 @@ from imgrec.errors import ImgrecError
 # TensorFlow's C++ start-up chatter hides the one line users need to read.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# OS errors that are the user's to fix (space, permissions, a path): one
+# line, no traceback.
+_USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                             errno.EACCES, errno.EPERM, errno.ENOENT,
+                             errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                             errno.ENAMETOOLONG, errno.EMFILE})
+
 
 def fail(message):
   """Prints `prog: error: message` on stderr and exits with status 2."""
   prog = os.path.basename(sys.argv[0]) if sys.argv else "imgrec"
+  if prog.endswith(".py") or prog == "__main__.py":
+    prog = "imgrec"
   sys.stderr.write(f"{prog}: error: {message}\n")
   sys.stderr.flush()
   sys.exit(2)
@@ -35,21 +53,97 @@ def no_positional(argv):
     fail(f"Unexpected arguments: {' '.join(argv[1:])}. Flags start with --.")
 
 
-def run_config_main(config_cls, main, *, exclude=(), argv=None):
+@contextlib.contextmanager
+def _stderr_to_file():
+  """Sends what C++ code writes to stderr (fd 2) to a file for the block.
+
+  Yields the file; the caller shows it when something went wrong.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as sink:
+    os.dup2(sink.fileno(), 2)
+    try:
+      yield sink
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+@contextlib.contextmanager
+def quietly():
+  """Hides what native libraries print on stderr for the block, unless --verbosity.
+
+  What they said is shown if the block fails.
+  """
+  if flags.FLAGS["verbosity"].present:
+    yield
+    return
+  with _stderr_to_file() as sink:
+    try:
+      yield
+    except BaseException:
+      sink.seek(0)
+      sys.stderr.write(sink.read().decode("utf-8", "replace"))
+      raise
+
+
+def import_tensorflow_quietly():
+  """Imports TensorFlow and finds its devices without the start-up lines.
+
+  If that fails, what TensorFlow said is shown with the error.
+  """
+  with quietly():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.list_physical_devices()
+
+
+def _configure_logging():
+  """imgrec's log lines on stderr; library chatter only with --verbosity."""
+  imgrec_logger = logging.getLogger("imgrec")
+  if not any(getattr(h, "_imgrec", False) for h in imgrec_logger.handlers):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("imgrec: %(message)s"))
+    handler._imgrec = True  # pylint: disable=protected-access
+    imgrec_logger.addHandler(handler)
+  imgrec_logger.setLevel(logging.INFO)
+  imgrec_logger.propagate = False
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def run_config_main(config_cls, main, *, exclude=(), argv=None,
+                    tensorflow=True):
   """Defines the flags of `config_cls`, parses them and runs `main(config, argv)`.
 
-  User errors (ImgrecError) become one line on stderr and exit status 2;
-  Ctrl-C exits with 130.
+  User errors (ImgrecError, and OS errors such as a full disk or a
+  read-only folder) become one line on stderr and exit status 2; Ctrl-C
+  exits with 130.
+
+  Args:
+    config_cls: the config record whose fields are the flags.
+    main: `fn(config, argv)`.
+    exclude: fields that get no flag.
+    argv: the command line (default: sys.argv).
+    tensorflow: the command uses TensorFlow (imported quietly up front).
   """
   names = flags_lib.define_flags(config_cls, exclude=exclude)
 
   def guarded(argv):
-    # TensorFlow's own INFO lines (SavedModel writer, ...) bury imgrec's.
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    _configure_logging()
     try:
+      if tensorflow:
+        import_tensorflow_quietly()
       return main(flags_lib.config_from_flags(config_cls, names), argv)
     except ImgrecError as e:
       fail(str(e))
+    except OSError as e:
+      if e.errno not in _USER_OS_ERRORS:
+        raise
+      where = f"{e.filename}: " if e.filename else ""
+      fail(f"{where}{e.strerror or e}. Check the path, its permissions and "
+           "the free space, then run the same command again.")
     except KeyboardInterrupt:
       sys.stderr.write("interrupted\n")
       sys.exit(130)

@@ -15,17 +15,18 @@ def main(config, argv):
   if len(argv) < 2:
     common.fail("Give image files or folders to classify after the flags.")
   from imgrec.data import folder  # pylint: disable=g-import-not-at-top
-  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
   paths = folder.expand_image_paths(argv[1:])
-  clf = Classifier.load(config.model)
+  with common.quietly():  # LiteRT announces its delegate on stderr.
+    clf = Classifier.load(config.model, trust_model=config.trust_model,
+                          max_image_pixels=config.max_image_pixels)
   results, failures = [], 0
-  for path in paths:
-    try:
-      results.append(clf.predict([path], top_k=config.top_k)[0])
-    except ImgrecError as e:  # Report and go on with the other files.
+  for prediction in clf.predict(paths, top_k=config.top_k):
+    if prediction.error:  # Report and go on with the other files.
       failures += 1
-      sys.stderr.write(f"skipped: {e}\n")
+      sys.stderr.write(f"skipped: {prediction.error}\n")
+    else:
+      results.append(prediction)
   if config.format == "json":
     print(json.dumps([r.to_dict() for r in results], indent=2))
   else:

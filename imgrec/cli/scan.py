@@ -36,7 +36,7 @@ def main(config, argv):
 
 
 def run():
-  common.run_config_main(ScanConfig, main, exclude=("scan",))
+  common.run_config_main(ScanConfig, main, exclude=("scan",), tensorflow=False)
 
 
 if __name__ == "__main__":

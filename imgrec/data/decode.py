@@ -26,6 +26,7 @@ formats it cannot read the policy's way instead of giving other pixels.
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 
@@ -506,11 +507,20 @@ def open_plan(path, max_pixels=None):
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(path) as image:
-      width, height = image.size
-      how = plan(image, path)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(path) as image:
+        width, height = image.size
+        how = plan(image, path)
+  except Image.DecompressionBombError:
+    width = height = None
   except Exception:  # pylint: disable=broad-except
     return None
+  if width is None and max_pixels is not None:
+    raise ImgrecError(
+        f"Image {path} declares more than {2 * Image.MAX_IMAGE_PIXELS:,} "
+        "pixels (a decompression bomb, or a photo far larger than any model "
+        "input). Shrink it.")
   if max_pixels is not None and width * height > max_pixels:
     raise ImgrecError(
         f"Image {path} declares {width}x{height} = {width * height:,} pixels, "

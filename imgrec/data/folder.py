@@ -126,11 +126,19 @@ class _Walker:
       folders, loops and (unless followed) links out of the root are not
       entered.
     """
-    try:
-      st = os.stat(top)
-    except OSError:
-      return
-    seen = {(st.st_dev, st.st_ino)}
+    # The folders above `top`, up to the root: a link back to one of them
+    # is a loop.
+    seen = set()
+    here = os.path.abspath(top)
+    while True:
+      try:
+        st = os.stat(here)
+      except OSError:
+        return
+      seen.add((st.st_dev, st.st_ino))
+      if os.path.realpath(here) == self.root or here == os.path.dirname(here):
+        break
+      here = os.path.dirname(here)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
       keep, hidden = [], []
       for d in sorted(dirnames):

@@ -15,15 +15,16 @@ splits the source names (always `train`), to be scanned with
 import csv
 import dataclasses
 import json
+import logging
 import os
 import re
 import time
 
-from absl import logging
-
 from imgrec import fileio
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
+
+logger = logging.getLogger(__name__)
 
 CSV_SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val",
                    "test": "test"}
@@ -225,9 +226,9 @@ def read_labels_csv(csv_path, *, min_classes=2, allow_outside=False):
     part.paths.append(full)
     part.labels.append(index[label])
   if missing:
-    logging.warning("%d file(s) listed in %s do not exist and are skipped: %s",
-                    len(missing), csv_path,
-                    _listing([m["path"] for m in missing]))
+    logger.warning("%d file(s) listed in %s do not exist and are skipped: %s",
+                   len(missing), csv_path,
+                   _listing([m["path"] for m in missing]))
 
   train = splits.setdefault("train", folder_lib.Split([], []))
   with_train = {class_names[l] for l in train.labels}
@@ -488,15 +489,15 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
     manifest = _read_marker(split_dir, key)
     if manifest is None:
       start = time.monotonic()
-      logging.info("exporting TFDS %s split %r to %s (once)",
-                   builder.info.full_name, mapping[split], split_dir)
+      logger.info("exporting TFDS %s split %r to %s (once)",
+                  builder.info.full_name, mapping[split], split_dir)
       manifest = _export_split(tfds, builder, mapping[split], split_dir, key,
                                dir_names, image_key, label_key)
-      logging.info("exported %d images in %.1f s", len(manifest["files"]),
-                   time.monotonic() - start)
+      logger.info("exported %d images in %.1f s", len(manifest["files"]),
+                  time.monotonic() - start)
     if manifest["unlabeled"]:
-      logging.warning("TFDS %s split %r: left out %d examples without a "
-                      "label", name, mapping[split], manifest["unlabeled"])
+      logger.warning("TFDS %s split %r: left out %d examples without a "
+                     "label", name, mapping[split], manifest["unlabeled"])
     if manifest["files"] or split == "train":
       splits[split] = folder_lib.Split(
           [os.path.join(split_dir, f) for f in manifest["files"]],

@@ -27,13 +27,14 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   if model is None:
     model = tasks.load_model(run.require_best_model())
   class_names = run.read_labels()
+  task = tasks.ImageClassificationTask.from_run(run)
   representative = None
   if "int8" in quantizations:
-    task = tasks.ImageClassificationTask.from_run(run)
     train = folder_lib.Split(*run.read_split("train"))
     representative = task.calibration_images(train, calibration_images)
   out = {"saved_model": saved_model_lib.export_saved_model(
-      model, class_names, run.saved_model_dir, top_k=top_k), "tflite": {}}
+      model, class_names, run.saved_model_dir, top_k=top_k,
+      max_image_pixels=task.config.max_image_pixels), "tflite": {}}
   for variant in quantizations:
     out["tflite"][variant] = tflite_lib.export_tflite(
         model, run.tflite_path(variant), class_names=class_names,

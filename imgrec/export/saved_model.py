@@ -19,13 +19,15 @@ import tensorflow as tf
 
 from imgrec import fileio
 from imgrec import tasks
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
 from imgrec.data import ops
 from imgrec.run_folder import LABELS_NAME
 from imgrec.run_folder import write_labels_file
 
 
-def export_saved_model(model, class_names, path, top_k=5):
+def export_saved_model(model, class_names, path, top_k=5,
+                       max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """Writes `model` as a SavedModel with image and bytes signatures.
 
   The folder is written under a temporary name and renamed into place, so a
@@ -37,6 +39,8 @@ def export_saved_model(model, class_names, path, top_k=5):
     class_names: class names in label order.
     path: output folder.
     top_k: number of top classes in the outputs (capped at the classes).
+    max_image_pixels: `serving_bytes` refuses, from the header and before
+      decoding, images declaring more pixels.
 
   Returns:
     `path`.
@@ -58,7 +62,8 @@ def export_saved_model(model, class_names, path, top_k=5):
 
   def serve_bytes(image_bytes):
     pixels = tf.map_fn(
-        lambda b: ops.resize(decode.decode_bytes(b, channels), size),
+        lambda b: ops.resize(decode.decode_bytes(
+            b, channels, max_pixels=max_image_pixels), size),
         image_bytes,
         fn_output_signature=tf.TensorSpec([size[0], size[1], channels],
                                           tf.float32))

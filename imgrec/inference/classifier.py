@@ -16,7 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from imgrec import tasks
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+from imgrec.data import decode
 from imgrec.errors import ImgrecError
+from imgrec.inference import model_files
 from imgrec.run_folder import LABELS_NAME
 from imgrec.run_folder import read_labels_file
 from imgrec.run_folder import RunFolder
@@ -24,17 +27,21 @@ from imgrec.run_folder import RunFolder
 
 @dataclasses.dataclass
 class Prediction:
-  """The classification of one image."""
-  label: str
-  index: int
-  score: float
+  """The classification of one image (or why it could not be classified)."""
+  label: str | None
+  index: int | None
+  score: float | None
   top_k: list  # [(label, probability), ...], best first.
   source: str | None = None  # File path, when the input was a file.
+  error: str | None = None  # Set, and the rest empty, when it failed.
 
   def to_dict(self):
-    return {"source": self.source, "label": self.label, "index": self.index,
-            "score": self.score,
-            "top_k": [{"label": l, "probability": p} for l, p in self.top_k]}
+    out = {"source": self.source, "label": self.label, "index": self.index,
+           "score": self.score,
+           "top_k": [{"label": l, "probability": p} for l, p in self.top_k]}
+    if self.error:
+      out["error"] = self.error
+    return out
 
 
 def _find_labels(path):
@@ -62,9 +69,15 @@ class _KerasBackend:
 class _TFLiteBackend:
   format = "tflite"
 
-  def __init__(self, path):
+  def __init__(self, path, num_threads=None):
     from imgrec.inference.litert import TFLiteRunner  # pylint: disable=g-import-not-at-top
-    self.runner = TFLiteRunner(path)
+    model_files.check_tflite_file(path)
+    try:
+      self.runner = TFLiteRunner(path, num_threads=num_threads)
+    except (ValueError, RuntimeError) as e:
+      raise ImgrecError(f"Cannot load TFLite model {path}: "
+                        f"{str(e).splitlines()[0]}. It is damaged or not an "
+                        "image classifier; export it again.") from e
     self.image_size, self.channels = self.runner.image_size, self.runner.channels
 
   def __call__(self, pixels):
@@ -76,41 +89,107 @@ class _SavedModelBackend:
   format = "saved_model"
   takes_raw = True
 
-  def __init__(self, path):
-    self.loaded = tf.saved_model.load(path)
-    self.fn = self.loaded.signatures["serving_default"]
+  def __init__(self, path, trust_model=False):
+    model_files.check_saved_model(path, trust=trust_model)
+    try:
+      self.loaded = tf.saved_model.load(path)
+      self.fn = self.loaded.signatures["serving_default"]
+    except (KeyError, ValueError, OSError, tf.errors.OpError) as e:
+      raise ImgrecError(f"Cannot load SavedModel {path}: "
+                        f"{str(e).splitlines()[0] if str(e) else e!r}. Is it "
+                        "an imgrec export (serving_default taking uint8 "
+                        "images)?") from e
     self.channels = 3
 
   def raw(self, image):
     out = self.fn(images=tf.constant(image[None]))
-    labels = [l.decode() for l in out["top_k_labels"].numpy()[0]]
-    indices = out["top_k_indices"].numpy()[0]
-    return out["probabilities"].numpy()[0], dict(zip(indices.tolist(), labels))
+    return out["probabilities"].numpy()[0]
+
+
+def _as_image(item, where):
+  """Checks one array input against the contract; returns uint8 [H, W, 3].
+
+  The contract: uint8, or a float or int array in 0..255 (raw pixels, as
+  files give them), shaped [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]
+  (alpha is composited on white, as for files).
+  """
+  if item is None:
+    raise ImgrecError(f"{where} is None: give a file path or an image array.")
+  image = np.asarray(item)
+  if image.dtype == object or image.dtype.kind not in "uif":
+    raise ImgrecError(f"{where} has dtype {image.dtype}: give uint8 pixels "
+                      "(or floats in 0..255).")
+  if image.dtype == np.uint16 or (image.dtype.kind in "iu" and
+                                  image.size and image.max() > 255):
+    raise ImgrecError(f"{where} holds values above 255 ({image.dtype}): give "
+                      "8-bit pixels, e.g. (image >> 8).astype(np.uint8) for "
+                      "16-bit images.")
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise ImgrecError(f"{where} must be [H, W], [H, W, 1], [H, W, 3] or "
+                      f"[H, W, 4]. Received: shape={image.shape}")
+  if image.shape[0] == 0 or image.shape[1] == 0:
+    raise ImgrecError(f"{where} is empty. Received: shape={image.shape}")
+  if image.dtype.kind == "f":
+    if not np.isfinite(image).all():
+      raise ImgrecError(f"{where} holds NaN or infinite values.")
+    low, high = float(image.min()), float(image.max())
+    if low < 0 or high > 255:
+      raise ImgrecError(f"{where} holds values outside 0..255 ({low:g} to "
+                        f"{high:g}): give raw pixels.")
+    if high <= 1 and np.any((image > 0) & (image < 1)):
+      raise ImgrecError(f"{where} looks like floats in 0..1; imgrec takes raw "
+                        "0..255 pixels: multiply by 255.")
+    image = np.round(image)
+  if image.dtype.kind == "i" and image.size and image.min() < 0:
+    raise ImgrecError(f"{where} holds negative values: give 0..255 pixels.")
+  image = image.astype(np.uint8)
+  if image.shape[-1] == 4:
+    image = np.asarray(decode.composite_on_white(image))
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  return image
 
 
 class Classifier:
-  """Classifies images with a trained imgrec model in any exported format."""
+  """Classifies images with a trained imgrec model in any exported format.
 
-  def __init__(self, backend, class_names, path):
+  Inputs: file paths (read under imgrec's decode policy, refused from the
+  header when larger than `max_image_pixels`), or arrays of raw 0..255
+  pixels (uint8, or floats/ints in that range).
+  """
+
+  def __init__(self, backend, class_names, path,
+               max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     self._backend = backend
     self.class_names = list(class_names) if class_names else None
     self.path = path
+    self.max_image_pixels = max_image_pixels
 
   @property
   def format(self):
     return self._backend.format
 
   @classmethod
-  def load(cls, path):
+  def load(cls, path, *, trust_model=False,
+           max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, num_threads=None):
     """Loads a model.
 
     Args:
       path: a `.keras` file, a `.tflite` file, a SavedModel folder, or an
         imgrec model_dir (its `export/saved_model`, else `best.keras`).
+      trust_model: load a SavedModel even if its graphs can read or write
+        files or run Python (see `model_files`). `.keras` files are always
+        loaded in Keras' safe mode.
+      max_image_pixels: refuse image files declaring more pixels.
+      num_threads: CPU threads for TFLite models.
 
     Raises:
-      ImgrecError: nothing loadable at `path`.
+      ImgrecError: nothing loadable at `path`, a damaged file, or an
+        untrusted SavedModel with side effects.
     """
+    path = os.fspath(path)
     if not os.path.exists(path):
       raise ImgrecError(f"Model {path} does not exist. Pass a .keras or "
                         ".tflite file, a SavedModel folder or a model_dir.")
@@ -119,74 +198,90 @@ class Classifier:
       run = RunFolder(path)
       for candidate in (run.saved_model_dir, run.best_model_path):
         if os.path.exists(candidate):
-          return cls.load(candidate)
+          return cls.load(candidate, trust_model=trust_model,
+                          max_image_pixels=max_image_pixels,
+                          num_threads=num_threads)
       raise ImgrecError(f"{path} is neither a SavedModel nor an imgrec "
                         "model_dir (no export/saved_model or best.keras).")
     labels = _find_labels(path)
     if os.path.isdir(path):
-      backend = _SavedModelBackend(path)
+      backend = _SavedModelBackend(path, trust_model)
     elif path.endswith(".keras"):
       backend = _KerasBackend(path)
     elif path.endswith(".tflite"):
-      backend = _TFLiteBackend(path)
+      backend = _TFLiteBackend(path, num_threads)
     else:
       raise ImgrecError(f"Unknown model format: {path}. Expected a .keras or "
                         ".tflite file or a SavedModel folder.")
-    return cls(backend, labels, path)
+    return cls(backend, labels, path, max_image_pixels)
 
-  def _load_inputs(self, inputs):
-    if isinstance(inputs, (str, os.PathLike, np.ndarray)):
-      inputs = [inputs]
-    images, sources = [], []
-    for item in inputs:
-      if isinstance(item, (str, os.PathLike)):
-        images.append(tasks.read_image(os.fspath(item)))
-        sources.append(os.fspath(item))
-      else:
-        image = np.asarray(item)
-        if image.ndim == 2:
-          image = image[..., None]
-        if image.ndim != 3 or image.shape[-1] not in (1, 3):
-          raise ImgrecError("Images must be [H, W], [H, W, 1] or [H, W, 3] "
-                            f"arrays. Received: shape={image.shape}")
-        if image.shape[-1] == 1:
-          image = np.repeat(image, 3, axis=-1)
-        images.append(np.clip(image, 0, 255).astype(np.uint8))
-        sources.append(None)
-    return images, sources
-
-  def predict_proba(self, inputs):
-    """Returns class probabilities [N, num_classes] for images or paths."""
-    images, _ = self._load_inputs(inputs)
-    return self._probabilities(images)
+  def _image(self, item, index):
+    """One input as uint8 [H, W, 3] and its source path (or None)."""
+    if isinstance(item, (str, os.PathLike)):
+      path = os.fspath(item)
+      return decode.read_file(path, 3, self.max_image_pixels), path
+    return _as_image(item, f"Input {index}"), None
 
   def _probabilities(self, images):
     if getattr(self._backend, "takes_raw", False):
-      return np.stack([self._backend.raw(im)[0] for im in images])
+      return np.stack([self._backend.raw(im) for im in images])
     pixels = tasks.preprocess(images, self._backend.image_size,
                               self._backend.channels)
     return self._backend(pixels.numpy())
+
+  def predict_proba(self, inputs):
+    """Returns class probabilities [N, num_classes] for images or paths.
+
+    Raises:
+      ImgrecError: an input breaks the contract or cannot be read (naming
+        it).
+    """
+    single = isinstance(inputs, (str, os.PathLike, np.ndarray))
+    items = [inputs] if single else list(inputs)
+    images = [self._image(item, i)[0] for i, item in enumerate(items)]
+    return self._probabilities(images)
 
   def predict(self, inputs, top_k=5):
     """Classifies images.
 
     Args:
-      inputs: a path, a uint8 array [H, W, 3], or a list of either.
-      top_k: how many classes to list per image.
+      inputs: a path or an image array, or a list of them.
+      top_k: how many classes to list per image (at least 1).
 
     Returns:
-      A list of `Prediction`, one per input.
+      A list of `Prediction`, one per input. For a list of inputs, one that
+      cannot be read or breaks the contract gets a Prediction whose `error`
+      says why; the others are classified.
+
+    Raises:
+      ImgrecError: a bad `top_k`, or a single input that cannot be used.
     """
-    images, sources = self._load_inputs(inputs)
-    if not images:
-      return []
-    probabilities = self._probabilities(images)
-    names = self.class_names or [str(i) for i in range(probabilities.shape[1])]
-    k = min(top_k, probabilities.shape[1])
-    predictions = []
-    for p, source in zip(probabilities, sources):
-      order = np.argsort(-p, kind="stable")[:k]
-      predictions.append(Prediction(
-          label=names[order[0]], index=int(order[0]), score=float(p[order[0]]),
-          top_k=[(names[i], float(p[i])) for i in order], source=source))
-    return predictions
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+      raise ImgrecError(f"top_k must be an integer >= 1. Received: "
+                        f"top_k={top_k!r}")
+    single = isinstance(inputs, (str, os.PathLike, np.ndarray)) or (
+        inputs is None)
+    items = [inputs] if single else list(inputs)
+    loaded, failures = [], {}
+    for i, item in enumerate(items):
+      try:
+        loaded.append((i,) + self._image(item, i))
+      except ImgrecError as e:
+        if single:
+          raise
+        failures[i] = Prediction(None, None, None, [], source=(
+            os.fspath(item) if isinstance(item, (str, os.PathLike)) else None),
+                                 error=str(e))
+    out = dict(failures)
+    if loaded:
+      probabilities = self._probabilities([im for _, im, _ in loaded])
+      names = self.class_names or [str(i)
+                                   for i in range(probabilities.shape[1])]
+      k = min(top_k, probabilities.shape[1])
+      for (i, _, source), p in zip(loaded, probabilities):
+        order = np.argsort(-p, kind="stable")[:k]
+        out[i] = Prediction(
+            label=names[order[0]], index=int(order[0]),
+            score=float(p[order[0]]),
+            top_k=[(names[j], float(p[j])) for j in order], source=source)
+    return [out[i] for i in range(len(items))]

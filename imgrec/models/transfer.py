@@ -194,3 +194,19 @@ def _register_backbone(name, application_name, title, mode_cfg,
 for _name, _spec in BACKBONES.items():
   globals()[_name] = _register_backbone(_name, *_spec)
 del _name, _spec
+
+
+def fetch_imagenet_weights(name, input_shape):
+  """Makes sure a backbone's ImageNet weights are on this machine.
+
+  Keras downloads them on first use into ~/.keras/models; this builds the
+  backbone once so that a missing network shows before anything else runs.
+
+  Raises:
+    Whatever `keras.applications` raises when the download fails.
+  """
+  application = getattr(keras.applications, BACKBONES[name][0])
+  extra = ({"include_preprocessing": True}
+           if BACKBONES[name][3] == "builtin" else {})
+  application(include_top=False, weights="imagenet",
+              input_shape=tuple(input_shape), pooling="avg", **extra)

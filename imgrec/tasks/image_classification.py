@@ -16,9 +16,10 @@ any data is read.
 """
 
 import dataclasses
+import logging
 import os
-
-from absl import logging
+import re
+import zipfile
 
 from imgrec import datasets
 from imgrec import models
@@ -31,6 +32,8 @@ from imgrec.data import scan
 from imgrec.errors import ImgrecError
 from imgrec.run_folder import RunFolder
 from imgrec.tasks.data import find_data
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,25 @@ def _check_model_dir_outside_data(config):
         "outside it>.")
 
 
+def _check_imagenet_weights(model, input_shape):
+  """Downloads the backbone's ImageNet weights now, or says how to do without."""
+  from imgrec.models import transfer  # pylint: disable=g-import-not-at-top
+  try:
+    transfer.fetch_imagenet_weights(model, input_shape)
+  except Exception as e:  # pylint: disable=broad-except
+    text = str(e)
+    url = re.search(r"https?://\S+?(?=[:\s]|$)", text)
+    name = os.path.basename(url.group(0)) if url else "the weights file"
+    where = f" ({url.group(0)})" if url else ""
+    reason = text.split(" -- ")[-1].strip() if " -- " in text else (
+        text.splitlines()[0] if text else type(e).__name__)
+    raise ImgrecError(
+        f"Cannot get the ImageNet weights of --model={model}{where}: "
+        f"{reason}. Without network: download {name} elsewhere and pass "
+        f"--weights=<path to it> (or put it in ~/.keras/models/), or train "
+        "from scratch with --weights=none.") from e
+
+
 def resolve(config, *, check_files=True):
   """Validates a config and derives the run spec, without reading any data.
 
@@ -160,6 +182,8 @@ def resolve(config, *, check_files=True):
         f"--model={config.model} cannot take --image_size="
         f"{','.join(map(str, size))} --channels={config.channels} with these "
         f"options: {e}") from e
+  if check_files and kwargs.get("weights") == "imagenet":
+    _check_imagenet_weights(config.model, (*size, config.channels))
   image_size = size[0] if size[0] == size[1] else size
   config = config.replace(image_size=image_size,
                           model_dir=config.model_dir or
@@ -212,11 +236,11 @@ class ImageClassificationTask:
                           else max_bad_fraction),
         report_path=report_path)
     if report["totals"]["skipped"]:
-      logging.warning("skipped %d unusable image files (%s); see %s",
-                      report["totals"]["skipped"],
-                      ", ".join(f"{k}: {v}" for k, v in
+      logger.warning("skipped %d unusable image files (%s); see %s",
+                     report["totals"]["skipped"],
+                     ", ".join(f"{k}: {v}" for k, v in
                                 report["skipped_by_reason"].items()),
-                      report_path or "imgrec-scan")
+                     report_path or "imgrec-scan")
     return found
 
   def build_folder(self, report_path=None):
@@ -316,9 +340,26 @@ class ImageClassificationTask:
 
 
 def load_model(path):
-  """Loads a trained imgrec `.keras` model (safe mode, imgrec's layers known)."""
+  """Loads a trained imgrec `.keras` model (safe mode, imgrec's layers known).
+
+  Raises:
+    ImgrecError: the file is missing, empty, damaged or not a Keras model.
+  """
   import keras  # pylint: disable=g-import-not-at-top
-  return keras.models.load_model(path, compile=False)
+  if not os.path.isfile(path):
+    raise ImgrecError(f"Model file {path} does not exist.")
+  if os.path.getsize(path) == 0:
+    raise ImgrecError(f"Model file {path} is empty (0 bytes): copy it again.")
+  if not zipfile.is_zipfile(path):
+    raise ImgrecError(f"Model file {path} is not a .keras file (not a zip "
+                      "archive): it is damaged, cut short, or another format "
+                      "named .keras.")
+  try:
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+  except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    raise ImgrecError(f"Cannot load model file {path}: {first}. It is "
+                      "damaged or not an imgrec model.") from e
 
 
 def model_input_spec(model):

@@ -1,10 +1,23 @@
 """Keeps the best model of a run by a monitored metric, written atomically."""
 
+import os
+
 import keras
 import numpy as np
 
 from imgrec import fileio
+from imgrec.errors import ImgrecError
 from imgrec.training import distribute
+
+
+def state_bytes(model):
+  """About how many bytes a file of the model's and optimizer's state takes."""
+  variables = list(model.variables)
+  if model.optimizer is not None:
+    variables += list(model.optimizer.variables)
+  size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+             for v in variables)
+  return int(size * 1.1) + (1 << 20)  # Container overhead.
 
 
 def save_model(model, path):
@@ -55,6 +68,15 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     self.best = float(value)
     strategy = self.model.distribute_strategy
     path = distribute.worker_path(self.path, strategy)
-    save_model(self.model, path)
+    directory = os.path.dirname(os.path.abspath(path))
+    # The old best stays until the new one is complete: room for both.
+    fileio.check_free_space(directory, state_bytes(self.model),
+                            f"the best model {self.path}")
+    try:
+      save_model(self.model, path)
+    except OSError as e:
+      raise ImgrecError(f"Writing the best model {self.path} failed: "
+                        f"{e.strerror or e}. Free space or fix the folder, "
+                        "then run the same command again.") from e
     if path != self.path:
       distribute.remove_worker_path(path)

@@ -9,11 +9,14 @@ in inference mode with the statistics they were trained with: updating them
 from small fine-tuning batches wrecks pretrained features.
 """
 
-from absl import logging
+import logging
+
 import keras
 
 from imgrec import tasks
 from imgrec.errors import ImgrecError
+
+logger = logging.getLogger(__name__)
 
 
 def is_head(layer):
@@ -103,5 +106,5 @@ def load_body_weights(model, run):
     raise ImgrecError(f"No layer of the model in {run.path} matches the new "
                       f"model ({model.name}): use the same --model (and "
                       "--image_size for models whose weights depend on it).")
-  logging.info("initialized %d layers from %s", len(copied), path)
+  logger.info("initialized %d layers from %s", len(copied), path)
   return len(copied)

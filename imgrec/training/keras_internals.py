@@ -27,15 +27,17 @@ caps Keras at the newest minor version the tests ran on.
 """
 
 import functools
+import logging
 import os
 import re
 
-from absl import logging
 import keras
 import tensorflow as tf
 
 from imgrec.errors import ImgrecError
 from imgrec.training import distribute
+
+logger = logging.getLogger(__name__)
 
 # The first Keras version in which keras-team/keras#20585 is fixed; None
 # while it is open.
@@ -103,9 +105,9 @@ def patch_keras():
         "keras-team/keras#20585 is fixed and set KERAS_FIXED_IN. "
         f"Received: missing={missing}")
   if _keras_version() > KERAS_CHECKED_UP_TO:
-    logging.warning("imgrec's multi-worker patch was checked up to Keras "
-                    "%d.%d; this is Keras %s.", *KERAS_CHECKED_UP_TO,
-                    keras.__version__)
+    logger.warning("imgrec's multi-worker patch was checked up to Keras "
+                   "%d.%d; this is Keras %s.", *KERAS_CHECKED_UP_TO,
+                   keras.__version__)
   for owner, name, replacement in targets:
     _ORIGINALS[name] = getattr(owner, name)
     setattr(owner, name, replacement)

@@ -25,16 +25,19 @@ the rest when training begins.
 import csv
 import io
 import json
+import logging
 import os
 
-from absl import logging
 import keras
 import numpy as np
 
 from imgrec import fileio
 from imgrec.errors import ImgrecError
+from imgrec.training import checkpoint
 from imgrec.training import distribute
 from imgrec.training import keras_internals
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "latest.weights.h5"
 METADATA_NAME = "training_metadata.json"
@@ -151,8 +154,8 @@ def truncate_history(path, num_epochs):
   if len(kept) != len(lines):
     fileio.write_text(path, "".join(kept))
   if len(seen) < num_epochs:
-    logging.warning("%s has rows for %d of the %d epochs done", path,
-                    len(seen), num_epochs)
+    logger.warning("%s has rows for %d of the %d epochs done", path,
+                   len(seen), num_epochs)
   return len(seen)
 
 
@@ -282,8 +285,8 @@ class TrainingBackup(keras.callbacks.Callback):
       for variable, state in zip(variables, states):
         variable.assign(np.asarray(state, dtype=variable.dtype))
     elif variables:
-      logging.warning("The backup has no state for the model's %d random "
-                      "layers; their random numbers restart.", len(variables))
+      logger.warning("The backup has no state for the model's %d random "
+                     "layers; their random numbers restart.", len(variables))
     saved = metadata.get("callbacks") or []
     for callback, entry in zip(self._state_callbacks, saved):
       if entry.get("class") != type(callback).__name__:
@@ -297,8 +300,8 @@ class TrainingBackup(keras.callbacks.Callback):
     if self._dataset is not None:
       skip_epochs(self._dataset, self.restored_epoch)
     epochs = (self.params or {}).get("epochs")
-    logging.info("resuming after epoch %d of %s from %s", self.restored_epoch,
-                 epochs, self.restore_dir)
+    logger.info("resuming after epoch %d of %s from %s", self.restored_epoch,
+                epochs, self.restore_dir)
 
   def _callback_state(self, callback):
     state = {name: _plain(getattr(callback, name))
@@ -316,7 +319,17 @@ class TrainingBackup(keras.callbacks.Callback):
     metadata = os.path.join(directory, METADATA_NAME)
     pending_weights, pending_metadata = _pending(weights), _pending(metadata)
     _remove(pending_metadata)
-    self.model.save_weights(pending_weights, overwrite=True)
+    then = (f"run the same command again: training resumes after epoch "
+            f"{epoch}" if epoch else "run the same command again")
+    fileio.check_free_space(directory, checkpoint.state_bytes(self.model),
+                            "the training backup", then)
+    try:
+      self.model.save_weights(pending_weights, overwrite=True)
+    except OSError as e:
+      _remove(pending_weights)
+      raise ImgrecError(f"Writing the training backup {pending_weights} "
+                        f"failed: {e.strerror or e}. Free space or fix the "
+                        f"folder, then {then}.") from e
     fileio.fsync_path(pending_weights)
     self._metadata = {
         "epoch": epoch + 1,

@@ -4,11 +4,13 @@ The partly done epoch is dropped, so a rerun resumes after the last
 completed one (`imgrec.training.resume`).
 """
 
+import logging
 import signal
 import threading
 
-from absl import logging
 import keras
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(Exception):
@@ -77,8 +79,8 @@ class GracefulInterrupt(keras.callbacks.Callback):
     self.received = None
     self._epochs_done = None
     if threading.current_thread() is not threading.main_thread():
-      logging.warning("not in the main thread: SIGTERM/SIGINT stop training "
-                      "without a clean exit")
+      logger.warning("not in the main thread: SIGTERM/SIGINT stop training "
+                     "without a clean exit")
       return
     for signum in self._signals:
       self._previous[signum] = signal.signal(signum, self._handle)

@@ -8,10 +8,10 @@ model on the test split and exports it. Everything lands in the run folder
 """
 
 import contextlib
+import logging
 import os
 import time
 
-from absl import logging
 import keras
 import tensorflow as tf
 
@@ -24,6 +24,8 @@ from imgrec.training import finetune
 from imgrec.training import recipe
 from imgrec.training import resume
 from imgrec.training import signals
+
+logger = logging.getLogger(__name__)
 
 
 def _stages(config, run):
@@ -114,9 +116,9 @@ def _train(task, run, strategy, chief, start):
   num_classes = len(class_names)
   train_split = folder.splits["train"]
   val_split, test_split = folder.splits["val"], folder.splits["test"]
-  logging.info("data %s: %d classes, %d train / %d val / %d test images",
-               folder.root, num_classes, len(train_split), len(val_split),
-               len(test_split))
+  logger.info("data %s: %d classes, %d train / %d val / %d test images",
+              folder.root, num_classes, len(train_split), len(val_split),
+              len(test_split))
   if chief and resuming:
     run.check_same_splits(folder.splits)
   elif chief:
@@ -182,7 +184,7 @@ def _train(task, run, strategy, chief, start):
           epochs=last, callbacks=callbacks, verbose=config.verbose,
           class_weight=class_weight, shuffle=False)  # The dataset shuffles.
     except signals.TrainingInterrupted as e:
-      logging.warning("%s", e)
+      logger.warning("%s", e)
       return {"model_dir": run.path, "interrupted": True, "message": str(e),
               "exit_code": e.exit_code, "chief": chief,
               "wall_seconds": time.time() - start}
@@ -214,8 +216,8 @@ def _train(task, run, strategy, chief, start):
     report = evaluate_lib.evaluate_split(task, model, eval_split, class_names)
     evaluate_lib.write_report(run, report)
     result["report"] = report
-    logging.info("test accuracy %.4f on %d images", report["accuracy"],
-                 report["num_examples"])
+    logger.info("test accuracy %.4f on %d images", report["accuracy"],
+                report["num_examples"])
   if config.export:
     from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
     result["export"] = exporter.export_run(run, model=model)
