@@ -135,6 +135,9 @@ def run_config_main(config_cls, main, *, exclude=(), argv=None,
     try:
       if tensorflow:
         import_tensorflow_quietly()
+      elif not flags.FLAGS["verbosity"].present:
+        from imgrec.data import decode  # pylint: disable=g-import-not-at-top
+        decode.set_tensorflow_importer(import_tensorflow_quietly)
       return main(flags_lib.config_from_flags(config_cls, names), argv)
     except ImgrecError as e:
       fail(str(e))

@@ -79,12 +79,11 @@ class _Bad(Exception):
     self.info = {}  # format, mode and size, when the header was read.
 
 
-# --- Pillow's global settings and TensorFlow's import -------------------------
+# --- Pillow's global settings ----------------------------------------------------
 
 _pillow_lock = threading.Lock()
 _pillow_users = 0
 _pillow_saved = None
-_import_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -110,16 +109,6 @@ def strict_pillow():
       _pillow_users -= 1
       if _pillow_users == 0:
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = _pillow_saved
-
-
-def _tf():
-  """Imports TensorFlow once, only when a file must be decoded by it.
-
-  The lock keeps the scan threads from importing it all at once.
-  """
-  with _import_lock:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf
 
 
 # --- What is wrong with a file ------------------------------------------------
@@ -278,9 +267,9 @@ def _load(f, image):
 def _policy_pixels(image, data, how):
   """The policy's pixels of a loaded image; returns (pixels, plan)."""
   if how.reader == "tf":
-    tf = _tf()
+    tf = decode._tf()  # pylint: disable=protected-access
     try:
-      return decode.decode_bytes(data, 3).numpy(), how
+      return decode.decode_function(3)(data).numpy(), how
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
       how = decode.ReadPlan(
           "pillow", "tf_decode_failed", f"TensorFlow cannot decode this "
