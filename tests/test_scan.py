@@ -19,6 +19,7 @@ from imgrec.data import decode
 from imgrec.data import pipeline
 from imgrec.data import scan
 from imgrec.data import scan_cache
+from imgrec.data import scan_check
 from imgrec.errors import ImgrecError
 from conftest import write_toy_folder
 
@@ -305,14 +306,17 @@ def test_cache_skips_unchanged_files(zoo, tmp_path, monkeypatch):
   first = scan.scan_files(paths, prepared_dir=prepared, progress=False)
   assert os.path.isfile(os.path.join(prepared, scan_cache.CACHE_NAME))
 
-  checked = []
-  real_check = scan.check_file
-  monkeypatch.setattr(scan, "check_file",
-                      lambda path, *a: checked.append(path) or
-                      real_check(path, *a))
+  opened = []
+  real_open = Image.open
+  monkeypatch.setattr(scan_check.Image, "open",
+                      lambda f, *a, **k: opened.append(f) or
+                      real_open(f, *a, **k))
   second = scan.scan_files(paths, prepared_dir=prepared, progress=False)
-  assert checked == []
+  assert opened == []  # Not one file looked at again.
   assert second == first and all(r.from_cache for r in second)
+
+  def checked_again(results):
+    return sorted(r.path for r in results if not r.from_cache)
 
   # A changed file, a removed converted copy and other settings are
   # checked again; the rest still comes from the cache.
@@ -320,18 +324,16 @@ def test_cache_skips_unchanged_files(zoo, tmp_path, monkeypatch):
   Image.fromarray(_gradient()).save(changed)
   scan.scan_files([str(changed)], prepared_dir=prepared, progress=False)
   changed.write_bytes(b"now broken")
-  checked.clear()
   tiff = os.path.join(d, "image.tiff")
   os.remove(dict(zip(paths, first))[tiff].decode_path)
   results = scan.scan_files(paths + [str(changed)], prepared_dir=prepared,
                             progress=False)
-  assert sorted(checked) == sorted([tiff, str(changed)])
+  assert checked_again(results) == sorted([tiff, str(changed)])
   assert results[-1].reason == "not_an_image"
   assert os.path.isfile(dict(zip(paths, results))[tiff].decode_path)
-  checked.clear()
-  scan.scan_files(paths[:3], prepared_dir=prepared, progress=False,
-                  max_image_pixels=10**6)
-  assert len(checked) == 3
+  results = scan.scan_files(paths[:3], prepared_dir=prepared,
+                            progress=False, max_image_pixels=10**6)
+  assert checked_again(results) == sorted(paths[:3])
 
 
 def _folder_with_junk(root, bad_in_red=1):
@@ -443,3 +445,45 @@ def test_cli_prints_counts_and_writes_report(tmp_path):
   assert missing.returncode == 2
   assert len(missing.stderr.strip().splitlines()) == 1
   assert "does not exist" in missing.stderr
+
+
+def test_fill_keeps_each_image_as_training_decodes_it(zoo, tmp_path):
+  d, valid, broken = zoo
+  names = sorted(valid) + sorted(broken)
+  paths = [os.path.join(d, n) for n in names]
+  fill = scan.Fill((12, 10), 3)
+  results = scan.scan_files(paths, prepared_dir=str(tmp_path / "p"),
+                            progress=False, fill=fill)
+  store = fill.store.numpy()
+  assert store.shape == (len(valid), 12, 10, 3)
+  assert sorted(r.row for r in results if r.ok) == list(range(len(valid)))
+  assert all(r.row is None for r in results if not r.ok)
+  for name, result in zip(names, results):
+    if result.ok:
+      want = pipeline.decode_train(tf.constant(result.decode_path), (12, 10),
+                                   3).numpy()
+      np.testing.assert_array_equal(store[result.row], want, err_msg=name)
+  # A rerun takes its checks from the cache and still fills.
+  fill = scan.Fill((12, 10), 3)
+  again = scan.scan_files(paths, prepared_dir=str(tmp_path / "p"),
+                          progress=False, fill=fill)
+  assert all(r.from_cache for r in again)
+  np.testing.assert_array_equal(
+      np.stack([fill.store.numpy()[r.row] for r in again if r.ok]),
+      np.stack([store[r.row] for r in results if r.ok]))
+
+
+def test_fast_and_one_by_one_checks_agree(zoo, tmp_path, monkeypatch):
+  d, valid, broken = zoo
+  paths = [os.path.join(d, n) for n in sorted(valid) + sorted(broken)]
+  fast = scan.scan_files(paths, prepared_dir=str(tmp_path / "a"),
+                         progress=False)
+  monkeypatch.setattr(scan, "_quick_header", lambda *a: None)
+  slow = scan.scan_files(paths, prepared_dir=str(tmp_path / "b"),
+                         progress=False)
+  for a, b in zip(fast, slow):
+    assert (a.ok, a.reason, a.format, a.mode, a.width, a.height,
+            a.conversion) == (b.ok, b.reason, b.format, b.mode, b.width,
+                              b.height, b.conversion), a.path
+    if a.ok and not a.converted:
+      assert a.decode_path == b.decode_path

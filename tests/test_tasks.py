@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -327,3 +328,23 @@ def test_config_round_trips_through_json(tmp_path):
   assert json.loads(config.to_json())["image_size"] == [48, 32]
   with pytest.raises(ImgrecError, match="Unknown configuration key"):
     TrainConfig.from_dict({"epochz": 3})
+
+
+def test_first_epoch_reads_the_scans_images_not_the_files(tmp_path):
+  data = write_toy_folder(tmp_path / "data", per_class=8)
+  task = tasks.ImageClassificationTask.from_config(TrainConfig(
+      data_dir=data, image_size=16, batch_size=4, epochs=3, augment="none",
+      val_split=0.25, test_split=0.0, seed=1))
+  folder = task.build_folder()
+  train = folder.splits["train"]
+  assert folder.pixels is not None and train.pixel_rows is not None
+  shutil.rmtree(data)  # Nothing may read the files any more.
+  ds = task.build_inputs(train, num_classes=3, training=True,
+                         pixels=folder.pixels)
+  seen = np.concatenate([x.numpy() for x, _ in ds])
+  assert seen.shape[0] == 16 and seen.dtype == np.uint8
+  # One pass over the data (a single epoch) does not keep images.
+  one = tasks.ImageClassificationTask.from_config(TrainConfig(
+      data_dir=write_toy_folder(tmp_path / "d2", per_class=4), epochs=1,
+      image_size=16))
+  assert one.build_folder().pixels is None

@@ -43,9 +43,14 @@ def is_image_file(name):
 
 @dataclasses.dataclass
 class Split:
-  """The files of one split: parallel lists of paths and integer labels."""
+  """The files of one split: parallel lists of paths and integer labels.
+
+  `pixel_rows`, when the data scan kept the decoded images (`scan.Fill`),
+  gives each file's row in the folder's `pixels` store.
+  """
   paths: list
   labels: list
+  pixel_rows: list | None = None
 
   def __len__(self):
     return len(self.paths)
@@ -62,12 +67,15 @@ class ImageFolder:
     layout: "classes", "splits", or the source ("csv", "tfds").
     ignored: (path, why) of what the walk refused: "symlink_loop",
       "link_outside_tree", "duplicate_file", "not_a_regular_file".
+    pixels: the decoded, resized images the scan kept (a uint8 tensor
+      [N, H, W, C], rows named by the splits' `pixel_rows`), or None.
   """
   root: str
   class_names: list
   splits: dict  # split name -> Split
   layout: str  # "classes" or "splits"
   ignored: list = dataclasses.field(default_factory=list)
+  pixels: object = None
 
   def summary(self):
     """Returns {split: {class_name: count}}."""
@@ -388,8 +396,10 @@ def carve_splits(found, val_split, test_split, seed):
   if carve:
     train = splits["train"]
     parts = stratified_split(train.labels, [f for _, f in carve], seed)
+    rows = train.pixel_rows
     take = lambda idx: Split([train.paths[i] for i in idx],
-                             [train.labels[i] for i in idx])
+                             [train.labels[i] for i in idx],
+                             None if rows is None else [rows[i] for i in idx])
     splits["train"] = take(parts[0])
     for (s, _), idx in zip(carve, parts[1:]):
       splits[s] = take(idx)

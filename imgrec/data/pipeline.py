@@ -54,8 +54,8 @@ def decode_and_resize(path, image_size, channels=3, plain=False):
   return ops.resize(image, image_size)
 
 
-def decode_train(path, image_size, channels, all_jpeg=False):
-  """Training's fast decode of a file the scan found plain; uint8 pixels.
+def decode_plain(contents, all_jpeg=False):
+  """Training's fast decode of a plain file's bytes: uint8 RGB [H, W, 3].
 
   Plain files are those TensorFlow's ordinary decoder reads as the decode
   policy says (the scan converts the others once). JPEGs use the fast
@@ -63,7 +63,6 @@ def decode_train(path, image_size, channels, all_jpeg=False):
   augmentation noise, and quicker. For an all-JPEG file list the per-image
   format test (a tf.cond) is skipped.
   """
-  contents = tf.io.read_file(path)
   fast_jpeg = lambda: tf.io.decode_jpeg(contents, channels=3,
                                         dct_method="INTEGER_FAST")
   if all_jpeg:
@@ -74,6 +73,12 @@ def decode_train(path, image_size, channels, all_jpeg=False):
         lambda: tf.io.decode_image(contents, channels=3,
                                    expand_animations=False))
   image.set_shape([None, None, 3])
+  return image
+
+
+def decode_train(path, image_size, channels, all_jpeg=False):
+  """`decode_plain` of a file, resized to uint8 [height, width, channels]."""
+  image = decode_plain(tf.io.read_file(path), all_jpeg)
   return ops.resize_uint8(ops.to_channels(image, channels), image_size)
 
 
@@ -119,7 +124,8 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
                  channels=3, training=False, augment="light",
                  flip="horizontal", mixup=0.0, cutmix=0.0, seed=0, cache=None,
                  epochs=None, deterministic=True, drop_remainder=None,
-                 input_context=None, scanned=True):
+                 input_context=None, scanned=True, pixels=None,
+                 pixel_rows=None):
   """Builds the input pipeline of one split.
 
   Args:
@@ -147,6 +153,11 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
     scanned: the files went through the data scan, which leaves only files
       TensorFlow's plain decoder reads as the decode policy says; else every
       file is decoded under the full policy.
+    pixels: the images, already decoded and resized (a uint8 tensor
+      [M, height, width, channels] the data scan filled); with
+      `pixel_rows` (each path's row in it), no file is read. Shuffled by
+      index, so nothing is copied into a shuffle buffer.
+    pixel_rows: the rows of `pixels`, parallel to `paths`.
 
   Returns:
     A tf.data.Dataset of (images [B, H, W, C], float32 [B, num_classes]).
@@ -155,17 +166,17 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
   """
   image_size = tuple(int(s) for s in image_size)
   paths, labels = list(paths), list(labels)
+  if pixels is not None and pixel_rows is not None:
+    return _from_pixels(
+        pixels, pixel_rows, labels, num_classes=num_classes,
+        batch_size=batch_size, training=training, augment=augment,
+        flip=flip, mixup=mixup, cutmix=cutmix, seed=seed,
+        deterministic=deterministic, drop_remainder=drop_remainder,
+        input_context=input_context)
   ds = tf.data.Dataset.from_tensor_slices(
       (tf.constant(paths, tf.string), tf.constant(labels, tf.int32)))
-  num_images = len(paths)
-  if input_context is not None and input_context.num_input_pipelines > 1:
-    # Equal shards: workers that run out of batches first hang the others'
-    # collective ops.
-    shards = input_context.num_input_pipelines
-    ds = ds.shard(shards, input_context.input_pipeline_id)
-    num_images //= shards
-    ds = ds.take(num_images)
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  ds, num_images, batch_size = _shard(ds, len(paths), batch_size,
+                                      input_context)
   if drop_remainder is None:
     # A split smaller than one batch still gives one (smaller) batch.
     drop_remainder = training and num_images >= batch_size
@@ -217,6 +228,61 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
         ds = ds.map(augment_pair, **map_options)
   elif cache is None:
     ds = ds.map(decode, **map_options)
+  return _batch_and_finish(ds, batch_size=batch_size,
+                           drop_remainder=drop_remainder, training=training,
+                           augment=augment, mixup=mixup, cutmix=cutmix,
+                           seed=seed, deterministic=deterministic)
+
+
+def _shard(ds, num_images, batch_size, input_context):
+  """This input pipeline's equal shard; (ds, num_images, batch size)."""
+  if input_context is None or input_context.num_input_pipelines <= 1:
+    return ds, num_images, batch_size
+  # Equal shards: workers that run out of batches first hang the others'
+  # collective ops.
+  shards = input_context.num_input_pipelines
+  num_images //= shards
+  ds = ds.shard(shards, input_context.input_pipeline_id).take(num_images)
+  return ds, num_images, input_context.get_per_replica_batch_size(batch_size)
+
+
+def _from_pixels(pixels, pixel_rows, labels, *, num_classes, batch_size,
+                 training, augment, flip, mixup, cutmix, seed, deterministic,
+                 drop_remainder, input_context):
+  """`make_dataset` over images already decoded into a uint8 tensor."""
+  store = tf.convert_to_tensor(pixels, tf.uint8)
+  rows = tf.constant(list(pixel_rows), tf.int64)
+  targets = tf.one_hot(tf.constant(labels, tf.int32), num_classes)
+  ds, num_images, batch_size = _shard(
+      tf.data.Dataset.range(len(pixel_rows)), len(pixel_rows), batch_size,
+      input_context)
+  if drop_remainder is None:
+    drop_remainder = training and num_images >= batch_size
+  if training:
+    ds = ds.shuffle(max(num_images, 1), seed=seed,
+                    reshuffle_each_iteration=True)
+  take = lambda i: (tf.gather(store, tf.gather(rows, i)),
+                    tf.gather(targets, i))
+  map_options = dict(num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=deterministic)
+  if training and augment != "none":
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, seeds).map(
+        lambda i, s: (augment_lib.augment_image(take(i)[0], s, flip=flip),
+                      tf.gather(targets, i)), **map_options)
+  else:
+    ds = ds.map(take, **map_options)
+  return _batch_and_finish(ds, batch_size=batch_size,
+                           drop_remainder=drop_remainder, training=training,
+                           augment=augment, mixup=mixup, cutmix=cutmix,
+                           seed=seed, deterministic=deterministic)
+
+
+def _batch_and_finish(ds, *, batch_size, drop_remainder, training, augment,
+                      mixup, cutmix, seed, deterministic):
+  """Batches, then batch-level augmentation and mixing, then prefetch."""
+  map_options = dict(num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   augmenter = (augment_lib.build_augmenter(augment, seed=seed) if training
                else None)

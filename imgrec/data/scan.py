@@ -11,17 +11,22 @@ training loop: files that need converting are converted here, once.
 """
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import os
+import stat
 import sys
 import time
 
+from PIL import Image
+
 from imgrec import fileio
 from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+from imgrec.data import decode
 from imgrec.data import scan_cache
 from imgrec.data import scan_report
 from imgrec.data.scan_check import check_file
-from imgrec.data.scan_check import FileResult  # pylint: disable=unused-import
+from imgrec.data.scan_check import FileResult
 from imgrec.data.scan_check import strict_pillow
 from imgrec.errors import ImgrecError
 
@@ -77,17 +82,143 @@ def default_prepared_dir(root):
   return fileio.cache_home("prepared", f"{name}-{digest[:16]}")
 
 
+@dataclasses.dataclass
+class Fill:
+  """Asks the scan to keep each usable image, decoded and resized, for training.
+
+  The scan decodes every file anyway; with a Fill it keeps the result at
+  the training input size as uint8, so the first epoch reads memory like
+  the later ones instead of decoding everything again.
+
+  Attributes:
+    image_size: (height, width).
+    channels: 1 or 3.
+    store: after the scan, a uint8 tensor [N, height, width, channels]; each
+      usable FileResult's `row` names its image.
+  """
+  image_size: tuple
+  channels: int
+  store: object = None
+
+
+def _quick_header(path, max_image_pixels):
+  """Header facts of a file the fast path can take, else None.
+
+  Pillow reads the header only (a twentieth of a millisecond a JPEG; the
+  same checks as graph ops cost as much as decoding).
+
+  Returns:
+    (format, mode, (size, mtime_ns)) when the file is a regular, non-empty
+    image within the pixel limit that TensorFlow's plain decoder reads as
+    the decode policy says; None for everything else (the one-by-one check
+    then says why).
+  """
+  try:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # A FIFO must not block.
+  except OSError:
+    return None
+  with os.fdopen(fd, "rb") as f:
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+      return None
+    try:
+      image = Image.open(f)
+      pixels = image.width * image.height
+      if not 0 < pixels <= max_image_pixels:
+        return None
+      how = decode.plan(image, path)
+    except Exception:  # pylint: disable=broad-except
+      return None  # Damaged headers of every kind: the slow path names them.
+    if how.reader != "tf" or not how.plain:
+      return None
+    return image.format, image.mode, (st.st_size, st.st_mtime_ns)
+
+
+def _regular(path):
+  try:
+    st = os.stat(path)
+  except OSError:
+    return False
+  return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def _headers(paths, max_image_pixels):
+  """`_quick_header` of each path, with Pillow's limits lifted."""
+  with strict_pillow():
+    return [_quick_header(p, max_image_pixels) for p in paths]
+
+
+def _fast_pass(items, fill, on_result, kept):
+  """Decodes plain files in one tf.data pass, at decode speed.
+
+  Args:
+    items: (index, path) of the files to decode.
+    fill: a Fill, or None to only check that each file decodes.
+    on_result: `fn(index, (height, width))` per file that decoded.
+    kept: with a fill, a list that receives (indices, pixels) per batch.
+
+  Returns:
+    The indices that did not decode (the slow path checks them).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from imgrec.data import ops  # pylint: disable=g-import-not-at-top
+  from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  # All-JPEG lists skip the per-image format test, as training does; a
+  # file that is not a JPEG then fails here and is checked one by one.
+  all_jpeg = all(os.path.splitext(p)[1].lower() in decode.JPEG_EXTENSIONS
+                 for _, p in items)
+
+  def check(i, path):
+    image = pipeline.decode_plain(tf.io.read_file(path), all_jpeg)
+    size = tf.shape(image)[:2]
+    if fill is None:
+      return i, size, tf.zeros([0], tf.uint8)
+    return i, size, ops.resize_uint8(ops.to_channels(image, fill.channels),
+                                     fill.image_size)
+
+  indices = [i for i, _ in items]
+  ds = tf.data.Dataset.from_tensor_slices(
+      (tf.constant(indices, tf.int64),
+       tf.constant([p for _, p in items], tf.string)))
+  ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  ds = ds.ignore_errors().batch(64).prefetch(2)
+  # As in the training pipelines: the autotuner's thread costs more than it
+  # finds on few cores, and stalls at the end.
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  ds = ds.with_options(options)
+  done = set()
+  for batch_i, sizes, pixels in ds:
+    batch_i = batch_i.numpy().tolist()
+    for i, size in zip(batch_i, sizes.numpy().tolist()):
+      on_result(i, size)
+    if fill is not None:
+      kept.append((batch_i, pixels))
+    done.update(batch_i)
+  return [i for i in indices if i not in done]
+
+
 def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-               prepared_dir, workers=None, progress=True, cache_path=None):
-  """Checks image files in parallel and says how the pipeline should read them.
+               prepared_dir, workers=None, progress=True, cache_path=None,
+               fill=None):
+  """Checks image files and says how the pipeline should read them.
+
+  Files whose header shows a regular image that TensorFlow's plain decoder
+  reads as the decode policy says (most JPEG, PNG, GIF, BMP and WebP files)
+  are decoded once, in one tf.data pass at decode speed; a file that fails
+  there, and every other file, is checked one by one (`scan_check`), which
+  names what is wrong or converts it once into `prepared_dir`.
 
   Args:
     paths: image file paths.
     max_image_pixels: files declaring more pixels are "decompression_bomb".
     prepared_dir: folder for converted copies and, by default, the cache.
-    workers: threads; default `default_workers()`.
+    workers: threads of the one-by-one checks; default `default_workers()`.
     progress: show a progress line on stderr (only when it is a terminal).
     cache_path: the scan cache; default `prepared_dir/scan_cache.json`.
+    fill: a Fill to keep every usable image resized for training (files
+      whose check comes from the cache are decoded for it too).
 
   Returns:
     A list of `FileResult`, in the order of `paths`.
@@ -116,18 +247,72 @@ def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
   results = [scan_cache.lookup(cache.get(os.path.abspath(p)), p, settings,
                                prepared_dir) for p in paths]
   todo = [i for i, r in enumerate(results) if r is None]
-  done = len(paths) - len(todo)
   bad = sum(1 for r in results if r is not None and not r.ok)
-  if not todo:
-    return results
-  bar = _Progress(len(paths), progress)
+  bar = _Progress(len(paths), progress and bool(todo or fill))
+  counts = {"done": len(paths) - len(todo), "bad": bad}
+  kept = []  # (indices, pixels) batches, with a fill.
+  changed = []
 
-  changed = False
+  def keep(i, result, stat):
+    results[i] = result
+    counts["done"] += 1
+    counts["bad"] += not result.ok
+    if stat is not None:
+      cache[os.path.abspath(paths[i])] = scan_cache.entry(result, stat,
+                                                          settings)
+      changed.append(i)
+    bar.update(counts["done"], counts["bad"])
+
+  try:
+    # Regular files only go to TensorFlow (reading a FIFO would block).
+    fast = [(i, paths[i]) for i in todo if _regular(paths[i])]
+    # A file from the cache is known good and plain (or has its prepared
+    # copy): with a fill it is decoded, not checked.
+    cached = [(i, results[i].decode_path) for i, r in enumerate(results)
+              if fill is not None and r is not None and r.ok]
+    # Pillow reads the headers on a thread while TensorFlow decodes: a file
+    # counts as checked when both agree it is a plain image.
+    with concurrent.futures.ThreadPoolExecutor(1) as header_pool:
+      headers = header_pool.submit(_headers, [p for _, p in fast],
+                                   max_image_pixels)
+      decoded = {}
+      failed = (_fast_pass(fast + cached, fill, decoded.__setitem__, kept)
+                if fast or cached else [])
+      headers = dict(zip((i for i, _ in fast), headers.result()))
+    slow = set(todo)
+    for i, _ in fast:
+      if i in decoded and headers[i] is not None:
+        fmt, mode, stat_key = headers[i]
+        height, width = decoded[i]
+        keep(i, FileResult(path=paths[i], ok=True, format=fmt, mode=mode,
+                           width=width, height=height, decode_path=paths[i]),
+             stat_key)
+        slow.discard(i)
+    missing_pixels = [i for i in failed if results[i] is not None]
+    _slow_pass(sorted(slow), paths, max_image_pixels, prepared_dir, workers,
+               keep)
+    if fill is not None:
+      again = [(i, results[i].decode_path) for i in
+               sorted(set(slow) | set(missing_pixels)) if results[i].ok]
+      if again and _fast_pass(again, fill, lambda *_: None, kept):
+        raise ImgrecError("Decoding the checked images for the training "
+                          "cache failed; rerun with --cache=none.")
+      _store(fill, kept, results)
+  finally:
+    bar.close(counts["done"], counts["bad"])
+    if changed:
+      scan_cache.save(cache_path, cache)
+  return results
+
+
+def _slow_pass(indices, paths, max_image_pixels, prepared_dir, workers, keep):
+  """Checks files one by one on a pool of threads (`scan_check.check_file`)."""
+  if not indices:
+    return
   pool = concurrent.futures.ThreadPoolExecutor(
       workers, thread_name_prefix="imgrec-scan")
   pending = {}
-  queue = iter(todo)
-  last_save = time.monotonic()
+  queue = iter(indices)
   try:
     with strict_pillow():
       while True:
@@ -145,30 +330,42 @@ def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
             pending, return_when=concurrent.futures.FIRST_COMPLETED)
         for future in finished:
           i = pending.pop(future)
-          result, stat = future.result()
-          results[i] = result
-          done += 1
-          bad += not result.ok
-          if stat is not None:
-            cache[os.path.abspath(paths[i])] = scan_cache.entry(
-                result, stat, settings)
-            changed = True
-        bar.update(done, bad)
-        if changed and time.monotonic() - last_save > 60:
-          # Long scans keep their progress if interrupted.
-          scan_cache.save(cache_path, cache)
-          changed, last_save = False, time.monotonic()
+          keep(i, *future.result())
   finally:
     pool.shutdown(wait=True, cancel_futures=True)
-    bar.close(done, bad)
-    if changed:
-      scan_cache.save(cache_path, cache)
-  return results
+
+
+def _store(fill, kept, results):
+  """Stacks the kept images of usable files into `fill.store`; sets `row`.
+
+  A file decoded twice (its header asked for the one-by-one check after
+  the fast pass had decoded it) keeps its last image.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  where = {}  # index -> row in the concatenated batches
+  row = 0
+  for indices, _ in kept:
+    for i in indices:
+      where[i] = row
+      row += 1
+  usable = sorted(i for i in where if results[i].ok)
+  for new_row, i in enumerate(usable):
+    results[i].row = new_row
+  h, w = fill.image_size
+  if not usable:
+    fill.store = tf.zeros([0, h, w, fill.channels], tf.uint8)
+  else:
+    store = tf.concat([pixels for _, pixels in kept], axis=0)
+    rows = [where[i] for i in usable]
+    if rows != list(range(row)):
+      store = tf.gather(store, rows)
+    fill.store = store
+  kept.clear()
 
 
 def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
                 max_bad_fraction=0.1, prepared_dir=None, report_path=None,
-                workers=None, progress=True, cache_path=None):
+                workers=None, progress=True, cache_path=None, fill=None):
   """Scans every file of an image folder and keeps the usable ones.
 
   Files a labels CSV lists but that do not exist (the folder's `missing`)
@@ -186,6 +383,8 @@ def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
     workers: threads; default `default_workers()`.
     progress: show a progress line on stderr (only when it is a terminal).
     cache_path: the scan cache; default `prepared_dir/scan_cache.json`.
+    fill: a Fill: the returned folder then carries the decoded images
+      (`pixels`, rows named by each split's `pixel_rows`).
 
   Returns:
     (folder, report): a new `ImageFolder` whose splits hold only usable files,
@@ -206,7 +405,7 @@ def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
   start = time.monotonic()
   results = scan_files(paths, max_image_pixels=max_image_pixels,
                        prepared_dir=prepared_dir, workers=workers,
-                       progress=progress, cache_path=cache_path)
+                       progress=progress, cache_path=cache_path, fill=fill)
   settings = {"max_image_pixels": max_image_pixels,
               "max_bad_fraction": max_bad_fraction,
               "prepared_dir": prepared_dir}
@@ -225,4 +424,7 @@ def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
                         f"raise --max_bad_fraction.{where}")
     error.report = report
     raise error
+  if fill is not None:
+    kept = dataclasses.replace(kept, pixels=fill.store)
+    fill.store = None
   return kept, report

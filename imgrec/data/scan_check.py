@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import stat as stat_lib
 import threading
 
 from PIL import Image
@@ -63,6 +64,7 @@ class FileResult:
   decode_path: str | None = None
   conversion: str | None = None
   from_cache: bool = dataclasses.field(default=False, compare=False)
+  row: int | None = dataclasses.field(default=None, compare=False)
 
   @property
   def converted(self):
@@ -320,7 +322,8 @@ def check_file(path, max_image_pixels, prepared_dir):
   file's size or mtime.
   """
   try:
-    f = open(path, "rb")  # pylint: disable=consider-using-with
+    # Non-blocking: opening a FIFO waits for a writer otherwise.
+    f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
   except OSError as e:
     why = e.strerror or str(e)
     if isinstance(e, FileNotFoundError):
@@ -329,6 +332,10 @@ def check_file(path, max_image_pixels, prepared_dir):
                       detail=f"cannot open the file: {why}"), None
   with f:
     st = os.fstat(f.fileno())
+    if not stat_lib.S_ISREG(st.st_mode):
+      return FileResult(path=path, ok=False, reason="unreadable",
+                        detail="not a regular file (a FIFO, socket or "
+                        "device)"), None
     stat = (st.st_size, st.st_mtime_ns)
     if st.st_size == 0:
       return FileResult(path=path, ok=False, reason="empty_file",

@@ -48,7 +48,7 @@ def build(folder, results, *, settings, seconds, report_path=None):
   per_class = {c: {"found": 0, "skipped": 0, "train_usable": 0}
                for c in folder.class_names}
   for name, split in folder.splits.items():
-    keep_paths, keep_labels = [], []
+    keep_paths, keep_labels, keep_rows = [], [], []
     table = {c: {"found": 0, "usable": 0, "skipped": 0}
              for c in folder.class_names}
     for label in split.labels:
@@ -61,6 +61,7 @@ def build(folder, results, *, settings, seconds, report_path=None):
         row["usable"] += 1
         keep_paths.append(result.decode_path)
         keep_labels.append(label)
+        keep_rows.append(result.row)
         if name == "train":
           per_class[class_name]["train_usable"] += 1
       else:
@@ -69,7 +70,9 @@ def build(folder, results, *, settings, seconds, report_path=None):
         skipped.append({"path": result.path, "split": name,
                         "class": class_name, "reason": result.reason,
                         "detail": result.detail})
-    splits[name] = folder_lib.Split(keep_paths, keep_labels)
+    splits[name] = folder_lib.Split(
+        keep_paths, keep_labels,
+        keep_rows if keep_rows and None not in keep_rows else None)
     counts[name] = table
 
   usable = [r for r in results if r.ok]

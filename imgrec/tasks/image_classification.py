@@ -226,7 +226,7 @@ class ImageClassificationTask:
       return self.config
     return self.config.replace(data_dir=folder.root)
 
-  def _scan(self, found, report_path=None, max_bad_fraction=None):
+  def _scan(self, found, report_path=None, max_bad_fraction=None, fill=None):
     config = self.config
     if not config.scan:
       return found
@@ -234,7 +234,7 @@ class ImageClassificationTask:
         found, max_image_pixels=config.max_image_pixels,
         max_bad_fraction=(config.max_bad_fraction if max_bad_fraction is None
                           else max_bad_fraction),
-        report_path=report_path)
+        report_path=report_path, fill=fill)
     if report["totals"]["skipped"]:
       logger.warning("skipped %d unusable image files (%s); see %s",
                      report["totals"]["skipped"],
@@ -251,13 +251,31 @@ class ImageClassificationTask:
     only then are the missing val/test splits carved out, so bad files do
     not unbalance them.
 
+    When the run's cache plan keeps decoded images in memory, the scan keeps
+    the images it decodes anyway (resized, uint8) in the folder's `pixels`,
+    and the training input reads them from there: a first run decodes each
+    image once.
+
     Returns:
       An ImageFolder with train, val and test splits.
     """
-    found = self._scan(find_data(self.config), report_path)
+    found = find_data(self.config)
+    found = self._scan(found, report_path, fill=self._fill(found))
     config = self.config
     return folder_lib.carve_splits(found, config.val_split, config.test_split,
                                    config.seed)
+
+  def _fill(self, found):
+    """A scan.Fill when the run's training cache will be in memory, else None."""
+    if not self.config.scan:
+      return None
+    count = sum(len(s) for s in found.splits.values())
+    plan = pipeline.plan_cache(
+        self.spec.cache, num_images=count, image_size=self.spec.image_size,
+        bytes_per_pixel=self.spec.channels, epochs=self.config.epochs)
+    if plan != "memory":
+      return None
+    return scan.Fill(self.spec.image_size, self.spec.channels)
 
   def build_eval_split(self, data_dir, split, class_names):
     """A split of another folder, its labels in this run's class order.
@@ -285,7 +303,7 @@ class ImageClassificationTask:
         chosen.paths, [index[found.class_names[l]] for l in chosen.labels])
 
   def build_inputs(self, split, *, num_classes, training, cache=True,
-                   input_context=None):
+                   input_context=None, pixels=None):
     """The tf.data pipeline of one split (see `imgrec.data.pipeline`).
 
     Args:
@@ -295,6 +313,8 @@ class ImageClassificationTask:
       cache: False never caches (one pass over the data); True follows the
         run's cache plan.
       input_context: a tf.distribute.InputContext (one shard per worker).
+      pixels: the folder's `pixels`: a training split whose images the scan
+        kept is read from there instead of its files.
     """
     config, augment = self.config, self.spec.augment
     return pipeline.make_dataset(
@@ -305,7 +325,8 @@ class ImageClassificationTask:
         cutmix=augment.cutmix, seed=config.seed,
         cache=self.spec.cache if cache else None, epochs=config.epochs,
         deterministic=config.deterministic or not training,
-        input_context=input_context, scanned=config.scan)
+        input_context=input_context, scanned=config.scan,
+        pixels=pixels if training else None, pixel_rows=split.pixel_rows)
 
   def calibration_images(self, split, count):
     """Up to `count` images of `split` as the model sees them, for int8 export."""

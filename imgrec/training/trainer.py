@@ -129,7 +129,8 @@ def _train(task, run, strategy, chief, start):
   # Each worker reads its own shard of the files, batched per replica.
   train_ds = distribute.distribute_dataset(
       lambda ctx: task.build_inputs(train_split, num_classes=num_classes,
-                                    training=True, input_context=ctx),
+                                    training=True, input_context=ctx,
+                                    pixels=folder.pixels),
       strategy)
   val_ds = (task.build_inputs(val_split, num_classes=num_classes,
                               training=False)
