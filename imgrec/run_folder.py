@@ -29,6 +29,9 @@ from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 
 LABELS_NAME = "labels.txt"
+# Inside an exported SavedModel: the input size and channels its
+# `serving_bytes` decodes for, so clients can decode files the same way.
+INPUT_SPEC_NAME = "imgrec_input.json"
 _LOCK_NAME = ".lock"
 # Settings a rerun may change and still resume the same run: they shape
 # neither the splits nor the model nor its training.

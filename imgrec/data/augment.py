@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from imgrec.config import AUGMENT_LEVELS
 from imgrec.config import FLIP_MODES
+from imgrec.data import decode
 from imgrec.data import ops
 
 
@@ -177,6 +178,10 @@ def decode_augment_jpeg(path, seed, image_size, channels=3, *,
   random draws as `augment_image` for the same seed; pixels differ only by
   the rounding of the window to whole source pixels.
 
+  A JPEG the decode policy decodes DCT-scaled (at least twice the size of
+  the result) is decoded scaled and then augmented instead: the scaled
+  decode already does a fraction of the work.
+
   Args:
     path: JPEG file path (string scalar).
     seed: int64 scalar with 32 uniformly random low bits.
@@ -188,10 +193,31 @@ def decode_augment_jpeg(path, seed, image_size, channels=3, *,
   Returns:
     uint8 [height, width, channels].
   """
+  contents = tf.io.read_file(path)
+  if not decode.DCT_SCALING:
+    return _decode_crop_augment(contents, seed, image_size, channels, flip,
+                                shift_fraction)
+
+  def scaled():
+    image = decode.decode_jpeg_for(contents, image_size, "INTEGER_FAST")
+    return augment_image(ops.resize_uint8(ops.to_channels(image, channels),
+                                          image_size), seed, flip=flip,
+                         shift_fraction=shift_fraction)
+
+  image = tf.cond(
+      decode.jpeg_ratio(contents, image_size) > 1, scaled,
+      lambda: _decode_crop_augment(contents, seed, image_size, channels,
+                                   flip, shift_fraction))
+  image.set_shape([*image_size, channels])
+  return image
+
+
+def _decode_crop_augment(contents, seed, image_size, channels, flip,
+                         shift_fraction):
+  """The fused crop decode of `decode_augment_jpeg`."""
   h, w = image_size
   flip_lr, flip_ud, dy, dx = _flip_and_shift(seed, (h, w), flip,
                                              shift_fraction)
-  contents = tf.io.read_file(path)
   shape = tf.io.extract_jpeg_shape(contents)
   src_h, src_w = shape[0], shape[1]
   kept_h, kept_w = h - tf.abs(dy), w - tf.abs(dx)

@@ -46,25 +46,28 @@ def decode_and_resize(path, image_size, channels=3, plain=False):
   """
   contents = tf.io.read_file(path)
   if plain:
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    image = ops.to_channels(image, channels)
+    image = ops.to_channels(decode_plain(contents, target_size=image_size,
+                                         dct_method=""), channels)
   else:
-    image = decode_lib.decode_bytes(contents, channels)
+    image = decode_lib.decode_bytes(contents, channels,
+                                    target_size=image_size)
   return ops.resize(image, image_size)
 
 
-def decode_plain(contents, all_jpeg=False):
-  """Training's fast decode of a plain file's bytes: uint8 RGB [H, W, 3].
+def decode_plain(contents, all_jpeg=False, target_size=None,
+                 dct_method="INTEGER_FAST"):
+  """Decodes a plain file's bytes: uint8 RGB [H, W, 3].
 
   Plain files are those TensorFlow's ordinary decoder reads as the decode
-  policy says (the scan converts the others once). JPEGs use the fast
-  integer IDCT: within a level or two of the exact decode, well under the
-  augmentation noise, and quicker. For an all-JPEG file list the per-image
-  format test (a tf.cond) is skipped.
+  policy says (the scan converts the others once). Training decodes JPEGs
+  with the fast integer IDCT: within a level or two of the exact decode,
+  well under the augmentation noise, and quicker; evaluation passes the
+  exact one (""). With `target_size` a JPEG is decoded DCT-scaled, as the
+  decode policy says. For an all-JPEG file list the per-image format test
+  (a tf.cond) is skipped.
   """
-  fast_jpeg = lambda: tf.io.decode_jpeg(contents, channels=3,
-                                        dct_method="INTEGER_FAST")
+  fast_jpeg = lambda: decode_lib.decode_jpeg_for(contents, target_size,
+                                                 dct_method)
   if all_jpeg:
     image = fast_jpeg()
   else:
@@ -78,7 +81,7 @@ def decode_plain(contents, all_jpeg=False):
 
 def decode_train(path, image_size, channels, all_jpeg=False):
   """`decode_plain` of a file, resized to uint8 [height, width, channels]."""
-  image = decode_plain(tf.io.read_file(path), all_jpeg)
+  image = decode_plain(tf.io.read_file(path), all_jpeg, image_size)
   return ops.resize_uint8(ops.to_channels(image, channels), image_size)
 
 
@@ -188,7 +191,8 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
     decode_fn = lambda p, size, c: decode_train(p, size, c, all_jpeg)
   elif training:
     decode_fn = lambda p, size, c: ops.resize_uint8(
-        decode_lib.decode_bytes(tf.io.read_file(p), c), size)
+        decode_lib.decode_bytes(tf.io.read_file(p), c, target_size=size),
+        size)
     all_jpeg = False  # The fused crop decode is the plain decoder's.
   else:
     decode_fn = lambda p, size, c: decode_and_resize(p, size, c, scanned)

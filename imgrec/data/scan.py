@@ -108,10 +108,10 @@ def _quick_header(path, max_image_pixels):
   same checks as graph ops cost as much as decoding).
 
   Returns:
-    (format, mode, (size, mtime_ns)) when the file is a regular, non-empty
-    image within the pixel limit that TensorFlow's plain decoder reads as
-    the decode policy says; None for everything else (the one-by-one check
-    then says why).
+    (format, mode, (size, mtime_ns), (width, height)) when the file is a
+    regular, non-empty image within the pixel limit that TensorFlow's plain
+    decoder reads as the decode policy says; None for everything else (the
+    one-by-one check then says why).
   """
   try:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # A FIFO must not block.
@@ -131,7 +131,8 @@ def _quick_header(path, max_image_pixels):
       return None  # Damaged headers of every kind: the slow path names them.
     if how.reader != "tf" or not how.plain:
       return None
-    return image.format, image.mode, (st.st_size, st.st_mtime_ns)
+    return (image.format, image.mode, (st.st_size, st.st_mtime_ns),
+            image.size)
 
 
 def _regular(path):
@@ -159,6 +160,9 @@ def _fast_pass(items, fill, on_result, kept):
 
   Returns:
     The indices that did not decode (the slow path checks them).
+
+  The (height, width) given to `on_result` is of what was decoded, which
+  may be DCT-scaled: sizes for reports come from the headers.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from imgrec.data import ops  # pylint: disable=g-import-not-at-top
@@ -170,12 +174,19 @@ def _fast_pass(items, fill, on_result, kept):
                  for _, p in items)
 
   def check(i, path):
-    image = pipeline.decode_plain(tf.io.read_file(path), all_jpeg)
-    size = tf.shape(image)[:2]
+    contents = tf.io.read_file(path)
     if fill is None:
-      return i, size, tf.zeros([0], tf.uint8)
-    return i, size, ops.resize_uint8(ops.to_channels(image, fill.channels),
-                                     fill.image_size)
+      # Only whether it decodes: a JPEG's every coefficient is read at 1/8
+      # scale too (truncation and damage fail the same), at a fraction of
+      # the work for large photos.
+      scaled = lambda: tf.io.decode_jpeg(contents, channels=3, ratio=8)
+      image = scaled() if all_jpeg else tf.cond(
+          tf.io.is_jpeg(contents), scaled,
+          lambda: pipeline.decode_plain(contents))
+      return i, tf.shape(image)[:2], tf.zeros([0], tf.uint8)
+    image = pipeline.decode_plain(contents, all_jpeg, fill.image_size)
+    return i, tf.shape(image)[:2], ops.resize_uint8(
+        ops.to_channels(image, fill.channels), fill.image_size)
 
   indices = [i for i, _ in items]
   ds = tf.data.Dataset.from_tensor_slices(
@@ -282,8 +293,7 @@ def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
     slow = set(todo)
     for i, _ in fast:
       if i in decoded and headers[i] is not None:
-        fmt, mode, stat_key = headers[i]
-        height, width = decoded[i]
+        fmt, mode, stat_key, (width, height) = headers[i]
         keep(i, FileResult(path=paths[i], ok=True, format=fmt, mode=mode,
                            width=width, height=height, decode_path=paths[i]),
              stat_key)

@@ -23,6 +23,7 @@ from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
 from imgrec.data import ops
 from imgrec.run_folder import LABELS_NAME
+from imgrec.run_folder import INPUT_SPEC_NAME
 from imgrec.run_folder import write_labels_file
 
 
@@ -63,7 +64,8 @@ def export_saved_model(model, class_names, path, top_k=5,
   def serve_bytes(image_bytes):
     pixels = tf.map_fn(
         lambda b: ops.resize(decode.decode_bytes(
-            b, channels, max_pixels=max_image_pixels), size),
+            b, channels, max_pixels=max_image_pixels, target_size=size),
+                             size),
         image_bytes,
         fn_output_signature=tf.TensorSpec([size[0], size[1], channels],
                                           tf.float32))
@@ -81,4 +83,7 @@ def export_saved_model(model, class_names, path, top_k=5,
   with fileio.atomic_dir(path) as tmp:
     archive.write_out(tmp, verbose=False)
     write_labels_file(os.path.join(tmp, LABELS_NAME), class_names)
+    # What a client needs to decode images as serving_bytes does.
+    fileio.write_json(os.path.join(tmp, INPUT_SPEC_NAME),
+                      {"image_size": list(size), "channels": channels})
   return path

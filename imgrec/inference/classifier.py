@@ -10,6 +10,7 @@ format gives the same answer for the same image.
 """
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -20,6 +21,7 @@ from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
 from imgrec.errors import ImgrecError
 from imgrec.inference import model_files
+from imgrec.run_folder import INPUT_SPEC_NAME
 from imgrec.run_folder import LABELS_NAME
 from imgrec.run_folder import read_labels_file
 from imgrec.run_folder import RunFolder
@@ -100,6 +102,12 @@ class _SavedModelBackend:
                         "an imgrec export (serving_default taking uint8 "
                         "images)?") from e
     self.channels = 3
+    self.image_size = None
+    try:
+      with open(os.path.join(path, INPUT_SPEC_NAME), encoding="utf-8") as f:
+        self.image_size = tuple(json.load(f)["image_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+      pass  # Not an imgrec export: files are decoded at full size.
 
   def raw(self, image):
     out = self.fn(images=tf.constant(image[None]))
@@ -171,6 +179,10 @@ class Classifier:
   def format(self):
     return self._backend.format
 
+  def _target_size(self):
+    """The model's input size: JPEGs decode DCT-scaled for it (the policy)."""
+    return getattr(self._backend, "image_size", None)
+
   @classmethod
   def load(cls, path, *, trust_model=False,
            max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, num_threads=None):
@@ -219,7 +231,8 @@ class Classifier:
     """One input as uint8 [H, W, 3] and its source path (or None)."""
     if isinstance(item, (str, os.PathLike)):
       path = os.fspath(item)
-      return decode.read_file(path, 3, self.max_image_pixels), path
+      return decode.read_file(path, 3, self.max_image_pixels,
+                              self._target_size()), path
     return _as_image(item, f"Input {index}"), None
 
   def _probabilities(self, images):
