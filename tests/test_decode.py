@@ -180,3 +180,40 @@ def test_graph_decoder_eager_equals_tf_data_and_tf_function():
   fn = tf.function(decode.decode_bytes,
                    input_signature=[tf.TensorSpec([], tf.string)])
   np.testing.assert_array_equal(fn(data[0]).numpy(), eager[0])
+
+
+@pytest.mark.parametrize("size, target, ratio", [
+    ((3024, 4032), (224, 224), 8), ((375, 500), (224, 224), 1),
+    ((900, 1200), (224, 224), 4), ((448, 500), (224, 224), 2),
+    ((448, 500), (224, 112), 2), ((447, 500), (224, 224), 2),
+    ((446, 500), (224, 224), 1)])
+def test_jpeg_dct_ratio_is_the_largest_that_keeps_the_target(size, target,
+                                                             ratio):
+  image = Image.fromarray(np.zeros((*size, 3), np.uint8))
+  data = _encoded(image, "JPEG", quality=80)
+  assert int(decode.jpeg_ratio(data, target)) == ratio
+  decoded = decode.decode_bytes(data, target_size=target).numpy()
+  want = tf.io.decode_jpeg(data, channels=3, ratio=ratio).numpy()
+  np.testing.assert_array_equal(decoded, want)
+  assert min(decoded.shape[:2]) >= max(target)
+
+
+def test_rotated_jpegs_are_not_dct_scaled():
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  image = Image.fromarray(np.zeros((900, 1200, 3), np.uint8))
+  data = _encoded(image, "JPEG", quality=80, exif=exif.tobytes())
+  # Their scanned copies hold the full image, so serving decodes it whole.
+  assert decode.decode_bytes(data, target_size=(224, 224)).shape == (
+      1200, 900, 3)
+
+
+def test_jpeg_shorter_side_from_the_frame_header(tmp_path):
+  for i, (h, w, kw) in enumerate([(30, 40, {}), (50, 20, {"progressive": True}),
+                                  (33, 44, {"exif": Image.Exif().tobytes()})]):
+    path = tmp_path / f"{i}.jpg"
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(path, **kw)
+    assert decode.jpeg_shorter_side(str(path)) == min(h, w)
+  png = tmp_path / "x.png"
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
+  assert decode.jpeg_shorter_side(str(png)) == 0

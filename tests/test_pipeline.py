@@ -244,3 +244,18 @@ def test_streamed_jpeg_training_is_seeded_and_reshuffles(tmp_path):
   for a, b in zip(first, again):  # Same seed: the same epochs.
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(first[0], first[1])  # New order and draws.
+
+
+def test_dct_scaling_is_left_out_only_when_no_image_needs_it(tmp_path):
+  assert pipeline.dct_matters([375, 300], (224, 224)) is False
+  assert pipeline.dct_matters([375, 447], (224, 224)) is True
+  assert pipeline.dct_matters([446], (224, 224)) is False
+  assert pipeline.dct_matters(None, (224, 224)) is True
+  # Both ways give the same batches for images too small to scale.
+  root = write_toy_folder(tmp_path / "d", per_class=3, ext=".jpg")
+  split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
+  kw = dict(num_classes=3, image_size=(8, 8), batch_size=9, training=False)
+  a = pipeline.make_dataset(split.paths, split.labels, **kw)
+  b = pipeline.make_dataset(split.paths, split.labels,
+                            shorter_sides=[24] * len(split), **kw)
+  np.testing.assert_array_equal(next(iter(a))[0], next(iter(b))[0])

@@ -218,6 +218,9 @@ def _odd_kinds(directory):
   put("photo.mpo", Image.fromarray(red), "MPO", quality=95, save_all=True,
       append_images=[Image.fromarray(green)])
   put("rgba.webp", Image.fromarray(rgba, "RGBA"), "WEBP", lossless=True)
+  # Large enough to decode at 1/4 scale for a 16-pixel model.
+  big = np.kron(red, np.ones((5, 7, 1), np.uint8))[:120, :160]
+  put("big.jpg", Image.fromarray(big), "JPEG", quality=95)
   return out
 
 
@@ -270,7 +273,8 @@ def test_odd_files_give_the_same_answer_through_every_entry_point(probe,
   results = scan.scan_files(paths, prepared_dir=str(tmp_path / "prepared"),
                             progress=False)
   assert all(r.ok for r in results)
-  assert sum(not r.converted for r in results) == 3  # CMYK, palette, MPO.
+  # CMYK, palette, MPO and the large JPEG need no copy.
+  assert sum(not r.converted for r in results) == 4
   model = tasks.load_model(folder.best_model_path)
   from imgrec.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
   by_entry["training's view"] = task.predict(
@@ -284,7 +288,7 @@ def test_odd_files_give_the_same_answer_through_every_entry_point(probe,
   # The check has teeth: TensorFlow's plain decoder (alpha dropped, EXIF
   # ignored) gives other answers for these files.
   clf = Classifier.load(folder.best_model_path)
-  for name in ("exif6.jpg", "rgba.png"):
+  for name in ("exif6.jpg", "rgba.png", "big.jpg"):
     plain = tf.io.decode_image(open(files[name], "rb").read(), channels=3,
                                expand_animations=False).numpy()
     policy = keras_probs[names.index(name)]

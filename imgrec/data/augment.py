@@ -169,7 +169,7 @@ def augment_image(image, seed, *, flip="horizontal", shift_fraction=0.125):
 
 
 def decode_augment_jpeg(path, seed, image_size, channels=3, *,
-                        flip="horizontal", shift_fraction=0.125):
+                        flip="horizontal", shift_fraction=0.125, dct=True):
   """`augment_image(decode + resize)` of a JPEG, decoding only what is kept.
 
   The shift drops a strip of the resized image; here the matching window of
@@ -189,14 +189,17 @@ def decode_augment_jpeg(path, seed, image_size, channels=3, *,
     channels: 1 or 3.
     flip: one of FLIP_MODES.
     shift_fraction: largest shift, as a fraction of each side.
+    dct: some image may be large enough for a DCT-scaled decode (else the
+      choice is left out of the graph).
 
   Returns:
     uint8 [height, width, channels].
   """
   contents = tf.io.read_file(path)
-  if not decode.DCT_SCALING:
-    return _decode_crop_augment(contents, seed, image_size, channels, flip,
-                                shift_fraction)
+  shape = tf.io.extract_jpeg_shape(contents)
+  if not (dct and decode.DCT_SCALING):
+    return _decode_crop_augment(contents, shape, seed, image_size, channels,
+                                flip, shift_fraction)
 
   def scaled():
     image = decode.decode_jpeg_for(contents, image_size, "INTEGER_FAST")
@@ -205,20 +208,19 @@ def decode_augment_jpeg(path, seed, image_size, channels=3, *,
                          shift_fraction=shift_fraction)
 
   image = tf.cond(
-      decode.jpeg_ratio(contents, image_size) > 1, scaled,
-      lambda: _decode_crop_augment(contents, seed, image_size, channels,
-                                   flip, shift_fraction))
+      decode.ratio_index_of_shape(shape, image_size) > 0, scaled,
+      lambda: _decode_crop_augment(contents, shape, seed, image_size,
+                                   channels, flip, shift_fraction))
   image.set_shape([*image_size, channels])
   return image
 
 
-def _decode_crop_augment(contents, seed, image_size, channels, flip,
+def _decode_crop_augment(contents, shape, seed, image_size, channels, flip,
                          shift_fraction):
-  """The fused crop decode of `decode_augment_jpeg`."""
+  """The fused crop decode of `decode_augment_jpeg` (`shape`: the JPEG's)."""
   h, w = image_size
   flip_lr, flip_ud, dy, dx = _flip_and_shift(seed, (h, w), flip,
                                              shift_fraction)
-  shape = tf.io.extract_jpeg_shape(contents)
   src_h, src_w = shape[0], shape[1]
   kept_h, kept_w = h - tf.abs(dy), w - tf.abs(dx)
 

@@ -208,18 +208,22 @@ def _jpeg_ratio_index(contents, target_size):
   which reads it whole).
   """
   tf = _tf()
+  return tf.cond(
+      tf.io.is_jpeg(contents),
+      lambda: ratio_index_of_shape(tf.io.extract_jpeg_shape(contents),
+                                   target_size),
+      lambda: tf.constant(0, tf.int32))
+
+
+def ratio_index_of_shape(shape, target_size):
+  """`_jpeg_ratio_index` from a JPEG's [height, width, ...] shape tensor."""
+  tf = _tf()
   need = max(int(s) for s in target_size)
-
-  def index():
-    shape = tf.io.extract_jpeg_shape(contents)
-    shorter = tf.minimum(shape[0], shape[1])
-    out = tf.constant(0, tf.int32)
-    for k, r in enumerate(_RATIOS[1:], start=1):
-      out = tf.where((shorter + r - 1) // r >= need, k, out)
-    return out
-
-  return tf.cond(tf.io.is_jpeg(contents), index,
-                 lambda: tf.constant(0, tf.int32))
+  shorter = tf.minimum(shape[0], shape[1])
+  index = tf.constant(0, tf.int32)
+  for k, r in enumerate(_RATIOS[1:], start=1):
+    index = tf.where((shorter + r - 1) // r >= need, k, index)
+  return index
 
 
 def jpeg_ratio(contents, target_size):
@@ -244,6 +248,43 @@ def decode_jpeg_for(contents, target_size=None, dct_method=""):
   image = tf.switch_case(_jpeg_ratio_index(contents, target_size), branches)
   image.set_shape([None, None, 3])
   return image
+
+
+def jpeg_shorter_side(path, window=1 << 17):
+  """The shorter side of a JPEG from its frame header, read in Python.
+
+  A few microseconds a file, to know before decoding whether any image is
+  large enough for a DCT-scaled decode.
+
+  Returns:
+    The shorter side in pixels; 0 for a file that is not a JPEG; None when
+    the frame header is not within the first `window` bytes.
+  """
+  try:
+    with open(path, "rb") as f:
+      data = f.read(window)
+  except OSError:
+    return None
+  if data[:2] != b"\xff\xd8":
+    return 0
+  pos = 2
+  while pos + 9 < len(data):
+    if data[pos] != 0xFF:
+      return None
+    marker = data[pos + 1]
+    if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA,
+                  0xCB, 0xCD, 0xCE, 0xCF):
+      height = int.from_bytes(data[pos + 5:pos + 7], "big")
+      width = int.from_bytes(data[pos + 7:pos + 9], "big")
+      return min(height, width)
+    if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+      pos += 2
+      continue
+    if marker == 0xFF:
+      pos += 1
+      continue
+    pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+  return None
 
 
 def _ops():

@@ -46,11 +46,15 @@ class Split:
   """The files of one split: parallel lists of paths and integer labels.
 
   `pixel_rows`, when the data scan kept the decoded images (`scan.Fill`),
-  gives each file's row in the folder's `pixels` store.
+  gives each file's row in the folder's `pixels` store; `shorter_sides`,
+  when the scan read the headers, each image's shorter side in pixels (the
+  pipeline leaves out the DCT-scaled decode when no image is large enough
+  for it).
   """
   paths: list
   labels: list
   pixel_rows: list | None = None
+  shorter_sides: list | None = None
 
   def __len__(self):
     return len(self.paths)
@@ -396,10 +400,11 @@ def carve_splits(found, val_split, test_split, seed):
   if carve:
     train = splits["train"]
     parts = stratified_split(train.labels, [f for _, f in carve], seed)
-    rows = train.pixel_rows
-    take = lambda idx: Split([train.paths[i] for i in idx],
-                             [train.labels[i] for i in idx],
-                             None if rows is None else [rows[i] for i in idx])
+    def take(idx):
+      pick = lambda values: (None if values is None else
+                             [values[i] for i in idx])
+      return Split(pick(train.paths), pick(train.labels),
+                   pick(train.pixel_rows), pick(train.shorter_sides))
     splits["train"] = take(parts[0])
     for (s, _), idx in zip(carve, parts[1:]):
       splits[s] = take(idx)

@@ -30,7 +30,23 @@ from imgrec.data import ops
 AUTO_CACHE_MEMORY_FRACTION = 0.25
 
 
-def decode_and_resize(path, image_size, channels=3, plain=False):
+def dct_matters(shorter_sides, image_size):
+  """Whether any image is large enough to decode DCT-scaled for `image_size`.
+
+  With None (sizes unknown) the answer is yes: each JPEG then decides in the
+  graph, at some cost per image.
+  """
+  if not decode_lib.DCT_SCALING:
+    return False
+  if shorter_sides is None:
+    return True
+  # Half scale keeps the target when ceil(side / 2) >= it (libjpeg rounds
+  # sizes up).
+  need = 2 * max(int(s) for s in image_size) - 1
+  return any(side >= need for side in shorter_sides)
+
+
+def decode_and_resize(path, image_size, channels=3, plain=False, dct=True):
   """Reads one file under the decode policy; float32 [H, W, channels] pixels.
 
   Evaluation decodes this way, as serving does; training uses the same
@@ -43,14 +59,15 @@ def decode_and_resize(path, image_size, channels=3, plain=False):
     plain: the data scan found the file plain (or made it so): TensorFlow's
       ordinary decoder gives the policy's pixels, and its graph is a
       fraction of the policy decoder's.
+    dct: some image may decode DCT-scaled (`dct_matters`).
   """
   contents = tf.io.read_file(path)
+  target = image_size if dct else None
   if plain:
-    image = ops.to_channels(decode_plain(contents, target_size=image_size,
+    image = ops.to_channels(decode_plain(contents, target_size=target,
                                          dct_method=""), channels)
   else:
-    image = decode_lib.decode_bytes(contents, channels,
-                                    target_size=image_size)
+    image = decode_lib.decode_bytes(contents, channels, target_size=target)
   return ops.resize(image, image_size)
 
 
@@ -79,9 +96,10 @@ def decode_plain(contents, all_jpeg=False, target_size=None,
   return image
 
 
-def decode_train(path, image_size, channels, all_jpeg=False):
+def decode_train(path, image_size, channels, all_jpeg=False, dct=True):
   """`decode_plain` of a file, resized to uint8 [height, width, channels]."""
-  image = decode_plain(tf.io.read_file(path), all_jpeg, image_size)
+  image = decode_plain(tf.io.read_file(path), all_jpeg,
+                       image_size if dct else None)
   return ops.resize_uint8(ops.to_channels(image, channels), image_size)
 
 
@@ -128,7 +146,7 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
                  flip="horizontal", mixup=0.0, cutmix=0.0, seed=0, cache=None,
                  epochs=None, deterministic=True, drop_remainder=None,
                  input_context=None, scanned=True, pixels=None,
-                 pixel_rows=None):
+                 pixel_rows=None, shorter_sides=None):
   """Builds the input pipeline of one split.
 
   Args:
@@ -161,6 +179,9 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
       `pixel_rows` (each path's row in it), no file is read. Shuffled by
       index, so nothing is copied into a shuffle buffer.
     pixel_rows: the rows of `pixels`, parallel to `paths`.
+    shorter_sides: each image's shorter side, if the scan read it: when
+      none is large enough for a DCT-scaled decode, the decode leaves out
+      that choice (a per-image branch costs ~10% of a 500x375 decode).
 
   Returns:
     A tf.data.Dataset of (images [B, H, W, C], float32 [B, num_classes]).
@@ -187,15 +208,17 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
   # so reports match the exported models.
   all_jpeg = all(os.path.splitext(p)[1].lower() in
                  decode_lib.JPEG_EXTENSIONS for p in paths)
+  dct = dct_matters(shorter_sides, image_size)
   if training and scanned:
-    decode_fn = lambda p, size, c: decode_train(p, size, c, all_jpeg)
+    decode_fn = lambda p, size, c: decode_train(p, size, c, all_jpeg, dct)
   elif training:
     decode_fn = lambda p, size, c: ops.resize_uint8(
         decode_lib.decode_bytes(tf.io.read_file(p), c, target_size=size),
         size)
     all_jpeg = False  # The fused crop decode is the plain decoder's.
   else:
-    decode_fn = lambda p, size, c: decode_and_resize(p, size, c, scanned)
+    decode_fn = lambda p, size, c: decode_and_resize(p, size, c, scanned,
+                                                     dct)
   cache = plan_cache(cache, num_images=num_images, image_size=image_size,
                      bytes_per_pixel=channels * (1 if training else 4),
                      epochs=epochs)
@@ -220,7 +243,7 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
       # decode+resize limit of experiments/bench_input_pipeline.py; decode,
       # then augment measured 0.84x).
       ds = ds.map(lambda py, s: (augment_lib.decode_augment_jpeg(
-          py[0], s, image_size, channels, flip=flip),
+          py[0], s, image_size, channels, flip=flip, dct=dct),
                                  tf.one_hot(py[1], num_classes)),
                   **map_options)
     else:

@@ -149,7 +149,7 @@ def _headers(paths, max_image_pixels):
     return [_quick_header(p, max_image_pixels) for p in paths]
 
 
-def _fast_pass(items, fill, on_result, kept):
+def _fast_pass(items, fill, on_result, kept, sides=None):
   """Decodes plain files in one tf.data pass, at decode speed.
 
   Args:
@@ -157,6 +157,7 @@ def _fast_pass(items, fill, on_result, kept):
     fill: a Fill, or None to only check that each file decodes.
     on_result: `fn(index, (height, width))` per file that decoded.
     kept: with a fill, a list that receives (indices, pixels) per batch.
+    sides: the images' shorter sides, if known (see `pipeline.dct_matters`).
 
   Returns:
     The indices that did not decode (the slow path checks them).
@@ -173,6 +174,10 @@ def _fast_pass(items, fill, on_result, kept):
   all_jpeg = all(os.path.splitext(p)[1].lower() in decode.JPEG_EXTENSIONS
                  for _, p in items)
 
+  target = None
+  if fill is not None and pipeline.dct_matters(sides, fill.image_size):
+    target = fill.image_size
+
   def check(i, path):
     contents = tf.io.read_file(path)
     if fill is None:
@@ -184,7 +189,7 @@ def _fast_pass(items, fill, on_result, kept):
           tf.io.is_jpeg(contents), scaled,
           lambda: pipeline.decode_plain(contents))
       return i, tf.shape(image)[:2], tf.zeros([0], tf.uint8)
-    image = pipeline.decode_plain(contents, all_jpeg, fill.image_size)
+    image = pipeline.decode_plain(contents, all_jpeg, target)
     return i, tf.shape(image)[:2], ops.resize_uint8(
         ops.to_channels(image, fill.channels), fill.image_size)
 
@@ -283,12 +288,18 @@ def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
               if fill is not None and r is not None and r.ok]
     # Pillow reads the headers on a thread while TensorFlow decodes: a file
     # counts as checked when both agree it is a plain image.
+    sides = None
+    if fill is not None:
+      # Whether any JPEG is large enough for a DCT-scaled decode, known up
+      # front, keeps a per-image branch out of the decode (~10% of it).
+      sides = [decode.jpeg_shorter_side(p) for _, p in fast + cached]
+      sides = None if None in sides else sides
     with concurrent.futures.ThreadPoolExecutor(1) as header_pool:
       headers = header_pool.submit(_headers, [p for _, p in fast],
                                    max_image_pixels)
       decoded = {}
-      failed = (_fast_pass(fast + cached, fill, decoded.__setitem__, kept)
-                if fast or cached else [])
+      failed = (_fast_pass(fast + cached, fill, decoded.__setitem__, kept,
+                           sides) if fast or cached else [])
       headers = dict(zip((i for i, _ in fast), headers.result()))
     slow = set(todo)
     for i, _ in fast:

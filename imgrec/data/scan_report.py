@@ -48,7 +48,7 @@ def build(folder, results, *, settings, seconds, report_path=None):
   per_class = {c: {"found": 0, "skipped": 0, "train_usable": 0}
                for c in folder.class_names}
   for name, split in folder.splits.items():
-    keep_paths, keep_labels, keep_rows = [], [], []
+    keep_paths, keep_labels, keep_rows, keep_sides = [], [], [], []
     table = {c: {"found": 0, "usable": 0, "skipped": 0}
              for c in folder.class_names}
     for label in split.labels:
@@ -62,6 +62,7 @@ def build(folder, results, *, settings, seconds, report_path=None):
         keep_paths.append(result.decode_path)
         keep_labels.append(label)
         keep_rows.append(result.row)
+        keep_sides.append(min(result.width or 0, result.height or 0))
         if name == "train":
           per_class[class_name]["train_usable"] += 1
       else:
@@ -72,7 +73,8 @@ def build(folder, results, *, settings, seconds, report_path=None):
                         "detail": result.detail})
     splits[name] = folder_lib.Split(
         keep_paths, keep_labels,
-        keep_rows if keep_rows and None not in keep_rows else None)
+        keep_rows if keep_rows and None not in keep_rows else None,
+        keep_sides)
     counts[name] = table
 
   usable = [r for r in results if r.ok]

@@ -326,7 +326,8 @@ class ImageClassificationTask:
         cache=self.spec.cache if cache else None, epochs=config.epochs,
         deterministic=config.deterministic or not training,
         input_context=input_context, scanned=config.scan,
-        pixels=pixels if training else None, pixel_rows=split.pixel_rows)
+        pixels=pixels if training else None, pixel_rows=split.pixel_rows,
+        shorter_sides=split.shorter_sides)
 
   def calibration_images(self, split, count):
     """Up to `count` images of `split` as the model sees them, for int8 export."""
