@@ -28,6 +28,9 @@ LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 SPLITS = ("train", "val", "test")
 TFLITE_VARIANTS = ("float", "fp16", "dynamic", "int8")
+# Accuracy points an int8 file may lose against the Keras model before the
+# export keeps its worst layers in float.
+DEFAULT_MAX_INT8_DROP = 0.5
 # Pillow's own default limit (Image.MAX_IMAGE_PIXELS): about 0.25 GiB of
 # 24-bit pixels.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
@@ -421,8 +424,23 @@ class ExportConfig(Config):
           p.strip() for p in text.split(",") if p.strip()))
   top_k: int = field(5, "Top classes in the SavedModel outputs.",
                      check=_at_least(1))
-  calibration_images: int = field(200, "Training images used to calibrate "
-                                  "int8.", check=_at_least(1))
+  calibration_images: int = field(
+      200, "Training images that calibrate int8, taking classes in turn (at "
+      "least one per class).", check=_at_least(1))
+  int8_io: str = field("float", "Input and output type of the int8 file: "
+                       "float (raw pixels as float32) or uint8 (raw pixels; "
+                       "quantized probabilities).", choices=("float", "uint8"))
+  int8_granularity: str = field(
+      "auto", "Weight scales of the int8 file: per_channel, per_tensor, or "
+      "auto (per tensor, the smaller file, when it stays within "
+      "--max_int8_drop; else per channel).",
+      choices=("auto", "per_channel", "per_tensor"))
+  max_int8_drop: float = field(
+      DEFAULT_MAX_INT8_DROP, "Accuracy points int8 may lose against the "
+      "Keras model on the validation split; beyond it the layers that lose "
+      "most stay in float.", check=_non_negative)
+  measure: bool = field(True, "Measure every format on the test split into "
+                        "export/export_report.json.")
 
   def _check_relations(self, check_files):
     if not self.model_dir:
@@ -447,6 +465,15 @@ class PredictConfig(Config):
   trust_model: bool = field(
       False, "Load a SavedModel even if its graphs can read or write files "
       "or run Python. Only for files you trust.")
+  benchmark: bool = field(
+      False, "Print the model's latency (one image: median, p90) and "
+      "throughput instead of predictions; on the given images, else on a "
+      "random one.")
+  num_threads: int | None = field(
+      None, "CPU threads of the runtime (TFLite and TensorFlow); default: "
+      "the runtime's choice.", check=_positive)
+  chunk_size: int = field(64, "Images read and classified at a time (a "
+                          "folder streams through).", check=_positive)
 
   def _check_relations(self, check_files):
     if not self.model:

@@ -503,14 +503,18 @@ def test_every_flag_is_checked(module, args, message):
 
 
 def test_int8_file_that_stayed_float_is_refused(exported, monkeypatch):
+  from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
   from imgrec.export import tflite as tflite_lib  # pylint: disable=g-import-not-at-top
   run, _ = exported
-  real = tflite_lib._convert  # pylint: disable=protected-access
-  monkeypatch.setattr(tflite_lib, "_convert",
-                      lambda c, q, r: real(c, "float", r))
-  from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
+  with tflite_lib.Converter(tasks.load_model(run.best_model_path),
+                            run.export_dir) as converter:
+    float_bytes = converter.convert("float")
+  # A converter that keeps the model in float without a word.
+  monkeypatch.setattr(tflite_lib.Int8Calibration, "quantize",
+                      lambda self, **kwargs: float_bytes)
   with pytest.raises(ImgrecError, match="not an integer model"):
     exporter.export_run(run, quantizations=("int8",), calibration_images=8)
+  assert not os.path.exists(run.tflite_path("int8"))
 
 
 def test_missing_imagenet_weights_say_how_to_do_without(monkeypatch,

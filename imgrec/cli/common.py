@@ -98,11 +98,27 @@ def import_tensorflow_quietly():
     tf.config.list_physical_devices()
 
 
+_OWN_STDERR = []
+
+
+def _own_stderr():
+  """A text stream on a copy of file descriptor 2, made once."""
+  if not _OWN_STDERR:
+    try:
+      _OWN_STDERR.append(os.fdopen(os.dup(2), "w", buffering=1,
+                                   encoding="utf-8", errors="replace"))
+    except OSError:
+      _OWN_STDERR.append(sys.stderr)
+  return _OWN_STDERR[0]
+
+
 def _configure_logging():
   """imgrec's log lines on stderr; library chatter only with --verbosity."""
   imgrec_logger = logging.getLogger("imgrec")
   if not any(getattr(h, "_imgrec", False) for h in imgrec_logger.handlers):
-    handler = logging.StreamHandler(sys.stderr)
+    # A stream of its own on the terminal's stderr: imgrec's lines still
+    # show while `quietly` hides what native libraries print.
+    handler = logging.StreamHandler(_own_stderr())
     handler.setFormatter(logging.Formatter("imgrec: %(message)s"))
     handler._imgrec = True  # pylint: disable=protected-access
     imgrec_logger.addHandler(handler)

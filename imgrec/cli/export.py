@@ -1,4 +1,4 @@
-"""imgrec-export: SavedModel and TFLite files from a trained model_dir."""
+"""imgrec-export: SavedModel and TFLite files from a trained model_dir, measured."""
 
 from imgrec.cli import common
 from imgrec.config import ExportConfig
@@ -7,10 +7,15 @@ from imgrec.config import ExportConfig
 def main(config, argv):
   common.no_positional(argv)
   from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
-  out = exporter.export(config)
+  from imgrec.export import measure  # pylint: disable=g-import-not-at-top
+  with common.quietly():  # The converter's and LiteRT's own lines.
+    out = exporter.export(config)
   print(f"saved_model: {out['saved_model']}")
   for path in out["tflite"].values():
     print(f"tflite: {path}")
+  if out["report"]:
+    print(measure.format_report(out["report"]))
+    print(f"report: {out['report_path']}")
 
 
 def run():

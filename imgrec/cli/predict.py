@@ -1,6 +1,11 @@
 """imgrec-predict: classifies image files with any exported imgrec model.
 
     imgrec-predict --model=runs/shapes-simple_cnn/export/model.tflite img.png
+    imgrec-predict --model=runs/x/export/model_int8.tflite --benchmark \
+        --num_threads=1 some/images/
+
+Folders stream through `--chunk_size` images at a time; results print as
+they come.
 """
 
 import json
@@ -10,30 +15,76 @@ from imgrec.cli import common
 from imgrec.config import PredictConfig
 
 
+def _benchmark(clf, paths, config):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from imgrec.data import decode  # pylint: disable=g-import-not-at-top
+  from imgrec.inference import benchmark  # pylint: disable=g-import-not-at-top
+  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
+  images = []
+  for path in paths:
+    try:
+      images.append(decode.read_file(path, 3, config.max_image_pixels,
+                                     clf.image_size))
+    except ImgrecError as e:  # Timed on the others.
+      sys.stderr.write(f"skipped: {e}\n")
+    if len(images) == 32:
+      break
+  if paths and not images:
+    common.fail("None of the given images could be read to time the model.")
+  if not images:
+    size = clf.image_size or (224, 224)
+    images = [np.random.default_rng(0).integers(
+        0, 256, (size[0], size[1], 3), dtype=np.uint8)]
+  result = benchmark.benchmark(clf, images)
+  result.update({"model": config.model, "format": clf.format,
+                 "num_threads": config.num_threads})
+  if config.format == "json":
+    print(json.dumps(result, indent=2))
+  else:
+    latency = result["latency_ms"]
+    print(f"{config.model} ({clf.format}, threads: "
+          f"{config.num_threads or 'default'})\n"
+          f"latency, one image: median {latency['median']:.3f} ms, p90 "
+          f"{latency['p90']:.3f} ms ({latency['runs']} runs)\n"
+          f"throughput, batches of {result['batch_size']}: "
+          f"{result['images_per_second']:.1f} images/s")
+
+
 def main(config, argv):
   config.validate()
-  if len(argv) < 2:
+  if len(argv) < 2 and not config.benchmark:
     common.fail("Give image files or folders to classify after the flags.")
+  if config.num_threads:  # Before TensorFlow runs anything.
+    from imgrec.inference import benchmark  # pylint: disable=g-import-not-at-top
+    benchmark.set_tensorflow_threads(config.num_threads)
   from imgrec.data import folder  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
-  paths = folder.expand_image_paths(argv[1:])
+  paths = folder.expand_image_paths(argv[1:]) if len(argv) > 1 else []
   with common.quietly():  # LiteRT announces its delegate on stderr.
     clf = Classifier.load(config.model, trust_model=config.trust_model,
-                          max_image_pixels=config.max_image_pixels)
-  results, failures = [], 0
-  for prediction in clf.predict(paths, top_k=config.top_k):
+                          max_image_pixels=config.max_image_pixels,
+                          num_threads=config.num_threads)
+  if config.benchmark:
+    _benchmark(clf, paths, config)
+    return
+  failures, first = 0, True
+  if config.format == "json":
+    print("[")
+  for prediction in clf.predict_iter(paths, top_k=config.top_k,
+                                     chunk_size=config.chunk_size):
     if prediction.error:  # Report and go on with the other files.
       failures += 1
       sys.stderr.write(f"skipped: {prediction.error}\n")
+    elif config.format == "json":
+      text = json.dumps(prediction.to_dict(), indent=2)
+      print(("" if first else ",\n") + "  " + text.replace("\n", "\n  "),
+            end="")
+      first = False
     else:
-      results.append(prediction)
+      tops = "  ".join(f"{l} {p:.3f}" for l, p in prediction.top_k)
+      print(f"{prediction.source}  {tops}", flush=True)
   if config.format == "json":
-    print(json.dumps([r.to_dict() for r in results], indent=2))
-  else:
-    width = max(len(r.source) for r in results) if results else 4
-    for r in results:
-      tops = "  ".join(f"{l} {p:.3f}" for l, p in r.top_k)
-      print(f"{r.source:<{width}}  {tops}")
+    print("\n]" if not first else "]")
   if failures:
     sys.exit(1)
 

@@ -35,6 +35,9 @@ def main(config, argv):
     print(f"saved_model: {result['export']['saved_model']}")
     for path in result["export"]["tflite"].values():
       print(f"tflite: {path}")
+    if result["export"]["report"]:
+      from imgrec.export import measure  # pylint: disable=g-import-not-at-top
+      print(measure.format_report(result["export"]["report"]))
   print(f"wall time: {result['wall_seconds']:.1f} s")
 
 

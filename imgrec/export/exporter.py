@@ -1,17 +1,85 @@
-"""Exports a trained run: SavedModel plus TFLite files, beside the run."""
+"""Exports a trained run: SavedModel plus TFLite files, each measured.
 
+`<run>/export/` receives `saved_model/`, `model.tflite` (float) and
+`model_<variant>.tflite`, every TFLite file with its labels and input
+description inside (standard TFLite metadata), and `export_report.json`:
+every format's accuracy, agreement with the Keras model, size, latency and
+throughput on the run's test split (`measure`).
+"""
+
+import logging
+import os
+
+from imgrec import fileio
 from imgrec import tasks
+from imgrec.config import DEFAULT_MAX_INT8_DROP
 from imgrec.config import ExportConfig
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
+from imgrec.export import int8 as int8_lib
+from imgrec.export import measure as measure_lib
 from imgrec.export import saved_model as saved_model_lib
 from imgrec.export import tflite as tflite_lib
+from imgrec.run_folder import LABELS_NAME
 from imgrec.run_folder import RunFolder
+from imgrec.run_folder import write_labels_file
+
+logger = logging.getLogger("imgrec")
+
+
+def _split(run, name):
+  try:
+    return folder_lib.Split(*run.read_split(name))
+  except ImgrecError:
+    return folder_lib.Split([], [])
+
+
+def _int8(converter, task, model, run, class_names, *, calibration_images,
+          int8_io, int8_granularity, max_int8_drop, path):
+  """Calibrates, checks and writes the int8 file; returns its report extras."""
+  train = _split(run, "train")
+  if not len(train):
+    raise ImgrecError(f"int8 export calibrates on the training split, and "
+                      f"{run.splits_path} lists no training images.")
+  picked = int8_lib.stratified_sample(train.labels, calibration_images,
+                                      len(class_names), task.config.seed)
+  calibration = converter.calibrate(
+      [task.model_pixels(train.paths[i]) for i in picked])
+  check_name = "val"
+  check_split = _split(run, "val")
+  if not len(check_split):  # No validation split: hold int8 to the test one.
+    check_name, check_split = "test", _split(run, "test")
+  if not len(check_split):
+    check_name, check_split = "train", train
+  check = int8_lib.CheckSet.build(check_name, check_split, task.model_pixels,
+                                  model, len(class_names), task.config.seed)
+  flatbuffer, kept, granularity, steps = int8_lib.quantize_within(
+      calibration, check, max_drop=max_int8_drop, io=int8_io,
+      granularity=int8_granularity)
+  float_ops = tflite_lib.check_integer(flatbuffer, path, keep_float=kept)
+  tflite_lib.export_tflite(
+      flatbuffer, path, class_names=class_names,
+      image_size=task.spec.image_size, name=task.config.model, description=_description(task, "int8"))
+  return {"io": int8_io, "granularity": granularity,
+          "calibration_images": len(picked),
+          "kept_float": kept,
+          "float_ops": [f"{op} {name}" for op, name in float_ops],
+          "check": {"split": check_name, "num_examples": len(check.labels),
+                    "keras_accuracy": check.keras_accuracy,
+                    "max_drop_points": max_int8_drop, "steps": steps}}
+
+
+def _description(task, variant):
+  return (f"imgrec {task.config.model} image classifier ({variant}): raw "
+          f"pixels 0..255 in, class probabilities out.")
 
 
 def export_run(run, *, model=None, top_k=5, quantizations=("float",),
-               calibration_images=200):
-  """Writes `<run>/export/saved_model` and `.../model[_<variant>].tflite`.
+               calibration_images=200, int8_io="float",
+               int8_granularity="auto", max_int8_drop=DEFAULT_MAX_INT8_DROP,
+               measure=True,
+               latency=True):
+  """Writes `<run>/export/`: SavedModel, TFLite files and their report.
 
   Args:
     run: a RunFolder of a finished imgrec-train run.
@@ -19,26 +87,63 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
     top_k: top classes in the SavedModel outputs.
     quantizations: TFLite variants to write; "float" is `model.tflite`, the
       others `model_<variant>.tflite`.
-    calibration_images: training images that calibrate "int8".
+    calibration_images: training images (class-stratified) that calibrate
+      "int8"; at least one per class.
+    int8_io: "float" or "uint8" input and output of the int8 file.
+    int8_granularity: weight scales of the int8 file: "per_tensor",
+      "per_channel", or "auto" (per tensor when it is within
+      `max_int8_drop`: a smaller file).
+    max_int8_drop: accuracy points int8 may lose against Keras on the
+      validation split before layers are kept in float.
+    measure: measure every format on the test split into
+      `export_report.json`.
+    latency: time single images on one thread (in a child process).
 
   Returns:
-    {"saved_model": path, "tflite": {variant: path}}.
+    {"saved_model": path, "tflite": {variant: path}, "report": dict or None,
+     "report_path": path or None}.
   """
   if model is None:
     model = tasks.load_model(run.require_best_model())
   class_names = run.read_labels()
   task = tasks.ImageClassificationTask.from_run(run)
-  representative = None
-  if "int8" in quantizations:
-    train = folder_lib.Split(*run.read_split("train"))
-    representative = task.calibration_images(train, calibration_images)
+  max_pixels = task.config.max_image_pixels
   out = {"saved_model": saved_model_lib.export_saved_model(
       model, class_names, run.saved_model_dir, top_k=top_k,
-      max_image_pixels=task.config.max_image_pixels), "tflite": {}}
-  for variant in quantizations:
-    out["tflite"][variant] = tflite_lib.export_tflite(
-        model, run.tflite_path(variant), class_names=class_names,
-        quantization=variant, representative_images=representative)
+      max_image_pixels=max_pixels), "tflite": {}, "report": None,
+         "report_path": None}
+  extras = {}
+  with tflite_lib.Converter(model, run.export_dir) as converter:
+    for variant in quantizations:
+      tflite_lib.check_variant(variant)
+      path = run.tflite_path(variant)
+      if variant == "int8":
+        extras[variant] = _int8(
+            converter, task, model, run, class_names,
+            calibration_images=calibration_images, int8_io=int8_io,
+            int8_granularity=int8_granularity, max_int8_drop=max_int8_drop,
+            path=path)
+      else:
+        tflite_lib.export_tflite(
+            converter.convert(variant), path, class_names=class_names,
+            image_size=task.spec.image_size, name=task.config.model, description=_description(task, variant))
+      out["tflite"][variant] = path
+  write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
+  test = _split(run, "test")
+  if measure and len(test):
+    formats = [("saved_model", out["saved_model"])] + list(
+        out["tflite"].items())
+    report = measure_lib.measure(task, model, class_names, test, formats,
+                                 work_dir=run.export_dir,
+                                 max_image_pixels=max_pixels, latency=latency)
+    for entry in report["formats"]:
+      entry.update(extras.get(entry["name"], {}))
+    out["report"] = report
+    out["report_path"] = os.path.join(run.export_dir,
+                                      measure_lib.REPORT_NAME)
+    fileio.write_json(out["report_path"], report, indent=2)
+  elif measure:
+    logger.info("no test split: the exports were not measured")
   return out
 
 
@@ -49,7 +154,7 @@ def export(config):
     config: an ExportConfig.
 
   Returns:
-    {"saved_model": path, "tflite": {variant: path}}.
+    What `export_run` returns.
 
   Raises:
     ImgrecError: bad config or not a finished run.
@@ -63,4 +168,8 @@ def export(config):
   with run.lock("imgrec-export"):
     run.clean_stale_temporaries()
     return export_run(run, top_k=config.top_k, quantizations=config.tflite,
-                      calibration_images=config.calibration_images)
+                      calibration_images=config.calibration_images,
+                      int8_io=config.int8_io,
+                      int8_granularity=config.int8_granularity,
+                      max_int8_drop=config.max_int8_drop,
+                      measure=config.measure)

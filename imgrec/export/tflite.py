@@ -1,13 +1,26 @@
-"""TFLite export through the TFLite converter.
+"""TFLite export through the TFLite converter, with metadata and int8 checks.
 
-The TFLite model takes float32 raw pixels [N, H, W, C] at the model's input
-size (callers resize with `imgrec.data.ops.resize`, as the pipeline does) and
-returns probabilities [N, num_classes]. Class names go to `labels.txt` beside
-the file. `imgrec.inference.litert` runs the files.
+A TFLite model takes raw RGB pixels [1, H, W, 3] at the model's input size
+(float32, or uint8 for an int8 model exported with `int8_io="uint8"`;
+callers resize with `imgrec.data.ops.resize`, as the pipeline does) and
+returns probabilities [1, num_classes]. Every file carries standard TFLite
+metadata (`tflite_metadata`): its labels and input description, which
+MediaPipe Tasks and `imgrec.Classifier` read. `imgrec.inference.litert` runs
+the files.
+
+    with tflite.Converter(model, work_dir) as converter:
+      float_bytes = converter.convert("float")
+      calibration = converter.calibrate(images)
+      int8_bytes = calibration.quantize(keep_float=())
 """
 
+import contextlib
+import csv
+import io
+import math
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -17,102 +30,293 @@ from imgrec import fileio
 from imgrec import tasks
 from imgrec.config import TFLITE_VARIANTS
 from imgrec.errors import ImgrecError
-from imgrec.run_folder import LABELS_NAME
-from imgrec.run_folder import write_labels_file
+from imgrec.inference import tflite_metadata
+
+INT8_IO_TYPES = ("float", "uint8")
+_ENDS = ("QUANTIZE", "DEQUANTIZE")
 
 
-def export_tflite(model, path, *, class_names=None, quantization="float",
-                  representative_images=None):
-  """Converts a Keras model to a .tflite file, written atomically.
+# Luma weights of `tf.image.rgb_to_grayscale`, the blue one raised by 1e-4
+# so that they sum to 1: a gray pixel stays exactly itself.
+_LUMA = (0.2989, 0.5870, 0.1141)
+
+
+def to_gray(images):
+  """RGB [N, H, W, 3] -> luma [N, H, W, 1] as one 1x1 convolution.
+
+  Grayscale models' TFLite files take RGB like every other (MediaPipe
+  Tasks reads RGB models only) and convert first. Unlike the pipeline, the
+  luma is not rounded to whole levels (int8 has no rounding kernel): on a
+  color image it is at most half a level away, on a gray one exact.
+  """
+  return tf.nn.conv2d(images, tf.constant(_LUMA, tf.float32, [1, 1, 3, 1]),
+                      strides=1, padding="VALID")
+
+
+def _first_line(error):
+  text = str(error).strip()
+  return text.splitlines()[-1] if text else repr(error)
+
+
+class Converter:
+  """A Keras model staged as a SavedModel for the TFLite converter.
+
+  Keras 3 models convert reliably through a SavedModel (converting a
+  concrete function directly gave NaN outputs: variables were not frozen).
+  The staging folder is made beside the output, not in the system's temp
+  folder: a kill leaves it where the next export of the run cleans it up.
 
   Args:
     model: Keras model taking raw pixels and returning probabilities.
+    work_dir: folder for the staging SavedModel.
+  """
+
+  def __init__(self, model, work_dir):
+    self.model = model
+    self.image_size, self.channels = tasks.model_input_spec(model)
+    self.work_dir = work_dir
+    self._stack = contextlib.ExitStack()
+    self._saved_model = None
+
+  def __enter__(self):
+    os.makedirs(self.work_dir, exist_ok=True)
+    self._saved_model = self._stack.enter_context(
+        tempfile.TemporaryDirectory(prefix=fileio.TEMP_PREFIX,
+                                    dir=self.work_dir))
+    model, channels = self.model, self.channels
+
+    def serve(images):
+      if channels == 1:
+        images = to_gray(images)
+      return {"probabilities": tf.cast(model(images, training=False),
+                                       tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default", serve, input_signature=[tf.TensorSpec(
+            [1, self.image_size[0], self.image_size[1], 3], tf.float32,
+            name="images")])
+    archive.write_out(self._saved_model, verbose=False)
+    return self
+
+  def __exit__(self, *exc):
+    self._stack.close()
+
+  def _converter(self):
+    return tf.lite.TFLiteConverter.from_saved_model(self._saved_model)
+
+  def convert(self, quantization):
+    """Float, fp16 (float16 weights) or dynamic (int8 weights) TFLite bytes."""
+    if quantization not in ("float", "fp16", "dynamic"):
+      raise ImgrecError(f"Converter.convert makes float, fp16 or dynamic "
+                        f"models; int8 goes through calibrate(). Received: "
+                        f"{quantization!r}")
+    converter = self._converter()
+    if quantization != "float":
+      converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "fp16":
+      converter.target_spec.supported_types = [tf.float16]
+    return _run_converter(converter.convert, quantization)
+
+  def calibrate(self, images):
+    """Calibrates int8 activations on `images`; returns an `Int8Calibration`.
+
+    Args:
+      images: float32 [H, W, C] raw-pixel images at the model's input size
+        (a class-stratified sample of the training split).
+    """
+    images = [np.asarray(image, np.float32) for image in images]
+    images = [np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+              for image in images]
+    if not images:
+      raise ImgrecError("int8 TFLite export needs calibration images; "
+                        "received none.")
+    # The input's range is calibrated from the data: one pixel of 0 and one
+    # of 255 make it exactly 0..255, so uint8 input is raw pixels (scale 1)
+    # and float pixels quantize without loss.
+    images[0] = images[0].copy()
+    images[0][0, 0] = 0.0
+    images[0][-1, -1] = 255.0
+
+    def dataset():
+      for image in images:
+        yield [image[None]]
+
+    converter = self._converter()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = dataset
+    # Float kernels stay available only for the layers `quantize` is told
+    # to keep in float; `check_integer` refuses any other float op.
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    debugger = _run_converter(
+        lambda: tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=dataset), "int8")
+    return Int8Calibration(debugger)
+
+
+def _run_converter(fn, quantization):
+  try:
+    with warnings.catch_warnings():
+      # The quantization debugger still runs tf.lite.Interpreter, which
+      # warns of its own deprecation on every use.
+      warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is "
+                              "deprecated", category=UserWarning)
+      return fn()
+  except (ValueError, RuntimeError, tf.errors.OpError) as e:
+    # The converter's errors are pages of MLIR; the last line says what.
+    raise ImgrecError(f"The TFLite converter failed to make the "
+                      f"{quantization} model: {_first_line(e)}") from e
+
+
+class Int8Calibration:
+  """A calibrated model, quantized to int8 with chosen layers kept in float.
+
+  Calibration runs once; each `quantize` call re-quantizes from it
+  (TFLite's quantization debugger keeps the calibrated model).
+  """
+
+  def __init__(self, debugger):
+    self._debugger = debugger
+    self._errors = None
+
+  def quantize(self, keep_float=(), io="float", per_channel=True):
+    """Returns int8 TFLite bytes.
+
+    Args:
+      keep_float: names of layers (output tensors of `layer_errors`) left in
+        float.
+      io: "float" (float32 input and output, quantized inside the model) or
+        "uint8" (raw uint8 pixels in, uint8 probabilities out).
+      per_channel: a scale for each output channel of the weights (TFLite's
+        default), else one per tensor: a smaller file (each scale also takes
+        an int64 zero point; ~15% of a per-channel MobileNetV2) that some
+        models pay for in accuracy.
+    """
+    if io not in INT8_IO_TYPES:
+      raise ImgrecError(f"int8 input/output must be one of {INT8_IO_TYPES}. "
+                        f"Received: {io!r}")
+    debugger = self._debugger
+    # Read by the debugger's quantizer at each call (the converter's flag).
+    debugger.converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(keep_float) or None)
+    flatbuffer = _run_converter(debugger.get_nondebug_quantized_model, "int8")
+    if io == "uint8":
+      # What the converter does for inference_input_type=tf.uint8: the
+      # float ends become uint8 ones feeding the int8 graph.
+      from tensorflow.lite.python import util  # pylint: disable=g-import-not-at-top
+      flatbuffer = util.modify_model_io_type(flatbuffer, tf.uint8, tf.uint8)
+    return flatbuffer
+
+  def layer_errors(self):
+    """Layers by quantization error, worst first.
+
+    Runs the debug model (float and int8 side by side on the calibration
+    images) once and scores each layer by the RMS difference of its output
+    in units of its quantization step (about 0.29 for a layer that loses
+    nothing but rounding).
+
+    Returns:
+      [(layer name, op name, error)], worst first.
+    """
+    if self._errors is None:
+      debugger = self._debugger
+      debugger.options = tf.lite.experimental.QuantizationDebugOptions()
+      _run_converter(debugger.run, "int8 debug")
+      dump = io.StringIO()
+      debugger.layer_statistics_dump(dump)
+      dump.seek(0)
+      rows = []
+      for row in csv.DictReader(dump):
+        scale = float(row["scale"])
+        error = (math.sqrt(float(row["mean_squared_error"])) / scale
+                 if scale > 0 else 0.0)
+        rows.append((row["tensor_name"], row["op_name"], error))
+      self._errors = sorted(rows, key=lambda r: -r[2])
+    return list(self._errors)
+
+
+def float_ops(flatbuffer):
+  """The compute ops of a TFLite model that run in float.
+
+  Returns:
+    [(op name, output tensor name)] of every op but QUANTIZE/DEQUANTIZE with
+    a float input or output.
+  """
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  interpreter = Interpreter(model_content=flatbuffer)
+  dtypes = {t["index"]: np.dtype(t["dtype"])
+            for t in interpreter.get_tensor_details()}
+  floats = (np.dtype(np.float32), np.dtype(np.float16))
+  found = []
+  for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+    if op["op_name"] in _ENDS:
+      continue
+    tensors = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
+    if any(dtypes.get(i) in floats for i in tensors):
+      name = (interpreter._get_tensor_details(op["outputs"][0], 0)["name"]  # pylint: disable=protected-access
+              if len(op["outputs"]) else "")
+      found.append((op["op_name"], name))
+  return found
+
+
+def check_integer(flatbuffer, path="the int8 model", keep_float=()):
+  """Raises unless every compute op is integer, but those kept in float.
+
+  The converter can keep layers in float without a word (an op it cannot
+  quantize, no calibration data); an "int8" file must not, except for the
+  layers the export chose to keep (`keep_float`), which the report names.
+
+  Returns:
+    [(op name, output tensor name)] of the float ops (all kept on purpose).
+
+  Raises:
+    ImgrecError: naming the unexpected float ops.
+  """
+  kept = set(keep_float)
+  found = float_ops(flatbuffer)
+  unexpected = [(op, name) for op, name in found if name not in kept]
+  if unexpected:
+    listed = ", ".join(f"{op} {name}" for op, name in unexpected[:3])
+    raise ImgrecError(
+        f"The int8 TFLite conversion of {path} kept {len(unexpected)} "
+        f"operation(s) in float ({listed}...): it is not an integer model. "
+        "Check that the model's ops have int8 kernels and that calibration "
+        "images were given.")
+  return found
+
+
+def export_tflite(flatbuffer, path, *, class_names, image_size,
+                  name="imgrec classifier", description=""):
+  """Writes TFLite bytes with their metadata and labels, atomically.
+
+  Args:
+    flatbuffer: converter output.
     path: output .tflite path.
-    class_names: if given, written to `labels.txt` beside `path`.
-    quantization: "float", "fp16" (float16 weights), "dynamic" (int8
-      weights, float activations) or "int8" (full integer ops; needs
-      `representative_images`; input and output stay float32).
-    representative_images: iterable of float32 [H, W, C] raw-pixel images used
-      to calibrate int8 activations (a few hundred training images).
+    class_names: labels, packed into the file.
+    image_size: (height, width) of the input.
+    name: model name in the metadata.
+    description: one sentence in the metadata.
 
   Returns:
     `path`.
   """
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  details = Interpreter(model_content=flatbuffer).get_input_details()[0]
+  metadata = tflite_metadata.build_metadata(
+      name=name, description=description, image_size=image_size,
+      channels=3, float_input=np.dtype(details["dtype"]) == np.float32,
+      version="1")
+  data = tflite_metadata.attach(flatbuffer, metadata, class_names)
+  with fileio.atomic_write(path, "wb") as f:
+    f.write(data)
+  return path
+
+
+def check_variant(quantization):
   if quantization not in TFLITE_VARIANTS:
     raise ImgrecError(f"Unknown TFLite quantization. Expected one of "
                       f"{TFLITE_VARIANTS}. Received: quantization="
                       f"{quantization!r}")
-  size, channels = tasks.model_input_spec(model)
-
-  # Keras 3 models convert reliably through a SavedModel (converting a
-  # concrete function directly gave NaN outputs: variables were not frozen).
-  archive = keras.export.ExportArchive()
-  archive.track(model)
-  archive.add_endpoint(
-      "serving_default",
-      lambda images: {"probabilities": tf.cast(model(images, training=False),
-                                               tf.float32)},
-      input_signature=[tf.TensorSpec([1, size[0], size[1], channels],
-                                     tf.float32, name="images")])
-  # Beside the output, not in the system's temp folder: a kill leaves it
-  # where the next export of this run cleans it up.
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  with tempfile.TemporaryDirectory(prefix=fileio.TEMP_PREFIX,
-                                   dir=parent) as tmp_dir:
-    archive.write_out(tmp_dir, verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(tmp_dir)
-    flatbuffer = _convert(converter, quantization, representative_images)
-  if quantization == "int8":
-    check_integer(flatbuffer, path)
-  with fileio.atomic_write(path, "wb") as f:
-    f.write(flatbuffer)
-  if class_names is not None:
-    write_labels_file(os.path.join(os.path.dirname(os.path.abspath(path)),
-                                   LABELS_NAME), class_names)
-  return path
-
-
-def check_integer(flatbuffer, path="the int8 model"):
-  """Raises unless every tensor but the float input and output is integer.
-
-  The converter can keep layers in float without a word (an op it cannot
-  quantize, no calibration data); an "int8" file must not.
-
-  Raises:
-    ImgrecError: naming the float tensors.
-  """
-  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  interpreter = Interpreter(model_content=flatbuffer)
-  ends = {d["index"] for d in (interpreter.get_input_details() +
-                               interpreter.get_output_details())}
-  floats = [t["name"] for t in interpreter.get_tensor_details()
-            if t["index"] not in ends and
-            np.dtype(t["dtype"]) in (np.float32, np.float16)]
-  if floats:
-    raise ImgrecError(
-        f"The int8 TFLite conversion of {path} kept {len(floats)} float "
-        f"tensor(s) ({', '.join(floats[:3])}...): it is not an integer model. "
-        "Check that the model's ops have int8 kernels and that calibration "
-        "images were given.")
-
-
-def _convert(converter, quantization, representative_images):
-  if quantization != "float":
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  if quantization == "fp16":
-    converter.target_spec.supported_types = [tf.float16]
-  elif quantization == "int8":
-    if representative_images is None:
-      raise ImgrecError("int8 TFLite export needs representative images to "
-                        "calibrate activations.")
-    images = list(representative_images)
-
-    def representative_dataset():
-      for image in images:
-        yield [np.asarray(image, np.float32)[None]]
-
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  return converter.convert()

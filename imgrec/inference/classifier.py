@@ -67,6 +67,9 @@ class _KerasBackend:
   def __call__(self, pixels):
     return np.asarray(self.model(pixels, training=False), np.float32)
 
+  def labels(self):
+    return None
+
 
 class _TFLiteBackend:
   format = "tflite"
@@ -81,9 +84,15 @@ class _TFLiteBackend:
                         f"{str(e).splitlines()[0]}. It is damaged or not an "
                         "image classifier; export it again.") from e
     self.image_size, self.channels = self.runner.image_size, self.runner.channels
+    self.path = path
 
   def __call__(self, pixels):
     return self.runner(pixels)
+
+  def labels(self):
+    """The labels packed in the file's metadata (imgrec and MediaPipe files)."""
+    from imgrec.inference import tflite_metadata  # pylint: disable=g-import-not-at-top
+    return tflite_metadata.read_labels(self.path)
 
 
 class _SavedModelBackend:
@@ -109,9 +118,13 @@ class _SavedModelBackend:
     except (OSError, ValueError, KeyError, TypeError):
       pass  # Not an imgrec export: files are decoded at full size.
 
-  def raw(self, image):
-    out = self.fn(images=tf.constant(image[None]))
-    return out["probabilities"].numpy()[0]
+  def raw(self, images):
+    """Probabilities [N, C] of uint8 images [N, H, W, 3] of one size."""
+    out = self.fn(images=tf.constant(images))
+    return out["probabilities"].numpy()
+
+  def labels(self):
+    return None
 
 
 def _as_image(item, where):
@@ -179,6 +192,11 @@ class Classifier:
   def format(self):
     return self._backend.format
 
+  @property
+  def image_size(self):
+    """The model's input (height, width), when the format says it."""
+    return getattr(self._backend, "image_size", None)
+
   def _target_size(self):
     """The model's input size: JPEGs decode DCT-scaled for it (the policy)."""
     return getattr(self._backend, "image_size", None)
@@ -215,7 +233,6 @@ class Classifier:
                           num_threads=num_threads)
       raise ImgrecError(f"{path} is neither a SavedModel nor an imgrec "
                         "model_dir (no export/saved_model or best.keras).")
-    labels = _find_labels(path)
     if os.path.isdir(path):
       backend = _SavedModelBackend(path, trust_model)
     elif path.endswith(".keras"):
@@ -225,6 +242,7 @@ class Classifier:
     else:
       raise ImgrecError(f"Unknown model format: {path}. Expected a .keras or "
                         ".tflite file or a SavedModel folder.")
+    labels = backend.labels() or _find_labels(path)
     return cls(backend, labels, path, max_image_pixels)
 
   def _image(self, item, index):
@@ -235,12 +253,27 @@ class Classifier:
                               self._target_size()), path
     return _as_image(item, f"Input {index}"), None
 
-  def _probabilities(self, images):
+  def prepare(self, images):
+    """uint8 images [H, W, 3] -> what `run` takes (the model's input).
+
+    For .keras and .tflite models: float32 pixels resized to the input size;
+    for a SavedModel, the images as they are (its graph resizes).
+    """
     if getattr(self._backend, "takes_raw", False):
-      return np.stack([self._backend.raw(im) for im in images])
-    pixels = tasks.preprocess(images, self._backend.image_size,
-                              self._backend.channels)
-    return self._backend(pixels.numpy())
+      return list(images)
+    return tasks.preprocess(images, self._backend.image_size,
+                            self._backend.channels).numpy()
+
+  def run(self, prepared):
+    """Probabilities [N, num_classes] of a `prepare`d batch: the model alone."""
+    if getattr(self._backend, "takes_raw", False):
+      if len({im.shape for im in prepared}) == 1:
+        return self._backend.raw(np.stack(prepared))
+      return np.concatenate([self._backend.raw(im[None]) for im in prepared])
+    return self._backend(prepared)
+
+  def _probabilities(self, images):
+    return self.run(self.prepare(images))
 
   def predict_proba(self, inputs):
     """Returns class probabilities [N, num_classes] for images or paths.
@@ -298,3 +331,18 @@ class Classifier:
             score=float(p[order[0]]),
             top_k=[(names[j], float(p[j])) for j in order], source=source)
     return [out[i] for i in range(len(items))]
+
+  def predict_iter(self, inputs, top_k=5, chunk_size=64):
+    """Classifies an iterable of inputs `chunk_size` at a time, lazily.
+
+    Only one chunk of images is in memory at once, so a folder of any size
+    streams through. Yields one `Prediction` per input, in order.
+    """
+    chunk = []
+    for item in inputs:
+      chunk.append(item)
+      if len(chunk) == chunk_size:
+        yield from self.predict(chunk, top_k=top_k)
+        chunk = []
+    if chunk:
+      yield from self.predict(chunk, top_k=top_k)

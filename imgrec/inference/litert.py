@@ -6,14 +6,21 @@ import numpy as np
 class TFLiteRunner:
   """Runs a .tflite classifier with the LiteRT interpreter.
 
+  Float models take float32 raw pixels; int8 models with uint8 input take
+  them quantized by the input's parameters (raw pixels for imgrec's files,
+  whose uint8 input has scale 1 and zero point 0).
+
   Args:
     path: the .tflite file.
     num_threads: CPU threads (None: LiteRT's default).
+    interpreter: a LiteRT Interpreter to use instead of loading `path`.
   """
 
-  def __init__(self, path, num_threads=None):
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+  def __init__(self, path=None, num_threads=None, interpreter=None):
+    if interpreter is None:
+      from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+      interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    self.interpreter = interpreter
     self.interpreter.allocate_tensors()
     inp = self.interpreter.get_input_details()[0]
     self._input_index = inp["index"]
@@ -26,9 +33,12 @@ class TFLiteRunner:
     self._output_quantization = out["quantization"]
 
   def __call__(self, images):
-    """Returns probabilities [N, C] for float32 raw-pixel images [N, H, W, C]."""
+    """Probabilities [N, C] of float32 raw-pixel images [N, H, W, 3 or 1]."""
+    images = np.asarray(images, np.float32)
+    if images.shape[-1] == 1 and self.channels == 3:  # Gray models take RGB.
+      images = np.repeat(images, 3, axis=-1)
     results = []
-    for image in np.asarray(images, np.float32):
+    for image in images:
       x = image[None]
       if self.input_dtype != np.float32:
         scale, zero = self.input_quantization

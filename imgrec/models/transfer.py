@@ -96,6 +96,9 @@ def _check_transfer(input_shape, args):
   resolve_weights(args["weights"])
 
 
+_SCRATCH_BN_MOMENTUM = 0.9
+
+
 def _build_transfer(name, application, preprocessing, num_classes,
                     input_shape, *, weights, freeze_backbone, dropout):
   """Builds `image -> [Rescaling] -> backbone -> head` for one application.
@@ -129,6 +132,17 @@ def _build_transfer(name, application, preprocessing, num_classes,
   # their own name (EfficientNetV2 picks its normalization that way).
   backbone.name = "backbone"
   backbone.trainable = not freeze_backbone
+  if resolve_weights(weights) is None:
+    # keras.applications' BatchNorm momentum (0.999 in the MobileNets) is
+    # tuned for ImageNet's long epochs: after a few thousand steps on a
+    # small dataset the moving statistics are still near their initial
+    # values and evaluation sits at chance (mobilenet_v2 from scratch on
+    # MNIST-10k, 12 epochs: 96% train accuracy, 9.9% validation). A
+    # randomly initialized backbone gets Keras' usual faster averages.
+    for layer in backbone.layers:
+      if isinstance(layer, layers.BatchNormalization) and (
+          layer.momentum > _SCRATCH_BN_MOMENTUM):
+        layer.momentum = _SCRATCH_BN_MOMENTUM
 
   inputs = keras.Input(shape=input_shape, name="image")
   x = inputs

@@ -329,12 +329,11 @@ class ImageClassificationTask:
         pixels=pixels if training else None, pixel_rows=split.pixel_rows,
         shorter_sides=split.shorter_sides)
 
-  def calibration_images(self, split, count):
-    """Up to `count` images of `split` as the model sees them, for int8 export."""
-    return [pipeline.decode_and_resize(p, self.spec.image_size,
-                                       self.spec.channels,
-                                       plain=self.config.scan).numpy()
-            for p in split.paths[:count]]
+  def model_pixels(self, path):
+    """One file as the model sees it: float32 [H, W, C] (export checks)."""
+    return pipeline.decode_and_resize(path, self.spec.image_size,
+                                      self.spec.channels,
+                                      plain=self.config.scan).numpy()
 
   # --- Model -----------------------------------------------------------------
 

@@ -1,0 +1,197 @@
+"""Measures every exported format against the Keras model: the export report.
+
+Each format runs in its own runtime (SavedModel through
+`tf.saved_model.load`, TFLite through LiteRT) on the same test images, read
+a chunk at a time. Per format: accuracy, top-1 agreement with the Keras
+model, the largest probability difference, per-class accuracy change,
+latency of one image on one thread (in a process of its own: TensorFlow
+fixes its thread count when it starts) and throughput of batches on every
+core.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from imgrec import fileio
+from imgrec.data import decode
+from imgrec.data import ops
+from imgrec.inference import benchmark
+from imgrec.inference.classifier import Classifier
+
+logger = logging.getLogger("imgrec")
+
+REPORT_NAME = "export_report.json"
+_CHUNK = 256
+_BENCH_IMAGES = 8
+
+
+class _Tally:
+  """Running comparison of one format with the Keras reference."""
+
+  def __init__(self, num_classes):
+    self.correct = np.zeros(num_classes, np.int64)
+    self.agree = 0
+    self.max_diff = 0.0
+
+  def add(self, probabilities, reference, labels):
+    predicted = probabilities.argmax(1)
+    np.add.at(self.correct, labels[predicted == labels], 1)
+    self.agree += int(np.sum(predicted == reference.argmax(1)))
+    if len(probabilities):
+      self.max_diff = max(self.max_diff,
+                          float(np.max(np.abs(probabilities - reference))))
+
+
+def _bench_images(task, paths, max_image_pixels):
+  """A few test images as uint8 RGB at the model's size (what is timed)."""
+  size = task.spec.image_size
+  out = []
+  for path in paths[:_BENCH_IMAGES]:
+    image = decode.read_file(path, 3, max_image_pixels, size)
+    out.append(np.asarray(np.round(ops.resize(image, size)), np.uint8))
+  return np.stack(out)
+
+
+def _latencies(paths, images, work_dir):
+  """{path: benchmark dict} of single-thread runs in a child process."""
+  with tempfile.TemporaryDirectory(prefix=fileio.TEMP_PREFIX,
+                                   dir=work_dir) as tmp:
+    images_path = os.path.join(tmp, "images.npy")
+    np.save(images_path, images)
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgrec.inference.benchmark",
+         "--num_threads=1", f"--images={images_path}", *paths],
+        capture_output=True, text=True, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  results = {}
+  for line in proc.stdout.splitlines():
+    if line.startswith("{"):
+      entry = json.loads(line)
+      results[entry["model"]] = entry
+  if proc.returncode != 0:
+    tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+    logger.warning("single-thread latency was not measured for every "
+                   "format: %s", tail[0])
+  return results
+
+
+def measure(task, model, class_names, split, formats, *, work_dir,
+            max_image_pixels, latency=True):
+  """The export report of `formats` on `split`.
+
+  Args:
+    task: the run's ImageClassificationTask (decoding and image size).
+    model: the Keras model (the reference).
+    class_names: class names in label order.
+    split: a folder.Split, usually the test split.
+    formats: [(name, path)]: "saved_model" and TFLite variant names.
+    work_dir: folder for temporary files.
+    max_image_pixels: the decode limit.
+    latency: also time single images on one thread (a child process).
+
+  Returns:
+    The report dict (see `format_report` for the printed table).
+  """
+  classifiers = {name: Classifier.load(path, num_threads=os.cpu_count(),
+                                       trust_model=True,
+                                       max_image_pixels=max_image_pixels)
+                 for name, path in formats}
+  tallies = {name: _Tally(len(class_names)) for name, _ in formats}
+  reference = _Tally(len(class_names))
+  support = np.zeros(len(class_names), np.int64)
+  size = task.spec.image_size
+  for start in range(0, len(split), _CHUNK):
+    paths = split.paths[start:start + _CHUNK]
+    labels = np.asarray(split.labels[start:start + _CHUNK])
+    np.add.at(support, labels, 1)
+    pixels = np.stack([task.model_pixels(p) for p in paths])
+    keras_probabilities = np.asarray(model.predict(pixels, verbose=0,
+                                                   batch_size=64), np.float32)
+    reference.add(keras_probabilities, keras_probabilities, labels)
+    raw = None
+    for name, clf in classifiers.items():
+      if clf.format == "saved_model":
+        if raw is None:  # What a server gets: the decoded file.
+          raw = [decode.read_file(p, 3, max_image_pixels, size)
+                 for p in paths]
+        probabilities = clf.run(raw)
+      else:
+        probabilities = clf.run(pixels)
+      tallies[name].add(probabilities, keras_probabilities, labels)
+
+  n = int(support.sum())
+  seen = support > 0
+
+  def per_class(correct):
+    return np.where(seen, correct / np.maximum(support, 1), 0.0)
+
+  keras_per_class = per_class(reference.correct)
+  bench_images = _bench_images(task, split.paths, max_image_pixels)
+  single = (_latencies([path for _, path in formats], bench_images, work_dir)
+            if latency else {})
+  entries = []
+  for name, path in formats:
+    tally, clf = tallies[name], classifiers[name]
+    timing = benchmark.benchmark(clf, bench_images, runs=20, max_seconds=3.0)
+    one = single.get(path, {}).get("latency_ms")
+    change = per_class(tally.correct) - keras_per_class
+    entries.append({
+        "name": name, "path": path, "bytes": _size(path),
+        "accuracy": float(tally.correct.sum() / max(n, 1)),
+        "top1_agreement": tally.agree / max(n, 1),
+        "max_abs_prob_diff": tally.max_diff,
+        "latency_ms": ({"median": one["median"], "p90": one["p90"]}
+                       if one else None),
+        "images_per_second": timing["images_per_second"],
+        "per_class_accuracy_change": {
+            c: float(change[i]) for i, c in enumerate(class_names)
+            if seen[i]},
+    })
+  return {"reference": {"format": "keras",
+                        "accuracy": float(reference.correct.sum() / max(n, 1)),
+                        "num_examples": n},
+          "formats": entries}
+
+
+def _size(path):
+  if os.path.isdir(path):
+    return sum(os.path.getsize(os.path.join(d, f))
+               for d, _, files in os.walk(path) for f in files)
+  return os.path.getsize(path)
+
+
+def format_report(report):
+  """The export report as a text table."""
+  ref = report["reference"]
+  lines = [f"Keras reference: accuracy {100 * ref['accuracy']:.2f}% on "
+           f"{ref['num_examples']} images",
+           f"{'format':<12}{'size':>10}{'accuracy':>10}{'vs keras':>10}"
+           f"{'agree':>9}{'max|dp|':>10}{'ms (1 img)':>12}{'p90':>8}"
+           f"{'img/s':>9}"]
+  for f in report["formats"]:
+    latency = f["latency_ms"] or {}
+    lines.append(
+        f"{f['name']:<12}{_human(f['bytes']):>10}"
+        f"{100 * f['accuracy']:>9.2f}%"
+        f"{100 * (f['accuracy'] - ref['accuracy']):>+9.2f}pt"
+        f"{100 * f['top1_agreement']:>8.2f}%{f['max_abs_prob_diff']:>10.1e}"
+        f"{latency.get('median', float('nan')):>12.3f}"
+        f"{latency.get('p90', float('nan')):>8.3f}"
+        f"{f['images_per_second']:>9.0f}")
+    if f.get("kept_float"):
+      lines.append(f"{'':<12}kept in float: {', '.join(f['kept_float'])}")
+  return "\n".join(lines)
+
+
+def _human(size):
+  for unit in ("B", "KB", "MB", "GB"):
+    if size < 1024 or unit == "GB":
+      return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    size /= 1024
+  return str(size)

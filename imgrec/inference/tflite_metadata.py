@@ -1,0 +1,185 @@
+"""Standard TFLite metadata for imgrec classifiers: labels and input description inside the file.
+
+MediaPipe Tasks' `ImageClassifier` (and the Android tooling) read a model's
+metadata: what the input image is (RGB or grayscale, and the normalization
+to apply to float input), and the class names of the output, packed into
+the file as an associated `labels.txt`. imgrec writes that metadata itself,
+with the `flatbuffers` package TensorFlow already depends on, following the
+published TFLite metadata schema (`metadata_schema.fbs`, file identifier
+"M001"): tflite-support cannot share an environment with TensorFlow 2.21,
+and MediaPipe's own writers need a native module its wheel lacks.
+
+The file stays a valid TFLite flatbuffer: the metadata is a buffer named
+"TFLITE_METADATA" in the model's `metadata` table, and the labels file is a
+zip archive appended after the flatbuffer, where readers look for it.
+"""
+
+import io
+import zipfile
+
+import flatbuffers
+
+METADATA_NAME = "TFLITE_METADATA"
+LABELS_FILE = "labels.txt"
+_IDENTIFIER = b"M001"
+_MIN_PARSER_VERSION = "1.0.0"
+
+# Enum values and union tags of metadata_schema.fbs.
+_TENSOR_AXIS_LABELS = 2
+_RGB, _GRAYSCALE = 1, 2
+_IMAGE_PROPERTIES = 2  # ContentProperties union tag.
+_FEATURE_PROPERTIES = 1
+_NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union tag.
+
+
+def _strings(builder, values):
+  return [builder.CreateString(v) for v in values]
+
+
+def _vector(builder, offsets):
+  builder.StartVector(4, len(offsets), 4)
+  for offset in reversed(offsets):
+    builder.PrependUOffsetTRelative(offset)
+  return builder.EndVector()
+
+
+def _float_vector(builder, values):
+  builder.StartVector(4, len(values), 4)
+  for v in reversed(values):
+    builder.PrependFloat32(float(v))
+  return builder.EndVector()
+
+
+def _table(builder, fields):
+  """Builds a table from (slot, kind, value); kinds: offset, int8, uint32."""
+  builder.StartObject(max(slot for slot, _, _ in fields) + 1)
+  for slot, kind, value in fields:
+    if kind == "offset":
+      builder.PrependUOffsetTRelativeSlot(slot, value, 0)
+    elif kind == "int8":
+      builder.PrependInt8Slot(slot, value, 0)
+    elif kind == "uint8":
+      builder.PrependUint8Slot(slot, value, 0)
+    elif kind == "uint32":
+      builder.PrependUint32Slot(slot, value, 0)
+  return builder.EndObject()
+
+
+def build_metadata(*, name, description, image_size, channels, float_input,
+                   version):
+  """The ModelMetadata flatbuffer of an imgrec image classifier.
+
+  Args:
+    name: model name.
+    description: one sentence.
+    image_size: (height, width) of the input.
+    channels: 1 or 3.
+    float_input: the input is float32 raw 0..255 pixels (normalization mean
+      0, std 1, so readers feed pixels as they are); else uint8.
+    version: the model's version string.
+
+  Returns:
+    bytes.
+  """
+  b = flatbuffers.Builder(1024)
+  # Input: an image, RGB or gray, raw pixels.
+  size = _table(b, [(0, "uint32", image_size[1]),
+                    (1, "uint32", image_size[0])])
+  image = _table(b, [(0, "int8", _RGB if channels == 3 else _GRAYSCALE),
+                     (1, "offset", size)])
+  content = _table(b, [(0, "uint8", _IMAGE_PROPERTIES), (1, "offset", image)])
+  units = []
+  if float_input:
+    mean = _float_vector(b, [0.0] * channels)
+    std = _float_vector(b, [1.0] * channels)
+    norm = _table(b, [(0, "offset", mean), (1, "offset", std)])
+    units.append(_table(b, [(0, "uint8", _NORMALIZATION_OPTIONS),
+                            (1, "offset", norm)]))
+  stats_max = _float_vector(b, [255.0])
+  stats_min = _float_vector(b, [0.0])
+  stats = _table(b, [(0, "offset", stats_max), (1, "offset", stats_min)])
+  in_name, in_desc = _strings(b, ["image", "Raw RGB pixels 0..255, resized "
+                                  "to the model's input size."
+                                  if channels == 3 else "Raw gray pixels "
+                                  "0..255, resized to the model's size."])
+  in_fields = [(0, "offset", in_name), (1, "offset", in_desc),
+               (3, "offset", content), (5, "offset", stats)]
+  if units:
+    in_fields.append((4, "offset", _vector(b, units)))
+  input_md = _table(b, in_fields)
+  # Output: class probabilities, with the labels file.
+  label_name, label_desc = _strings(b, [LABELS_FILE, "Class names, one a "
+                                        "line, in output order."])
+  labels = _table(b, [(0, "offset", label_name), (1, "offset", label_desc),
+                      (2, "int8", _TENSOR_AXIS_LABELS)])
+  out_content = _table(b, [(0, "uint8", _FEATURE_PROPERTIES),
+                           (1, "offset", _empty_table(b))])
+  out_name, out_desc = _strings(b, ["probabilities", "Probability of each "
+                                    "class (softmax)."])
+  out_stats = _table(b, [(0, "offset", _float_vector(b, [1.0])),
+                         (1, "offset", _float_vector(b, [0.0]))])
+  output_md = _table(b, [(0, "offset", out_name), (1, "offset", out_desc),
+                         (3, "offset", out_content),
+                         (5, "offset", out_stats),
+                         (6, "offset", _vector(b, [labels]))])
+  sub_name = b.CreateString("image_classifier")
+  subgraph = _table(b, [(0, "offset", sub_name),
+                        (2, "offset", _vector(b, [input_md])),
+                        (3, "offset", _vector(b, [output_md]))])
+  model_name, model_desc, model_version, author, parser = _strings(
+      b, [name, description, version, "imgrec", _MIN_PARSER_VERSION])
+  root = _table(b, [(0, "offset", model_name), (1, "offset", model_desc),
+                    (2, "offset", model_version),
+                    (3, "offset", _vector(b, [subgraph])),
+                    (4, "offset", author), (7, "offset", parser)])
+  b.Finish(root, file_identifier=_IDENTIFIER)
+  return bytes(b.Output())
+
+
+def _empty_table(builder):
+  builder.StartObject(0)
+  return builder.EndObject()
+
+
+def attach(flatbuffer, metadata, class_names):
+  """Returns the TFLite model with `metadata` and the labels file inside.
+
+  Args:
+    flatbuffer: the converter's model bytes.
+    metadata: bytes from `build_metadata`.
+    class_names: written as the associated labels file.
+
+  Returns:
+    bytes: the model flatbuffer, then a zip holding the labels file.
+  """
+  from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
+  model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(flatbuffer, 0))
+  buffer = schema.BufferT()
+  buffer.data = list(metadata)
+  model.buffers.append(buffer)
+  entry = schema.MetadataT()
+  entry.name = METADATA_NAME
+  entry.buffer = len(model.buffers) - 1
+  model.metadata = [m for m in (model.metadata or [])
+                    if m.name != METADATA_NAME] + [entry]
+  builder = flatbuffers.Builder(len(flatbuffer) + len(metadata) + 1024)
+  builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+  out = io.BytesIO(bytes(builder.Output()))
+  out.seek(0, io.SEEK_END)
+  with zipfile.ZipFile(out, "a") as archive:
+    archive.writestr(LABELS_FILE, "".join(f"{n}\n" for n in class_names))
+  return out.getvalue()
+
+
+def read_labels(path_or_bytes):
+  """The class names packed into a TFLite file, or None."""
+  data = path_or_bytes
+  if isinstance(path_or_bytes, str):
+    with open(path_or_bytes, "rb") as f:
+      data = f.read()
+  try:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+      text = archive.read(LABELS_FILE).decode("utf-8")
+  except (zipfile.BadZipFile, KeyError):
+    return None
+  return [line.rstrip("\n") for line in text.splitlines() if line.strip()]
