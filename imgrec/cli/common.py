@@ -19,8 +19,11 @@ from absl import logging as absl_logging
 from imgrec.cli import flags as flags_lib
 from imgrec.errors import ImgrecError
 
-# TensorFlow's C++ start-up chatter hides the one line users need to read.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ chatter hides the one line users need to read. Level 3:
+# its ERROR lines too, which on CPUs are notices (serving uint8 images:
+# "oneDNN supports DT_UINT8 only on platforms with AVX-512"); real failures
+# still surface as Python exceptions. Set the variable to see them all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # OS errors that are the user's to fix (space, permissions, a path): one
 # line, no traceback.

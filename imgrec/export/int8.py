@@ -85,9 +85,8 @@ class CheckSet:
 
   def accuracy(self, flatbuffer):
     """Accuracy of TFLite bytes on the set, through LiteRT."""
-    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-    from imgrec.inference.litert import TFLiteRunner  # pylint: disable=g-import-not-at-top
-    runner = TFLiteRunner(interpreter=Interpreter(
+    from imgrec.inference import litert  # pylint: disable=g-import-not-at-top
+    runner = litert.TFLiteRunner(interpreter=litert.make_interpreter(
         model_content=flatbuffer, num_threads=os.cpu_count()))
     predicted = runner(self.pixels).argmax(1)
     return float(np.mean(predicted == self.labels))

@@ -30,6 +30,7 @@ from imgrec import fileio
 from imgrec import tasks
 from imgrec.config import TFLITE_VARIANTS
 from imgrec.errors import ImgrecError
+from imgrec.inference import litert
 from imgrec.inference import tflite_metadata
 
 INT8_IO_TYPES = ("float", "uint8")
@@ -245,8 +246,7 @@ def float_ops(flatbuffer):
     [(op name, output tensor name)] of every op but QUANTIZE/DEQUANTIZE with
     a float input or output.
   """
-  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  interpreter = Interpreter(model_content=flatbuffer)
+  interpreter = litert.make_interpreter(model_content=flatbuffer)
   dtypes = {t["index"]: np.dtype(t["dtype"])
             for t in interpreter.get_tensor_details()}
   floats = (np.dtype(np.float32), np.dtype(np.float16))
@@ -303,8 +303,8 @@ def export_tflite(flatbuffer, path, *, class_names, image_size,
   Returns:
     `path`.
   """
-  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  details = Interpreter(model_content=flatbuffer).get_input_details()[0]
+  details = litert.make_interpreter(
+      model_content=flatbuffer).get_input_details()[0]
   metadata = tflite_metadata.build_metadata(
       name=name, description=description, image_size=image_size,
       channels=3, float_input=np.dtype(details["dtype"]) == np.float32,

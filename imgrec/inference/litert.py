@@ -1,6 +1,43 @@
 """Runs .tflite classifiers with LiteRT, the on-device runtime (`ai-edge-litert`)."""
 
+import contextlib
+import os
+import sys
+
 import numpy as np
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden():
+  """Sends file descriptor 2 to /dev/null for the block.
+
+  LiteRT announces each delegate it creates there ("INFO: Created
+  TensorFlow Lite XNNPACK delegate for CPU."), whatever the log level; its
+  errors reach Python as exceptions.
+  """
+  sys.stderr.flush()
+  try:
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+  except OSError:
+    yield
+    return
+  os.dup2(null, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
+
+
+def make_interpreter(**kwargs):
+  """A LiteRT Interpreter (same arguments), tensors allocated, made quietly."""
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  with _native_stderr_hidden():
+    made = Interpreter(**kwargs)
+    made.allocate_tensors()
+  return made
 
 
 class TFLiteRunner:
@@ -18,10 +55,8 @@ class TFLiteRunner:
 
   def __init__(self, path=None, num_threads=None, interpreter=None):
     if interpreter is None:
-      from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-      interpreter = Interpreter(model_path=path, num_threads=num_threads)
+      interpreter = make_interpreter(model_path=path, num_threads=num_threads)
     self.interpreter = interpreter
-    self.interpreter.allocate_tensors()
     inp = self.interpreter.get_input_details()[0]
     self._input_index = inp["index"]
     self.input_dtype = inp["dtype"]
