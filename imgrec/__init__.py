@@ -18,6 +18,7 @@ _LAZY = {
     "image_dataset": ("imgrec.tasks", "image_dataset"),
     "TrainConfig": ("imgrec.config", "TrainConfig"),
     "EvaluateConfig": ("imgrec.config", "EvaluateConfig"),
+    "CompareConfig": ("imgrec.config", "CompareConfig"),
     "ExportConfig": ("imgrec.config", "ExportConfig"),
     "ScanConfig": ("imgrec.config", "ScanConfig"),
     "RunFolder": ("imgrec.run_folder", "RunFolder"),

@@ -105,6 +105,24 @@ def _parse_verbose(text):
   return text if text == "auto" else int(text)
 
 
+def split_paths(text):
+  """A comma-separated list of paths (or words) -> tuple; a path that exists
+  with a comma in its name stays whole."""
+  if not text:
+    return ()
+  if "," in text and os.path.exists(text):
+    return (text,)
+  return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _check_tta(value):
+  modes = split_paths(value)
+  bad = [m for m in modes if m not in ("none", "flip", "crops")]
+  if bad or not modes or ("none" in modes and len(modes) > 1):
+    return "must be none, flip, crops or flip,crops"
+  return None
+
+
 def _check_verbose(value):
   return None if value in ("auto", 0, 1, 2) else "expected auto, 0, 1 or 2"
 
@@ -401,17 +419,73 @@ class TrainConfig(DataConfig):
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig(Config):
   """What `imgrec-evaluate` evaluates, and on what."""
-  model_dir: str | None = field(None, "Output folder of imgrec-train.")
+  model_dir: str | None = field(
+      None, "Output folder of imgrec-train; several, comma-separated, "
+      "evaluate their ensemble (averaged probabilities) against each member.")
   data_dir: str | None = field(
-      None, "Evaluate on this folder instead of the run's own split.")
+      None, "Evaluate on this folder instead of the run's own split; several, "
+      "comma-separated, give a section each and a comparison table. Classes "
+      "are matched by name.")
   split: str = field("test", "Split to use.", choices=SPLITS)
   batch_size: int | None = field(None, "Batch size (default: the run's).",
                                  check=_at_least(1))
+  tta: str = field("none", "Test-time augmentation: none, flip, crops (five "
+                   "zoomed crops), or flip,crops; the report gives accuracy "
+                   "with and without.", check=_check_tta)
+  ensemble_weights: str = field(
+      "equal", "How an ensemble weighs its members: equal, or val_accuracy "
+      "(each member's accuracy on the validation split).",
+      choices=("equal", "val_accuracy"))
+  report_dir: str | None = field(
+      None, "Where report.json/.txt/.html and the pictures go (default: the "
+      "model_dir of a single model; an ensemble writes only when given).")
+  pictures: bool = field(True, "Draw confusion_matrix.png, reliability.png, "
+                         "mistakes.png and curves.png, and write report.html.")
+
+  @property
+  def model_dirs(self):
+    return split_paths(self.model_dir)
+
+  @property
+  def data_dirs(self):
+    return split_paths(self.data_dir)
+
+  @property
+  def tta_modes(self):
+    return tuple(m for m in split_paths(self.tta) if m != "none")
 
   def _check_relations(self, check_files):
     if not self.model_dir:
       raise ImgrecError("--model_dir is required: the output folder of "
                         "imgrec-train.")
+    for name, paths in (("--model_dir", self.model_dirs),
+                        ("--data_dir", self.data_dirs)):
+      if len({os.path.normpath(p) for p in paths}) != len(paths):
+        raise ImgrecError(f"{name} names a folder twice: {', '.join(paths)}.")
+
+
+COMPARE_FORMATS = ("markdown", "csv")
+COMPARE_SORTS = ("accuracy", "name")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig(Config):
+  """How `imgrec-compare` tabulates finished runs (given as arguments)."""
+  format: str | None = field(
+      None, "Table format: markdown or csv. Default: csv when --output ends "
+      "in .csv, else markdown.", choices=COMPARE_FORMATS)
+  output: str | None = field(
+      None, "Also write the table to this file (replaced atomically).")
+  sort: str = field("accuracy", "Row order: accuracy (best first) or name.",
+                    choices=COMPARE_SORTS)
+
+  def table_format(self):
+    """The format to print and write: --format, else guessed from --output."""
+    if self.format:
+      return self.format
+    if self.output and self.output.lower().endswith(".csv"):
+      return "csv"
+    return "markdown"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,11 +515,22 @@ class ExportConfig(Config):
       "most stay in float.", check=_non_negative)
   measure: bool = field(True, "Measure every format on the test split into "
                         "export/export_report.json.")
+  ensemble: str | None = field(
+      None, "Comma-separated model_dirs of trained runs with the same "
+      "classes: --model_dir becomes their ensemble (one model averaging "
+      "them), then exported.")
+  ensemble_weights: str = field(
+      "equal", "How the ensemble weighs its members: equal, or val_accuracy "
+      "(each member's accuracy on its validation split).",
+      choices=("equal", "val_accuracy"))
 
   def _check_relations(self, check_files):
     if not self.model_dir:
       raise ImgrecError("--model_dir is required: the output folder of "
                         "imgrec-train.")
+    if self.ensemble and len(split_paths(self.ensemble)) < 2:
+      raise ImgrecError("--ensemble needs at least two model_dirs, "
+                        f"comma-separated. Received: {self.ensemble}")
     bad = [q for q in self.tflite if q not in TFLITE_VARIANTS]
     if bad:
       raise ImgrecError(f"Unknown --tflite variant(s) {', '.join(bad)}. "

@@ -8,9 +8,15 @@
       checkpoints/      training backups (resume after a crash)
       logs/             TensorBoard
       history.csv       per-epoch metrics
+      training.json     training time and model size
+      ensemble.json     an ensemble's members and weights (imgrec-export
+                        --ensemble); such a folder has no training backups
       best.keras        the best model by validation accuracy
       report.json/.txt  evaluation of the test split
-      export/           saved_model/, model.tflite, model_<variant>.tflite
+      report.html       the same with its pictures embedded
+      confusion_matrix.png, reliability.png, mistakes.png, curves.png
+      export/           saved_model/, model.tflite, model_<variant>.tflite,
+                        export_report.json (every format measured)
 
 No other module spells these names: they ask this one.
 """
@@ -53,6 +59,71 @@ def read_labels_file(path):
     return [line.rstrip("\n") for line in f if line.strip()]
 
 
+# Evaluation pictures, each `<name>.png` (a dataset after the first of a
+# several-dataset evaluation: `<name>_<section>.png`).
+PICTURES = ("confusion_matrix", "reliability", "mistakes", "curves")
+
+
+class ReportFolder:
+  """The evaluation files of a folder: report.json/.txt/.html and pictures.
+
+  A run's model_dir is one (RunFolder.reports); an ensemble's report_dir is
+  another.
+  """
+
+  def __init__(self, path):
+    self.path = os.fspath(path)
+
+  def report_path(self, name="report", suffix=".json"):
+    return os.path.join(self.path, name + suffix)
+
+  @property
+  def html_path(self):
+    return self.report_path(suffix=".html")
+
+  def picture_path(self, picture, section=None):
+    if picture not in PICTURES:
+      raise ValueError(f"Unknown picture {picture!r}: one of {PICTURES}.")
+    suffix = f"_{section}" if section else ""
+    return os.path.join(self.path, f"{picture}{suffix}.png")
+
+  def makedirs(self):
+    try:
+      os.makedirs(self.path, exist_ok=True)
+    except OSError as e:
+      raise ImgrecError(f"Cannot create report folder {self.path}: "
+                        f"{e.strerror or e}. Pass another --report_dir."
+                        ) from e
+
+  def write_report(self, report, text, name="report"):
+    """Writes `<name>.json` and the readable `<name>.txt`; returns the JSON path."""
+    path = self.report_path(name)
+    fileio.write_json(path, report, indent=2)
+    fileio.write_text(self.report_path(name, ".txt"), text)
+    return path
+
+  def write_picture(self, picture, png, section=None):
+    path = self.picture_path(picture, section)
+    with fileio.atomic_write(path, "wb") as f:
+      f.write(png)
+    return path
+
+  def write_html(self, text):
+    fileio.write_text(self.html_path, text)
+    return self.html_path
+
+  def remove_all(self):
+    """Deletes the report files and pictures (nothing else)."""
+    names = {"report.json", "report.txt", "report.html"}
+    with contextlib.suppress(OSError):
+      for name in os.listdir(self.path):
+        stem = name[:-len(".png")] if name.endswith(".png") else None
+        if name in names or (stem is not None and any(
+            stem == p or stem.startswith(p + "_") for p in PICTURES)):
+          with contextlib.suppress(OSError):
+            os.remove(os.path.join(self.path, name))
+
+
 def _in_run(*parts):
   """A RunFolder property: the path of `parts` inside the model_dir."""
   return property(lambda self: os.path.join(self.path, *parts),
@@ -72,9 +143,12 @@ class RunFolder:
   data_report_path = _in_run("data_report.json")
   logs_dir = _in_run("logs")
   history_path = _in_run("history.csv")
+  training_path = _in_run("training.json")
+  ensemble_path = _in_run("ensemble.json")
   best_model_path = _in_run("best.keras")
   export_dir = _in_run("export")
   saved_model_dir = _in_run("export", "saved_model")
+  export_report_path = _in_run("export", "export_report.json")
   _checkpoints = _in_run("checkpoints")
 
   def __init__(self, path):
@@ -89,8 +163,13 @@ class RunFolder:
     """The training backup of the run, or of one stage of a staged run."""
     return os.path.join(self._checkpoints, stage) if stage else self._checkpoints
 
+  @property
+  def reports(self):
+    """The run's own evaluation files (a ReportFolder on the model_dir)."""
+    return ReportFolder(self.path)
+
   def report_path(self, name="report", suffix=".json"):
-    return os.path.join(self.path, name + suffix)
+    return self.reports.report_path(name, suffix)
 
   def tflite_path(self, variant="float"):
     name = "model.tflite" if variant == "float" else f"model_{variant}.tflite"
@@ -127,6 +206,45 @@ class RunFolder:
       raise ImgrecError(f"{path} has no {split!r} split; it has "
                         f"{', '.join(data['splits'])}.")
     return list(entry["paths"]), list(entry["labels"])
+
+  def read_ensemble(self):
+    """The members and weights of an ensemble folder, or None."""
+    return self._read_json_if_present(self.ensemble_path)
+
+  def read_splits_root(self):
+    """The data folder the run's splits.json lists files of."""
+    path = self._require(self.splits_path, "split list")
+    with open(path, encoding="utf-8") as f:
+      return json.load(f).get("root")
+
+  def read_training(self):
+    """The run's training summary (see `write_training`), or None."""
+    return self._read_json_if_present(self.training_path)
+
+  def _read_json_if_present(self, path):
+    """The JSON object at `path`, or None when there is no file.
+
+    Raises:
+      ImgrecError: the file is there but holds no JSON object.
+    """
+    try:
+      with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    except FileNotFoundError:
+      return None
+    except (OSError, ValueError) as e:
+      raise ImgrecError(f"Cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+      raise ImgrecError(f"{path} does not hold a JSON object.")
+    return data
+
+  def read_report(self, name="report"):
+    """The evaluation report `<name>.json` (see `write_report`), or None."""
+    return self._read_json_if_present(self.report_path(name))
+
+  def read_export_report(self):
+    """export/export_report.json (what imgrec-export measured), or None."""
+    return self._read_json_if_present(self.export_report_path)
 
   def require_best_model(self):
     return self._require(self.best_model_path, "trained model")
@@ -244,10 +362,11 @@ class RunFolder:
     """Deletes the files a run writes (nothing else) to start afresh."""
     for path in (self.config_path, self.labels_path, self.splits_path,
                  self.data_report_path, self.history_path,
-                 self.best_model_path, self.report_path(),
-                 self.report_path(suffix=".txt")):
+                 self.training_path, self.ensemble_path,
+                 self.best_model_path):
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+    self.reports.remove_all()
     for folder in (self._checkpoints, self.logs_dir, self.export_dir):
       shutil.rmtree(folder, ignore_errors=True)
 
@@ -286,9 +405,14 @@ class RunFolder:
         "splits": {s: {"paths": list(sp.paths), "labels": list(sp.labels)}
                    for s, sp in splits.items()}})
 
+  def write_ensemble(self, members):
+    fileio.write_json(self.ensemble_path, members, indent=2)
+
+  def write_training(self, summary):
+    """Writes training.json: train_seconds (all sessions of a resumed run),
+    epochs, num_params."""
+    fileio.write_json(self.training_path, summary, indent=2)
+
   def write_report(self, report, text, name="report"):
     """Writes `<name>.json` and the readable `<name>.txt`; returns the JSON path."""
-    path = self.report_path(name)
-    fileio.write_json(path, report, indent=2)
-    fileio.write_text(self.report_path(name, ".txt"), text)
-    return path
+    return self.reports.write_report(report, text, name)

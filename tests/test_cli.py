@@ -59,7 +59,15 @@ def test_evaluate_report(trained):
   assert report["num_examples"] == 9  # 3 of 12 per class, 3 classes.
   assert report["class_names"] == ["blue", "green", "red"]
   assert set(report["per_class"]["red"]) == {"precision", "recall", "f1",
-                                             "support"}
+                                             "support", "roc_auc"}
+  for key in ("top_k", "macro_avg", "weighted_avg", "roc_auc",
+              "confusion_matrix_normalized", "top_confusions", "ece",
+              "reliability", "temperature", "ece_after_temperature",
+              "mistakes", "latency_ms", "pictures"):
+    assert key in report, key
+  for name in report["pictures"].values():
+    assert os.path.getsize(os.path.join(model_dir, name)) > 1000
+  assert os.path.isfile(os.path.join(model_dir, "report.html"))
   assert "accuracy" in proc.stdout
 
 

@@ -259,3 +259,24 @@ def test_dct_scaling_is_left_out_only_when_no_image_needs_it(tmp_path):
   b = pipeline.make_dataset(split.paths, split.labels,
                             shorter_sides=[24] * len(split), **kw)
   np.testing.assert_array_equal(next(iter(a))[0], next(iter(b))[0])
+
+
+def test_test_time_views_eager_and_in_a_function():
+  images = tf.reshape(tf.range(2 * 8 * 8 * 3, dtype=tf.float32),
+                      (2, 8, 8, 3))
+  for run in (lambda m: ops.test_time_views(images, m),
+              lambda m: tf.function(lambda x: ops.test_time_views(x, m))(
+                  images)):
+    assert len(run(())) == 1
+    flip = run(("flip",))
+    assert len(flip) == 2
+    np.testing.assert_array_equal(flip[0], images)
+    np.testing.assert_array_equal(flip[1], images[:, :, ::-1, :])
+    crops = run(("crops",))
+    assert len(crops) == 6 and all(v.shape == images.shape for v in crops)
+    # The corner crop of the zoomed batch starts at the zoomed top left.
+    zoomed = tf.image.resize(images, (9, 9))
+    np.testing.assert_allclose(crops[2], zoomed[:, :8, :8, :])
+    both = run(("flip", "crops"))
+    assert len(both) == 12
+    np.testing.assert_allclose(both[8], crops[2][:, :, ::-1, :])

@@ -1,4 +1,12 @@
-"""imgrec-evaluate: writes <model_dir>/report.json (and report.txt)."""
+"""imgrec-evaluate: the report of a run or an ensemble on one or more datasets.
+
+    imgrec-evaluate --model_dir=runs/a                      # its test split
+    imgrec-evaluate --model_dir=runs/a --data_dir=x,y --tta=flip
+    imgrec-evaluate --model_dir=runs/a,runs/b,runs/c --report_dir=runs/abc
+
+Writes report.json, report.txt, report.html and the pictures into the
+model_dir (or --report_dir) and prints the text report.
+"""
 
 from imgrec.cli import common
 from imgrec.config import EvaluateConfig
@@ -7,10 +15,16 @@ from imgrec.config import EvaluateConfig
 def main(config, argv):
   common.no_positional(argv)
   from imgrec.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from imgrec.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
   report = evaluate.evaluate(config)
-  print(report_lib.format_report(report), end="")
-  print(f"report: {config.model_dir}/report.json")
+  print(evaluate.format_text(report), end="")
+  files = report.get("files")
+  if files:
+    print(f"report: {files['report']}")
+    if files["html"]:
+      print(f"html: {files['html']}")
+  else:
+    print("(pass --report_dir=FOLDER to keep report.json, report.html and "
+          "the pictures)")
 
 
 def run():

@@ -14,6 +14,7 @@ from imgrec import fileio
 from imgrec import tasks
 from imgrec.config import DEFAULT_MAX_INT8_DROP
 from imgrec.config import ExportConfig
+from imgrec.config import split_paths
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.export import int8 as int8_lib
@@ -139,8 +140,7 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
     for entry in report["formats"]:
       entry.update(extras.get(entry["name"], {}))
     out["report"] = report
-    out["report_path"] = os.path.join(run.export_dir,
-                                      measure_lib.REPORT_NAME)
+    out["report_path"] = run.export_report_path
     fileio.write_json(out["report_path"], report, indent=2)
   elif measure:
     logger.info("no test split: the exports were not measured")
@@ -163,11 +163,18 @@ def export(config):
     raise ImgrecError("export() takes an ExportConfig. Received: "
                       f"{type(config).__name__}")
   config.validate()
+  model = None
+  if config.ensemble:
+    from imgrec.export import ensemble  # pylint: disable=g-import-not-at-top
+    run, model = ensemble.build_ensemble_run(
+        split_paths(config.ensemble), config.model_dir,
+        config.ensemble_weights)
   run = RunFolder(config.model_dir)
   run.require_best_model()
   with run.lock("imgrec-export"):
     run.clean_stale_temporaries()
-    return export_run(run, top_k=config.top_k, quantizations=config.tflite,
+    return export_run(run, model=model, top_k=config.top_k,
+                      quantizations=config.tflite,
                       calibration_images=config.calibration_images,
                       int8_io=config.int8_io,
                       int8_granularity=config.int8_granularity,

@@ -26,7 +26,6 @@ from imgrec.inference.classifier import Classifier
 
 logger = logging.getLogger("imgrec")
 
-REPORT_NAME = "export_report.json"
 _CHUNK = 256
 _BENCH_IMAGES = 8
 

@@ -246,7 +246,12 @@ def float_ops(flatbuffer):
     [(op name, output tensor name)] of every op but QUANTIZE/DEQUANTIZE with
     a float input or output.
   """
-  interpreter = litert.make_interpreter(model_content=flatbuffer)
+  from ai_edge_litert.interpreter import OpResolverType  # pylint: disable=g-import-not-at-top
+  # Without delegates: XNNPACK would fold the graph, QUANTIZE and DEQUANTIZE
+  # included, into one DELEGATE node with float ends.
+  interpreter = litert.make_interpreter(
+      model_content=flatbuffer, experimental_op_resolver_type=(
+          OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
   dtypes = {t["index"]: np.dtype(t["dtype"])
             for t in interpreter.get_tensor_details()}
   floats = (np.dtype(np.float32), np.dtype(np.float16))

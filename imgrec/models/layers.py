@@ -110,3 +110,69 @@ class PositionEmbedding(keras.layers.Layer):
     config = super().get_config()
     config.update({"stddev": self.stddev})
     return config
+
+
+@keras.saving.register_keras_serializable(package="imgrec")
+class WeightedAverage(keras.layers.Layer):
+  """The weighted mean of several same-shaped inputs (an ensemble's vote).
+
+  Args:
+    weights: one non-negative number per input; normalized to sum to 1.
+    **kwargs: Base `keras.layers.Layer` arguments.
+  """
+
+  def __init__(self, weights, **kwargs):
+    super().__init__(**kwargs)
+    weights = [float(w) for w in weights]
+    if not weights or min(weights) < 0 or sum(weights) <= 0:
+      raise ValueError("WeightedAverage needs non-negative weights with a "
+                       f"positive sum. Received: weights={weights}")
+    total = sum(weights)
+    self.member_weights = [w / total for w in weights]
+
+  def call(self, inputs):
+    if len(inputs) != len(self.member_weights):
+      raise ValueError(f"Expected {len(self.member_weights)} inputs. "
+                       f"Received: {len(inputs)} inputs")
+    out = inputs[0] * self.member_weights[0]
+    for x, w in zip(inputs[1:], self.member_weights[1:]):
+      out = out + x * w
+    return out
+
+  def compute_output_shape(self, input_shape):
+    return input_shape[0]
+
+  def get_config(self):
+    return {**super().get_config(), "weights": self.member_weights}
+
+
+@keras.saving.register_keras_serializable(package="imgrec")
+class ToChannels(keras.layers.Layer):
+  """RGB -> gray (BT.601 luma) or gray -> RGB (repeated), on raw pixels.
+
+  Args:
+    channels: 1 or 3, the channels wanted.
+    **kwargs: Base `keras.layers.Layer` arguments.
+  """
+
+  def __init__(self, channels, **kwargs):
+    super().__init__(**kwargs)
+    if channels not in (1, 3):
+      raise ValueError(f"channels must be 1 or 3. Received: channels="
+                       f"{channels}")
+    self.channels = int(channels)
+
+  def call(self, images):
+    have = images.shape[-1]
+    if have == self.channels:
+      return images
+    if self.channels == 3:
+      return ops.concatenate([images] * 3, axis=-1)
+    luma = ops.convert_to_tensor(np.array(_LUMA, np.float32))
+    return ops.sum(images * luma, axis=-1, keepdims=True)
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[:-1]) + (self.channels,)
+
+  def get_config(self):
+    return {**super().get_config(), "channels": self.channels}

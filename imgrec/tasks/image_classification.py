@@ -281,10 +281,11 @@ class ImageClassificationTask:
     """A split of another folder, its labels in this run's class order.
 
     The folder's `split` folder if it has split folders, else all of its
-    images. Classes are matched by name.
+    images. Classes are matched by name; images of classes the model does
+    not know are left out and counted.
 
-    Raises:
-      ImgrecError: the folder has classes the model does not know.
+    Returns:
+      (folder.Split, {class the model does not know: images left out}).
     """
     found = folder_lib.find_images(data_dir, min_classes=1, carve=False)
     found = self._scan(found, max_bad_fraction=1.0)
@@ -294,13 +295,16 @@ class ImageClassificationTask:
       chosen = folder_lib.Split(
           [p for s in found.splits.values() for p in s.paths],
           [l for s in found.splits.values() for l in s.labels])
-    unknown = sorted(set(found.class_names) - set(class_names))
-    if unknown:
-      raise ImgrecError(f"{data_dir} has classes the model was not trained "
-                        f"on: {', '.join(unknown)}.")
     index = {c: i for i, c in enumerate(class_names)}
-    return folder_lib.Split(
-        chosen.paths, [index[found.class_names[l]] for l in chosen.labels])
+    paths, labels, unknown = [], [], {}
+    for path, label in zip(chosen.paths, chosen.labels):
+      name = found.class_names[label]
+      if name in index:
+        paths.append(path)
+        labels.append(index[name])
+      else:
+        unknown[name] = unknown.get(name, 0) + 1
+    return folder_lib.Split(paths, labels), unknown
 
   def build_inputs(self, split, *, num_classes, training, cache=True,
                    input_context=None, pixels=None):
@@ -358,6 +362,38 @@ class ImageClassificationTask:
     ds = self.build_inputs(split, num_classes=num_classes, training=False,
                            cache=False)
     return model.predict(ds.map(lambda x, y: x), verbose=0)
+
+  def predict_views(self, model, split, num_classes, tta=(), progress=None):
+    """Probabilities of a model over one split under test-time augmentation.
+
+    Args:
+      model: a Keras model.
+      split: a folder.Split.
+      num_classes: the model's classes.
+      tta: a subset of ops.TTA_MODES (see `ops.test_time_views`).
+      progress: a callable(batches_done, batches_total) after every batch.
+
+    Returns:
+      float32 [V, N, C]: the probabilities of every view, in file order; view
+      0 is the plain image.
+    """
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    ds = self.build_inputs(split, num_classes=num_classes, training=False,
+                           cache=False)
+    total = -(-len(split) // self.config.batch_size)
+
+    out = []
+    for i, (images, _) in enumerate(ds):
+      batch = tf.concat(ops.test_time_views(images, tta), axis=0)
+      # predict_on_batch: Keras' own compiled predict step, traced once.
+      out.append(np.reshape(model.predict_on_batch(batch),
+                            (-1, images.shape[0], num_classes)))
+      if progress:
+        progress(i + 1, total)
+    if not out:
+      return np.zeros((1, 0, num_classes), np.float32)
+    return np.concatenate(out, axis=1)
 
 
 def load_model(path):

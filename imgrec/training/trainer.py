@@ -194,6 +194,13 @@ def _train(task, run, strategy, chief, start):
     if abs(checkpoint.best) != float("inf"):
       best = checkpoint.best
   train_seconds = time.time() - start
+  if chief:
+    # A resumed run adds this session's time to the earlier sessions'.
+    before = (run.read_training() or {}) if resuming else {}
+    run.write_training({
+        "train_seconds": train_seconds + float(before.get("train_seconds", 0)),
+        "epochs": epochs_done + len(history.get("loss", [])),
+        "num_params": int(model.count_params())})
   if not chief:
     return {"model_dir": run.path, "train_seconds": train_seconds,
             "wall_seconds": time.time() - start, "chief": False}
@@ -214,8 +221,12 @@ def _train(task, run, strategy, chief, start):
             "history": history}
   eval_split = test_split if len(test_split) else val_split
   if len(eval_split):
-    report = evaluate_lib.evaluate_split(task, model, eval_split, class_names)
-    evaluate_lib.write_report(run, report)
+    report = evaluate_lib.evaluate_split(
+        task, model, eval_split, class_names,
+        val_split=val_split if eval_split is test_split else None,
+        data_dir=folder.root, split_name="test" if eval_split is test_split
+        else "val", run=run)
+    evaluate_lib.report_run(run, report)
     result["report"] = report
     logger.info("test accuracy %.4f on %d images", report["accuracy"],
                 report["num_examples"])
