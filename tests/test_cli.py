@@ -131,6 +131,7 @@ def test_export_cli_quantized(trained):
   assert os.path.isfile(os.path.join(model_dir, "export/model_dynamic.tflite"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, args, message", [
     ("train", ["--data_dir=/nonexistent/x"], "does not exist"),
     ("train", ["--model=resnet9000", "--data_dir=."], "unknown model"),

@@ -111,6 +111,7 @@ def test_fifo_is_skipped_and_nothing_blocks(tmp_path):
 # --- 3, 4, 5: settings, reuse, two writers --------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--val_split=1.5", "--val_split=-0.5",
                                   "--test_split=0.5"])
 def test_bad_split_fractions_exit_2(tmp_path, flag):
@@ -348,6 +349,7 @@ def exported(tmp_path_factory):
   return RunFolder(result["model_dir"]), data
 
 
+@pytest.mark.slow  # Exports and measures every format.
 def test_leftovers_of_a_killed_export_are_cleaned(exported):
   from imgrec.config import ExportConfig  # pylint: disable=g-import-not-at-top
   from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
@@ -489,6 +491,7 @@ def test_saved_model_with_side_effects_is_refused_unless_trusted(tmp_path):
 # --- 14, 17, 18: flags, weights, chatter ---------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, args, message", [
     ("evaluate", ["--model_dir=x", "--batch_size=-5"], "batch_size"),
     ("export", ["--model_dir=x", "--top_k=-2"], "top_k"),
@@ -502,6 +505,7 @@ def test_every_flag_is_checked(module, args, message):
   assert_one_line_error(run_cli(module, *args), message)
 
 
+@pytest.mark.slow  # Exports and measures every format.
 def test_int8_file_that_stayed_float_is_refused(exported, monkeypatch):
   from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
   from imgrec.export import tflite as tflite_lib  # pylint: disable=g-import-not-at-top
