@@ -106,6 +106,12 @@ def test_several_datasets_match_classes_by_name(runs):
   html = (out / "report.html").read_text()
   assert html.count("data:image/png;base64,") == sum(
       len(s["pictures"]) for s in written["datasets"])
+  # The report never goes into a data folder.
+  inside = os.path.join(other, "reports")
+  with pytest.raises(ImgrecError, match="never writes into data"):
+    evaluate_lib.evaluate(EvaluateConfig(model_dir=dirs[0], data_dir=other,
+                                         report_dir=inside))
+  assert not os.path.exists(inside)
   # A folder of nothing but unknown classes is refused in one line.
   only_unknown = tmp / "unknown"
   shutil.copytree(os.path.join(other, "purple"), only_unknown / "purple")

@@ -465,6 +465,19 @@ def report_run(run, report, pictures=True):
                        title=f"imgrec evaluation: {run.path}")
 
 
+def _check_outside_data(report_dir, data_dirs):
+  """Refuses a report_dir inside a data folder: imgrec never writes there."""
+  target = os.path.realpath(report_dir)
+  for data_dir in data_dirs:
+    if not data_dir:
+      continue
+    root = os.path.realpath(data_dir)
+    if os.path.commonpath([target, root]) == root:
+      raise ImgrecError(f"--report_dir={report_dir} is inside the data folder "
+                        f"{data_dir}, and imgrec never writes into data. "
+                        "Pass a folder outside it.")
+
+
 def evaluate(config, write=True):
   """Evaluates the best model of a run, or an ensemble, as `imgrec-evaluate`.
 
@@ -491,12 +504,13 @@ def evaluate(config, write=True):
   model_dirs = config.model_dirs
   single = len(model_dirs) == 1
   report_dir = config.report_dir or (model_dirs[0] if single else None)
-  if write and report_dir:
-    if single and not config.report_dir:
-      RunFolder(report_dir).makedirs()  # A read-only folder fails now.
-    else:
-      ReportFolder(report_dir).makedirs()
+  if write and report_dir and not config.report_dir:
+    RunFolder(report_dir).makedirs()  # A read-only folder fails now.
   members = [Member.load(d, config.batch_size) for d in model_dirs]
+  if write and config.report_dir:
+    _check_outside_data(config.report_dir, list(config.data_dirs) + [
+        m.task.config.data_dir for m in members])
+    ReportFolder(config.report_dir).makedirs()
   for m in members[1:]:
     m.align(members[0].class_names)
   try:  # Calibration needs validation images no member trained on.

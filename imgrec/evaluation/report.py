@@ -159,9 +159,10 @@ def classification_report(y_true, probabilities, class_names, k=5, *,
           "weighted": float(sum(a * s for a, s in defined) / support_sum)
                       if support_sum else None},
       "confusion_matrix": confusion.tolist(),
-      "confusion_matrix_normalized": np.divide(
+      # Six decimals keep a 1000-class report.json a few MB.
+      "confusion_matrix_normalized": np.round(np.divide(
           confusion, row_sums, out=np.zeros(confusion.shape),
-          where=row_sums > 0).tolist(),
+          where=row_sums > 0), 6).tolist(),
       "top_confusions": _top_confusions(confusion, class_names),
       "ece": ece,
       "reliability": bins,
