@@ -186,3 +186,23 @@ def test_ensemble_export_is_one_model_measured_like_a_run(runs):
                                  model_dir=dirs[1]))
   with pytest.raises(ImgrecError, match="at least two"):
     exporter.export(ExportConfig(ensemble=dirs[0], model_dir=out))
+
+
+def test_progress_bar_on_a_terminal_only(monkeypatch):
+  import io  # pylint: disable=g-import-not-at-top
+
+  class Terminal(io.StringIO):
+
+    def isatty(self):
+      return True
+
+  for stream, shows in ((io.StringIO(), False), (Terminal(), True)):
+    monkeypatch.setattr("sys.stderr", stream)
+    with evaluate_lib._progress("test of x", 50) as step:  # pylint: disable=protected-access
+      assert (step is not None) == shows
+      for i in range(1, 51):
+        if step:
+          step(i, 50)
+    assert ("test of x" in stream.getvalue()) == shows
+  with evaluate_lib._progress("short", 3) as step:  # pylint: disable=protected-access
+    assert step is None  # A few batches: no bar.
