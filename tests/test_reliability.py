@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_toy_folder
+from imgrec import models
 from imgrec import tasks
 from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
@@ -552,3 +553,16 @@ def test_a_run_prints_imgrec_lines_not_library_chatter(tmp_path):
   assert all(l.startswith("imgrec: ") for l in proc.stderr.splitlines()), (
       proc.stderr)
   assert "test accuracy" in proc.stdout
+
+
+def test_int8_of_a_recurrent_model_is_refused_before_any_file(tmp_path):
+  # TFLite's calibrator segfaults on LSTMs (TF 2.21): a crash with no word.
+  from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
+  from imgrec.models import ensemble  # pylint: disable=g-import-not-at-top
+  lstm = models.create_model("row_lstm", 3, (12, 12, 1))
+  cnn = models.create_model("simple_cnn", 3, (12, 12, 1))
+  run = RunFolder(tmp_path / "run")
+  for model in (lstm, ensemble.build_ensemble([cnn, lstm])):
+    with pytest.raises(ImgrecError, match="recurrent layers.*--tflite=float"):
+      exporter.export_run(run, model=model, quantizations=("float", "int8"))
+    assert not os.path.exists(run.export_dir)

@@ -106,6 +106,8 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   """
   if model is None:
     model = tasks.load_model(run.require_best_model())
+  if "int8" in quantizations:  # Before any file is written.
+    tflite_lib.check_int8_supported(model)
   class_names = run.read_labels()
   task = tasks.ImageClassificationTask.from_run(run)
   max_pixels = task.config.max_image_pixels

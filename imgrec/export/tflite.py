@@ -127,6 +127,7 @@ class Converter:
       images: float32 [H, W, C] raw-pixel images at the model's input size
         (a class-stratified sample of the training split).
     """
+    check_int8_supported(self.model)
     images = [np.asarray(image, np.float32) for image in images]
     images = [np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
               for image in images]
@@ -155,6 +156,35 @@ class Converter:
         lambda: tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=dataset), "int8")
     return Int8Calibration(debugger)
+
+
+def recurrent_layers(model):
+  """Names of the recurrent layers (LSTM, GRU, RNN) in a model, nested ones
+  included."""
+  import keras  # pylint: disable=g-import-not-at-top
+  found = []
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.RNN) or (
+        isinstance(layer, keras.layers.Bidirectional)):
+      found.append(layer.name)
+    elif hasattr(layer, "layers"):
+      found += recurrent_layers(layer)
+  return found
+
+
+def check_int8_supported(model):
+  """Raises ImgrecError for models int8 calibration cannot take.
+
+  TF 2.21's calibrator crashes the process (a segfault, measured on
+  row_lstm) while feeding a quantizable LSTM: refuse in words instead.
+  """
+  recurrent = recurrent_layers(model)
+  if recurrent:
+    raise ImgrecError(
+        f"int8 TFLite export cannot calibrate recurrent layers "
+        f"({', '.join(recurrent[:3])}): TFLite's calibrator crashes on "
+        "them. Export float, fp16 or dynamic instead (--tflite=float,"
+        "fp16,dynamic).")
 
 
 def _run_converter(fn, quantization):
