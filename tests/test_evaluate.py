@@ -177,8 +177,11 @@ def test_ensemble_export_is_one_model_measured_like_a_run(runs):
   np.testing.assert_allclose(model.predict(images, verbose=0), expected,
                              atol=1e-5)
   # It evaluates like any run.
-  report = evaluate_lib.evaluate(EvaluateConfig(model_dir=out), write=False)
+  report = evaluate_lib.evaluate(EvaluateConfig(model_dir=out))
   assert report["num_examples"] == 9
+  from imgrec.evaluation import compare  # pylint: disable=g-import-not-at-top
+  rows, _ = compare.collect_runs([out])
+  assert rows[0].model == "ensemble(simple_cnn+mlp)"
   with pytest.raises(ImgrecError, match="one of the members"):
     exporter.export(ExportConfig(ensemble=",".join(dirs), model_dir=dirs[0]))
   with pytest.raises(ImgrecError, match="holds a trained run"):

@@ -153,9 +153,12 @@ def summarize_run(path):
     export_report = None  # Only a latency figure: the run still counts.
   latency, source = _latency(report, export_report)
   num_params = _number(training, "num_params")
+  ensemble = run.read_ensemble()
+  model = (f"ensemble({'+'.join(ensemble.get('models', []))})" if ensemble
+           else config.model)
   return RunSummary(
       name=os.path.basename(os.path.normpath(path)), path=path,
-      data=_data_name(config), model=config.model, seed=config.seed,
+      data=_data_name(config), model=model, seed=config.seed,
       epochs=config.epochs, accuracy=float(accuracy),
       macro_f1=_number(report, "macro_f1"), ece=_number(report, "ece"),
       num_params=None if num_params is None else int(num_params),
