@@ -515,8 +515,9 @@ def evaluate(config, write=True):
     m.align(members[0].class_names)
   try:  # Calibration needs validation images no member trained on.
     val = shared_split(members, "val")
-  except ImgrecError as e:
-    logger.warning("no temperature: %s", e)
+  except ImgrecError:
+    logger.warning("no calibration temperature: the members held out "
+                   "different validation images")
     val = None
   class_names = members[0].class_names
   evaluation = _Evaluation(
