@@ -22,9 +22,12 @@ unfinished one, so a long job can be stopped and started again; --rerun
 trains every run afresh. A run that fails is reported and left out; the
 script then exits with status 1.
 
-Expected: one row per family with as many seeds as asked. A smoke test on
-2 CPU cores (built-in shapes, --epochs=1 --seeds=1 --models=mlp,simple_cnn)
-takes about a minute; accuracies for the real budgets: see issue 13.
+Expected (2 CPU cores, 2026-11-30; README "Results" has the tables): on
+MNIST-10k with --epochs=5 --image_size=28 --channels=1, simple_cnn 99.38 ±
+0.13%, resnet 99.33 ± 0.10, row_lstm 97.78 ± 0.23, mlp 92.58 ± 1.10,
+vit_tiny 89.38 ± 1.09 (about 40 minutes for the 15 runs). A smoke test
+(built-in shapes, --epochs=1 --seeds=1 --models=mlp,simple_cnn) takes
+about a minute.
 """
 
 import os

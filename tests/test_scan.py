@@ -425,6 +425,7 @@ def _run_cli(*args):
                         capture_output=True, text=True, env=ENV, timeout=300)
 
 
+@pytest.mark.slow  # Two runs of imgrec-scan in subprocesses.
 def test_cli_prints_counts_and_writes_report(tmp_path):
   root = _folder_with_junk(str(tmp_path / "data"))
   prepared = str(tmp_path / "prepared")

@@ -173,7 +173,8 @@ def test_evaluate_gives_the_training_report(run, tmp_path):
 def test_export_and_every_format_agree(run, tmp_path):
   _, folder, _ = run
   out = exporter.export(ExportConfig(model_dir=folder.path,
-                                     tflite=("float", "dynamic")))
+                                     tflite=("float", "dynamic"),
+                                     measure=False))
   assert set(out["tflite"]) == {"float", "dynamic"}
   paths = folder.read_split("test")[0]
   reference = Classifier.load(folder.best_model_path).predict_proba(paths)
