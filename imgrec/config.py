@@ -537,6 +537,91 @@ class ExportConfig(Config):
                         f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
 
 
+FACE_LOSSES = ("arcface", "softmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceTrainConfig(Config):
+  """What `imgrec-faces train` trains: an embedder of identity folders."""
+  data_dir: str | None = field(None, "Identity folders: root/<person>/*.")
+  model_dir: str | None = field(None, "Output folder of the embedder.")
+  backbone: str = field("simple_cnn", "Registry model whose body embeds "
+                        "(its classifier head is replaced).")
+  image_size: int = field(64, "Face crop side in pixels.", check=_at_least(8))
+  channels: int = field(3, "1 (gray) or 3 (RGB).", choices=(1, 3))
+  embedding_dim: int = field(128, "Embedding length.", check=_at_least(2))
+  loss: str = field("arcface", "arcface (additive angular margin) or "
+                    "softmax (normalized softmax, margin 0).",
+                    choices=FACE_LOSSES)
+  margin: float = field(0.5, "ArcFace angular margin m, radians.",
+                        check=_non_negative)
+  scale: float = field(30.0, "ArcFace scale s.", check=_positive)
+  epochs: int = field(40, "Training epochs.", check=_at_least(1))
+  batch_size: int = field(32, "Batch size.", check=_at_least(2))
+  learning_rate: float = field(2e-3, "Peak learning rate (AdamW, cosine "
+                               "decay).", check=_positive)
+  weight_decay: float = field(1e-4, "AdamW weight decay.",
+                              check=_non_negative)
+  val_identities: float = field(
+      0.2, "Fraction of the people held out to validate verification (never "
+      "trained on; at least 2 people when there are 4 or more).",
+      check=_fraction)
+  augment: str = field("light", "Augmentation level.", choices=AUGMENT_LEVELS)
+  flip: str = field("horizontal", "Random flips.", choices=FLIP_MODES)
+  detect: bool = field(False, "Detect, align and crop the faces first "
+                       "(ordinary photos); off for pre-cropped faces.")
+  seed: int = field(42, "Seed of the identity split, shuffle and weights.")
+  overwrite: bool = field(False, "Start afresh in a model_dir that holds "
+                          "another run.")
+  verbose: int = field(0, "Keras fit verbosity (0, 1, 2).", choices=(0, 1, 2))
+
+  def _check_relations(self, check_files):
+    if not self.data_dir:
+      raise ImgrecError("--data_dir is required: a folder of identity "
+                        "folders, root/<person>/<images>.")
+    if not self.model_dir:
+      raise ImgrecError("--model_dir is required: where the embedder goes.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FacesConfig(Config):
+  """What `imgrec-faces enroll|identify|verify|calibrate|evaluate|export` use."""
+  model_dir: str | None = field(None, "Output folder of imgrec-faces train.")
+  gallery: str | None = field(None, "Gallery file (JSON) of enrolled people.")
+  name: str | None = field(None, "enroll: the person's name (default: each "
+                           "folder's name).")
+  data_dir: str | None = field(
+      None, "calibrate/evaluate: identity folders of people the embedder "
+      "never trained on, root/<person>/*.")
+  runtime: str = field("keras", "Embedder to run: keras, saved_model or "
+                       "tflite (after imgrec-faces export).",
+                       choices=("keras", "saved_model", "tflite"))
+  detect: bool = field(True, "Detect, align and crop faces (off for "
+                       "pre-cropped faces).")
+  several: str = field("skip", "A photo with several faces: skip it, or "
+                       "take the largest.", choices=("skip", "largest"))
+  top_k: int = field(5, "identify: candidates listed per image.",
+                     check=_at_least(1))
+  target_far: float = field(1e-3, "calibrate: false-accept rate the "
+                            "threshold is chosen for.", check=_fraction)
+  enroll_images: int = field(5, "evaluate: images enrolled per person (the "
+                             "rest are probes).", check=_at_least(1))
+  tflite: tuple = field(("float",), "export: TFLite variants (float, fp16, "
+                        "dynamic, int8).", parse=lambda text: tuple(
+                            p.strip() for p in text.split(",") if p.strip()))
+  format: str = field("table", "Output: table, or json (one object a line).",
+                      choices=("table", "json"))
+
+  def _check_relations(self, check_files):
+    if not self.model_dir:
+      raise ImgrecError("--model_dir is required: the output folder of "
+                        "imgrec-faces train.")
+    bad = [q for q in self.tflite if q not in TFLITE_VARIANTS]
+    if bad:
+      raise ImgrecError(f"Unknown --tflite variant(s) {', '.join(bad)}. "
+                        f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class PredictConfig(Config):
   """How `imgrec-predict` runs and prints."""

@@ -9,6 +9,9 @@
       logs/             TensorBoard
       history.csv       per-epoch metrics
       training.json     training time and model size
+      face_config.json  imgrec-faces train's config (a face embedder's run)
+      embedder.json     the embedder's fingerprint, input and embedding size
+      face_report.json  verification and identification figures, roc.png
       ensemble.json     an ensemble's members and weights (imgrec-export
                         --ensemble); such a folder has no training backups
       best.keras        the best model by validation accuracy
@@ -145,6 +148,11 @@ class RunFolder:
   history_path = _in_run("history.csv")
   training_path = _in_run("training.json")
   ensemble_path = _in_run("ensemble.json")
+  face_config_path = _in_run("face_config.json")
+  embedder_info_path = _in_run("embedder.json")
+  face_report_path = _in_run("face_report.json")
+  roc_path = _in_run("roc.png")
+  faces_cache_dir = _in_run("faces")  # Aligned crops of detected faces.
   best_model_path = _in_run("best.keras")
   export_dir = _in_run("export")
   saved_model_dir = _in_run("export", "saved_model")
@@ -180,10 +188,10 @@ class RunFolder:
   def exists(self):
     return os.path.isfile(self.config_path)
 
-  def _require(self, path, what):
+  def _require(self, path, what, command="imgrec-train"):
     if not os.path.isfile(path):
       raise ImgrecError(f"No {what} at {path}: is {self.path} the model_dir "
-                        "of a finished imgrec-train run? Run imgrec-train "
+                        f"of a finished {command} run? Run {command} "
                         f"with --model_dir={self.path} first.")
     return path
 
@@ -206,6 +214,20 @@ class RunFolder:
       raise ImgrecError(f"{path} has no {split!r} split; it has "
                         f"{', '.join(data['splits'])}.")
     return list(entry["paths"]), list(entry["labels"])
+
+  def read_face_config(self):
+    """The FaceTrainConfig of a face embedder's run."""
+    from imgrec.config import FaceTrainConfig  # pylint: disable=g-import-not-at-top
+    path = self._require(self.face_config_path, "face embedder config",
+                         "imgrec-faces train")
+    with open(path, encoding="utf-8") as f:
+      return FaceTrainConfig.from_json(f.read(), source=path)
+
+  def read_embedder_info(self):
+    """{fingerprint, embedding_dim, image_size, channels, name} or an error."""
+    path = self._require(self.embedder_info_path, "embedder description",
+                         "imgrec-faces train")
+    return self._read_json_if_present(path)
 
   def read_ensemble(self):
     """The members and weights of an ensemble folder, or None."""
@@ -404,6 +426,12 @@ class RunFolder:
         "root": root, "class_names": list(class_names),
         "splits": {s: {"paths": list(sp.paths), "labels": list(sp.labels)}
                    for s, sp in splits.items()}})
+
+  def write_face_config(self, config):
+    fileio.write_text(self.face_config_path, config.to_json())
+
+  def write_embedder_info(self, info):
+    fileio.write_json(self.embedder_info_path, info, indent=2)
 
   def write_ensemble(self, members):
     fileio.write_json(self.ensemble_path, members, indent=2)

@@ -1,0 +1,1 @@
+"""Face recognition: embeddings, galleries, verification and identification."""

@@ -1,0 +1,97 @@
+"""Exports a face embedder: a SavedModel and TFLite files, checked against Keras.
+
+`<model_dir>/export/embedder_saved_model/` serves uint8 face crops
+[N, S, S, 3] -> unit embeddings ("embeddings"); `embedder.tflite` and
+`embedder_<variant>.tflite` take float32 raw RGB pixels [1, S, S, 3]. int8
+goes through the export's calibration and integer check.
+"""
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from imgrec import fileio
+from imgrec.errors import ImgrecError
+from imgrec.export import tflite as tflite_lib
+from imgrec.faces import embedder as embedder_lib
+from imgrec.faces import model as model_lib
+from imgrec.run_folder import RunFolder
+
+logger = logging.getLogger("imgrec")
+
+
+def _saved_model(model, path, image_size, channels):
+  import keras  # pylint: disable=g-import-not-at-top
+
+  def serve(images):
+    x = tf.cast(images, tf.float32)
+    if channels == 1:
+      x = tf.round(tf.image.rgb_to_grayscale(x))
+    return {"embeddings": tf.cast(model(x, training=False), tf.float32)}
+
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint("serving_default", serve, input_signature=[
+      tf.TensorSpec([None, image_size, image_size, 3], tf.uint8,
+                    name="images")])
+  with fileio.atomic_dir(path) as tmp:
+    archive.write_out(tmp, verbose=False)
+  return path
+
+
+def export_embedder(model_dir, variants=("float",), calibration_faces=None):
+  """Writes the embedder's SavedModel and TFLite files.
+
+  Args:
+    model_dir: an imgrec-faces train model_dir.
+    variants: TFLite variants (float, fp16, dynamic, int8).
+    calibration_faces: uint8 face crops [N, S, S, 3] for int8 (default: the
+      run's training crops).
+
+  Returns:
+    {"saved_model": path, "tflite": {variant: path}}.
+  """
+  run = RunFolder(model_dir)
+  info = run.read_embedder_info()
+  size, channels = int(info["image_size"]), int(info["channels"])
+  model = model_lib.load_embedder(run.best_model_path)
+  if "int8" in variants:
+    tflite_lib.check_int8_supported(model)
+  os.makedirs(run.export_dir, exist_ok=True)
+  out = {"saved_model": _saved_model(
+      model, os.path.join(run.export_dir, embedder_lib.SAVED_MODEL_NAME),
+      size, channels), "tflite": {}}
+  with tflite_lib.Converter(model, run.export_dir) as converter:
+    for variant in variants:
+      tflite_lib.check_variant(variant)
+      path = os.path.join(run.export_dir, embedder_lib.tflite_name(variant))
+      if variant == "int8":
+        if calibration_faces is None:
+          calibration_faces = _training_faces(run, size)
+        images = embedder_lib.model_pixels(calibration_faces, channels)
+        calibration = converter.calibrate(list(images))
+        flatbuffer = calibration.quantize(keep_float=(), io="float",
+                                          per_channel=True)
+        tflite_lib.check_integer(flatbuffer, path)
+      else:
+        flatbuffer = converter.convert(variant)
+      with fileio.atomic_write(path, "wb") as f:
+        f.write(flatbuffer)
+      out["tflite"][variant] = path
+  return out
+
+
+def _training_faces(run, size, limit=200):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  paths, _ = run.read_split("train")
+  if not paths:
+    raise ImgrecError(f"{run.splits_path} lists no training faces to "
+                      "calibrate int8 with.")
+  step = max(1, len(paths) // limit)
+  faces = []
+  for path in paths[::step][:limit]:
+    with Image.open(path) as im:
+      faces.append(np.asarray(im.convert("RGB").resize((size, size))))
+  return np.stack(faces)
