@@ -2,13 +2,16 @@
 
 `<model_dir>/export/embedder_saved_model/` serves uint8 face crops
 [N, S, S, 3] -> unit embeddings ("embeddings"); `embedder.tflite` and
-`embedder_<variant>.tflite` take float32 raw RGB pixels [1, S, S, 3]. int8
-goes through the export's calibration and integer check.
+`embedder_<variant>.tflite` take float32 raw RGB pixels [1, S, S, 3] and
+return the embedding before its L2 normalization (normalize it before
+matching, as `Embedder` does). int8 goes through the export's calibration
+and integer check.
 """
 
 import logging
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -23,8 +26,6 @@ logger = logging.getLogger("imgrec")
 
 
 def _saved_model(model, path, image_size, channels):
-  import keras  # pylint: disable=g-import-not-at-top
-
   def serve(images):
     x = tf.cast(images, tf.float32)
     if channels == 1:
@@ -63,7 +64,13 @@ def export_embedder(model_dir, variants=("float",), calibration_faces=None):
   out = {"saved_model": _saved_model(
       model, os.path.join(run.export_dir, embedder_lib.SAVED_MODEL_NAME),
       size, channels), "tflite": {}}
-  with tflite_lib.Converter(model, run.export_dir) as converter:
+  # TFLite gets the embedding before its L2 normalization (Embedder
+  # normalizes every runtime's output): Keras' UnitNormalization lowers to
+  # SQUARE/SUM/RSQRT, which have no int8 kernels, and the integer check
+  # refuses a file that keeps them in float.
+  before_norm = keras.Model(model.input,
+                            model.get_layer("embedding_float32").output)
+  with tflite_lib.Converter(before_norm, run.export_dir) as converter:
     for variant in variants:
       tflite_lib.check_variant(variant)
       path = os.path.join(run.export_dir, embedder_lib.tflite_name(variant))
