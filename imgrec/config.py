@@ -537,7 +537,7 @@ class ExportConfig(Config):
                         f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
 
 
-FACE_LOSSES = ("arcface", "softmax")
+FACE_LOSSES = ("arcface", "softmax", "triplet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -550,11 +550,11 @@ class FaceTrainConfig(Config):
   image_size: int = field(64, "Face crop side in pixels.", check=_at_least(8))
   channels: int = field(3, "1 (gray) or 3 (RGB).", choices=(1, 3))
   embedding_dim: int = field(128, "Embedding length.", check=_at_least(2))
-  loss: str = field("arcface", "arcface (additive angular margin) or "
-                    "softmax (normalized softmax, margin 0).",
-                    choices=FACE_LOSSES)
-  margin: float = field(0.5, "ArcFace angular margin m, radians.",
-                        check=_non_negative)
+  loss: str = field("arcface", "arcface (additive angular margin), "
+                    "softmax (normalized softmax, margin 0) or triplet "
+                    "(batch-hard triplets).", choices=FACE_LOSSES)
+  margin: float = field(0.5, "ArcFace angular margin m (radians), or the "
+                        "triplet distance margin.", check=_non_negative)
   scale: float = field(30.0, "ArcFace scale s.", check=_positive)
   epochs: int = field(40, "Training epochs.", check=_at_least(1))
   batch_size: int = field(32, "Batch size.", check=_at_least(2))

@@ -185,3 +185,23 @@ def test_cli_prints_one_json_object_a_line(embedder_run):
   missing = cli("identify", f"--gallery={tmp / 'absent.json'}", "x.png")
   assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()
                                          ) == 1
+
+
+def test_batch_hard_triplet_by_hand():
+  from imgrec.faces import model as model_lib  # pylint: disable=g-import-not-at-top
+  e = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8]], np.float32)
+  labels = np.array([0, 0, 1, 1])
+  d = 2 - 2 * e @ e.T
+  expected = []
+  for a in range(4):
+    pos = max(d[a, p] for p in range(4) if p != a and labels[p] == labels[a])
+    neg = min(d[a, n] for n in range(4) if labels[n] != labels[a])
+    expected.append(max(0.0, pos - neg + 0.5))
+  loss = model_lib.BatchHardTriplet(0.5)(labels, e)
+  np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
+  # An anchor alone in the batch with its person adds nothing.
+  alone = model_lib.BatchHardTriplet(0.5)(np.array([0, 1, 1]), e[1:])
+  d3 = d[1:, 1:]
+  both = [max(0.0, d3[1, 2] - d3[1, 0] + 0.5), max(0.0, d3[2, 1] - d3[2, 0]
+                                                   + 0.5)]
+  np.testing.assert_allclose(float(alone), np.mean(both), rtol=1e-5)

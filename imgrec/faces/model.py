@@ -104,6 +104,41 @@ def build_embedder(backbone, input_shape, embedding_dim=128, **kwargs):
   return keras.Model(body.input, outputs, name="embedder")
 
 
+@keras.saving.register_keras_serializable(package="imgrec")
+class BatchHardTriplet(keras.losses.Loss):
+  """Triplet loss over each batch's hardest pairs (Hermans et al. 2017).
+
+  For every anchor with another image of its person in the batch: the
+  farthest such positive and the nearest other person's image,
+  `max(0, d(a, p) - d(a, n) + margin)` on unit embeddings (squared
+  Euclidean distance = 2 - 2 cos).
+
+  Args:
+    margin: the distance margin.
+  """
+
+  def __init__(self, margin=0.3, name="batch_hard_triplet", **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.margin = float(margin)
+
+  def call(self, y_true, y_pred):
+    labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+    embeddings = ops.cast(y_pred, "float32")
+    distances = 2.0 - 2.0 * ops.matmul(embeddings, ops.transpose(embeddings))
+    same = ops.equal(labels[:, None], labels[None, :])
+    eye = ops.eye(ops.shape(labels)[0], dtype="bool")
+    positive = ops.logical_and(same, ops.logical_not(eye))
+    hardest_positive = ops.max(ops.where(positive, distances, -1.0), axis=1)
+    hardest_negative = ops.min(ops.where(same, 1e9, distances), axis=1)
+    losses = ops.relu(hardest_positive - hardest_negative + self.margin)
+    has_positive = ops.cast(ops.any(positive, axis=1), "float32")
+    return ops.sum(losses * has_positive) / ops.maximum(
+        ops.sum(has_positive), 1.0) * ops.ones_like(losses)
+
+  def get_config(self):
+    return {**super().get_config(), "margin": self.margin}
+
+
 def build_training_model(embedder, num_classes, loss="arcface", scale=30.0,
                          margin=0.5):
   """The model `fit` trains: images and labels in, logits out.
@@ -111,8 +146,9 @@ def build_training_model(embedder, num_classes, loss="arcface", scale=30.0,
   Args:
     embedder: from `build_embedder`.
     num_classes: training identities.
-    loss: "arcface" (margin `margin`) or "softmax" (margin 0, the plain
-      normalized-softmax baseline).
+    loss: "arcface" (margin `margin`), "softmax" (margin 0, the plain
+      normalized-softmax baseline) or "triplet" (embeddings out; train with
+      `BatchHardTriplet`).
     scale, margin: ArcMargin's.
 
   Returns:
@@ -121,6 +157,9 @@ def build_training_model(embedder, num_classes, loss="arcface", scale=30.0,
   images = keras.Input(embedder.input_shape[1:], name="images")
   labels = keras.Input((), dtype="int32", name="labels")
   embeddings = embedder(images)
+  if loss == "triplet":  # The loss reads the embeddings themselves.
+    return keras.Model({"images": images, "labels": labels}, embeddings,
+                       name="face_trainer")
   logits = ArcMargin(num_classes, scale=scale,
                      margin=margin if loss == "arcface" else 0.0,
                      name="arc_margin")([embeddings, labels])

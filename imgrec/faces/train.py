@@ -239,11 +239,14 @@ def train(config):
     steps = max(1, len(train_split) // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=steps * config.epochs)
+    triplet = config.loss == "triplet"
     trainer.compile(
         optimizer=keras.optimizers.AdamW(schedule,
                                          weight_decay=config.weight_decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        loss=(model_lib.BatchHardTriplet(config.margin) if triplet else
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        metrics=[] if triplet else [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     callbacks = []
     if len(val_people) >= 2:
       callbacks.append(_VerificationCheck(embedder, val_split, config,
