@@ -1,7 +1,7 @@
 """Enroll, identify, verify, calibrate and evaluate with a trained face embedder.
 
 Every command reads photos through `detect.load_faces` (detection and
-alignment, or the centered square of pre-cropped faces), so a photo with no
+alignment, or the whole photo of pre-cropped faces), so a photo with no
 face, several faces or broken bytes is reported on its own line and the
 others go on.
 """

@@ -39,7 +39,7 @@ def read_identities(data_dir, *, size, cache_dir, detect=False,
 
   Every usable photo becomes a `size` x `size` face crop written under
   `cache_dir` (never into the data): with `detect`, the detector's aligned
-  crop; without, the photo's centered square (`detect.load_faces`), the same
+  crop; without, the whole photo resized (`detect.load_faces`), the same
   preparation enrollment and identification use. Broken files, and with
   `detect` photos with no face or several faces, are left out and reported.
   """
