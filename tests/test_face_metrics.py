@@ -246,8 +246,9 @@ def test_identification_ranks_match_brute_force():
   stranger = unit(rng.normal(size=(4, 8)))
   probes = np.concatenate([x[~enrolled], stranger])
   labels = np.concatenate([y[~enrolled], [99] * 4])
-  report = metrics.identification_report(x[enrolled], y[enrolled], probes,
-                                         labels, ranks=(1, 5))
+  report = metrics.identification_report(
+      x[enrolled], y[enrolled], probes, labels, ranks=(1, 5),
+      matching="template")
   ranks = brute_force_ranks(x[enrolled], y[enrolled], x[~enrolled],
                             y[~enrolled])
   assert report["rank1"] == pytest.approx(np.mean(ranks == 1))
@@ -255,6 +256,13 @@ def test_identification_ranks_match_brute_force():
   assert 0.2 < report["rank1"] < report["rank5"] < 1.0  # Neither 0 nor 1.
   assert report["num_probes"] == 60 and report["num_identities"] == 30
   assert report["num_unknown_probes"] == 4
+  # Nearest image: a person with two looks keeps both.
+  looks = unit(np.array([[1, 0, 0], [0, 1, 0], [0.8, 0.5, 0.0]]))
+  probe = unit(np.array([[0.95, 0.05, 0.0]]))
+  for matching, expected in (("nearest", 1.0), ("template", 0.0)):
+    two_looks = metrics.identification_report(
+        looks, ["a", "a", "b"], probe, ["a"], matching=matching)
+    assert two_looks["rank1"] == expected, matching
   x, y = people(np.random.default_rng(1), 30, 2, spreads=(0.1, 0.2))
   tight = metrics.identification_report(x[::2], y[::2], x[1::2], y[1::2])
   assert tight["rank1"] == 1.0 and tight["num_unknown_probes"] == 0
@@ -347,7 +355,11 @@ def test_identify_ranks_people_best_first():
   ranked = g.identify(np.stack([probe, np.eye(8)[0]]), top_k=2)
   assert [name for name, _ in ranked[0]] == ["bo", "cy"]
   assert ranked[0][0][1] == pytest.approx(1 / np.sqrt(1.09))
-  assert ranked[1][0] == ("ada", pytest.approx(1.0))
+  # Nearest enrolled image of ada (e0 +- 0.1 e1): cos 1/sqrt(1.01); her
+  # template (e0 itself) would score 1.
+  assert ranked[1][0] == ("ada", pytest.approx(1 / np.sqrt(1.01)))
+  assert g.identify(np.eye(8)[0], matching="template")[0][0] == (
+      "ada", pytest.approx(1.0))
   assert len(g.identify(probe, top_k=10)[0]) == 3  # All three, no more.
   with pytest.raises(ImgrecError, match="another|not with"):
     g.identify(probe, model_info=OTHER_MODEL)

@@ -456,17 +456,20 @@ class Gallery:
     _, templates = metrics.identity_templates(stacked, labels)
     return names, templates
 
-  def identify(self, embeddings, top_k=5, model_info=None):
+  def identify(self, embeddings, top_k=5, model_info=None,
+               matching="nearest"):
     """Ranks the enrolled people for each probe embedding.
 
-    Scores are cosine similarities to each person's template. Ranking makes
-    no decision: whether the best score is a match is `decide`'s answer.
+    Scores are cosine similarities to each person's nearest enrolled image
+    (or template: `metrics.person_scores`). Ranking makes no decision:
+    whether the best score is a match is `decide`'s answer.
 
     Args:
       embeddings: float array [m, D] of L2-normalized probe embeddings (or
         one vector [D]).
       top_k: how many people to list per probe (at most all).
       model_info: the model that made the probes; checked when given.
+      matching: "nearest" or "template".
 
     Returns:
       For each probe, a list of (name, score) pairs, best first.
@@ -487,8 +490,11 @@ class Gallery:
     except _Malformed as e:
       raise ImgrecError(f"Cannot identify: {e}; give embeddings straight "
                         f"from the gallery's model.") from None
-    names, templates = self.templates()
-    scores = probes @ templates.T
+    names = self.names
+    gallery = np.concatenate([self.embeddings(n) for n in names])
+    labels = np.concatenate([[i] * len(self.embeddings(n))
+                             for i, n in enumerate(names)])
+    _, scores = metrics.person_scores(probes, gallery, labels, matching)
     keep = max(1, min(int(top_k), len(names)))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
     return [[(names[j], float(row[j])) for j in ranked]

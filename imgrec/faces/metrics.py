@@ -414,8 +414,34 @@ def identity_templates(embeddings, labels):
   return names, _unit_rows(sums)
 
 
-def _probe_scores(gallery, gallery_labels, probes, probe_labels):
-  """Template names, probe-to-template scores and which probes are known."""
+MATCHING = ("nearest", "template")
+
+
+def person_scores(probes, gallery, gallery_labels, matching="nearest"):
+  """(names, scores [P, people]) of probes against each enrolled person.
+
+  "nearest": the best cosine to any of the person's images (people whose
+  photos differ, with and without glasses say, keep both looks);
+  "template": the cosine to the mean of their embeddings.
+  """
+  if matching not in MATCHING:
+    raise ImgrecError(f"Unknown matching {matching!r}: one of "
+                      f"{', '.join(MATCHING)}.")
+  if matching == "template":
+    names, templates = identity_templates(gallery, gallery_labels)
+    return names, np.asarray(probes, np.float64) @ templates.T
+  x = _matrix(gallery, "gallery embeddings")
+  names, index = _identity_index(gallery_labels, len(x), "gallery embeddings")
+  each = np.asarray(probes, np.float64) @ x.T
+  scores = np.full((len(each), len(names)), -np.inf)
+  for j in range(len(names)):
+    scores[:, j] = each[:, index == j].max(axis=1)
+  return names, scores
+
+
+def _probe_scores(gallery, gallery_labels, probes, probe_labels,
+                  matching="nearest"):
+  """Person names, probe-to-person scores and which probes are known."""
   names, templates = identity_templates(gallery, gallery_labels)
   probes = _matrix(probes, "probe embeddings")
   if probes.shape[1] != templates.shape[1]:
@@ -427,17 +453,17 @@ def _probe_scores(gallery, gallery_labels, probes, probe_labels):
     raise ImgrecError(
         f"There are {len(probes)} probe embeddings but {len(probe_labels)} "
         f"probe labels; pass one label per probe.")
-  return names, probes @ templates.T, probe_labels, np.isin(probe_labels,
-                                                            names)
+  _, scores = person_scores(probes, gallery, gallery_labels, matching)
+  return names, scores, probe_labels, np.isin(probe_labels, names)
 
 
 def identification_report(gallery, gallery_labels, probes, probe_labels,
-                          ranks=RANKS):
+                          ranks=RANKS, matching="nearest"):
   """Closed-set identification: is the right person among the top r?
 
-  Each probe is compared with one template per enrolled person (see
-  `identity_templates`); its rank is 1 + the number of people who score
-  higher than the right one.
+  Each probe is scored against every enrolled person (`person_scores`:
+  nearest image, or template); its rank is 1 + the number of people who
+  score higher than the right one.
 
   Args:
     gallery: float array [G, D] of the enrolled embeddings.
@@ -445,6 +471,7 @@ def identification_report(gallery, gallery_labels, probes, probe_labels,
     probes: float array [P, D] of the probe embeddings.
     probe_labels: the P identities.
     ranks: the r of the rank-r rates.
+    matching: "nearest" or "template" (see `person_scores`).
 
   Returns:
     A dict: "rank{r}" for each r (fraction of probes ranked r or better,
@@ -453,7 +480,7 @@ def identification_report(gallery, gallery_labels, probes, probe_labels,
     leaves them out; see `open_set_report`).
   """
   names, scores, probe_labels, known = _probe_scores(
-      gallery, gallery_labels, probes, probe_labels)
+      gallery, gallery_labels, probes, probe_labels, matching)
   scores = scores[known]
   right = np.searchsorted(names, probe_labels[known])
   right_scores = scores[np.arange(len(scores)), right]
@@ -466,7 +493,7 @@ def identification_report(gallery, gallery_labels, probes, probe_labels,
 
 
 def open_set_report(gallery, gallery_labels, probes, probe_labels,
-                    fars=OPEN_SET_FARS):
+                    fars=OPEN_SET_FARS, matching="nearest"):
   """Open-set identification: the detection and identification rate.
 
   A probe is answered with its best-scoring enrolled person when that score
@@ -494,7 +521,7 @@ def open_set_report(gallery, gallery_labels, probes, probe_labels,
   """
   fars = [_check_far(far) for far in fars]
   names, scores, probe_labels, known = _probe_scores(
-      gallery, gallery_labels, probes, probe_labels)
+      gallery, gallery_labels, probes, probe_labels, matching)
   best = scores.argmax(axis=1)
   best_scores = scores[np.arange(len(scores)), best]
   right = known & (names[best] == probe_labels)

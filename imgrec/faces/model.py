@@ -76,7 +76,8 @@ class ArcMargin(keras.layers.Layer):
             "scale": self.scale, "margin": self.margin}
 
 
-def build_embedder(backbone, input_shape, embedding_dim=128, **kwargs):
+def build_embedder(backbone, input_shape, embedding_dim=128, dropout=0.2,
+                   **kwargs):
   """A registry model's body with an L2-normalized embedding on top.
 
   Args:
@@ -84,7 +85,8 @@ def build_embedder(backbone, input_shape, embedding_dim=128, **kwargs):
       features that fed it feed the embedding).
     input_shape: (height, width, channels).
     embedding_dim: length of the embedding.
-    **kwargs: options of the registry model (dropout, weights, ...).
+    dropout: dropout rate on the flattened feature map.
+    **kwargs: options of the registry model (weights, ...).
 
   Returns:
     A `keras.Model` named "embedder": float32 raw pixels in, unit
@@ -94,7 +96,18 @@ def build_embedder(backbone, input_shape, embedding_dim=128, **kwargs):
     raise ValueError(f"embedding_dim must be at least 2. Received: "
                      f"embedding_dim={embedding_dim}")
   body = models.create_model(backbone, 2, input_shape, **kwargs)
-  features = body.get_layer("predictions").input
+  pooling = [l for l in body.layers
+             if isinstance(l, keras.layers.GlobalAveragePooling2D)]
+  if pooling:
+    # ArcFace's output block (BN, dropout, flatten, dense, BN): the last
+    # feature map flattened, not averaged, since where a feature sits on an
+    # aligned face says who it is.
+    x = keras.layers.BatchNormalization(momentum=0.9, name="features_bn")(
+        pooling[-1].input)
+    x = keras.layers.Dropout(dropout, name="features_dropout")(x)
+    features = keras.layers.Flatten(name="features_flat")(x)
+  else:  # Models without a feature map (mlp, row_lstm, vit_tiny).
+    features = body.get_layer("predictions").input
   x = keras.layers.Dense(embedding_dim, use_bias=False,
                          name="embedding_dense")(features)
   x = keras.layers.BatchNormalization(momentum=0.9, name="embedding_bn")(x)
