@@ -117,8 +117,11 @@ def eigenfaces(train_root, test_root, train_people, test_people,
   out = {"eer": metrics.verification_report(z, y_test, bootstrap=0)["eer"]}
   for count in (5, 1):
     enrolled, probes = recognize._split_enrolled(y_test, count)  # pylint: disable=protected-access
+    # Its better matching: the mean template (98% with 5 enrolled, as
+    # measured before; the nearest image gives 92%).
     out[f"rank1_enroll_{count}"] = metrics.identification_report(
-        z[enrolled], y_test[enrolled], z[probes], y_test[probes])["rank1"]
+        z[enrolled], y_test[enrolled], z[probes], y_test[probes],
+        matching="template")["rank1"]
   return out
 
 
@@ -180,8 +183,10 @@ def main(argv):
       figures["detected"] = _imgrec_figures(detect_dir, scenes, True)
     runs.append(figures)
     print(json.dumps(figures), flush=True)
-  rows = [("eigenfaces (PCA 60, whitened, cosine)", [anchor]),
-          ("imgrec, pre-cropped faces", [r["cropped"] for r in runs])]
+  rows = [("eigenfaces (PCA 60, whitened, cosine; mean template)",
+           [anchor]),
+          ("imgrec, pre-cropped faces (nearest enrolled image)",
+           [r["cropped"] for r in runs])]
   if _DETECT.value:
     rows.append(("imgrec, faces detected in pasted photos",
                  [r["detected"] for r in runs]))

@@ -602,6 +602,8 @@ class FacesConfig(Config):
                        "take the largest.", choices=("skip", "largest"))
   top_k: int = field(5, "identify: candidates listed per image.",
                      check=_at_least(1))
+  flip: bool = field(True, "Embed each face with its mirror image too "
+                     "(averaged): steadier scores for twice the work.")
   target_far: float = field(1e-3, "calibrate: false-accept rate the "
                             "threshold is chosen for.", check=_fraction)
   enroll_images: int = field(5, "evaluate: images enrolled per person (the "

@@ -99,8 +99,17 @@ class Embedder:
     return cls(info, runtime,
                lambda faces: runner(np.asarray(faces, np.float32)))
 
-  def embed(self, faces, batch_size=64):
-    """Unit embeddings [N, D] of uint8 RGB face crops [N, S, S, 3]."""
+  def embed(self, faces, batch_size=64, flip=False):
+    """Unit embeddings [N, D] of uint8 RGB face crops [N, S, S, 3].
+
+    With `flip`, each face's embedding is the normalized sum of its own and
+    its mirror image's (test-time augmentation; twice the work).
+    """
+    if flip:
+      faces = np.asarray(faces)
+      both = self.embed(faces, batch_size) + self.embed(
+          faces[:, :, ::-1], batch_size)
+      return _unit(both)
     faces = np.asarray(faces)
     if not len(faces):
       return np.zeros((0, int(self.info["embedding_dim"])), np.float32)

@@ -47,10 +47,9 @@ class Recognizer:
         list(paths), self.embedder.image_size, detect=self.config.detect,
         detector=self._detector, several=self.config.several)
     ok = [r.face for r in results if r.status == "ok"]
-    return results, self.embedder.embed(np.stack(ok) if ok else
-                                        np.zeros((0,) + (
-                                            self.embedder.image_size,) * 2
-                                                 + (3,), np.uint8))
+    size = self.embedder.image_size
+    faces = np.stack(ok) if ok else np.zeros((0, size, size, 3), np.uint8)
+    return results, self.embedder.embed(faces, flip=self.config.flip)
 
 
 def image_files(sources):
