@@ -570,6 +570,10 @@ class FaceTrainConfig(Config):
   flip: str = field("horizontal", "Random flips.", choices=FLIP_MODES)
   detect: bool = field(False, "Detect, align and crop the faces first "
                        "(ordinary photos); off for pre-cropped faces.")
+  crop_margin: float = field(
+      0.2, "With --detect: the crop's side is the face box's longer side "
+      "times 1 + this. Recorded with the embedder; queries crop alike.",
+      check=_non_negative)
   seed: int = field(42, "Seed of the identity split, shuffle and weights.")
   overwrite: bool = field(False, "Start afresh in a model_dir that holds "
                           "another run.")

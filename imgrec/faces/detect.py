@@ -282,7 +282,7 @@ def whole_square(rgb, size):
   return np.asarray(image, dtype=np.uint8), (0, 0, width, height)
 
 
-def _face_of(path, rgb, size, detector, several):
+def _face_of(path, rgb, size, detector, several, margin=0.2):
   """The FaceResult of one decoded image."""
   try:
     faces = detector.detect(rgb)
@@ -298,11 +298,12 @@ def _face_of(path, rgb, size, detector, several):
   face = faces[0]
   message = (f"Took the largest of {count} faces in {path}." if count > 1
              else "")
-  return FaceResult(path, "ok", message, align_crop(rgb, face, size),
+  return FaceResult(path, "ok", message, align_crop(rgb, face, size, margin),
                     count, face.box)
 
 
-def load_faces(paths, size, detect=True, detector=None, several="skip"):
+def load_faces(paths, size, detect=True, detector=None, several="skip",
+               margin=0.2):
   """Reads image files and cuts one face out of each.
 
   Files are read under the one decode policy (EXIF orientation applied,
@@ -321,6 +322,7 @@ def load_faces(paths, size, detect=True, detector=None, several="skip"):
     several: what to do with an image holding more than one face: "skip"
       it (status "several_faces") or take the "largest" (status "ok",
       `count` says how many there were).
+    margin: `align_crop`'s margin around the detected face.
 
   Returns:
     A list of FaceResult, one for each path, in order.
@@ -352,7 +354,7 @@ def load_faces(paths, size, detect=True, detector=None, several="skip"):
                                 f"{path}: {type(e).__name__}: {e}"))
       continue
     if detect:
-      results.append(_face_of(path, rgb, size, detector, several))
+      results.append(_face_of(path, rgb, size, detector, several, margin))
     elif min(rgb.shape[:2]) == 0:
       results.append(FaceResult(path, "unreadable", f"Image {path} has no "
                                 "pixels."))

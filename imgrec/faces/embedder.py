@@ -77,8 +77,8 @@ class Embedder:
     if runtime == "keras":
       from imgrec.faces import model as model_lib  # pylint: disable=g-import-not-at-top
       model = model_lib.load_embedder(run.best_model_path)
-      return cls(info, runtime, lambda faces: model.predict_on_batch(
-          model_pixels(faces, channels)))
+      return cls(info, runtime, lambda faces: model.predict(
+          model_pixels(faces, channels), batch_size=64, verbose=0))
     if runtime == "saved_model":
       path = os.path.join(run.export_dir, SAVED_MODEL_NAME)
       if not os.path.isdir(path):

@@ -45,7 +45,8 @@ class Recognizer:
       self._detector = detect_lib.FaceDetector()
     results = detect_lib.load_faces(
         list(paths), self.embedder.image_size, detect=self.config.detect,
-        detector=self._detector, several=self.config.several)
+        detector=self._detector, several=self.config.several,
+        margin=float(self.embedder.info.get("crop_margin", 0.2)))
     ok = [r.face for r in results if r.status == "ok"]
     size = self.embedder.image_size
     faces = np.stack(ok) if ok else np.zeros((0, size, size, 3), np.uint8)

@@ -34,7 +34,7 @@ _RESUME_NEUTRAL = {"verbose", "overwrite", "epochs"}
 
 
 def read_identities(data_dir, *, size, cache_dir, detect=False,
-                    several="skip"):
+                    several="skip", margin=0.2):
   """(person names, paths, labels) of identity folders as face crops.
 
   Every usable photo becomes a `size` x `size` face crop written under
@@ -54,17 +54,19 @@ def read_identities(data_dir, *, size, cache_dir, detect=False,
   paths = [p for s in found.splits.values() for p in s.paths]
   labels = [l for s in found.splits.values() for l in s.labels]
   paths, labels = crops_to_cache(paths, labels, cache_dir, size, detect,
-                                 several)
+                                 several, margin)
   return list(found.class_names), paths, labels
 
 
-def crops_to_cache(paths, labels, cache_dir, size, detect, several="skip"):
+def crops_to_cache(paths, labels, cache_dir, size, detect, several="skip",
+                   margin=0.2):
   """Face crops of `paths` as PNGs under `cache_dir`; files with no usable
   face are left out (logged with their reason)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from imgrec.faces import detect as detect_lib  # pylint: disable=g-import-not-at-top
   os.makedirs(cache_dir, exist_ok=True)
-  results = detect_lib.load_faces(paths, size, detect=detect, several=several)
+  results = detect_lib.load_faces(paths, size, detect=detect, several=several,
+                                  margin=margin)
   kept_paths, kept_labels = [], []
   for i, (result, label) in enumerate(zip(results, labels)):
     if result.status != "ok":
@@ -103,10 +105,11 @@ def embed_files(embedder, paths, image_size, channels, batch_size=64):
       paths, [0] * len(paths), num_classes=1,
       image_size=(image_size, image_size), batch_size=batch_size,
       channels=channels, training=False)
-  out = [embedder.predict_on_batch(x) for x, _ in ds]
-  if not out:
+  if not paths:
     return np.zeros((0, embedder.output_shape[-1]), np.float32)
-  return np.concatenate(out).astype(np.float32)
+  # predict (not predict_on_batch): a last, smaller batch does not retrace.
+  return embedder.predict(ds.map(lambda x, y: x), verbose=0).astype(
+      np.float32)
 
 
 class _VerificationCheck(keras.callbacks.Callback):
@@ -212,7 +215,8 @@ def train(config):
     _check_rerun(run, config)
     people, paths, labels = read_identities(
         config.data_dir, size=config.image_size,
-        cache_dir=run.faces_cache_dir, detect=config.detect)
+        cache_dir=run.faces_cache_dir, detect=config.detect,
+        margin=config.crop_margin)
     train_people, val_people = split_identities(
         len(people), config.val_identities, config.seed)
     train_split = _pick(paths, labels, train_people)
@@ -275,6 +279,7 @@ def train(config):
         "embedding_dim": config.embedding_dim,
         "image_size": config.image_size, "channels": config.channels,
         "name": f"{config.backbone}-{config.loss}",
+        "crop_margin": config.crop_margin,
         # imgrec-faces verify without a calibrated gallery decides here.
         "eer_threshold": (None if eer_threshold is None
                           else float(eer_threshold))})
