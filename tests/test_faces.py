@@ -71,6 +71,14 @@ def test_training_holds_people_out_and_records_the_embedder(embedder_run):
 
 def test_a_rerun_with_other_settings_is_refused(embedder_run):
   tmp, _, result = embedder_run
+  run = RunFolder(result["model_dir"])
+  before = os.path.getmtime(run.best_model_path)
+  again = train_lib.train(FaceTrainConfig(
+      data_dir=str(tmp / "train"), model_dir=result["model_dir"],
+      image_size=16, embedding_dim=16, epochs=4, batch_size=8,
+      val_identities=0.25, learning_rate=3e-3, margin=0.2))
+  assert again["already_trained"] and again["train_people"] == 6
+  assert os.path.getmtime(run.best_model_path) == before  # Not retrained.
   with pytest.raises(ImgrecError, match="other settings.*image_size"):
     train_lib.train(FaceTrainConfig(
         data_dir=str(tmp / "train"), model_dir=result["model_dir"],
@@ -205,3 +213,29 @@ def test_batch_hard_triplet_by_hand():
   both = [max(0.0, d3[1, 2] - d3[1, 0] + 0.5), max(0.0, d3[2, 1] - d3[2, 0]
                                                    + 0.5)]
   np.testing.assert_allclose(float(alone), np.mean(both), rtol=1e-5)
+
+
+def test_a_killed_training_resumes_where_it_stopped(embedder_run, tmp_path,
+                                                    monkeypatch):
+  tmp, _, _ = embedder_run
+  config = FaceTrainConfig(
+      data_dir=str(tmp / "train"), model_dir=str(tmp_path / "run"),
+      image_size=16, embedding_dim=8, epochs=3, batch_size=8,
+      val_identities=0.25)
+  original = train_lib._VerificationCheck.on_epoch_end  # pylint: disable=protected-access
+
+  def dies_in_epoch_two(self, epoch, logs=None):
+    original(self, epoch, logs)
+    if epoch == 1:
+      raise KeyboardInterrupt  # Before epoch 2's backup is written.
+
+  monkeypatch.setattr(train_lib._VerificationCheck, "on_epoch_end",  # pylint: disable=protected-access
+                      dies_in_epoch_two)
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train(config)
+  monkeypatch.undo()
+  result = train_lib.train(config)
+  with open(RunFolder(result["model_dir"]).history_path) as f:
+    epochs = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+  # Epoch 0 from the first run, 1 and 2 from the rerun: nothing redone.
+  assert epochs == ["0", "1", "2"]

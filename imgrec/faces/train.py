@@ -190,6 +190,47 @@ def _check_rerun(run, config):
   return True
 
 
+def _history_rows(run):
+  import csv  # pylint: disable=g-import-not-at-top
+  try:
+    with open(run.history_path, encoding="utf-8", newline="") as f:
+      return list(csv.DictReader(f))
+  except OSError:
+    return []
+
+
+def _finished(run, config):
+  """The embedder of this config is complete (a rerun has nothing to do)."""
+  epochs = {int(r["epoch"]) for r in _history_rows(run)
+            if r.get("epoch", "").isdigit()}
+  return (os.path.isfile(run.embedder_info_path)
+          and os.path.isfile(run.best_model_path)
+          and len(epochs) >= config.epochs)
+
+
+def _summary_of_finished(run, start):
+  rows = _history_rows(run)
+  history = {}
+  for row in rows:
+    for key, value in row.items():
+      if key != "epoch":
+        try:
+          history.setdefault(key, []).append(float(value))
+        except (TypeError, ValueError):
+          continue
+  splits = {}
+  for name in ("train", "val"):
+    try:
+      splits[name] = len(set(run.read_split(name)[1]))
+    except ImgrecError:
+      splits[name] = 0
+  val = history.get("val_eer")
+  return {"model_dir": run.path, "val_eer": min(val) if val else None,
+          "train_people": splits["train"], "val_people": splits["val"],
+          "train_seconds": time.time() - start, "history": history,
+          "already_trained": True}
+
+
 def train(config):
   """Trains, validates and saves a face embedder as `config` says.
 
@@ -212,7 +253,11 @@ def train(config):
       for path in (run.face_config_path, run.embedder_info_path):
         if os.path.exists(path):
           os.remove(path)
-    _check_rerun(run, config)
+    if _check_rerun(run, config) and _finished(run, config):
+      logger.info("%s already holds this embedder, trained for %d epochs; "
+                  "pass --overwrite to train it again", run.path,
+                  config.epochs)
+      return _summary_of_finished(run, start)
     people, paths, labels = read_identities(
         config.data_dir, size=config.image_size,
         cache_dir=run.faces_cache_dir, detect=config.detect,
