@@ -1,0 +1,147 @@
+"""Steady labels over time: smoothed probabilities, hysteresis and segments.
+
+A classifier run frame by frame flickers between labels. `TemporalSmoother`
+averages the probabilities (an exponential or a moving average) and changes
+its label only when another one has led for `min_hold` seconds; `segments`
+turns the steady labels into [start, end) spans.
+
+    smoother = TemporalSmoother(class_names, mode="ema", window=0.5,
+                                min_hold=0.4)
+    for t, probabilities in frames:
+      step = smoother.update(t, probabilities)
+      print(step.label, step.score)
+"""
+
+import collections
+import dataclasses
+import math
+
+import numpy as np
+
+from imgrec.errors import ImgrecError
+
+MODES = ("ema", "mean", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """One frame's raw and steady answers."""
+  t: float
+  label: str
+  score: float
+  smoothed_label: str
+  smoothed_score: float
+
+
+class TemporalSmoother:
+  """Smooths per-frame class probabilities and holds labels steady.
+
+  Args:
+    class_names: the classifier's classes, in probability order.
+    mode: "ema" (exponential average with time constant `window` seconds,
+      so uneven frame gaps weigh right), "mean" (average of the frames of the
+      last `window` seconds) or "none" (raw probabilities; hysteresis only).
+    window: seconds of the average.
+    min_hold: seconds a new leading label must keep the lead before the
+      steady label switches to it (0: switch at once).
+  """
+
+  def __init__(self, class_names, mode="ema", window=0.5, min_hold=0.4):
+    if mode not in MODES:
+      raise ImgrecError(f"Unknown smoothing {mode!r}: one of "
+                        f"{', '.join(MODES)}.")
+    if window < 0 or min_hold < 0:
+      raise ImgrecError("Smoothing window and min_hold must be at least 0 "
+                        f"seconds. Received: window={window}, "
+                        f"min_hold={min_hold}")
+    self.class_names = list(class_names)
+    self.mode, self.window, self.min_hold = mode, float(window), float(min_hold)
+    self._average = None
+    self._last_t = None
+    self._recent = collections.deque()
+    self._label = None
+    self._candidate = None
+    self._candidate_since = None
+
+  def _smooth(self, t, p):
+    if self.mode == "none" or self.window == 0:
+      return p
+    if self.mode == "mean":
+      self._recent.append((t, p))
+      while self._recent and self._recent[0][0] <= t - self.window:
+        self._recent.popleft()
+      return np.mean([q for _, q in self._recent], axis=0)
+    if self._average is None:
+      self._average = p
+    else:
+      weight = 1.0 - math.exp(-max(t - self._last_t, 0.0) / self.window)
+      self._average = self._average + weight * (p - self._average)
+    return self._average
+
+  def update(self, t, probabilities):
+    """Adds the frame at `t` seconds; returns its Step.
+
+    Raises:
+      ImgrecError: time going backwards or probabilities of the wrong size.
+    """
+    p = np.asarray(probabilities, np.float64).reshape(-1)
+    if len(p) != len(self.class_names):
+      raise ImgrecError(f"Expected {len(self.class_names)} probabilities a "
+                        f"frame. Received: {len(p)}")
+    if self._last_t is not None and t < self._last_t:
+      raise ImgrecError(f"Frame times must not go backwards. Received: "
+                        f"t={t} after t={self._last_t}")
+    smoothed = self._smooth(t, p)
+    self._last_t = t
+    leader = int(np.argmax(smoothed))
+    if self._label is None:
+      self._label = leader
+    elif leader == self._label:
+      self._candidate = None
+    else:
+      if leader != self._candidate:
+        self._candidate, self._candidate_since = leader, t
+      if t - self._candidate_since >= self.min_hold:
+        self._label, self._candidate = leader, None
+    raw = int(np.argmax(p))
+    return Step(t=float(t), label=self.class_names[raw],
+                score=float(p[raw]),
+                smoothed_label=self.class_names[self._label],
+                smoothed_score=float(smoothed[self._label]))
+
+
+def segments(steps, end=None):
+  """[{"segment": True, "start", "end", "label", "score"}] of steady labels.
+
+  Args:
+    steps: Steps in time order.
+    end: the stream's end time (default: the last frame's time plus the
+      typical frame gap).
+
+  Returns:
+    One dict a run of equal `smoothed_label`s; `score` is the mean smoothed
+    score over the run.
+  """
+  out = []
+  for i, step in enumerate(steps):
+    if out and out[-1]["label"] == step.smoothed_label:
+      out[-1]["_scores"].append(step.smoothed_score)
+      continue
+    if out:
+      out[-1]["end"] = step.t
+    out.append({"segment": True, "start": step.t, "end": None,
+                "label": step.smoothed_label,
+                "_scores": [step.smoothed_score]})
+  if out:
+    if end is None:
+      gaps = np.diff([s.t for s in steps])
+      end = steps[-1].t + (float(np.median(gaps)) if len(gaps) else 0.0)
+    out[-1]["end"] = float(end)
+  for segment in out:
+    segment["score"] = float(np.mean(segment.pop("_scores")))
+  return out
+
+
+def switches(labels):
+  """How many times a sequence of labels changes."""
+  return int(sum(a != b for a, b in zip(labels, labels[1:])))
