@@ -537,6 +537,38 @@ class ExportConfig(Config):
                         f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamConfig(Config):
+  """How `imgrec-stream` reads a video and steadies its labels."""
+  model: str | None = field(None, "A model_dir, .keras or .tflite file, or "
+                            "a SavedModel folder.")
+  fps: float | None = field(None, "Classify at most this many frames a "
+                            "second (by the frames' times).", check=_positive)
+  every: int | None = field(None, "Classify every n-th frame.",
+                            check=_at_least(1))
+  frame_rate: float = field(25.0, "Frame rate of a folder of frames.",
+                            check=_positive)
+  batch_size: int = field(16, "Frames classified together.",
+                          check=_at_least(1))
+  smoothing: str = field("ema", "Probabilities averaged in time: ema "
+                         "(exponential, time constant --window), mean "
+                         "(the last --window seconds) or none.",
+                         choices=("ema", "mean", "none"))
+  window: float = field(0.5, "Seconds of the average.", check=_non_negative)
+  min_hold: float = field(0.4, "Seconds a new label must lead before the "
+                          "steady label changes to it.", check=_non_negative)
+  num_threads: int | None = field(None, "CPU threads of a TFLite model.",
+                                  check=_at_least(1))
+  format: str = field("table", "table (segments), or jsonl (one line a "
+                      "frame, then one a segment).",
+                      choices=("table", "jsonl"))
+
+  def _check_relations(self, check_files):
+    if not self.model:
+      raise ImgrecError("--model is required: a model_dir, .keras or "
+                        ".tflite file, or a SavedModel folder.")
+
+
 FACE_LOSSES = ("arcface", "softmax", "triplet")
 
 
