@@ -562,6 +562,8 @@ class StreamConfig(Config):
   format: str = field("table", "table (segments), or jsonl (one line a "
                       "frame, then one a segment).",
                       choices=("table", "jsonl"))
+  out: str | None = field(None, "Write the classified frames, the steady "
+                          "label drawn on each, to this video file.")
 
   def _check_relations(self, check_files):
     if not self.model:

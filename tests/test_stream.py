@@ -176,6 +176,18 @@ def test_cli_prints_json_lines_and_segments(tmp_path, color_model):
   segments = [l for l in lines if l.get("segment")]
   assert len(frames) == 40
   assert [s["label"] for s in segments] == ["red", "green", "blue"]
+  out = tmp_path / "annotated.mp4"
+  annotated = subprocess.run(
+      [sys.executable, "-m", "imgrec.cli.stream", f"--model={color_model}",
+       f"--out={out}", "--every=2", path], capture_output=True, text=True,
+      env=ENV, timeout=300)
+  assert annotated.returncode == 0, annotated.stderr[-2000:]
+  assert "red" in annotated.stdout
+  written = list(video.frames(str(out)))
+  assert len(written) == 50 and written[0].rgb.shape == (32, 32, 3)
+  # The label band is drawn on top; the picture below it stays.
+  assert written[0].rgb[:3].mean() < 60 and written[0].rgb[20:, :, 0].mean(
+  ) > 120
   bad = subprocess.run(
       [sys.executable, "-m", "imgrec.cli.stream", f"--model={color_model}",
        str(tmp_path / "missing.mp4")], capture_output=True, text=True,

@@ -29,13 +29,41 @@ def main(config, argv):
                 "beside it.")
   frames = video.frames(argv[1], fps=config.fps, every=config.every,
                         frame_rate=config.frame_rate)
+  kept = {}
+  if config.out:
+    # The frames are drawn once their steady label is known.
+    def remember(frames):
+      for frame in frames:
+        kept[frame.index] = frame.rgb
+        yield frame
+    frames = remember(frames)
+    writer = video.AnnotatedWriter(config.out, config.fps or
+                                   config.frame_rate)
+  bar = None
+  if sys.stderr.isatty():
+    import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm.tqdm(desc=argv[1], unit="frame", leave=False,
+                    file=sys.stderr)
   rows = []
-  for row in stream.classify_stream(
-      clf, frames, batch_size=config.batch_size, mode=config.smoothing,
-      window=config.window, min_hold=config.min_hold):
-    rows.append(row)
-    if config.format == "jsonl":
-      print(json.dumps(row), flush=True)
+  failed = True
+  try:
+    for row in stream.classify_stream(
+        clf, frames, batch_size=config.batch_size, mode=config.smoothing,
+        window=config.window, min_hold=config.min_hold):
+      rows.append(row)
+      if bar is not None:
+        bar.update(1)
+      if config.out:
+        writer.write(kept.pop(row["frame"]), f"{row['t']:7.2f} s  "
+                     f"{row['smoothed_label']} {row['smoothed_score']:.2f}")
+      if config.format == "jsonl":
+        print(json.dumps(row), flush=True)
+    failed = False
+  finally:
+    if bar is not None:
+      bar.close()
+    if config.out:
+      writer.close(failed=failed)
   segments = stream.segments_of(rows)
   for segment in segments:
     if config.format == "jsonl":

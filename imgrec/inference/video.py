@@ -143,3 +143,61 @@ def frames(source, *, fps=None, every=None, frame_rate=25.0):
         continue
       next_t = (frame.t if next_t is None else next_t) + 1.0 / fps
     yield frame
+
+
+class AnnotatedWriter:
+  """Writes frames with their steady label drawn on them, as a video file.
+
+  Args:
+    path: the output (.mp4, .mkv, .avi...), written under a temporary name
+      and moved into place when closed without error.
+    fps: the output's frame rate.
+  """
+
+  def __init__(self, path, fps):
+    from imgrec import fileio  # pylint: disable=g-import-not-at-top
+    self.path, self.fps = os.fspath(path), float(fps)
+    self._atomic = fileio.atomic_path(self.path)
+    self._tmp = self._atomic.__enter__()
+    self._container = None
+    self._stream = None
+
+  def _open(self, width, height):
+    import fractions  # pylint: disable=g-import-not-at-top
+    import av  # pylint: disable=g-import-not-at-top
+    self._container = av.open(self._tmp, "w",
+                              format=None if "." in os.path.basename(
+                                  self.path) else "mp4")
+    self._stream = self._container.add_stream(
+        "mpeg4", rate=fractions.Fraction(self.fps).limit_denominator(1000))
+    # Even sizes: yuv420p halves both.
+    self._stream.width, self._stream.height = width - width % 2, height - (
+        height % 2)
+    self._stream.pix_fmt = "yuv420p"
+
+  def write(self, rgb, text):
+    """Adds one frame with `text` in a band at its top."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
+    import av  # pylint: disable=g-import-not-at-top
+    if self._container is None:
+      self._open(rgb.shape[1], rgb.shape[0])
+    image = Image.fromarray(rgb[:self._stream.height, :self._stream.width])
+    draw = ImageDraw.Draw(image)
+    band = max(12, image.height // 12)
+    draw.rectangle([0, 0, image.width, band], fill=(0, 0, 0))
+    draw.text((4, max(0, band // 2 - 6)), text, fill=(255, 255, 255))
+    frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
+    for packet in self._stream.encode(frame):
+      self._container.mux(packet)
+
+  def close(self, failed=False):
+    if self._container is not None:
+      if not failed:
+        for packet in self._stream.encode():
+          self._container.mux(packet)
+      self._container.close()
+    if failed:
+      self._atomic.__exit__(RuntimeError, RuntimeError("failed"), None)
+    else:
+      self._atomic.__exit__(None, None, None)
