@@ -115,6 +115,18 @@ def split_paths(text):
   return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
+def _parse_names(text):
+  """"a, b,c" -> ("a", "b", "c")."""
+  return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _check_tflite_variants(variants):
+  bad = [q for q in variants if q not in TFLITE_VARIANTS]
+  if bad:
+    raise ImgrecError(f"Unknown --tflite variant(s) {', '.join(bad)}. "
+                      f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
+
+
 def _check_tta(value):
   modes = split_paths(value)
   bad = [m for m in modes if m not in ("none", "flip", "crops")]
@@ -494,8 +506,7 @@ class ExportConfig(Config):
   model_dir: str | None = field(None, "Output folder of imgrec-train.")
   tflite: tuple = field(
       ("float",), "TFLite variants: float, fp16, dynamic, int8 (int8 "
-      "calibrates on training images).", parse=lambda text: tuple(
-          p.strip() for p in text.split(",") if p.strip()))
+      "calibrates on training images).", parse=_parse_names)
   top_k: int = field(5, "Top classes in the SavedModel outputs.",
                      check=_at_least(1))
   calibration_images: int = field(
@@ -531,10 +542,7 @@ class ExportConfig(Config):
     if self.ensemble and len(split_paths(self.ensemble)) < 2:
       raise ImgrecError("--ensemble needs at least two model_dirs, "
                         f"comma-separated. Received: {self.ensemble}")
-    bad = [q for q in self.tflite if q not in TFLITE_VARIANTS]
-    if bad:
-      raise ImgrecError(f"Unknown --tflite variant(s) {', '.join(bad)}. "
-                        f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
+    _check_tflite_variants(self.tflite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -647,8 +655,7 @@ class FacesConfig(Config):
   enroll_images: int = field(5, "evaluate: images enrolled per person (the "
                              "rest are probes).", check=_at_least(1))
   tflite: tuple = field(("float",), "export: TFLite variants (float, fp16, "
-                        "dynamic, int8).", parse=lambda text: tuple(
-                            p.strip() for p in text.split(",") if p.strip()))
+                        "dynamic, int8).", parse=_parse_names)
   format: str = field("table", "Output: table, or json (one object a line).",
                       choices=("table", "json"))
 
@@ -656,10 +663,7 @@ class FacesConfig(Config):
     if not self.model_dir:
       raise ImgrecError("--model_dir is required: the output folder of "
                         "imgrec-faces train.")
-    bad = [q for q in self.tflite if q not in TFLITE_VARIANTS]
-    if bad:
-      raise ImgrecError(f"Unknown --tflite variant(s) {', '.join(bad)}. "
-                        f"Expected some of {', '.join(TFLITE_VARIANTS)}.")
+    _check_tflite_variants(self.tflite)
 
 
 @dataclasses.dataclass(frozen=True)

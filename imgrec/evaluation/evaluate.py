@@ -511,8 +511,6 @@ def evaluate(config, write=True):
     _check_outside_data(config.report_dir, list(config.data_dirs) + [
         m.task.config.data_dir for m in members])
     ReportFolder(config.report_dir).makedirs()
-  for m in members[1:]:
-    m.align(members[0].class_names)
   try:  # Calibration needs validation images no member trained on.
     val = shared_split(members, "val")
   except ImgrecError:

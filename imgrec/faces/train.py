@@ -135,19 +135,14 @@ class _VerificationCheck(keras.callbacks.Callback):
       save_embedder(self.embedder, self.best_path)
 
 
-def _best_so_far(history_path):
+def _best_so_far(run):
   """The lowest val_eer of the epochs a resumed run already did."""
-  import csv  # pylint: disable=g-import-not-at-top
   best = float("inf")
-  try:
-    with open(history_path, encoding="utf-8", newline="") as f:
-      for row in csv.DictReader(f):
-        try:
-          best = min(best, float(row.get("val_eer", "inf")))
-        except ValueError:
-          continue
-  except OSError:
-    pass
+  for row in _history_rows(run):
+    try:
+      best = min(best, float(row.get("val_eer", "inf")))
+    except ValueError:
+      continue
   return best
 
 
@@ -300,7 +295,7 @@ def train(config):
     if len(val_people) >= 2:
       callbacks.append(_VerificationCheck(embedder, val_split, config,
                                           run.best_model_path,
-                                          _best_so_far(run.history_path)))
+                                          _best_so_far(run)))
     callbacks += [
         keras.callbacks.CSVLogger(run.history_path, append=True),
         keras.callbacks.TensorBoard(run.logs_dir),
