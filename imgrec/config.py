@@ -572,6 +572,11 @@ class StreamConfig(Config):
                       choices=("table", "jsonl"))
   out: str | None = field(None, "Write the classified frames, the steady "
                           "label drawn on each, to this video file.")
+  realtime: bool = field(False, "Keep up with the source's clock: a file "
+                         "plays as a camera would, and frames that "
+                         "inference is too slow for are dropped; reports "
+                         "the frames a second, the dropped frames and how "
+                         "far behind the source the labels are.")
 
   def _check_relations(self, check_files):
     if not self.model:

@@ -188,9 +188,112 @@ def test_cli_prints_json_lines_and_segments(tmp_path, color_model):
   # The label band is drawn on top; the picture below it stays.
   assert written[0].rgb[:3].mean() < 60 and written[0].rgb[20:, :, 0].mean(
   ) > 120
+  live = subprocess.run(
+      [sys.executable, "-m", "imgrec.cli.stream", f"--model={color_model}",
+       "--realtime", "--format=jsonl", "--batch_size=1", path],
+      capture_output=True, text=True, env=ENV, timeout=300)
+  assert live.returncode == 0, live.stderr[-2000:]
+  summary = json.loads(live.stdout.splitlines()[-1])["realtime"]
+  rows = [json.loads(l) for l in live.stdout.splitlines()
+          if '"lag"' in l]
+  assert summary["frames"] == 100
+  assert summary["classified"] == len(rows) == 100 - summary["dropped"]
+  assert "behind the source" in live.stderr
   bad = subprocess.run(
       [sys.executable, "-m", "imgrec.cli.stream", f"--model={color_model}",
        str(tmp_path / "missing.mp4")], capture_output=True, text=True,
       env=ENV, timeout=300)
   assert bad.returncode == 2
   assert len(bad.stderr.strip().splitlines()) == 1
+
+
+class _SlowClassifier:
+  """Names every frame 'red' after `seconds` of work a call."""
+  class_names = CLASSES
+
+  def __init__(self, seconds):
+    self.seconds, self.calls = seconds, []
+
+  def predict_proba(self, images):
+    import time  # pylint: disable=g-import-not-at-top
+    self.calls.append(len(images))
+    time.sleep(self.seconds)
+    return np.tile(np.array([[0.1, 0.1, 0.8]], np.float32), (len(images), 1))
+
+
+def _timed_frames(count, step):
+  rgb = np.zeros((8, 8, 3), np.uint8)
+  return [video.Frame(i * step, i, rgb) for i in range(count)]
+
+
+def test_realtime_drops_frames_inference_cannot_keep_up_with():
+  # 40 frames at 100 fps (0.4 s of source); inference takes 0.05 s a call.
+  clf = _SlowClassifier(0.05)
+  stats = {}
+  rows = list(stream.classify_stream(clf, _timed_frames(40, 0.01),
+                                     batch_size=1, realtime=True,
+                                     stats=stats))
+  assert stats["frames"] == 40
+  assert stats["classified"] == len(rows) == len(clf.calls)
+  assert stats["dropped"] == 40 - len(rows) > 20
+  # The newest frame is taken each time, so the labels stay near the source.
+  indices = [r["frame"] for r in rows]
+  assert indices == sorted(indices) and indices[0] == 0
+  assert all(0 <= r["lag"] < 0.5 for r in rows)
+  assert stats["lag_s"]["max"] == pytest.approx(max(r["lag"] for r in rows),
+                                                abs=1e-3)
+  assert 5 < stats["fps"] < 40
+
+
+def test_realtime_batches_the_frames_waiting():
+  clf = _SlowClassifier(0.05)
+  stats = {}
+  rows = list(stream.classify_stream(clf, _timed_frames(40, 0.01),
+                                     batch_size=4, realtime=True,
+                                     stats=stats))
+  # Up to 4 waiting frames go in one call: fewer drops than one at a time.
+  assert max(clf.calls) > 1 and max(clf.calls) <= 4
+  assert stats["dropped"] == 40 - len(rows)
+  assert len(rows) > len(clf.calls)
+
+
+def test_realtime_keeps_every_frame_when_inference_is_fast():
+  clf = _SlowClassifier(0.0)
+  stats = {}
+  rows = list(stream.classify_stream(clf, _timed_frames(10, 0.05),
+                                     batch_size=1, realtime=True,
+                                     stats=stats))
+  assert [r["frame"] for r in rows] == list(range(10))
+  assert stats["dropped"] == 0
+  # Paced on the source's clock: 10 frames 0.05 s apart take 0.45 s.
+  assert stats["fps"] < 30
+
+
+def test_realtime_reader_errors_reach_the_caller():
+  def broken():
+    yield from _timed_frames(3, 0.0)
+    raise ImgrecError("clip.mp4: decoding stopped")
+
+  with pytest.raises(ImgrecError, match="clip.mp4"):
+    list(stream.classify_stream(_SlowClassifier(0.0), broken(), batch_size=8,
+                                realtime=True))
+
+
+def test_realtime_stops_reading_when_the_caller_stops():
+  read = []
+
+  def endless():
+    i = 0
+    while True:
+      read.append(i)
+      yield video.Frame(i * 0.01, i, np.zeros((4, 4, 3), np.uint8))
+      i += 1
+
+  rows = stream.classify_stream(_SlowClassifier(0.0), endless(),
+                                realtime=True)
+  first = next(rows)
+  rows.close()
+  seen = len(read)
+  import time  # pylint: disable=g-import-not-at-top
+  time.sleep(0.1)
+  assert first["frame"] == 0 and len(read) <= seen + 1

@@ -2,11 +2,14 @@
 
     imgrec-stream --model=runs/x/export/model.tflite clip.mp4
     imgrec-stream --model=runs/x --fps=5 --format=jsonl frames/
+    imgrec-stream --model=model.tflite --realtime 0    # camera 0, live
 
 Prints the steady segments (table), or with --format=jsonl one JSON line a
 frame ({"t", "frame", "label", "score", "smoothed_label", "smoothed_score"})
 and then one a segment ({"segment": true, "start", "end", "label",
-"score"}).
+"score"}). With --realtime each frame line has "lag" (seconds behind the
+source) and a last line {"realtime": {"frames", "classified", "dropped",
+"fps", "lag_s"}} sums the run up.
 """
 
 import json
@@ -44,16 +47,20 @@ def main(config, argv):
     import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm.tqdm(desc=argv[1], unit="frame", leave=False,
                     file=sys.stderr)
-  rows = []
+  rows, stats = [], {}
   failed = True
   try:
     for row in stream.classify_stream(
         clf, frames, batch_size=config.batch_size, mode=config.smoothing,
-        window=config.window, min_hold=config.min_hold):
+        window=config.window, min_hold=config.min_hold,
+        realtime=config.realtime, paced=_is_file(argv[1]), stats=stats):
       rows.append(row)
       if bar is not None:
         bar.update(1)
       if config.out:
+        # Frames dropped in real time are never drawn: let them go.
+        for index in [i for i in list(kept) if i < row["frame"]]:
+          del kept[index]
         writer.write(kept.pop(row["frame"]), f"{row['t']:7.2f} s  "
                      f"{row['smoothed_label']} {row['smoothed_score']:.2f}")
       if config.format == "jsonl":
@@ -75,6 +82,20 @@ def main(config, argv):
   steady = max(len(segments) - 1, 0)
   sys.stderr.write(f"imgrec-stream: {len(rows)} frames, label changes: "
                    f"{raw} raw, {steady} steady\n")
+  if config.realtime:
+    lag = stats["lag_s"]
+    if config.format == "jsonl":
+      print(json.dumps({"realtime": stats}))
+    sys.stderr.write(
+        f"imgrec-stream --realtime: {stats['fps']} frames/s classified, "
+        f"{stats['dropped']} of {stats['frames']} frames dropped, behind the "
+        f"source by {lag['median']} s (median), {lag['p90']} s (p90), "
+        f"{lag['max']} s (max)\n")
+
+
+def _is_file(source):
+  """True for a file or folder of frames; False for a camera or a URL."""
+  return not (source.isdigit() or "://" in source)
 
 
 def run():

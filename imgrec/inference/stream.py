@@ -3,13 +3,107 @@
     clf = Classifier.load("runs/x/export/model.tflite")
     for step in classify_stream(clf, video.frames("cam.mp4", fps=10)):
       print(step)      # {"t", "frame", "label", "score", "smoothed_label", ...}
+
+With `realtime=True` a file plays on its own clock, as a camera would: the
+frame at time t exists from start + t on, frames that inference has not taken
+by the time newer ones arrive are dropped, and each row says how far behind
+the source its result came out.
 """
+
+import collections
+import threading
+import time
+
+import numpy as np
 
 from imgrec.inference import smoothing
 
 
+class LiveFeed:
+  """Frames on the source's clock, read by a thread; the newest are kept.
+
+  Args:
+    frames: an iterable of video.Frame.
+    keep: frames kept waiting; older ones are dropped when a newer arrives.
+    paced: release each frame at its own time (a file played live); False
+      for a source that is live already (camera, stream URL).
+    clock: seconds, monotonic.
+  """
+
+  def __init__(self, frames, *, keep=1, paced=True, clock=time.monotonic):
+    self._frames, self._paced, self._clock = frames, paced, clock
+    self._waiting = collections.deque()
+    self._keep = max(1, int(keep))
+    self._ready = threading.Condition()
+    self._done = False
+    self._stop = threading.Event()
+    self._error = None
+    self.start = None  # Clock time of the source's t = 0.
+    self.read = 0
+    self._thread = threading.Thread(target=self._run, name="imgrec-feed",
+                                    daemon=True)
+    self._thread.start()
+
+  def _run(self):
+    try:
+      for frame in self._frames:
+        if self._stop.is_set():
+          break
+        now = self._clock()
+        if self.start is None:
+          self.start = now - frame.t
+        elif self._paced:
+          wait = self.start + frame.t - now
+          if wait > 0 and self._stop.wait(wait):
+            break
+        with self._ready:
+          self.read += 1
+          self._waiting.append(frame)
+          while len(self._waiting) > self._keep:
+            self._waiting.popleft()
+          self._ready.notify()
+    except BaseException as e:  # pylint: disable=broad-except
+      self._error = e  # Raised in the reader's thread by `take`.
+    finally:
+      with self._ready:
+        self._done = True
+        self._ready.notify()
+
+  def take(self):
+    """The frames waiting now (at least one), or [] at the end."""
+    with self._ready:
+      while not self._waiting and not self._done:
+        self._ready.wait()
+      out = list(self._waiting)
+      self._waiting.clear()
+    if not out and self._error is not None:
+      raise self._error
+    return out
+
+  def behind(self, frame):
+    """Seconds between the frame's time on the source and now."""
+    return self._clock() - (self.start + frame.t)
+
+  def close(self):
+    self._stop.set()
+    with self._ready:
+      self._waiting.clear()
+    self._thread.join(timeout=5.0)
+
+
+def _summary(feed, classified, lags, seconds):
+  lags = np.asarray(lags, np.float64)
+  pick = (lambda q: round(float(np.percentile(lags, q)), 4)) if len(
+      lags) else (lambda q: None)
+  return {"frames": feed.read, "classified": classified,
+          "dropped": feed.read - classified,
+          "fps": round(classified / seconds, 2) if seconds > 0 else None,
+          "lag_s": {"median": pick(50), "p90": pick(90), "max": pick(100)}}
+
+
 def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
-                    window=0.5, min_hold=0.4, progress=None):
+                    window=0.5, min_hold=0.4, progress=None, realtime=False,
+                    paced=True, stats=None):
   """Yields one dict a frame: raw and steady label; see `smoothing`.
 
   Args:
@@ -18,10 +112,24 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
     batch_size: frames classified together.
     mode, window, min_hold: the TemporalSmoother's.
     progress: a callable(frames done) after every batch.
+    realtime: classify the newest frames only, dropping those that inference
+      is too slow for; at most `batch_size` waiting frames are taken at once.
+    paced: with `realtime`, play `frames` on their own times (a file);
+      False when the source is live already (a camera or stream URL).
+    stats: a dict, filled at the end of a realtime run: {"frames" read,
+      "classified", "dropped", "fps" classified a second, "lag_s":
+      {"median", "p90", "max"} seconds behind the source}.
 
   Yields:
-    {"t", "frame", "label", "score", "smoothed_label", "smoothed_score"}.
+    {"t", "frame", "label", "score", "smoothed_label", "smoothed_score"},
+    and with `realtime` "lag": seconds behind the source when the result
+    came out.
   """
+  if realtime:
+    yield from _classify_live(classifier, frames, batch_size=batch_size,
+                              mode=mode, window=window, min_hold=min_hold,
+                              progress=progress, paced=paced, stats=stats)
+    return
   smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
                                         window=window, min_hold=min_hold)
   batch, done = [], 0
@@ -47,6 +155,39 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
     yield from flush()
     if progress:
       progress(done + len(batch))
+
+
+def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
+                   progress, paced, stats):
+  smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
+                                        window=window, min_hold=min_hold)
+  feed = LiveFeed(frames, keep=batch_size, paced=paced)
+  lags, done, first = [], 0, None
+  try:
+    while True:
+      batch = feed.take()
+      if not batch:
+        break
+      if first is None:
+        first = feed.start
+      probabilities = classifier.predict_proba([f.rgb for f in batch])
+      for frame, p in zip(batch, probabilities):
+        lag = feed.behind(frame)
+        lags.append(lag)
+        step = smoother.update(frame.t, p)
+        yield {"t": round(step.t, 4), "frame": frame.index,
+               "label": step.label, "score": step.score,
+               "smoothed_label": step.smoothed_label,
+               "smoothed_score": step.smoothed_score,
+               "lag": round(lag, 4)}
+      done += len(batch)
+      if progress:
+        progress(done)
+  finally:
+    feed.close()
+    if stats is not None:
+      seconds = (time.monotonic() - first) if first is not None else 0.0
+      stats.update(_summary(feed, done, lags, seconds))
 
 
 def segments_of(rows, end=None):
