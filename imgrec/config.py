@@ -22,6 +22,8 @@ from imgrec.errors import ImgrecError
 
 AUGMENT_LEVELS = ("none", "light", "medium", "heavy", "randaugment")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+TASKS = ("auto", "image", "clip")
+TEMPORAL_MODELS = ("gru", "lstm", "attention", "average")
 CACHE_MODES = ("auto", "none", "memory")  # Or a file path prefix.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
@@ -330,8 +332,20 @@ class TrainConfig(DataConfig):
   flip: str = field("horizontal", "Random flips (none for digits and text).",
                     choices=FLIP_MODES)
   # Model.
+  task: str = field("auto", "image (one image, one label), clip (a video "
+                    "clip, one label: a frame model then a model over "
+                    "time), or auto: clip when --data_dir holds videos.",
+                    choices=TASKS)
   model: str = field("simple_cnn", "Registered model name (see "
-                     "imgrec.list_models()).")
+                     "imgrec.list_models()); for clips, the model run on "
+                     "every frame.")
+  clip_frames: int = field(16, "Clips: frames sampled across each clip (at "
+                           "the centres of equal parts).", check=_at_least(2))
+  temporal: str = field("gru", "Clips: the model over time: gru or lstm "
+                        "(unrolled), attention (a transformer block), or "
+                        "average (order-blind).", choices=TEMPORAL_MODELS)
+  temporal_units: int = field(128, "Clips: width of the frame features and "
+                              "of the model over time.", check=_at_least(2))
   weights: str = field(
       "imagenet", "Transfer models: imagenet, none, or the path of a local "
       "weights file.")
@@ -407,6 +421,12 @@ class TrainConfig(DataConfig):
 
   def _check_relations(self, check_files):
     super()._check_relations(check_files)
+    if self.task == "clip":
+      if self.labels_csv or self.tfds:
+        raise self._bad("task", "clip classifiers read video folders: pass "
+                        "--data_dir=root/<class>/*.mp4")
+      if self.mixup or self.cutmix:
+        raise self._bad("task", "clips take no --mixup or --cutmix")
     if self.freeze_epochs >= self.epochs:
       raise self._bad("freeze_epochs", "must be in [0, epochs): the "
                       "head-only epochs before the body is unfrozen")

@@ -47,6 +47,10 @@ IMAGE_EXTENSIONS = frozenset({
     ".pgm", ".ppm", ".pbm", ".pnm",
 })
 JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
+# Files a clip classifier trains on (GIF stays an image).
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ts",
+})
 # Pillow format names that TensorFlow decodes (MPO: camera JPEGs whose first
 # frame is an ordinary JPEG).
 TF_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"})

@@ -25,6 +25,7 @@ import stat
 
 from imgrec.config import SPLITS
 from imgrec.data.decode import IMAGE_EXTENSIONS
+from imgrec.data.decode import VIDEO_EXTENSIONS
 from imgrec.errors import ImgrecError
 
 SPLIT_DIR_NAMES = {"train": "train", "val": "val", "validation": "val",
@@ -39,6 +40,30 @@ def is_hidden(name):
 def is_image_file(name):
   return (not is_hidden(name)
           and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+def is_video_file(name):
+  return (not is_hidden(name)
+          and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS)
+
+
+_KIND_FILES = {"image": is_image_file, "video": is_video_file}
+
+
+def data_kind(root, limit=2000):
+  """"video" when the files below `root` are videos and not images, else "image".
+
+  Looks at up to `limit` files: a folder of clips trains a clip classifier.
+  """
+  images = videos = seen = 0
+  for _, _, filenames in _Walker(root).walk(root):
+    for name in filenames:
+      images += is_image_file(name)
+      videos += is_video_file(name)
+      seen += 1
+      if seen >= limit:
+        return "video" if videos > images else "image"
+  return "video" if videos > images else "image"
 
 
 @dataclasses.dataclass
@@ -117,9 +142,10 @@ class _Walker:
       them).
   """
 
-  def __init__(self, root, follow_links=False):
+  def __init__(self, root, follow_links=False, kind="image"):
     self.root = os.path.realpath(root)
     self.follow_links = follow_links
+    self.is_data_file = _KIND_FILES[kind]
     self.files = set()  # Real paths of the image files listed.
     self.ignored = []
 
@@ -183,7 +209,7 @@ class _Walker:
     paths = []
     for dirpath, _, filenames in self.walk(directory):
       for name in filenames:
-        if not is_image_file(name):
+        if not self.is_data_file(name):
           continue
         path = os.path.join(dirpath, name)
         real = os.path.realpath(path)
@@ -290,7 +316,7 @@ def _check_fraction(name, value):
 
 
 def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
-                min_classes=2, carve=True, allow_outside=False):
+                min_classes=2, carve=True, allow_outside=False, kind="image"):
   """Resolves an image folder into class names and train/val/test splits.
 
   Args:
@@ -304,6 +330,7 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
     carve: carve missing val/test splits out of train now. With False, they
       are left out, to be carved by `carve_splits` (after validating files).
     allow_outside: follow symlinks that lead out of `root`.
+    kind: "image", or "video" to list video clips instead.
 
   Returns:
     An `ImageFolder`.
@@ -324,7 +351,8 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
   if not os.path.isdir(root):
     raise ImgrecError(f"--data_dir {root!r} is a file, not a folder.")
   root = os.path.abspath(root)
-  walker = _Walker(root, allow_outside)
+  walker = _Walker(root, allow_outside, kind)
+  what = "images" if kind == "image" else "videos"
   top = _list_classes(root)
   split_dirs = {SPLIT_DIR_NAMES[d.lower()]: d for d in top
                 if d.lower() in SPLIT_DIR_NAMES}
@@ -342,9 +370,9 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
   train_tree = trees["train"]
   where = os.path.join(root, split_dirs["train"]) if split_dirs else root
   if not train_tree:
-    loose = _Walker(root).images(root)
-    hint = (f" It holds {len(loose)} images but no class folders: put them in "
-            "root/<class>/." if loose else "")
+    loose = _Walker(root, kind=kind).images(root)
+    hint = (f" It holds {len(loose)} {what} but no class folders: put them "
+            "in root/<class>/." if loose else "")
     raise ImgrecError(f"No class folders found in {where}.{hint} Expected "
                       "root/<class>/<images> or root/train/<class>/<images>.")
   empty = sorted(c for c, p in train_tree.items() if not p)
@@ -353,7 +381,7 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
                if why == "link_outside_tree"}
     hint = (" Some are links out of the data folder: pass --allow_outside "
             "to use them." if outside & set(empty) else "")
-    raise ImgrecError(f"Class folder(s) with no images in {where}: "
+    raise ImgrecError(f"Class folder(s) with no {what} in {where}: "
                       f"{', '.join(empty)}. Add images or remove the "
                       f"folder(s).{hint}")
   class_names = sorted(train_tree)

@@ -56,7 +56,7 @@ class Member:
   def load(cls, model_dir, batch_size=None):
     run = RunFolder(model_dir)
     overrides = {"batch_size": batch_size} if batch_size else {}
-    task = tasks.ImageClassificationTask.from_run(run, **overrides)
+    task = tasks.for_run(run, **overrides)
     class_names = run.read_labels()
     return cls(run, task, tasks.load_model(run.require_best_model()),
                class_names)
@@ -161,12 +161,13 @@ def _macro_f1(labels, probabilities, class_names):
 
 
 def measure_latency(members, runs=_LATENCY_RUNS):
-  """Median and p90 ms of one image through every member's Keras model."""
+  """Median and p90 ms of one input (image or clip) through every member."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   calls = []
   for m in members:
-    (height, width), channels = tasks.model_input_spec(m.model)
-    image = tf.random.uniform((1, height, width, channels), 0, 255)
+    shape = m.model.input_shape
+    shape = shape[0] if isinstance(shape, list) else shape
+    image = tf.random.uniform((1, *shape[1:]), 0, 255)
     calls.append((tf.function(m.model), image))
   times = []
   for i in range(runs + 5):

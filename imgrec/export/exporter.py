@@ -106,10 +106,13 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   """
   if model is None:
     model = tasks.load_model(run.require_best_model())
+  task = tasks.for_run(run)
+  if task.kind == "clip":
+    return _export_clip_run(run, task, model, top_k=top_k,
+                            quantizations=quantizations, measure=measure)
   if "int8" in quantizations:  # Before any file is written.
     tflite_lib.check_int8_supported(model)
   class_names = run.read_labels()
-  task = tasks.ImageClassificationTask.from_run(run)
   max_pixels = task.config.max_image_pixels
   out = {"saved_model": saved_model_lib.export_saved_model(
       model, class_names, run.saved_model_dir, top_k=top_k,
@@ -132,21 +135,50 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
             image_size=task.spec.image_size, name=task.config.model, description=_description(task, variant))
       out["tflite"][variant] = path
   write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
+
+  def report(test, formats):
+    made = measure_lib.measure(task, model, class_names, test, formats,
+                               work_dir=run.export_dir,
+                               max_image_pixels=max_pixels, latency=latency)
+    for entry in made["formats"]:
+      entry.update(extras.get(entry["name"], {}))
+    return made
+
+  return _measure(run, out, measure, report)
+
+
+def _measure(run, out, measure, report):
+  """Adds the report of `out`'s formats on the test split, if asked."""
   test = _split(run, "test")
   if measure and len(test):
     formats = [("saved_model", out["saved_model"])] + list(
         out["tflite"].items())
-    report = measure_lib.measure(task, model, class_names, test, formats,
-                                 work_dir=run.export_dir,
-                                 max_image_pixels=max_pixels, latency=latency)
-    for entry in report["formats"]:
-      entry.update(extras.get(entry["name"], {}))
-    out["report"] = report
+    out["report"] = report(test, formats)
     out["report_path"] = run.export_report_path
-    fileio.write_json(out["report_path"], report, indent=2)
+    fileio.write_json(out["report_path"], out["report"], indent=2)
   elif measure:
     logger.info("no test split: the exports were not measured")
   return out
+
+
+def _export_clip_run(run, task, model, *, top_k, quantizations, measure):
+  """`export_run` for a clip classifier (see `imgrec.export.clip`)."""
+  from imgrec.export import clip  # pylint: disable=g-import-not-at-top
+  for variant in quantizations:  # Before any file is written.
+    clip.check_variant(variant)
+  class_names = run.read_labels()
+  out = {"saved_model": clip.export_saved_model(
+      model, class_names, run.saved_model_dir, top_k=top_k), "tflite": {},
+         "report": None, "report_path": None}
+  for variant in quantizations:
+    path = run.tflite_path(variant)
+    flatbuffer = clip.convert_tflite(model, variant, run.export_dir)
+    with fileio.atomic_write(path, "wb") as f:
+      f.write(flatbuffer)
+    out["tflite"][variant] = path
+  write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
+  return _measure(run, out, measure, lambda test, formats: clip.measure(
+      task, model, class_names, test, formats))
 
 
 def export(config):

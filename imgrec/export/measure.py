@@ -141,7 +141,7 @@ def measure(task, model, class_names, split, formats, *, work_dir,
     one = single.get(path, {}).get("latency_ms")
     change = per_class(tally.correct) - keras_per_class
     entries.append({
-        "name": name, "path": path, "bytes": _size(path),
+        "name": name, "path": path, "bytes": size_of(path),
         "accuracy": float(tally.correct.sum() / max(n, 1)),
         "top1_agreement": tally.agree / max(n, 1),
         "max_abs_prob_diff": tally.max_diff,
@@ -158,7 +158,7 @@ def measure(task, model, class_names, split, formats, *, work_dir,
           "formats": entries}
 
 
-def _size(path):
+def size_of(path):
   if os.path.isdir(path):
     return sum(os.path.getsize(os.path.join(d, f))
                for d, _, files in os.walk(path) for f in files)
@@ -169,7 +169,7 @@ def format_report(report):
   """The export report as a text table."""
   ref = report["reference"]
   lines = [f"Keras reference: accuracy {100 * ref['accuracy']:.2f}% on "
-           f"{ref['num_examples']} images",
+           f"{ref['num_examples']} {ref.get('input', 'images')}",
            f"{'format':<12}{'size':>10}{'accuracy':>10}{'vs keras':>10}"
            f"{'agree':>9}{'max|dp|':>10}{'ms (1 img)':>12}{'p90':>8}"
            f"{'img/s':>9}"]

@@ -22,8 +22,7 @@ from imgrec.errors import ImgrecError
 
 logger = logging.getLogger("imgrec")
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg",
-                  ".mpeg", ".ts", ".gif")
+VIDEO_SUFFIXES = tuple(sorted(decode.VIDEO_EXTENSIONS)) + (".gif",)
 # Seconds a network stream may stay silent before it counts as dead.
 _STREAM_TIMEOUT = 10.0
 

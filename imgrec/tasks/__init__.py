@@ -7,7 +7,11 @@ so a scan whose results are cached answers at once.
 import importlib
 
 _LAZY = {
+    "ClipClassificationTask": "imgrec.tasks.clip_classification",
     "find_data": "imgrec.tasks.data",
+    "for_config": "imgrec.tasks.select",
+    "for_run": "imgrec.tasks.select",
+    "task_kind": "imgrec.tasks.select",
     "scan_data": "imgrec.tasks.data",
     "ImageClassificationTask": "imgrec.tasks.image_classification",
     "RunSpec": "imgrec.tasks.image_classification",

@@ -21,6 +21,8 @@ import os
 import re
 import zipfile
 
+import numpy as np
+
 from imgrec import datasets
 from imgrec import models
 from imgrec.config import TrainConfig
@@ -204,6 +206,8 @@ class ImageClassificationTask:
     spec: a RunSpec from `resolve`.
   """
 
+  kind = "image"
+
   def __init__(self, spec):
     self.spec = spec
     self.config = spec.config
@@ -277,6 +281,11 @@ class ImageClassificationTask:
       return None
     return scan.Fill(self.spec.image_size, self.spec.channels)
 
+  def _eval_folder(self, data_dir):
+    """Another folder's usable files (broken ones skipped, any number)."""
+    found = folder_lib.find_images(data_dir, min_classes=1, carve=False)
+    return self._scan(found, max_bad_fraction=1.0)
+
   def build_eval_split(self, data_dir, split, class_names):
     """A split of another folder, its labels in this run's class order.
 
@@ -287,8 +296,7 @@ class ImageClassificationTask:
     Returns:
       (folder.Split, {class the model does not know: images left out}).
     """
-    found = folder_lib.find_images(data_dir, min_classes=1, carve=False)
-    found = self._scan(found, max_bad_fraction=1.0)
+    found = self._eval_folder(data_dir)
     if found.layout == "splits" and len(found.splits.get(split, [])):
       chosen = found.splits[split]
     else:
@@ -377,7 +385,6 @@ class ImageClassificationTask:
       float32 [V, N, C]: the probabilities of every view, in file order; view
       0 is the plain image.
     """
-    import numpy as np  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     ds = self.build_inputs(split, num_classes=num_classes, training=False,
                            cache=False)
@@ -435,7 +442,14 @@ def preprocess(images, image_size, channels):
 
 
 def read_image(path):
-  """One image file as RGB uint8 [H, W, 3], under the decode policy."""
+  """One image file as RGB uint8 [H, W, 3], under the decode policy.
+
+  A video file gives a strip of four of its frames, side by side.
+  """
+  if os.path.splitext(path)[1].lower() in decode.VIDEO_EXTENSIONS:
+    from imgrec.data import clips  # pylint: disable=g-import-not-at-top
+    strip = clips.decode_clip(path, frames=4, image_size=(96, 128))
+    return np.concatenate(list(strip), axis=1)
   return decode.read_file(path, 3)
 
 

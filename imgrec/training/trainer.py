@@ -81,7 +81,7 @@ def train(config):
       written or holds another run, or one in use by another process.
   """
   start = time.time()
-  task = tasks.ImageClassificationTask.from_config(config)
+  task = tasks.for_config(config)
   run = RunFolder(task.config.model_dir)
   strategy = distribute.get_strategy(task.config.strategy)
   if distribute.is_multi_worker(strategy):

@@ -1,0 +1,104 @@
+"""Clip classifiers: a registry model on every frame, then a model over time.
+
+    model = build_clip_model("simple_cnn", num_classes=6,
+                             clip_shape=(16, 64, 64, 3), temporal="gru")
+
+The frame model is any registered model without its classifier head (from
+scratch or a keras.applications backbone). Its last feature map is kept as a
+coarse grid rather than averaged away, so where things are, and so how they
+move, reaches the model over time:
+
+- gru / lstm: a recurrent layer over the frame features (unrolled: the clip
+  length is fixed, and unrolled layers convert to TFLite builtins; a rolled
+  loop over a dynamic batch needs Select TF ops);
+- attention: a small transformer block over the frames with learned
+  positions, then the average over time;
+- average: the mean of the frame features over time, which knows nothing of
+  order (the baseline that cannot tell motion directions).
+"""
+
+import keras
+from keras import layers
+
+from imgrec.config import TEMPORAL_MODELS
+from imgrec.models import registry
+from imgrec.models.layers import PositionEmbedding
+
+# Side of the grid the frame model's last feature map is pooled to.
+_GRID = 4
+# Channels of that grid (a 1x1 convolution), before flattening.
+_GRID_CHANNELS = 32
+
+
+def frame_features(frame_model_name, frame_shape, units, **kwargs):
+  """A registry model's body, giving one feature vector a frame.
+
+  Returns:
+    A keras.Model named "frame_features": float32 raw pixels [H, W, C] in,
+    [units] features out.
+  """
+  body = registry.create_model(frame_model_name, 2, frame_shape, **kwargs)
+  pooling = [l for l in body.layers
+             if isinstance(l, layers.GlobalAveragePooling2D)]
+  if pooling:
+    x = pooling[-1].input
+    height, width = int(x.shape[1]), int(x.shape[2])
+    pool = (max(1, height // _GRID), max(1, width // _GRID))
+    if pool != (1, 1):
+      x = layers.AveragePooling2D(pool, name="grid_pool")(x)
+    x = layers.Conv2D(_GRID_CHANNELS, 1, activation="relu",
+                      name="grid_reduce")(x)
+    x = layers.Flatten(name="grid_flat")(x)
+  else:  # Models without a feature map (mlp, row_lstm, vit_tiny).
+    x = body.get_layer("predictions").input
+  x = layers.Dense(units, activation="relu", name="frame_dense")(x)
+  return keras.Model(body.input, x, name="frame_features")
+
+
+def build_clip_model(frame_model_name, num_classes, clip_shape, *,
+                     temporal="gru", units=128, dropout=0.2, **kwargs):
+  """A clip classifier over a registry frame model.
+
+  Args:
+    frame_model_name: a registered model name.
+    num_classes: output classes.
+    clip_shape: (frames, height, width, channels).
+    temporal: one of TEMPORAL_MODELS.
+    units: width of the frame features and of the model over time.
+    dropout: dropout before the classifier.
+    **kwargs: options of the registry model (weights, freeze_backbone...).
+
+  Returns:
+    A keras.Model named "clip_classifier": float32 raw pixels [B, T, H, W,
+    C] in, softmax probabilities [B, num_classes] out.
+  """
+  if temporal not in TEMPORAL_MODELS:
+    raise ValueError(f"temporal must be one of {TEMPORAL_MODELS}. Received: "
+                     f"temporal={temporal!r}")
+  frame = frame_features(frame_model_name, tuple(clip_shape[1:]), units,
+                         **kwargs)
+  inputs = keras.Input(clip_shape, name="clip")
+  x = layers.TimeDistributed(frame, name="per_frame")(inputs)
+  if temporal == "gru":
+    x = layers.GRU(units, unroll=True, name="gru")(x)
+  elif temporal == "lstm":
+    x = layers.LSTM(units, unroll=True, name="lstm")(x)
+  elif temporal == "attention":
+    x = PositionEmbedding(name="time_position")(x)
+    heads = max(1, units // 32)
+    y = layers.MultiHeadAttention(heads, units // heads, name="time_attention")(
+        x, x)
+    x = layers.LayerNormalization(name="attention_norm")(
+        layers.Add(name="attention_residual")([x, y]))
+    y = layers.Dense(units * 2, activation="gelu", name="mlp_expand")(x)
+    y = layers.Dense(units, name="mlp_project")(y)
+    x = layers.LayerNormalization(name="mlp_norm")(
+        layers.Add(name="mlp_residual")([x, y]))
+    x = layers.GlobalAveragePooling1D(name="time_average")(x)
+  else:
+    x = layers.GlobalAveragePooling1D(name="time_average")(x)
+  if dropout > 0:
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+  outputs = layers.Dense(num_classes, activation="softmax", dtype="float32",
+                         name="predictions")(x)
+  return keras.Model(inputs, outputs, name="clip_classifier")

@@ -1,0 +1,223 @@
+"""The clip classification task: video folders in, one label a clip out.
+
+`imgrec-train --data_dir=videos` with videos/<class>/*.mp4 (or
+videos/{train,val,test}/<class>/*) lands here: the same run folder, training
+loop, evaluation report and export as images, with
+
+- data: every clip decoded once (`imgrec.data.clips`: `--clip_frames`
+  frames at the centres of equal parts of the whole clip, resized), cached
+  under imgrec's cache folder; broken clips skipped and reported in
+  data_report.json;
+- model: the registry model `--model` on every frame, then `--temporal`
+  (gru, lstm, attention or average) over time (`imgrec.models.clip`);
+- augmentation: one random shift (and `--flip`) for all frames of a clip,
+  so motion stays motion.
+"""
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from imgrec.data import clips as clips_lib
+from imgrec.data import folder as folder_lib
+from imgrec.data import scan
+from imgrec.errors import ImgrecError
+from imgrec import fileio
+from imgrec.tasks import image_classification
+
+logger = logging.getLogger(__name__)
+
+
+class ClipClassificationTask(image_classification.ImageClassificationTask):
+  """Builds the data, model and predictions of a clip classification run."""
+
+  kind = "clip"
+
+  def __init__(self, spec):
+    super().__init__(spec)
+    self._cache = None
+
+  @property
+  def clip_shape(self):
+    return (self.config.clip_frames, *self.spec.input_shape)
+
+  @property
+  def cache(self):
+    """The ClipCache of this run's sampling, under the data's prepared dir."""
+    if self._cache is None:
+      root = os.path.abspath(self.config.data_dir)
+      self._cache = clips_lib.ClipCache(
+          scan.default_prepared_dir(root), frames=self.config.clip_frames,
+          image_size=self.spec.image_size, channels=self.spec.channels)
+    return self._cache
+
+  # --- Data ------------------------------------------------------------------
+
+  def _decode_all(self, found, report_path=None, max_bad_fraction=None):
+    """Decodes (or reads cached) every clip; drops and reports broken ones."""
+    paths = [p for s in found.splits.values() for p in s.paths]
+    got = self.cache.get_all(paths)
+    bad = {p: str(e) for p, e in got.items() if isinstance(e, ImgrecError)}
+    per_class = {}
+    for split in found.splits.values():
+      for path, label in zip(split.paths, split.labels):
+        name = found.class_names[label]
+        total, broken = per_class.get(name, (0, 0))
+        per_class[name] = (total + 1, broken + (path in bad))
+    report = {"kind": "video", "totals": {
+        "files": len(paths), "usable": len(paths) - len(bad),
+        "skipped": len(bad)},
+              "clip": {"frames": self.config.clip_frames,
+                       "image_size": list(self.spec.image_size),
+                       "channels": self.spec.channels,
+                       "cache": self.cache.directory},
+              "skipped": [{"path": p, "reason": "unreadable_video",
+                           "detail": why} for p, why in sorted(bad.items())]}
+    if report_path:
+      fileio.write_json(report_path, report, ensure_ascii=False, indent=1)
+    for path, why in sorted(bad.items()):
+      logger.warning("skipped clip: %s", why)
+    limit = (self.config.max_bad_fraction if max_bad_fraction is None
+             else max_bad_fraction)
+    problems = [f"{name}: {broken} of {total}" for name, (total, broken)
+                in sorted(per_class.items())
+                if total and broken / total > limit]
+    if problems:
+      where = f" Every skipped clip and why: {report_path}." if (
+          report_path) else ""
+      raise ImgrecError(f"Too many unreadable clips in {found.root}: "
+                        f"{'; '.join(problems)}. Fix or remove them, or raise "
+                        f"--max_bad_fraction.{where}")
+    splits = {}
+    for name, split in found.splits.items():
+      keep = [i for i, p in enumerate(split.paths) if p not in bad]
+      splits[name] = folder_lib.Split([split.paths[i] for i in keep],
+                                      [split.labels[i] for i in keep])
+    return dataclasses.replace(found, splits=splits)
+
+  def _find(self, data_dir, **kwargs):
+    return folder_lib.find_images(data_dir, carve=False, kind="video",
+                                  allow_outside=self.config.allow_outside,
+                                  **kwargs)
+
+  def build_folder(self, report_path=None):
+    """Lists, decodes (once; cached) and splits the run's clips."""
+    found = self._decode_all(self._find(self.config.data_dir), report_path)
+    config = self.config
+    return folder_lib.carve_splits(found, config.val_split, config.test_split,
+                                   config.seed)
+
+  def _eval_folder(self, data_dir):
+    return self._decode_all(self._find(data_dir, min_classes=1),
+                            max_bad_fraction=1.0)
+
+  def build_inputs(self, split, *, num_classes, training, cache=True,
+                   input_context=None, pixels=None):
+    """The tf.data pipeline of one split: (float32 [B, T, H, W, C], one-hot)."""
+    del pixels  # Clips are always read from the clip cache.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
+    config = self.config
+    store = self.cache
+    paths = list(split.paths)
+    shape = self.clip_shape
+    # Clips stay in memory after their first read when they fit (the
+    # --cache policy of images); otherwise each read loads its .npy file.
+    keep = cache and pipeline.plan_cache(
+        self.spec.cache, num_images=len(paths) * shape[0],
+        image_size=self.spec.image_size, bytes_per_pixel=shape[-1],
+        epochs=config.epochs if training else 1) == "memory"
+    loaded = {}
+
+    def load(i):
+      i = int(i)
+      if i in loaded:
+        return loaded[i]
+      clip = store.get(paths[i])
+      if keep:
+        loaded[i] = clip
+      return clip
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.range(len(paths), dtype=tf.int64),
+         tf.constant(split.labels, tf.int32)))
+    batch_size = config.batch_size
+    if input_context is not None and input_context.num_input_pipelines > 1:
+      shards = input_context.num_input_pipelines
+      ds = ds.shard(shards, input_context.input_pipeline_id).take(
+          len(paths) // shards)
+      batch_size = input_context.get_per_replica_batch_size(batch_size)
+    if training:
+      ds = ds.shuffle(max(1, len(paths)), seed=config.seed,
+                      reshuffle_each_iteration=True)
+
+    def read(i, y):
+      clip = tf.numpy_function(load, [i], tf.uint8, stateful=False)
+      clip.set_shape(shape)
+      return clip, tf.one_hot(y, num_classes)
+
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=config.deterministic or not training)
+    if training and self.spec.augment.level != "none":
+      seeds = tf.data.Dataset.random(seed=config.seed,
+                                     rerandomize_each_iteration=True)
+      ds = tf.data.Dataset.zip(ds, seeds).map(
+          lambda xy, s: (_augment_clip(xy[0], s, self.spec.augment.flip),
+                         xy[1]), num_parallel_calls=tf.data.AUTOTUNE)
+    drop = training and len(paths) >= batch_size
+    ds = ds.batch(batch_size, drop_remainder=drop)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def model_pixels(self, path):
+    """One clip as the model sees it: float32 [T, H, W, C]."""
+    return self.cache.get(path).astype(np.float32)
+
+  # --- Model -----------------------------------------------------------------
+
+  def build_model(self, num_classes):
+    from imgrec.models import clip  # pylint: disable=g-import-not-at-top
+    kwargs = dict(self.spec.model_kwargs)
+    dropout = kwargs.pop("dropout", 0.2)
+    return clip.build_clip_model(
+        self.config.model, num_classes, self.clip_shape,
+        temporal=self.config.temporal, units=self.config.temporal_units,
+        dropout=dropout, **kwargs)
+
+  def predict_views(self, model, split, num_classes, tta=(), progress=None):
+    """[1, N, C] probabilities over the clips of one split, in file order."""
+    if tta:
+      raise ImgrecError("--tta is for image models: a clip model takes no "
+                        "test-time augmentation.")
+    ds = self.build_inputs(split, num_classes=num_classes, training=False)
+    total = -(-len(split) // self.config.batch_size)
+    out = []
+    for i, (x, _) in enumerate(ds):
+      out.append(np.asarray(model.predict_on_batch(x)))
+      if progress:
+        progress(i + 1, total)
+    if not out:
+      return np.zeros((1, 0, num_classes), np.float32)
+    return np.concatenate(out)[np.newaxis]
+
+
+def _augment_clip(clip, seed, flip):
+  """One random shift (up to 1/8 of a side) and flip for all frames."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  seeds = tf.random.experimental.stateless_split(
+      tf.cast(tf.stack([seed, seed // 7 + 1]), tf.int64), 3)
+  frames, height, width, channels = clip.shape
+  pad_h, pad_w = max(1, height // 8), max(1, width // 8)
+  padded = tf.pad(clip, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]],
+                  mode="REFLECT")
+  clip = tf.image.stateless_random_crop(
+      padded, [frames, height, width, channels], seed=seeds[0])
+  if flip in ("horizontal", "horizontal_and_vertical"):
+    clip = tf.cond(tf.random.stateless_uniform([], seeds[1]) < 0.5,
+                   lambda: tf.reverse(clip, [2]), lambda: clip)
+  if flip in ("vertical", "horizontal_and_vertical"):
+    clip = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5,
+                   lambda: tf.reverse(clip, [1]), lambda: clip)
+  return clip
