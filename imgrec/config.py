@@ -344,6 +344,8 @@ class TrainConfig(DataConfig):
   temporal: str = field("gru", "Clips: the model over time: gru or lstm "
                         "(unrolled), attention (a transformer block), or "
                         "average (order-blind).", choices=TEMPORAL_MODELS)
+  clip_motion: bool = field(True, "Clips: add a motion stream, a small "
+                            "CNN on the differences of consecutive frames.")
   temporal_units: int = field(128, "Clips: width of the frame features and "
                               "of the model over time.", check=_at_least(2))
   weights: str = field(

@@ -29,7 +29,7 @@ def main(config, argv):
   print(f"\nmodel_dir: {result['model_dir']}")
   if report:
     print(f"test accuracy: {report['accuracy']:.4f} "
-          f"({report['num_examples']} images), top-{report['k']}: "
+          f"({report['num_examples']} examples), top-{report['k']}: "
           f"{report['top_k_accuracy']:.4f}")
   if "export" in result:
     print(f"saved_model: {result['export']['saved_model']}")

@@ -1,5 +1,9 @@
 """Built-in datasets that imgrec can generate or fetch by name."""
 
+from imgrec.datasets.motion import MOTION_CLASSES
+from imgrec.datasets.motion import MOTION_PAIRS
+from imgrec.datasets.motion import generate_motion_clips
+from imgrec.datasets.motion import load_motion
 from imgrec.datasets.shapes import SHAPE_CLASSES
 from imgrec.datasets.shapes import generate_shapes
 from imgrec.datasets.shapes import load_shapes
@@ -35,9 +39,13 @@ def load_builtin(name, **kwargs):
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "MOTION_CLASSES",
+    "MOTION_PAIRS",
     "SHAPE_CLASSES",
+    "generate_motion_clips",
     "generate_shapes",
     "list_builtin",
     "load_builtin",
+    "load_motion",
     "load_shapes",
 ]

@@ -14,7 +14,12 @@ move, reaches the model over time:
 - attention: a small transformer block over the frames with learned
   positions, then the average over time;
 - average: the mean of the frame features over time, which knows nothing of
-  order (the baseline that cannot tell motion directions).
+  order.
+
+Beside the frame model, a motion stream (on by default) runs a small CNN on
+the differences of consecutive frames, whose signs show which way things
+move at each step. Without it (and with `average`) a clip model sees only
+a bag of frames: the baseline that cannot tell motion directions.
 """
 
 import keras
@@ -22,6 +27,7 @@ from keras import layers
 
 from imgrec.config import TEMPORAL_MODELS
 from imgrec.models import registry
+from imgrec.models.layers import FrameDifference
 from imgrec.models.layers import PositionEmbedding
 
 # Side of the grid the frame model's last feature map is pooled to.
@@ -55,8 +61,37 @@ def frame_features(frame_model_name, frame_shape, units, **kwargs):
   return keras.Model(body.input, x, name="frame_features")
 
 
+def motion_features(frame_shape, units):
+  """A small CNN on frame differences: one motion feature vector a frame.
+
+  Where a moving edge leaves and where it arrives shows in the difference
+  as a pair of opposite signs, so the direction of a shift, a turn or a
+  zoom is visible in each step, not only across the sequence (the
+  "RGB difference" input of Temporal Segment Networks).
+  """
+  inputs = keras.Input(frame_shape, name="frame_difference")
+  x = layers.Rescaling(1.0 / 64.0, name="motion_scale")(inputs)
+  for i, width in enumerate((16, 32, 64)):
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False,
+                      name=f"motion_conv{i}")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"motion_bn{i}")(x)
+    x = layers.ReLU(name=f"motion_relu{i}")(x)
+    if min(x.shape[1], x.shape[2]) > _GRID:
+      x = layers.MaxPooling2D(2, padding="same", name=f"motion_pool{i}")(x)
+  height, width = int(x.shape[1]), int(x.shape[2])
+  pool = (max(1, height // _GRID), max(1, width // _GRID))
+  if pool != (1, 1):
+    x = layers.AveragePooling2D(pool, name="motion_grid_pool")(x)
+  x = layers.Conv2D(_GRID_CHANNELS, 1, activation="relu",
+                    name="motion_grid_reduce")(x)
+  x = layers.Flatten(name="motion_grid_flat")(x)
+  x = layers.Dense(units, activation="relu", name="motion_dense")(x)
+  return keras.Model(inputs, x, name="motion_features")
+
+
 def build_clip_model(frame_model_name, num_classes, clip_shape, *,
-                     temporal="gru", units=128, dropout=0.2, **kwargs):
+                     temporal="gru", units=128, dropout=0.2, motion=True,
+                     **kwargs):
   """A clip classifier over a registry frame model.
 
   Args:
@@ -66,6 +101,8 @@ def build_clip_model(frame_model_name, num_classes, clip_shape, *,
     temporal: one of TEMPORAL_MODELS.
     units: width of the frame features and of the model over time.
     dropout: dropout before the classifier.
+    motion: add the motion stream (`motion_features` on the differences of
+      consecutive frames) beside the frame model.
     **kwargs: options of the registry model (weights, freeze_backbone...).
 
   Returns:
@@ -79,6 +116,12 @@ def build_clip_model(frame_model_name, num_classes, clip_shape, *,
                          **kwargs)
   inputs = keras.Input(clip_shape, name="clip")
   x = layers.TimeDistributed(frame, name="per_frame")(inputs)
+  if motion:
+    change = FrameDifference(name="frame_difference")(inputs)
+    moved = layers.TimeDistributed(
+        motion_features(tuple(clip_shape[1:]), units), name="per_step")(change)
+    x = layers.Concatenate(name="appearance_and_motion")([x, moved])
+    x = layers.Dense(units, activation="relu", name="step_dense")(x)
   if temporal == "gru":
     x = layers.GRU(units, unroll=True, name="gru")(x)
   elif temporal == "lstm":

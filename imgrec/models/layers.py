@@ -176,3 +176,23 @@ class ToChannels(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package="imgrec")
+class FrameDifference(keras.layers.Layer):
+  """Differences of consecutive frames of a clip: what moved, and which way.
+
+  Input shape:
+    `(batch, frames, height, width, channels)`, frames >= 2.
+
+  Output shape:
+    The same: frame t holds `x[t] - x[t - 1]`; frame 0 repeats frame 1's
+    difference, so every time step has one.
+  """
+
+  def call(self, inputs):
+    change = inputs[:, 1:] - inputs[:, :-1]
+    return ops.concatenate([change[:, :1], change], axis=1)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape

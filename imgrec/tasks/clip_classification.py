@@ -184,7 +184,7 @@ class ClipClassificationTask(image_classification.ImageClassificationTask):
     return clip.build_clip_model(
         self.config.model, num_classes, self.clip_shape,
         temporal=self.config.temporal, units=self.config.temporal_units,
-        dropout=dropout, **kwargs)
+        dropout=dropout, motion=self.config.clip_motion, **kwargs)
 
   def predict_views(self, model, split, num_classes, tta=(), progress=None):
     """[1, N, C] probabilities over the clips of one split, in file order."""

@@ -116,9 +116,9 @@ def _train(task, run, strategy, chief, start):
   num_classes = len(class_names)
   train_split = folder.splits["train"]
   val_split, test_split = folder.splits["val"], folder.splits["test"]
-  logger.info("data %s: %d classes, %d train / %d val / %d test images",
+  logger.info("data %s: %d classes, %d train / %d val / %d test %s",
               folder.root, num_classes, len(train_split), len(val_split),
-              len(test_split))
+              len(test_split), "clips" if task.kind == "clip" else "images")
   if chief and resuming:
     run.check_same_splits(folder.splits)
   elif chief:
@@ -228,8 +228,9 @@ def _train(task, run, strategy, chief, start):
         else "val", run=run)
     evaluate_lib.report_run(run, report)
     result["report"] = report
-    logger.info("test accuracy %.4f on %d images", report["accuracy"],
-                report["num_examples"])
+    logger.info("test accuracy %.4f on %d %s", report["accuracy"],
+                report["num_examples"],
+                "clips" if task.kind == "clip" else "images")
   if config.export:
     from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
     # Measured without the single-thread timings (imgrec-export adds them).
