@@ -594,6 +594,9 @@ class StreamConfig(Config):
                       choices=("table", "jsonl"))
   out: str | None = field(None, "Write the classified frames, the steady "
                           "label drawn on each, to this video file.")
+  backdate: bool = field(True, "Date each steady label change back to when "
+                         "the new label took the lead (output comes "
+                         "--min_hold seconds late; off with --realtime).")
   realtime: bool = field(False, "Keep up with the source's clock: a file "
                          "plays as a camera would, and frames that "
                          "inference is too slow for are dropped; reports "

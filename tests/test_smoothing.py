@@ -87,3 +87,29 @@ def test_bad_input_is_refused():
   with pytest.raises(ImgrecError, match="Unknown smoothing"):
     smoothing.TemporalSmoother(["x"], mode="median")
   assert smoothing.segments([]) == []
+
+
+def _probabilities(label):
+  return [0.9, 0.1] if label == "a" else [0.1, 0.9]
+
+
+def test_backdated_changes_start_when_the_new_label_took_the_lead():
+  script = ["a"] * 25 + ["b"] * 25  # 25 fps: b from t = 1.0 s.
+  script[10] = "b"  # One flicker, shorter than min_hold.
+  causal = smoothing.TemporalSmoother(["a", "b"], mode="none", min_hold=0.4)
+  held = smoothing.Backdated(smoothing.TemporalSmoother(
+      ["a", "b"], mode="none", min_hold=0.4))
+  late, steps = [], []
+  for i, label in enumerate(script):
+    late.append(causal.update(i / 25, _probabilities(label)))
+    out = held.update(i / 25, _probabilities(label))
+    # A step comes out once min_hold has passed after it.
+    assert all(s.t <= i / 25 - 0.4 + 1e-9 for s in out)
+    steps += out
+  steps += held.flush()
+  assert [s.t for s in steps] == [s.t for s in late]
+  first_b = lambda run: next(s.t for s in run if s.smoothed_label == "b")
+  assert first_b(late) == pytest.approx(1.4)
+  assert first_b(steps) == pytest.approx(1.0)
+  assert smoothing.switches([s.smoothed_label for s in steps]) == 1
+  assert steps[-1].smoothed_score == pytest.approx(0.9)

@@ -53,7 +53,8 @@ def main(config, argv):
     for row in stream.classify_stream(
         clf, frames, batch_size=config.batch_size, mode=config.smoothing,
         window=config.window, min_hold=config.min_hold,
-        realtime=config.realtime, paced=_is_file(argv[1]), stats=stats):
+        realtime=config.realtime, paced=_is_file(argv[1]), stats=stats,
+        backdate=config.backdate and not config.realtime):
       rows.append(row)
       if bar is not None:
         bar.update(1)

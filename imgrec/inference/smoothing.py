@@ -62,6 +62,10 @@ class TemporalSmoother:
     self._label = None
     self._candidate = None
     self._candidate_since = None
+    # Of the last update: the smoothed probabilities, and when the steady
+    # label changed, the time the new label took the lead (else None).
+    self.last_smoothed = None
+    self.switched_from = None
 
   def _smooth(self, t, p):
     if self.mode == "none" or self.window == 0:
@@ -93,6 +97,7 @@ class TemporalSmoother:
                         f"t={t} after t={self._last_t}")
     smoothed = self._smooth(t, p)
     self._last_t = t
+    self.last_smoothed, self.switched_from = smoothed, None
     leader = int(np.argmax(smoothed))
     if self._label is None:
       self._label = leader
@@ -101,13 +106,63 @@ class TemporalSmoother:
     else:
       if leader != self._candidate:
         self._candidate, self._candidate_since = leader, t
-      if t - self._candidate_since >= self.min_hold:
+      if t - self._candidate_since >= self.min_hold - 1e-9:
         self._label, self._candidate = leader, None
+        self.switched_from = self._candidate_since
     raw = int(np.argmax(p))
     return Step(t=float(t), label=self.class_names[raw],
                 score=float(p[raw]),
                 smoothed_label=self.class_names[self._label],
                 smoothed_score=float(smoothed[self._label]))
+
+
+class Backdated:
+  """Steady labels whose changes are dated back to when the new label led.
+
+  A causal smoother switches `min_hold` seconds (plus the average's lag)
+  after the scene changed. Over a file nothing forces that lag: a step is
+  handed out once `min_hold` seconds have passed after it, and when the
+  steady label changes, the steps held back since the new label took the
+  lead get it too. Not for live streams (results come `min_hold` late).
+
+      backdated = Backdated(TemporalSmoother(names, min_hold=0.4))
+      for t, p in frames:
+        for step in backdated.update(t, p):
+          ...
+      for step in backdated.flush():
+        ...
+
+  Args:
+    smoother: a TemporalSmoother.
+  """
+
+  def __init__(self, smoother):
+    self.smoother = smoother
+    self._held = collections.deque()  # [Step, smoothed probabilities]
+
+  def update(self, t, probabilities):
+    """Adds a frame; returns the Steps that are final now."""
+    smoother = self.smoother
+    step = smoother.update(t, probabilities)
+    self._held.append([step, smoother.last_smoothed])
+    if smoother.switched_from is not None:
+      label = step.smoothed_label
+      index = smoother.class_names.index(label)
+      for held in self._held:
+        if held[0].t >= smoother.switched_from:
+          held[0] = dataclasses.replace(
+              held[0], smoothed_label=label,
+              smoothed_score=float(held[1][index]))
+    out = []
+    while self._held and self._held[0][0].t <= t - smoother.min_hold + 1e-9:
+      out.append(self._held.popleft()[0])
+    return out
+
+  def flush(self):
+    """The Steps still held, at the end of the stream."""
+    out = [held[0] for held in self._held]
+    self._held.clear()
+    return out
 
 
 def segments(steps, end=None):

@@ -101,9 +101,15 @@ def _summary(feed, classified, lags, seconds):
           "lag_s": {"median": pick(50), "p90": pick(90), "max": pick(100)}}
 
 
+def _row(step, index, **extra):
+  return {"t": round(step.t, 4), "frame": index, "label": step.label,
+          "score": step.score, "smoothed_label": step.smoothed_label,
+          "smoothed_score": step.smoothed_score, **extra}
+
+
 def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
                     window=0.5, min_hold=0.4, progress=None, realtime=False,
-                    paced=True, stats=None):
+                    paced=True, stats=None, backdate=False):
   """Yields one dict a frame: raw and steady label; see `smoothing`.
 
   Args:
@@ -119,6 +125,9 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
     stats: a dict, filled at the end of a realtime run: {"frames" read,
       "classified", "dropped", "fps" classified a second, "lag_s":
       {"median", "p90", "max"} seconds behind the source}.
+    backdate: date each steady label change back to when the new label took
+      the lead (`smoothing.Backdated`; rows come `min_hold` seconds late).
+      Not with `realtime`.
 
   Yields:
     {"t", "frame", "label", "score", "smoothed_label", "smoothed_score"},
@@ -132,16 +141,20 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
     return
   smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
                                         window=window, min_hold=min_hold)
+  held = smoothing.Backdated(smoother) if backdate else None
+  pending = collections.deque()  # Frame indices of the steps to come.
   batch, done = [], 0
+
+  def rows(steps):
+    for step in steps:
+      yield _row(step, pending.popleft())
 
   def flush():
     probabilities = classifier.predict_proba([f.rgb for f in batch])
     for frame, p in zip(batch, probabilities):
-      step = smoother.update(frame.t, p)
-      yield {"t": round(step.t, 4), "frame": frame.index,
-             "label": step.label, "score": step.score,
-             "smoothed_label": step.smoothed_label,
-             "smoothed_score": step.smoothed_score}
+      pending.append(frame.index)
+      yield from rows(held.update(frame.t, p) if held else
+                      [smoother.update(frame.t, p)])
 
   for frame in frames:
     batch.append(frame)
@@ -155,6 +168,8 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
     yield from flush()
     if progress:
       progress(done + len(batch))
+  if held:
+    yield from rows(held.flush())
 
 
 def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
@@ -174,12 +189,8 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
       for frame, p in zip(batch, probabilities):
         lag = feed.behind(frame)
         lags.append(lag)
-        step = smoother.update(frame.t, p)
-        yield {"t": round(step.t, 4), "frame": frame.index,
-               "label": step.label, "score": step.score,
-               "smoothed_label": step.smoothed_label,
-               "smoothed_score": step.smoothed_score,
-               "lag": round(lag, 4)}
+        yield _row(smoother.update(frame.t, p), frame.index,
+                   lag=round(lag, 4))
       done += len(batch)
       if progress:
         progress(done)

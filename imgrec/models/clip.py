@@ -17,8 +17,8 @@ move, reaches the model over time:
   order.
 
 Beside the frame model, a motion stream (on by default) runs a small CNN on
-the differences of consecutive frames, whose signs show which way things
-move at each step. Without it (and with `average`) a clip model sees only
+each frame and its difference from the previous one, whose signs show
+which way things move at each step. Without it (and with `average`) a clip model sees only
 a bag of frames: the baseline that cannot tell motion directions.
 """
 
@@ -62,14 +62,19 @@ def frame_features(frame_model_name, frame_shape, units, **kwargs):
 
 
 def motion_features(frame_shape, units):
-  """A small CNN on frame differences: one motion feature vector a frame.
+  """A small CNN on a frame and its difference from the previous one.
 
   Where a moving edge leaves and where it arrives shows in the difference
   as a pair of opposite signs, so the direction of a shift, a turn or a
   zoom is visible in each step, not only across the sequence (the
-  "RGB difference" input of Temporal Segment Networks).
+  "RGB difference" input of Temporal Segment Networks); the frame beside
+  it says which side is the object.
+
+  Args:
+    frame_shape: (height, width, 2 * channels): frame, then difference.
+    units: features a step.
   """
-  inputs = keras.Input(frame_shape, name="frame_difference")
+  inputs = keras.Input(frame_shape, name="frame_and_change")
   x = layers.Rescaling(1.0 / 64.0, name="motion_scale")(inputs)
   for i, width in enumerate((16, 32, 64)):
     x = layers.Conv2D(width, 3, padding="same", use_bias=False,
@@ -117,9 +122,13 @@ def build_clip_model(frame_model_name, num_classes, clip_shape, *,
   inputs = keras.Input(clip_shape, name="clip")
   x = layers.TimeDistributed(frame, name="per_frame")(inputs)
   if motion:
-    change = FrameDifference(name="frame_difference")(inputs)
+    # The frame beside its change: whether an edge that moved is the
+    # object's leading or trailing edge depends on which is brighter.
+    change = layers.Concatenate(name="frame_and_change")(
+        [inputs, FrameDifference(name="frame_difference")(inputs)])
     moved = layers.TimeDistributed(
-        motion_features(tuple(clip_shape[1:]), units), name="per_step")(change)
+        motion_features((*clip_shape[1:3], 2 * clip_shape[3]), units),
+        name="per_step")(change)
     x = layers.Concatenate(name="appearance_and_motion")([x, moved])
     x = layers.Dense(units, activation="relu", name="step_dense")(x)
   if temporal == "gru":
