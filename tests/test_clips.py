@@ -205,3 +205,27 @@ def test_clip_run_skips_and_reports_broken_clips(tmp_path, monkeypatch):
   assert sum(len(s) for s in folder.splits.values()) == 10
   with pytest.raises(ImgrecError, match="unreadable clips"):
     tasks.for_config(config.replace(max_bad_fraction=0.1)).build_folder()
+
+
+@pytest.mark.slow
+def test_every_clip_model_format_classifies_videos_alike(clip_run):
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  data, result = clip_run
+  run = result["model_dir"]
+  export = os.path.join(run, "export")
+  videos = sorted(os.path.join(data, c, n) for c in ("left", "right")
+                  for n in os.listdir(os.path.join(data, c)))[:4]
+  answers = []
+  for path in (run, os.path.join(run, "best.keras"),
+               os.path.join(export, "model.tflite")):
+    clf = Classifier.load(path)
+    assert clf.clip_frames == 6
+    answers.append(clf.predict_proba(videos))
+  for other in answers[1:]:
+    np.testing.assert_allclose(other, answers[0], atol=2e-3)
+  bad = Classifier.load(run).predict(videos + [str(data)], top_k=1)
+  assert bad[-1].error and [p.error for p in bad[:-1]] == [None] * 4
+  proc = subprocess.run(
+      [sys.executable, "-m", "imgrec.cli.stream", f"--model={run}",
+       videos[0]], capture_output=True, text=True, env=ENV, timeout=300)
+  assert proc.returncode == 2 and "imgrec-predict" in proc.stderr

@@ -21,6 +21,11 @@ def _benchmark(clf, paths, config):
   from imgrec.inference import benchmark  # pylint: disable=g-import-not-at-top
   from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
   images = []
+  if clf.clip_frames:  # Timed on a random clip.
+    size = clf.image_size
+    images = [np.random.default_rng(0).integers(
+        0, 256, (clf.clip_frames, size[0], size[1], 3), dtype=np.uint8)]
+    paths = []
   for path in paths:
     try:
       images.append(decode.read_file(path, 3, config.max_image_pixels,
@@ -42,12 +47,13 @@ def _benchmark(clf, paths, config):
     print(json.dumps(result, indent=2))
   else:
     latency = result["latency_ms"]
+    what = f"clip ({clf.clip_frames} frames)" if clf.clip_frames else "image"
     print(f"{config.model} ({clf.format}, threads: "
           f"{config.num_threads or 'default'})\n"
-          f"latency, one image: median {latency['median']:.3f} ms, p90 "
+          f"latency, one {what}: median {latency['median']:.3f} ms, p90 "
           f"{latency['p90']:.3f} ms ({latency['runs']} runs)\n"
           f"throughput, batches of {result['batch_size']}: "
-          f"{result['images_per_second']:.1f} images/s")
+          f"{result['images_per_second']:.1f} {what.split()[0]}s/s")
 
 
 def main(config, argv):
@@ -59,11 +65,14 @@ def main(config, argv):
     benchmark.set_tensorflow_threads(config.num_threads)
   from imgrec.data import folder  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
-  paths = folder.expand_image_paths(argv[1:]) if len(argv) > 1 else []
   with common.quietly():  # LiteRT announces its delegate on stderr.
     clf = Classifier.load(config.model, trust_model=config.trust_model,
                           max_image_pixels=config.max_image_pixels,
                           num_threads=config.num_threads)
+  # A clip model classifies videos (one label a clip) and finds them in
+  # folders.
+  kind = "video" if clf.clip_frames else "image"
+  paths = folder.expand_image_paths(argv[1:], kind) if len(argv) > 1 else []
   if config.benchmark:
     _benchmark(clf, paths, config)
     return

@@ -27,6 +27,10 @@ def main(config, argv):
   from imgrec.inference import video  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
   clf = Classifier.load(config.model, num_threads=config.num_threads)
+  if clf.clip_frames:
+    common.fail(f"{config.model} is a clip model (it labels whole clips of "
+                f"{clf.clip_frames} frames): classify video files with "
+                f"imgrec-predict --model={config.model} VIDEO...")
   if not clf.class_names:
     common.fail(f"{config.model} names no classes: put its labels.txt "
                 "beside it.")

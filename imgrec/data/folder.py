@@ -439,8 +439,12 @@ def carve_splits(found, val_split, test_split, seed):
   return dataclasses.replace(found, splits={s: splits[s] for s in SPLITS})
 
 
-def expand_image_paths(args):
+def expand_image_paths(args, kind="image"):
   """Files and folders (searched recursively for images) -> image file paths.
+
+  Args:
+    args: files and folders.
+    kind: "image", or "video" to search folders for videos.
 
   Raises:
     ImgrecError: an argument does not exist, or no image file was found.
@@ -448,11 +452,12 @@ def expand_image_paths(args):
   paths = []
   for arg in args:
     if os.path.isdir(arg):
-      paths += _Walker(arg, follow_links=True).images(arg)
+      paths += _Walker(arg, follow_links=True, kind=kind).images(arg)
     elif os.path.isfile(arg):
       paths.append(arg)
     else:
       raise ImgrecError(f"{arg} does not exist.")
   if not paths:
-    raise ImgrecError("No image files found in the given arguments.")
+    raise ImgrecError(f"No {'image' if kind == 'image' else 'video'} files "
+                      "found in the given arguments.")
   return paths

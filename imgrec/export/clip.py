@@ -26,6 +26,7 @@ from imgrec.errors import ImgrecError
 from imgrec.export import measure as measure_lib
 from imgrec.export import tflite as tflite_lib
 from imgrec.inference import litert
+from imgrec.run_folder import INPUT_SPEC_NAME
 from imgrec.run_folder import LABELS_NAME
 from imgrec.run_folder import write_labels_file
 
@@ -62,7 +63,7 @@ def export_saved_model(model, class_names, path, top_k=5):
   with fileio.atomic_dir(path) as tmp:
     archive.write_out(tmp, verbose=False)
     write_labels_file(os.path.join(tmp, LABELS_NAME), class_names)
-    fileio.write_json(os.path.join(tmp, "input_spec.json"),
+    fileio.write_json(os.path.join(tmp, INPUT_SPEC_NAME),
                       {"clip_frames": frames, "image_size": list(size),
                        "channels": channels})
   return path

@@ -62,7 +62,11 @@ class _KerasBackend:
 
   def __init__(self, path):
     self.model = tasks.load_model(path)
-    self.image_size, self.channels = tasks.model_input_spec(self.model)
+    shape = self.model.input_shape
+    shape = shape[0] if isinstance(shape, list) else shape
+    self.clip_frames = int(shape[1]) if len(shape) == 5 else None
+    self.image_size = (int(shape[-3]), int(shape[-2]))
+    self.channels = int(shape[-1])
 
   def __call__(self, pixels):
     return np.asarray(self.model(pixels, training=False), np.float32)
@@ -84,6 +88,7 @@ class _TFLiteBackend:
                         f"{str(e).splitlines()[0]}. It is damaged or not an "
                         "image classifier; export it again.") from e
     self.image_size, self.channels = self.runner.image_size, self.runner.channels
+    self.clip_frames = self.runner.clip_frames
     self.path = path
 
   def __call__(self, pixels):
@@ -112,15 +117,22 @@ class _SavedModelBackend:
                         "images)?") from e
     self.channels = 3
     self.image_size = None
+    spec = {}
     try:
       with open(os.path.join(path, INPUT_SPEC_NAME), encoding="utf-8") as f:
-        self.image_size = tuple(json.load(f)["image_size"])
+        spec = json.load(f)
+      self.image_size = tuple(spec["image_size"])
     except (OSError, ValueError, KeyError, TypeError):
       pass  # Not an imgrec export: files are decoded at full size.
+    inputs = self.fn.structured_input_signature[1]
+    self._input = "clips" if "clips" in inputs else "images"
+    self.clip_frames = None
+    if self._input == "clips":
+      self.clip_frames = int(inputs["clips"].shape[1])
 
   def raw(self, images):
-    """Probabilities [N, C] of uint8 images [N, H, W, 3] of one size."""
-    out = self.fn(images=tf.constant(images))
+    """Probabilities [N, C] of uint8 images [N, H, W, 3] (or clips) of one size."""
+    out = self.fn(**{self._input: tf.constant(images)})
     return out["probabilities"].numpy()
 
   def labels(self):
@@ -245,8 +257,29 @@ class Classifier:
     labels = backend.labels() or _find_labels(path)
     return cls(backend, labels, path, max_image_pixels)
 
+  @property
+  def clip_frames(self):
+    """Frames of a clip model's input; None for an image model."""
+    return getattr(self._backend, "clip_frames", None)
+
+  def _clip(self, item, index):
+    """One clip input as uint8 [T, H, W, 3] and its source path (or None)."""
+    from imgrec.data import clips  # pylint: disable=g-import-not-at-top
+    if isinstance(item, (str, os.PathLike)):
+      path = os.fspath(item)
+      return clips.decode_clip(path, frames=self.clip_frames,
+                               image_size=self._target_size()), path
+    clip = np.asarray(item)
+    if clip.ndim != 4 or clip.shape[0] != self.clip_frames:
+      raise ImgrecError(f"Input {index}: a clip model takes clips of "
+                        f"{self.clip_frames} frames [T, H, W, 3]. Received: "
+                        f"shape={clip.shape}")
+    return np.stack([_as_image(f, f"Input {index}") for f in clip]), None
+
   def _image(self, item, index):
     """One input as uint8 [H, W, 3] and its source path (or None)."""
+    if self.clip_frames:
+      return self._clip(item, index)
     if isinstance(item, (str, os.PathLike)):
       path = os.fspath(item)
       return decode.read_file(path, 3, self.max_image_pixels,

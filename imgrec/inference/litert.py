@@ -61,8 +61,13 @@ class TFLiteRunner:
     self._input_index = inp["index"]
     self.input_dtype = inp["dtype"]
     self.input_quantization = inp["quantization"]
-    _, h, w, c = inp["shape"]
-    self.image_size, self.channels = (int(h), int(w)), int(c)
+    shape = [int(d) for d in inp["shape"]]
+    if len(shape) not in (4, 5):
+      raise ValueError(f"expected an image input [1, H, W, C] or a clip "
+                       f"input [1, T, H, W, C]; the model takes {shape}")
+    # Clip models take [1, T, H, W, C]: one clip of T frames.
+    self.clip_frames = shape[1] if len(shape) == 5 else None
+    self.image_size, self.channels = tuple(shape[-3:-1]), shape[-1]
     out = self.interpreter.get_output_details()[0]
     self._output_index = out["index"]
     self._output_quantization = out["quantization"]
