@@ -297,3 +297,34 @@ def test_realtime_stops_reading_when_the_caller_stops():
   import time  # pylint: disable=g-import-not-at-top
   time.sleep(0.1)
   assert first["frame"] == 0 and len(read) <= seen + 1
+
+
+def test_prefetched_frames_keep_order_errors_and_stop():
+  assert [f.index for f in stream.prefetched(_timed_frames(50, 0.0),
+                                             depth=4)] == list(range(50))
+
+  def broken():
+    yield from _timed_frames(3, 0.0)
+    raise ImgrecError("clip.mp4: decoding stopped")
+
+  got = []
+  with pytest.raises(ImgrecError, match="clip.mp4"):
+    for frame in stream.prefetched(broken()):
+      got.append(frame.index)
+  assert got == [0, 1, 2]
+  read = []
+
+  def endless():
+    i = 0
+    while True:
+      read.append(i)
+      yield video.Frame(0.0, i, np.zeros((2, 2, 3), np.uint8))
+      i += 1
+
+  frames = stream.prefetched(endless(), depth=2)
+  next(frames)
+  frames.close()
+  seen = len(read)
+  import time  # pylint: disable=g-import-not-at-top
+  time.sleep(0.3)
+  assert len(read) <= seen + 1

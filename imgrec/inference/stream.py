@@ -11,6 +11,7 @@ the source its result came out.
 """
 
 import collections
+import queue
 import threading
 import time
 
@@ -91,6 +92,51 @@ class LiveFeed:
     self._thread.join(timeout=5.0)
 
 
+def prefetched(frames, depth=32):
+  """`frames`, decoded ahead in a thread while the caller classifies.
+
+  Decoding (FFmpeg, outside the GIL) and inference then overlap. An error
+  of the reader reaches the caller after the frames before it; closing the
+  generator stops the reader.
+  """
+  waiting = queue.Queue(maxsize=max(1, depth))
+  stop = threading.Event()
+  end = object()
+
+  def put(item):
+    """Waits for room; False once the caller has stopped."""
+    while not stop.is_set():
+      try:
+        waiting.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def read():
+    try:
+      for frame in frames:
+        if not put(frame):
+          return
+      put(end)
+    except BaseException as e:  # pylint: disable=broad-except
+      put(e)
+
+  reader = threading.Thread(target=read, name="imgrec-decode", daemon=True)
+  reader.start()
+  try:
+    while True:
+      item = waiting.get()
+      if item is end:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+    reader.join(timeout=5.0)
+
+
 def _summary(feed, classified, lags, seconds):
   lags = np.asarray(lags, np.float64)
   pick = (lambda q: round(float(np.percentile(lags, q)), 4)) if len(
@@ -142,6 +188,7 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
   smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
                                         window=window, min_hold=min_hold)
   held = smoothing.Backdated(smoother) if backdate else None
+  frames = prefetched(frames, depth=2 * batch_size)
   pending = collections.deque()  # Frame indices of the steps to come.
   batch, done = [], 0
 
