@@ -113,3 +113,19 @@ def test_backdated_changes_start_when_the_new_label_took_the_lead():
   assert first_b(steps) == pytest.approx(1.0)
   assert smoothing.switches([s.smoothed_label for s in steps]) == 1
   assert steps[-1].smoothed_score == pytest.approx(0.9)
+
+
+def test_backdated_average_starts_where_the_raw_labels_changed():
+  script = ["a"] * 50 + ["b"] * 50  # 25 fps: b from t = 2.0 s.
+  held = smoothing.Backdated(smoothing.TemporalSmoother(
+      ["a", "b"], mode="ema", window=0.5, min_hold=0.4))
+  steps = []
+  for i, label in enumerate(script):
+    out = held.update(i / 25, _probabilities(label))
+    assert all(s.t <= i / 25 - 0.9 + 1e-9 for s in out)
+    steps += out
+  steps += held.flush()
+  assert len(steps) == 100
+  # The average alone leads from about 2.35 s; the change dates to 2.0 s.
+  assert next(s.t for s in steps if s.smoothed_label == "b") == (
+      pytest.approx(2.0))

@@ -117,13 +117,15 @@ class TemporalSmoother:
 
 
 class Backdated:
-  """Steady labels whose changes are dated back to when the new label led.
+  """Steady labels whose changes are dated back to where the new label began.
 
-  A causal smoother switches `min_hold` seconds (plus the average's lag)
-  after the scene changed. Over a file nothing forces that lag: a step is
-  handed out once `min_hold` seconds have passed after it, and when the
-  steady label changes, the steps held back since the new label took the
-  lead get it too. Not for live streams (results come `min_hold` late).
+  A causal smoother switches `min_hold` seconds, plus the average's own lag,
+  after the scene changed. Over a file nothing forces that lag: steps are
+  held back for `min_hold + window` seconds, and when the steady label
+  changes, it is dated back to the start of the run of raw labels that
+  carried the new label into the lead (at most `window` seconds before the
+  average's lead began), and the held steps from there on get it. Not for
+  live streams (results come `min_hold + window` seconds late).
 
       backdated = Backdated(TemporalSmoother(names, min_hold=0.4))
       for t, p in frames:
@@ -138,6 +140,7 @@ class Backdated:
 
   def __init__(self, smoother):
     self.smoother = smoother
+    self.lookback = 0.0 if smoother.mode == "none" else smoother.window
     self._held = collections.deque()  # [Step, smoothed probabilities]
 
   def update(self, t, probabilities):
@@ -148,13 +151,20 @@ class Backdated:
     if smoother.switched_from is not None:
       label = step.smoothed_label
       index = smoother.class_names.index(label)
-      for held in self._held:
-        if held[0].t >= smoother.switched_from:
-          held[0] = dataclasses.replace(
-              held[0], smoothed_label=label,
-              smoothed_score=float(held[1][index]))
+      held = list(self._held)
+      start = next(i for i, (s, _) in enumerate(held)
+                   if s.t >= smoother.switched_from)
+      # The raw run of the new label that led into the average's lead.
+      while (start > 0 and held[start - 1][0].label == label and
+             held[start - 1][0].t >= smoother.switched_from - self.lookback):
+        start -= 1
+      for entry in held[start:]:
+        entry[0] = dataclasses.replace(
+            entry[0], smoothed_label=label,
+            smoothed_score=float(entry[1][index]))
     out = []
-    while self._held and self._held[0][0].t <= t - smoother.min_hold + 1e-9:
+    final = t - smoother.min_hold - self.lookback + 1e-9
+    while self._held and self._held[0][0].t <= final:
       out.append(self._held.popleft()[0])
     return out
 
