@@ -54,13 +54,27 @@ _SIZE = flags.DEFINE_integer("size", 64, "Frame side in pixels.")
 _CLIP_EPOCHS = flags.DEFINE_integer("clip_epochs", 20, "Clip model epochs.")
 _IMAGE_EPOCHS = flags.DEFINE_integer("image_epochs", 8,
                                      "Image model epochs.")
+_CLIP_SIZE = flags.DEFINE_integer("clip_image_size", None, "--image_size "
+                                  "of both models (default: --size).")
+_CLIP_FLAGS = flags.DEFINE_list("clip_flags", [], "More imgrec-train flags "
+                                "of the clip model.")
+_RETRAIN = flags.DEFINE_bool("retrain", False, "Train runs that finished "
+                              "before again.")
 _TEMPORAL = flags.DEFINE_string("temporal", "gru", "--temporal of the clip "
                                 "model.")
 _MOTION = flags.DEFINE_bool("clip_motion", True, "--clip_motion of the clip "
                             "model.")
 
 
+def _image_size():
+  return _CLIP_SIZE.value or _SIZE.value
+
+
 def _train(args, log):
+  run = next(a.split("=", 1)[1] for a in args if a.startswith("--model_dir="))
+  if not _RETRAIN.value and os.path.isfile(os.path.join(run, "report.json")):
+    print(f"reusing {run} (--retrain to train it again)", flush=True)
+    return
   command = [os.path.join(os.path.dirname(sys.executable), "imgrec-train"),
              *args, "--verbose=2"]
   with open(log, "w") as f:
@@ -151,8 +165,8 @@ def _one_seed(seed):
   clip_run = os.path.join(work, f"clip-{_TEMPORAL.value}-"
                           f"{'motion' if _MOTION.value else 'frames'}")
   _train([f"--data_dir={clips_root}", f"--model_dir={clip_run}",
-          "--model=simple_cnn", f"--image_size={_SIZE.value}",
-          f"--clip_frames={_CLIP_FRAMES.value}",
+          "--model=simple_cnn", f"--image_size={_image_size()}",
+          f"--clip_frames={_CLIP_FRAMES.value}", *_CLIP_FLAGS.value,
           f"--temporal={_TEMPORAL.value}",
           f"--clip_motion={str(_MOTION.value).lower()}", "--flip=none",
           "--batch_size=16", f"--epochs={_CLIP_EPOCHS.value}",
@@ -161,7 +175,7 @@ def _one_seed(seed):
   frames_root = _frames_folder(clips_root, os.path.join(work, "frames"))
   image_run = os.path.join(work, "image")
   _train([f"--data_dir={frames_root}", f"--model_dir={image_run}",
-          "--model=simple_cnn", f"--image_size={_SIZE.value}", "--flip=none",
+          "--model=simple_cnn", f"--image_size={_image_size()}", "--flip=none",
           "--batch_size=64", f"--epochs={_IMAGE_EPOCHS.value}",
           f"--seed={seed}", "--export=false", "--overwrite"],
          image_run + ".log")
@@ -212,7 +226,8 @@ def main(argv):
                                   "test_clips", "frames", "clip_frames",
                                   "every", "size",
                                   "clip_epochs", "image_epochs", "temporal",
-                                  "clip_motion")},
+                                  "clip_motion", "clip_image_size",
+                                  "clip_flags")},
                "results": results}, f, indent=2)
   print(f"written: {out}")
 
