@@ -89,7 +89,9 @@ def _frames_folder(clips_root, out):
   from imgrec.inference import video  # pylint: disable=g-import-not-at-top
   if os.path.isfile(os.path.join(out, ".complete")):
     return out
-  for split in sorted(os.listdir(clips_root)):
+  splits = [d for d in sorted(os.listdir(clips_root)) if not
+            d.startswith(".") and os.path.isdir(os.path.join(clips_root, d))]
+  for split in splits:
     for name in sorted(os.listdir(os.path.join(clips_root, split))):
       folder = os.path.join(out, split, name)
       os.makedirs(folder, exist_ok=True)

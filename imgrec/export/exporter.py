@@ -106,13 +106,14 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   """
   if model is None:
     model = tasks.load_model(run.require_best_model())
-  task = tasks.for_run(run)
-  if task.kind == "clip":
-    return _export_clip_run(run, task, model, top_k=top_k,
+  shape = model.input_shape
+  if len(shape[0] if isinstance(shape, list) else shape) == 5:  # Clips.
+    return _export_clip_run(run, tasks.for_run(run), model, top_k=top_k,
                             quantizations=quantizations, measure=measure)
   if "int8" in quantizations:  # Before any file is written.
     tflite_lib.check_int8_supported(model)
   class_names = run.read_labels()
+  task = tasks.for_run(run)
   max_pixels = task.config.max_image_pixels
   out = {"saved_model": saved_model_lib.export_saved_model(
       model, class_names, run.saved_model_dir, top_k=top_k,
