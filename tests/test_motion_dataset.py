@@ -217,6 +217,7 @@ _OWN_MOTION = {
 }
 
 
+@pytest.mark.slow  # A few seconds of decoding and statistics.
 def test_each_class_moves_its_own_way(masks_by_class):
   # Per frame: x shift (px), log-area change, turn (degrees). At 8 frames
   # of 32x32, each clip's own motion is at least 0.56 px, 0.063 and 5
@@ -234,6 +235,7 @@ def test_each_class_moves_its_own_way(masks_by_class):
       assert typical < other_bound[other], (class_name, other, typical)
 
 
+@pytest.mark.slow  # A few seconds of decoding and statistics.
 def test_decoded_frames_of_mirror_classes_look_alike(masks_by_class):
   mean_x, mean_log_area = {}, {}
   for class_name in ("left", "right", "approach", "recede"):
@@ -249,6 +251,7 @@ def test_decoded_frames_of_mirror_classes_look_alike(masks_by_class):
              mean_log_area["recede"]) < 0.25, mean_log_area
 
 
+@pytest.mark.slow  # A few seconds of decoding and statistics.
 @pytest.mark.parametrize("frames", [FRAMES, 16])
 def test_a_random_frame_has_the_same_distribution_in_every_class(frames):
   rng = np.random.default_rng(0)
