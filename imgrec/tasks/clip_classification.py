@@ -10,8 +10,8 @@ loop, evaluation report and export as images, with
   data_report.json;
 - model: the registry model `--model` on every frame, then `--temporal`
   (gru, lstm, attention or average) over time (`imgrec.models.clip`);
-- augmentation: one random shift (and `--flip`) for all frames of a clip,
-  so motion stays motion.
+- augmentation: one random crop, resized back (and `--flip`), for all
+  frames of a clip, so motion stays motion.
 """
 
 import dataclasses
@@ -204,16 +204,20 @@ class ClipClassificationTask(image_classification.ImageClassificationTask):
 
 
 def _augment_clip(clip, seed, flip):
-  """One random shift (up to 1/8 of a side) and flip for all frames."""
+  """One random crop (up to 1/8 off each side), resized back, and flip for all frames.
+
+  No padding: a mirrored border (tf.pad's REFLECT) would hold a copy of
+  whatever moves near it, moving the other way.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   seeds = tf.random.experimental.stateless_split(
       tf.cast(tf.stack([seed, seed // 7 + 1]), tf.int64), 3)
   frames, height, width, channels = clip.shape
-  pad_h, pad_w = max(1, height // 8), max(1, width // 8)
-  padded = tf.pad(clip, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]],
-                  mode="REFLECT")
-  clip = tf.image.stateless_random_crop(
-      padded, [frames, height, width, channels], seed=seeds[0])
+  crop_h = height - 2 * max(1, height // 16)
+  crop_w = width - 2 * max(1, width // 16)
+  crop = tf.image.stateless_random_crop(
+      clip, [frames, crop_h, crop_w, channels], seed=seeds[0])
+  clip = tf.cast(tf.image.resize(crop, [height, width]) + 0.5, tf.uint8)
   if flip in ("horizontal", "horizontal_and_vertical"):
     clip = tf.cond(tf.random.stateless_uniform([], seeds[1]) < 0.5,
                    lambda: tf.reverse(clip, [2]), lambda: clip)
