@@ -68,6 +68,7 @@ def test_ensemble_is_the_weighted_mean_of_its_members(runs):
                              np.array(val_acc) / sum(val_acc))
 
 
+@pytest.mark.slow  # Seconds of retraining or re-predicting.
 def test_tta_gives_accuracy_with_and_without(runs):
   _, _, dirs = runs
   plain = evaluate_lib.evaluate(EvaluateConfig(model_dir=dirs[0]),

@@ -215,6 +215,7 @@ def test_batch_hard_triplet_by_hand():
   np.testing.assert_allclose(float(alone), np.mean(both), rtol=1e-5)
 
 
+@pytest.mark.slow  # Trains and exports again: seconds.
 def test_a_killed_training_resumes_where_it_stopped(embedder_run, tmp_path,
                                                     monkeypatch):
   tmp, _, _ = embedder_run

@@ -147,6 +147,7 @@ def test_rerun_with_other_settings_is_refused(finished_run):
     assert open(path, "rb").read() == data, path
 
 
+@pytest.mark.slow  # Seconds of retraining or re-predicting.
 def test_rerun_on_changed_data_is_refused_then_overwrite(finished_run,
                                                          tmp_path):
   from imgrec.training import trainer  # pylint: disable=g-import-not-at-top

@@ -170,6 +170,7 @@ def test_evaluate_gives_the_training_report(run, tmp_path):
     evaluate_lib.evaluate(EvaluateConfig())
 
 
+@pytest.mark.slow  # Trains and exports again: seconds.
 def test_export_and_every_format_agree(run, tmp_path):
   _, folder, _ = run
   out = exporter.export(ExportConfig(model_dir=folder.path,
