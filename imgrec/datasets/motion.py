@@ -46,7 +46,6 @@ Typical use::
     root = load_motion(splits={"train": 60, "val": 20, "test": 20})
 """
 
-import concurrent.futures
 import fractions
 import hashlib
 import json
@@ -58,8 +57,9 @@ from PIL import Image
 from PIL import ImageDraw
 
 from imgrec import fileio
-from imgrec.datasets.shapes import COMPLETE_MARKER
-from imgrec.datasets.shapes import DATA_HOME_ENV
+from imgrec.datasets import _build
+from imgrec.datasets._build import COMPLETE_MARKER  # noqa: F401 (re-exported)
+from imgrec.datasets._build import DATA_HOME_ENV  # noqa: F401 (re-exported)
 
 MOTION_CLASSES = ("left", "right", "clockwise", "counterclockwise",
                   "approach", "recede")
@@ -211,18 +211,9 @@ def generate_motion_clips(root,
   Raises:
     ValueError: If an argument is invalid.
   """
-  counts = _counts(clips_per_class, splits)
-  _check_frames(frames)
-  _check_size(size)
-  _check_seed(seed)
-  classes = _check_classes(classes)
-  _check_fps(fps)
-  codec = _check_codec(codec)
-  if num_workers is None:
-    num_workers = os.cpu_count() or 1
-  if not _is_int(num_workers) or num_workers < 1:
-    raise ValueError(f"num_workers must be a positive integer. "
-                     f"Received: num_workers={num_workers!r}")
+  counts, classes, codec = _checked(clips_per_class, splits, frames, size,
+                                    seed, classes, fps, codec)
+  num_workers = _build.check_workers(num_workers)
 
   root = os.fspath(root)
   suffix = CODECS[codec][1]
@@ -238,15 +229,7 @@ def generate_motion_clips(root,
         jobs.append((path, seed, split, class_name, index, frames, size, fps,
                      codec))
 
-  if num_workers == 1 or len(jobs) < _MIN_CLIPS_FOR_WORKERS:
-    for job in jobs:
-      _write_clip(*job)
-  else:
-    # Threads, as in shapes.py: they need no __main__ guard in user
-    # scripts nor a fork of a process that may run TensorFlow's threads.
-    with concurrent.futures.ThreadPoolExecutor(num_workers) as executor:
-      for _ in executor.map(lambda job: _write_clip(*job), jobs):
-        pass
+  _build.run_jobs(_write_clip, jobs, num_workers, _MIN_CLIPS_FOR_WORKERS)
   return root
 
 
@@ -290,16 +273,9 @@ def load_motion(data_dir=None,
     FileExistsError: If the dataset directory exists but was not completed
       by this function.
   """
-  counts = _counts(clips_per_class, splits)
-  _check_frames(frames)
-  _check_size(size)
-  _check_seed(seed)
-  classes = _check_classes(classes)
-  _check_fps(fps)
-  codec = _check_codec(codec)
-  if data_dir is None:
-    data_dir = os.environ.get(DATA_HOME_ENV) or fileio.cache_home("datasets")
-  data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+  counts, classes, codec = _checked(clips_per_class, splits, frames, size,
+                                    seed, classes, fps, codec)
+  data_dir = _build.data_home(data_dir)
   params = {
       "name": "motion",
       "version": DATASET_VERSION,
@@ -318,20 +294,11 @@ def load_motion(data_dir=None,
       data_dir,
       f"motion-v{DATASET_VERSION}-s{seed}-{size}px-{frames}f-{digest}")
 
-  if os.path.isfile(os.path.join(root, COMPLETE_MARKER)):
-    return root
-  if os.path.exists(root):
-    raise FileExistsError(
-        f"{root} exists but has no {COMPLETE_MARKER} marker, so it was not "
-        "written by load_motion. Delete it to regenerate the dataset.")
-  with fileio.atomic_dir(root) as tmp_root:
-    generate_motion_clips(tmp_root, clips_per_class=clips_per_class,
-                          frames=frames, size=size, seed=seed,
-                          classes=classes, splits=splits, fps=fps,
-                          codec=codec)
-    with open(os.path.join(tmp_root, COMPLETE_MARKER), "w") as f:
-      json.dump(params, f, indent=2, sort_keys=True)
-  return root
+  return _build.build_once(
+      root, params, lambda tmp_root: generate_motion_clips(
+          tmp_root, clips_per_class=clips_per_class, frames=frames,
+          size=size, seed=seed, classes=classes, splits=splits, fps=fps,
+          codec=codec), "load_motion")
 
 
 def _rng(seed, split, class_name, index):
@@ -574,8 +541,18 @@ def _counts(clips_per_class, splits):
   return counts
 
 
-def _is_int(value):
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+_is_int = _build.is_int
+
+
+def _checked(clips_per_class, splits, frames, size, seed, classes, fps, codec):
+  """Checks the arguments; returns (counts, classes, codec) resolved."""
+  counts = _counts(clips_per_class, splits)
+  _check_frames(frames)
+  _check_size(size)
+  _check_seed(seed)
+  classes = _check_classes(classes)
+  _check_fps(fps)
+  return counts, classes, _check_codec(codec)
 
 
 def _check_seed(seed):

@@ -20,8 +20,6 @@ Typical use::
     root = load_shapes()  # Generated on first call, reused afterwards.
 """
 
-import concurrent.futures
-import json
 import os
 import zlib
 
@@ -29,7 +27,9 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from imgrec import fileio
+from imgrec.datasets import _build
+from imgrec.datasets._build import COMPLETE_MARKER  # noqa: F401 (re-exported)
+from imgrec.datasets._build import DATA_HOME_ENV  # noqa: F401 (re-exported)
 
 SHAPE_CLASSES = ("circle", "cross", "ring", "square", "star", "triangle")
 SPLITS = ("train", "val", "test")
@@ -37,8 +37,6 @@ SPLITS = ("train", "val", "test")
 # Bump when the drawing code changes what a given seed produces, so that
 # caches written by an older version are never mistaken for the new data.
 DATASET_VERSION = 2
-DATA_HOME_ENV = "IMGREC_DATA_HOME"
-COMPLETE_MARKER = ".complete"
 
 _SUPERSAMPLE = 4
 _MIN_IMAGE_SIZE = 16
@@ -136,11 +134,7 @@ def generate_shapes(root, *, seed, image_size=64, counts, num_workers=None):
   _check_seed(seed)
   _check_image_size(image_size)
   _check_counts(counts)
-  if num_workers is None:
-    num_workers = os.cpu_count() or 1
-  if not _is_int(num_workers) or num_workers < 1:
-    raise ValueError(f"num_workers must be a positive integer. "
-                     f"Received: num_workers={num_workers!r}")
+  num_workers = _build.check_workers(num_workers)
 
   root = os.fspath(root)
   jobs = []
@@ -154,16 +148,7 @@ def generate_shapes(root, *, seed, image_size=64, counts, num_workers=None):
         path = os.path.join(class_dir, f"{index:05d}.png")
         jobs.append((path, seed, split, class_name, index, image_size))
 
-  if num_workers == 1 or len(jobs) < _MIN_IMAGES_FOR_WORKERS:
-    for job in jobs:
-      _write_image(*job)
-  else:
-    # Threads rather than processes: Pillow and numpy release the GIL for
-    # most of the work, and threads need no __main__ guard in user scripts
-    # nor a fork of a process that may already run TensorFlow's threads.
-    with concurrent.futures.ThreadPoolExecutor(num_workers) as executor:
-      for _ in executor.map(lambda job: _write_image(*job), jobs):
-        pass
+  _build.run_jobs(_write_image, jobs, num_workers, _MIN_IMAGES_FOR_WORKERS)
   return root
 
 
@@ -205,9 +190,7 @@ def load_shapes(data_dir=None,
   _check_seed(seed)
   _check_image_size(image_size)
   _check_counts(counts)
-  if data_dir is None:
-    data_dir = os.environ.get(DATA_HOME_ENV) or fileio.cache_home("datasets")
-  data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+  data_dir = _build.data_home(data_dir)
   name = (f"shapes-v{DATASET_VERSION}-s{seed}-{image_size}px-"
           f"{train_per_class}-{val_per_class}-{test_per_class}")
   root = os.path.join(data_dir, name)
@@ -220,28 +203,10 @@ def load_shapes(data_dir=None,
       "classes": list(SHAPE_CLASSES),
   }
 
-  if _is_complete(root):
-    return root
-  _raise_if_foreign(root)
-
-  # Generated aside and renamed into place: a half-written tree is never
-  # mistaken for the dataset, and two processes may generate it at once.
-  with fileio.atomic_dir(root) as tmp_root:
-    generate_shapes(tmp_root, seed=seed, image_size=image_size, counts=counts)
-    with open(os.path.join(tmp_root, COMPLETE_MARKER), "w") as f:
-      json.dump(params, f, indent=2, sort_keys=True)
-  return root
-
-
-def _is_complete(root):
-  return os.path.isfile(os.path.join(root, COMPLETE_MARKER))
-
-
-def _raise_if_foreign(root):
-  if os.path.exists(root):
-    raise FileExistsError(
-        f"{root} exists but has no {COMPLETE_MARKER} marker, so it was not "
-        "written by load_shapes. Delete it to regenerate the dataset.")
+  return _build.build_once(
+      root, params, lambda tmp_root: generate_shapes(
+          tmp_root, seed=seed, image_size=image_size, counts=counts),
+      "load_shapes")
 
 
 def _write_image(path, seed, split, class_name, index, image_size):
@@ -442,9 +407,7 @@ def _distinct_colour(rng, colour):
   return 255.0 - colour
 
 
-def _is_int(value):
-  # bool is an int subclass, but seed=True is a bug rather than seed 1.
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+_is_int = _build.is_int
 
 
 def _check_seed(seed):
