@@ -114,7 +114,8 @@ def _direction_accuracy(probabilities, labels, class_names):
                        probabilities[rows, mirror[labels]]))
 
 
-def _clip_figures(run):
+def _test_probabilities(run):
+  """(probabilities, labels, test paths, class names) of a run's test split."""
   from imgrec import tasks  # pylint: disable=g-import-not-at-top
   from imgrec.run_folder import RunFolder  # pylint: disable=g-import-not-at-top
   from imgrec.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
@@ -124,7 +125,11 @@ def _clip_figures(run):
   split = folder_lib.Split(*folder.read_split("test"))
   names = folder.read_labels()
   p = task.predict_views(model, split, len(names))[0]
-  labels = np.asarray(split.labels)
+  return p, np.asarray(split.labels), split.paths, names
+
+
+def _clip_figures(run):
+  p, labels, _, names = _test_probabilities(run)
   return {"accuracy": float(np.mean(p.argmax(1) == labels)),
           "direction": _direction_accuracy(p, labels, names),
           "clips": len(labels)}
@@ -132,19 +137,10 @@ def _clip_figures(run):
 
 def _image_figures(run):
   """Per frame, and per clip by the mean of its frames' probabilities."""
-  from imgrec import tasks  # pylint: disable=g-import-not-at-top
-  from imgrec.run_folder import RunFolder  # pylint: disable=g-import-not-at-top
-  from imgrec.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
-  folder = RunFolder(run)
-  task = tasks.for_run(folder)
-  model = tasks.load_model(folder.best_model_path)
-  split = folder_lib.Split(*folder.read_split("test"))
-  names = folder.read_labels()
-  p = task.predict_views(model, split, len(names))[0]
-  labels = np.asarray(split.labels)
+  p, labels, paths, names = _test_probabilities(run)
   clip_of = [os.path.join(os.path.dirname(path),
                           os.path.basename(path).rsplit("_", 1)[0])
-             for path in split.paths]
+             for path in paths]
   groups = {}
   for i, key in enumerate(clip_of):
     groups.setdefault(key, []).append(i)

@@ -36,6 +36,17 @@ _GRID = 4
 _GRID_CHANNELS = 32
 
 
+def _grid(x, prefix):
+  """A feature map pooled to a coarse grid, narrowed and flattened."""
+  height, width = int(x.shape[1]), int(x.shape[2])
+  pool = (max(1, height // _GRID), max(1, width // _GRID))
+  if pool != (1, 1):
+    x = layers.AveragePooling2D(pool, name=f"{prefix}grid_pool")(x)
+  x = layers.Conv2D(_GRID_CHANNELS, 1, activation="relu",
+                    name=f"{prefix}grid_reduce")(x)
+  return layers.Flatten(name=f"{prefix}grid_flat")(x)
+
+
 def frame_features(frame_model_name, frame_shape, units, **kwargs):
   """A registry model's body, giving one feature vector a frame.
 
@@ -47,14 +58,7 @@ def frame_features(frame_model_name, frame_shape, units, **kwargs):
   pooling = [l for l in body.layers
              if isinstance(l, layers.GlobalAveragePooling2D)]
   if pooling:
-    x = pooling[-1].input
-    height, width = int(x.shape[1]), int(x.shape[2])
-    pool = (max(1, height // _GRID), max(1, width // _GRID))
-    if pool != (1, 1):
-      x = layers.AveragePooling2D(pool, name="grid_pool")(x)
-    x = layers.Conv2D(_GRID_CHANNELS, 1, activation="relu",
-                      name="grid_reduce")(x)
-    x = layers.Flatten(name="grid_flat")(x)
+    x = _grid(pooling[-1].input, "")
   else:  # Models without a feature map (mlp, row_lstm, vit_tiny).
     x = body.get_layer("predictions").input
   x = layers.Dense(units, activation="relu", name="frame_dense")(x)
@@ -83,13 +87,7 @@ def motion_features(frame_shape, units):
     x = layers.ReLU(name=f"motion_relu{i}")(x)
     if min(x.shape[1], x.shape[2]) > _GRID:
       x = layers.MaxPooling2D(2, padding="same", name=f"motion_pool{i}")(x)
-  height, width = int(x.shape[1]), int(x.shape[2])
-  pool = (max(1, height // _GRID), max(1, width // _GRID))
-  if pool != (1, 1):
-    x = layers.AveragePooling2D(pool, name="motion_grid_pool")(x)
-  x = layers.Conv2D(_GRID_CHANNELS, 1, activation="relu",
-                    name="motion_grid_reduce")(x)
-  x = layers.Flatten(name="motion_grid_flat")(x)
+  x = _grid(x, "motion_")
   x = layers.Dense(units, activation="relu", name="motion_dense")(x)
   return keras.Model(inputs, x, name="motion_features")
 
