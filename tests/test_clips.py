@@ -109,6 +109,30 @@ def test_clip_model_shapes(temporal):
   np.testing.assert_allclose(np.sum(out, axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("side", [16, 32, 48, 64, 224])
+def test_motion_stream_sees_whole_objects(side):
+  """The sense of a turn is a pattern around the object's centre: the
+  motion stream's last map is small and its receptive field wide."""
+  from keras import layers  # pylint: disable=g-import-not-at-top
+  from imgrec.models import clip  # pylint: disable=g-import-not-at-top
+  model = clip.motion_features((side, side, 6), 16)
+  field, jump = 1, 1
+  for layer in model.layers:
+    if isinstance(layer, layers.Conv2D):
+      size, stride = layer.kernel_size[0], layer.strides[0]
+    elif isinstance(layer, layers.MaxPooling2D):
+      size, stride = layer.pool_size[0], layer.strides[0]
+    else:
+      continue
+    field += (size - 1) * jump
+    jump *= stride
+  last = model.get_layer("motion_grid_and_pool").input[1]
+  assert field >= 0.45 * side, field
+  assert model.get_layer("motion_max").input.shape[1] <= 8
+  assert last.shape[-1] == 128
+  assert model.output.shape == (None, 16)
+
+
 def test_order_matters_unless_the_model_sees_a_bag_of_frames():
   from imgrec.models import clip  # pylint: disable=g-import-not-at-top
   x = np.random.default_rng(0).uniform(0, 255, (1, 4, 16, 16, 3)).astype(
