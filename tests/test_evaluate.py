@@ -46,6 +46,7 @@ def _member_probabilities(model_dir, split_name="test"):
   return split, member.predict(split, (), "test")[0]
 
 
+@pytest.mark.slow  # Trains the shared runs (11 s on 2 cores).
 def test_ensemble_is_the_weighted_mean_of_its_members(runs):
   _, _, dirs = runs
   split, pa = _member_probabilities(dirs[0])
@@ -82,6 +83,7 @@ def test_tta_gives_accuracy_with_and_without(runs):
   assert "tta" not in plain
 
 
+@pytest.mark.slow  # Trains the shared runs (11 s on 2 cores).
 def test_several_datasets_match_classes_by_name(runs):
   tmp, _, dirs = runs
   # Another folder: no "blue", and a class the model never saw.
@@ -122,6 +124,7 @@ def test_several_datasets_match_classes_by_name(runs):
                           write=False)
 
 
+@pytest.mark.slow  # Trains the shared runs (11 s on 2 cores).
 def test_members_that_held_out_other_images_are_refused(runs):
   tmp, data, dirs = runs
   moved = str(tmp / "moved")
@@ -143,6 +146,7 @@ def test_members_that_held_out_other_images_are_refused(runs):
   assert report["num_examples"] == 9 and "ensemble" in report
 
 
+@pytest.mark.slow  # Trains the shared runs (11 s on 2 cores).
 def test_single_run_report_goes_to_its_folder_and_tensorboard(runs):
   _, _, dirs = runs
   report = evaluate_lib.evaluate(EvaluateConfig(model_dir=dirs[0]))

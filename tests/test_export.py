@@ -28,6 +28,11 @@ from imgrec.inference import tflite_metadata
 from imgrec.inference.classifier import Classifier
 from imgrec.run_folder import RunFolder
 
+# Every test here shares a trained and exported run (20 s to make on 2
+# cores) and measures or serves its formats: the export-heavy checks that
+# `tox -e fast` leaves out.
+pytestmark = pytest.mark.slow
+
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 CLASSES = ["blue", "green", "red"]
 VARIANTS = ("float", "fp16", "dynamic", "int8")
@@ -212,7 +217,6 @@ def test_calibration_takes_every_class_and_refuses_too_few():
     int8_lib.stratified_sample(labels, 2, 3)
 
 
-@pytest.mark.slow
 def test_int8_export_refuses_fewer_calibration_images_than_classes(run):
   folder, _ = run
   proc = run_cli("export", f"--model_dir={folder.path}", "--tflite=int8",
@@ -222,7 +226,6 @@ def test_int8_export_refuses_fewer_calibration_images_than_classes(run):
   assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
 def test_saved_model_serves_from_stock_tools_without_imgrec(run):
   folder, _ = run
   red = str([[[[220, 30, 30]] * 16] * 16]).replace(" ", "")
@@ -265,7 +268,6 @@ def test_every_format_gives_the_same_structure_and_labels(run):
       folder.best_model_path]
 
 
-@pytest.mark.slow
 def test_predict_benchmarks_and_streams_a_folder(run, tmp_path):
   folder, _ = run
   data = write_toy_folder(tmp_path / "many", per_class=5, size=20)

@@ -134,6 +134,7 @@ def test_gallery_refuses_another_model(embedder_run, tmp_path):
                      [os.path.join(unseen, "person00")])
 
 
+@pytest.mark.slow  # Exports the embedder to TFLite: seconds.
 def test_tflite_embedder_makes_the_same_decisions(embedder_run):
   tmp, unseen, result = embedder_run
   out = export_lib.export_embedder(result["model_dir"], ("float", "int8"))

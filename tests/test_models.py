@@ -90,7 +90,11 @@ def test_every_trainable_weight_gets_a_finite_gradient(built, name):
   assert not bad, f"non-finite gradient for {bad}"
 
 
-@pytest.mark.parametrize("name", models.list_models())
+# Saving and reloading a keras.applications backbone takes seconds each:
+# those run in the whole suite, the scratch models in the fast one too.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in TRANSFER else n
+    for n in models.list_models()])
 def test_keras_file_round_trip_gives_same_outputs(built, name, tmp_path):
   model = built(name)
   x = _images(seed=1)
