@@ -43,6 +43,24 @@ def run_jobs(write, jobs, num_workers, min_jobs_for_workers):
       pass
 
 
+def class_files(root, counts, classes, name):
+  """Yields (path, split, class_name, index) for every file of a dataset.
+
+  Files go to `root/<split>/<class>/<name(index, per_class)>` (split ""
+  for a dataset without splits); class folders are created, splits with no
+  files skipped.
+  """
+  for split, per_class in counts.items():
+    if not per_class:
+      continue
+    for class_name in classes:
+      class_dir = os.path.join(root, split, class_name)
+      os.makedirs(class_dir, exist_ok=True)
+      for index in range(per_class):
+        yield (os.path.join(class_dir, name(index, per_class)), split,
+               class_name, index)
+
+
 def data_home(data_dir):
   """`data_dir`, else $IMGREC_DATA_HOME, else ~/.cache/imgrec/datasets."""
   if data_dir is None:

@@ -217,17 +217,15 @@ def generate_motion_clips(root,
 
   root = os.fspath(root)
   suffix = CODECS[codec][1]
-  jobs = []
-  for split, per_class in counts.items():
+
+  def name(index, per_class):
     # 000, 001...; wider only past 1,000 clips, so names still sort.
     width = max(3, len(str(per_class - 1)))
-    for class_name in classes:
-      class_dir = os.path.join(root, split, class_name)
-      os.makedirs(class_dir, exist_ok=True)
-      for index in range(per_class):
-        path = os.path.join(class_dir, f"{index:0{width}d}{suffix}")
-        jobs.append((path, seed, split, class_name, index, frames, size, fps,
-                     codec))
+    return f"{index:0{width}d}{suffix}"
+
+  jobs = [(path, seed, split, class_name, index, frames, size, fps, codec)
+          for path, split, class_name, index in _build.class_files(
+              root, counts, classes, name)]
 
   _build.run_jobs(_write_clip, jobs, num_workers, _MIN_CLIPS_FOR_WORKERS)
   return root

@@ -137,16 +137,9 @@ def generate_shapes(root, *, seed, image_size=64, counts, num_workers=None):
   num_workers = _build.check_workers(num_workers)
 
   root = os.fspath(root)
-  jobs = []
-  for split, per_class in counts.items():
-    if per_class == 0:
-      continue
-    for class_name in SHAPE_CLASSES:
-      class_dir = os.path.join(root, split, class_name)
-      os.makedirs(class_dir, exist_ok=True)
-      for index in range(per_class):
-        path = os.path.join(class_dir, f"{index:05d}.png")
-        jobs.append((path, seed, split, class_name, index, image_size))
+  jobs = [(path, seed, split, class_name, index, image_size)
+          for path, split, class_name, index in _build.class_files(
+              root, counts, SHAPE_CLASSES, lambda i, _: f"{i:05d}.png")]
 
   _build.run_jobs(_write_image, jobs, num_workers, _MIN_IMAGES_FOR_WORKERS)
   return root
