@@ -11,18 +11,28 @@ shapes of that one idea:
   (`model.save`, h5py); same folder and suffix as `path`.
 * `atomic_dir(path)`: a temporary folder that replaces the folder `path`.
 
-Temporary names start with `.tmp-`, so they are hidden and recognisable.
+A symlink is written through (its target is replaced, the link stays), and
+a FIFO or device is written into, never renamed over. A path the user
+names as an output goes through `check_output` first and `open_output`
+(which also takes `-` for stdout).
+
+Temporary names start with `.imgrec-tmp-`, so they are hidden and cannot be
+a user's own file: imgrec deletes stale temporaries by that prefix alone.
 """
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
+import stat
+import sys
 import tempfile
 
 from imgrec.errors import ImgrecError
 
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = ".imgrec-tmp-"
 
 
 def fsync_path(path):
@@ -52,6 +62,28 @@ def _parent(path):
   return directory
 
 
+def resolve_link(path):
+  """The path a write of `path` lands on: a symlink's final target.
+
+  Replacing a symlink by a regular file would cut it from what it shares
+  (a gallery kept on a shared volume, say), so writes go through the link.
+  """
+  return os.path.realpath(path) if os.path.islink(path) else os.fspath(path)
+
+
+def is_special(path):
+  """True when `path` (after links) exists and is neither a file nor a folder.
+
+  FIFOs, character and block devices and sockets are written into, never
+  replaced: renaming over `/dev/null` would replace the system's.
+  """
+  try:
+    mode = os.stat(path).st_mode
+  except (OSError, ValueError):
+    return False
+  return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def _remove(path):
   with contextlib.suppress(FileNotFoundError):
     os.remove(path)
@@ -65,12 +97,23 @@ def atomic_path(path):
   checks `.keras` and `.weights.h5` suffixes). If the block raises, or
   writes nothing, `path` is left as it was.
 
+  A symlink is written through. A FIFO or device cannot be written by name
+  and replaced, so it is refused.
+
   Args:
     path: the final path; its folder is created if needed.
 
   Yields:
     The temporary path to write to.
+
+  Raises:
+    ImgrecError: `path` is a FIFO, device or socket.
   """
+  path = resolve_link(path)
+  if is_special(path):
+    raise ImgrecError(f"{path} is not a regular file (a FIFO or device): "
+                      "this output is written by name and renamed into "
+                      "place. Pass a regular file path.")
   directory = _parent(path)
   fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=_suffix(path),
                              dir=directory)
@@ -96,16 +139,24 @@ def _suffix(path):
 def atomic_write(path, mode="w", *, encoding="utf-8"):
   """Opens a temporary file that replaces `path` when the block succeeds.
 
+  A symlink is written through; a FIFO or device is opened and written
+  into as it is (there is nothing to replace).
+
   Args:
     path: the final path; its folder is created if needed.
     mode: "w" (text) or "wb".
     encoding: text encoding for "w".
 
   Yields:
-    The open temporary file.
+    The open temporary file (or the FIFO or device itself).
   """
+  encoding = None if "b" in mode else encoding
+  if is_special(path):
+    with open(path, mode, encoding=encoding) as f:
+      yield f
+    return
   with atomic_path(path) as tmp:
-    with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+    with open(tmp, mode, encoding=encoding) as f:
       yield f
       f.flush()
       os.fsync(f.fileno())
@@ -125,6 +176,7 @@ def atomic_dir(path):
   Yields:
     The temporary folder to fill.
   """
+  path = resolve_link(path)
   parent = _parent(path)
   tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX + os.path.basename(path) + "-",
                          dir=parent)
@@ -146,6 +198,83 @@ def atomic_dir(path):
       shutil.rmtree(old, ignore_errors=True)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output(path, *, flag, inputs=(), overwrite=False):
+  """Refuses a user-named output file that would destroy something.
+
+  Args:
+    path: the output path the user gave (`-` is stdout and always fine).
+    flag: the flag that named it, for the message ("--out").
+    inputs: paths the same command reads; an output that is one of them
+      (the same file by any name, links included) is refused.
+    overwrite: an existing regular file may be replaced.
+
+  Raises:
+    ImgrecError: `path` is an input, a folder, or an existing file without
+      `overwrite`.
+  """
+  if path == "-":
+    return
+  for source in inputs:
+    try:
+      same = os.path.samefile(path, source)
+    except (OSError, ValueError):
+      same = False
+    if same:
+      raise ImgrecError(f"{flag}={path} is also an input ({source}): "
+                        "writing it would destroy what is read. Pass "
+                        f"another {flag}.")
+  if os.path.isdir(path):
+    raise ImgrecError(f"{flag}={path} is a folder; pass a file path.")
+  if is_special(path):
+    return  # Written into, never replaced.
+  if os.path.lexists(path) and not overwrite:
+    raise ImgrecError(f"{flag}={path} exists. Pass --overwrite to replace "
+                      f"it, or another {flag}.")
+
+
+@contextlib.contextmanager
+def open_output(path, mode="w", *, encoding="utf-8"):
+  """Opens a user-named output: `-` is stdout, a FIFO or device is written
+  into, a regular file (or a symlink's target) is replaced atomically."""
+  if path == "-":
+    stream = sys.stdout.buffer if "b" in mode else sys.stdout
+    yield stream
+    stream.flush()
+    return
+  with atomic_write(path, mode, encoding=encoding) as f:
+    yield f
+
+
+@contextlib.contextmanager
+def locked(path):
+  """Holds an exclusive lock for a read-modify-write of the file `path`.
+
+  The lock is an flock on the folder that holds `path` (after links), so
+  two processes updating one file take turns and no lock file is left
+  beside a user's file; the kernel releases it when the process dies.
+  The second process waits.
+
+  Args:
+    path: the file about to be read, merged and written.
+  """
+  directory = _parent(resolve_link(path))
+  fd = os.open(directory, os.O_RDONLY)
+  try:
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        break
+      except InterruptedError:
+        continue
+      except OSError as e:
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+          break  # A file system without locks: go on unlocked.
+        raise
+    yield
+  finally:
+    os.close(fd)
 
 
 def write_text(path, text):

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_toy_folder
+from imgrec import fileio
 from imgrec import models
 from imgrec import tasks
 from imgrec.config import TrainConfig
@@ -356,8 +357,8 @@ def test_leftovers_of_a_killed_export_are_cleaned(exported):
   from imgrec.config import ExportConfig  # pylint: disable=g-import-not-at-top
   from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
   run, _ = exported
-  stale = [os.path.join(run.export_dir, ".tmp-saved_model-abc"),
-           os.path.join(run.export_dir, ".tmp-model.tflite")]
+  stale = [os.path.join(run.export_dir, fileio.TEMP_PREFIX + "saved_model-abc"),
+           os.path.join(run.export_dir, fileio.TEMP_PREFIX + "model.tflite")]
   os.makedirs(stale[0])
   open(stale[1], "w").close()
   exporter.export(ExportConfig(model_dir=run.path))
