@@ -13,10 +13,15 @@ each model's own input limits) run in `imgrec.tasks.resolve`, also before
 any data is read.
 """
 
+import collections.abc
 import dataclasses
+import functools
 import json
 import math
+import numbers
 import os
+import reprlib
+import typing
 
 from imgrec.errors import ImgrecError
 
@@ -147,9 +152,104 @@ def _check_unfreeze(value):
   return "expected all or a positive number of top layers"
 
 
+_TYPE_WORDS = {bool: "True or False", int: "an integer", float: "a number",
+               str: "a string", tuple: "a list or tuple"}
+
+
+@functools.cache
+def _field_types(cls):
+  """{field name: the types its hint allows} of a config record class."""
+  hints = typing.get_type_hints(cls)
+  return {f.name: typing.get_args(hints[f.name]) or (hints[f.name],)
+          for f in dataclasses.fields(cls)}
+
+
+def _as_type(value, kinds):
+  """`value` as one of `kinds` (a field's types), or raises TypeError.
+
+  An int field takes no bool (True is an int to Python, not to a user) and
+  no float; a float field takes an int (JSON writes 1.0 as 1) and holds it
+  as a float; a str field takes a path object; a tuple field takes a list
+  (JSON has no tuples).
+  """
+  if value is None and type(None) in kinds:
+    return None
+  if isinstance(value, bool):
+    if bool in kinds:
+      return value
+  elif int in kinds and isinstance(value, numbers.Integral):
+    return int(value)
+  elif float in kinds and isinstance(value, numbers.Real):
+    try:
+      return float(value)
+    except OverflowError:
+      pass
+  elif str in kinds and isinstance(value, (str, os.PathLike)):
+    text = os.fspath(value)
+    if isinstance(text, str):
+      return text
+  elif tuple in kinds and isinstance(value, (tuple, list)):
+    return tuple(value)
+  raise TypeError(" or ".join(_TYPE_WORDS.get(k, "None") for k in kinds))
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 60, 40, 60
+
+
+def short_repr(value):
+  """repr(value) cut short: a message stays one readable line, whatever the
+  value (a 300-digit number, a deeply nested list)."""
+  return _REPR.repr(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Common behaviour of the config records: validation and (de)serialization."""
+  """Common behaviour of the config records: validation and (de)serialization.
+
+  A record checks the type of every field when it is built (from the
+  field's type hint), so a wrong type fails with the field's name before
+  any work starts; `validate` checks values and relations.
+  """
+
+  def __post_init__(self):
+    for name, kinds in _field_types(type(self)).items():
+      value = getattr(self, name)
+      try:
+        typed = _as_type(value, kinds)
+      except TypeError as e:
+        raise ImgrecError(
+            f"Bad type for {type(self).__name__}.{name}: expected {e}, got "
+            f"{type(value).__name__}. Received: {name}={short_repr(value)}"
+        ) from None
+      if typed is not value:
+        object.__setattr__(self, name, typed)  # Frozen: set once, here.
+
+  @classmethod
+  def coerce(cls, config, caller):
+    """`config` itself, or the record a dict of its fields builds.
+
+    The Python API takes a record or a plain dict of its fields (the same
+    keys as its config.json).
+
+    Args:
+      config: a `cls` record or a mapping of its fields.
+      caller: the API function's name, for the message.
+
+    Returns:
+      A `cls` record.
+
+    Raises:
+      ImgrecError: `config` is something else, or a field is unknown or of
+        the wrong type.
+    """
+    if isinstance(config, cls):
+      return config
+    if isinstance(config, collections.abc.Mapping):
+      return cls.from_dict(config)
+    raise ImgrecError(f"{caller}() takes an imgrec.{cls.__name__} (or a dict "
+                      f"of its fields). Received: {type(config).__name__} "
+                      f"{short_repr(config)}")
 
   def _bad(self, name, why):
     return ImgrecError(f"Bad value for --{name}: {why}. "
@@ -173,7 +273,8 @@ class Config:
         continue
       choices, check = f.metadata.get("choices"), f.metadata.get("check")
       if choices is not None and value not in choices:
-        raise self._bad(f.name, f"expected one of {', '.join(choices)}")
+        raise self._bad(f.name, "expected one of "
+                        f"{', '.join(map(str, choices))}")
       if check is not None:
         why = _finite(check)(value)
         if why:
@@ -196,14 +297,11 @@ class Config:
   def from_dict(cls, data):
     """Builds a config from a dict; unknown keys are an error."""
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(map(str, set(data) - known))
     if unknown:
       raise ImgrecError(f"Unknown configuration key(s): {', '.join(unknown)}. "
                         f"Known keys: {', '.join(sorted(known))}")
-    values = dict(data)
-    if isinstance(values.get("image_size"), list):
-      values["image_size"] = tuple(values["image_size"])
-    return cls(**values)
+    return cls(**data)
 
   def to_json(self):
     return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -212,9 +310,10 @@ class Config:
   def from_json(cls, text, source="config"):
     try:
       data = json.loads(text)
-    except ValueError as e:
-      raise ImgrecError(f"{source} is not valid JSON: {e}. Delete it or "
-                        "restore it from the run's backup.") from e
+    except (ValueError, RecursionError) as e:
+      why = e if isinstance(e, ValueError) else "nested too deeply"
+      raise ImgrecError(f"{source} is not valid JSON: {why}. Delete it or "
+                        "restore it from the run's backup.") from None
     if not isinstance(data, dict):
       raise ImgrecError(f"{source} does not hold a JSON object.")
     return cls.from_dict(data)
@@ -298,8 +397,10 @@ class DataConfig(Config):
 class ScanConfig(DataConfig):
   """What `imgrec-scan` does besides the data fields."""
   report: str | None = field(
-      None, "Where to write the JSON report. Default: data_report.json in "
-      "--prepared_dir (never inside the data folder).")
+      None, "Where to write the JSON report (- for stdout; a FIFO or device "
+      "is written into). Default: data_report.json in --prepared_dir (never "
+      "inside the data folder).")
+  overwrite: bool = field(False, "Replace an existing --report file.")
   prepared_dir: str | None = field(
       None, "Folder for converted images and the scan cache. Default: "
       "~/.cache/imgrec/prepared/<name>-<hash of the data folder>.")
@@ -509,9 +610,11 @@ class CompareConfig(Config):
       None, "Table format: markdown or csv. Default: csv when --output ends "
       "in .csv, else markdown.", choices=COMPARE_FORMATS)
   output: str | None = field(
-      None, "Also write the table to this file (replaced atomically).")
+      None, "Also write the table to this file (replaced atomically; a FIFO "
+      "or device is written into). An existing file needs --overwrite.")
   sort: str = field("accuracy", "Row order: accuracy (best first) or name.",
                     choices=COMPARE_SORTS)
+  overwrite: bool = field(False, "Replace an existing --output file.")
 
   def table_format(self):
     """The format to print and write: --format, else guessed from --output."""

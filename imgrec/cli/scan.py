@@ -6,7 +6,11 @@
 Broken, truncated and non-image files are skipped and listed; files
 TensorFlow would misread are converted once into --prepared_dir. Rerunning
 only re-checks changed files. Nothing is written into the data folder.
+An existing --report file is replaced only with --overwrite; --report=-
+prints the JSON on stdout (the summary then goes to stderr).
 """
+
+import sys
 
 from imgrec.cli import common
 from imgrec.config import ScanConfig
@@ -16,10 +20,13 @@ from imgrec.errors import ImgrecError
 def _print_summary(result):
   from imgrec.data import scan_report  # pylint: disable=g-import-not-at-top
   report = result["report"]
-  print(f"data_dir: {report['root']} ({len(report['class_names'])} classes)")
-  print(scan_report.format_summary(report))
-  print(f"report: {result['report_path']}")
-  print(f"prepared_dir: {result['prepared_dir']}", flush=True)
+  # With --report=- the JSON is stdout: the summary goes beside it.
+  out = sys.stderr if result["report_path"] == "-" else sys.stdout
+  print(f"data_dir: {report['root']} ({len(report['class_names'])} classes)",
+        file=out)
+  print(scan_report.format_summary(report), file=out)
+  print(f"report: {result['report_path']}", file=out)
+  print(f"prepared_dir: {result['prepared_dir']}", file=out, flush=True)
 
 
 def main(config, argv):

@@ -435,7 +435,7 @@ def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
       report_path=report_path)
   scan_report.add_missing(report, getattr(folder, "missing", None))
   if report_path:
-    fileio.write_json(report_path, report, ensure_ascii=False, indent=1)
+    scan_report.write(report_path, report)
   problems = scan_report.problems(per_class, max_bad_fraction)
   if problems:
     where = (f" Every skipped file and why: {report_path}." if report_path

@@ -1,14 +1,16 @@
 """The scan report: per split and class counts, skipped files and why, formats.
 
 `build` turns an `ImageFolder` and its scan results into the kept folder
-and the report dict written as `data_report.json`; `problems` names the
-classes a run cannot use; `format_summary` renders the report for a
-terminal.
+and the report dict written as `data_report.json` (`write`); `problems`
+names the classes a run cannot use; `format_summary` renders the report
+for a terminal.
 """
 
+import json
 import os
 import statistics
 
+from imgrec import fileio
 from imgrec.data import folder as folder_lib
 
 
@@ -113,6 +115,14 @@ def build(folder, results, *, settings, seconds, report_path=None):
                                 splits=splits, layout=folder.layout,
                                 ignored=list(folder.ignored))
   return kept, report, per_class
+
+
+def write(path, report):
+  """Writes the report as JSON: `-` is stdout, a FIFO or device is written
+  into, a regular file is replaced atomically."""
+  with fileio.open_output(path) as f:
+    json.dump(report, f, ensure_ascii=False, indent=1)
+    f.write("\n")
 
 
 def problems(per_class, max_bad_fraction):

@@ -8,19 +8,33 @@ trained, evaluated or loaded into TensorFlow. A figure a run did not record
 (an older report without "ece", a run without training.json) is None, shown
 as "-". Latency is one image through the Keras model when report.json has
 it, else the float TFLite file's from the export report.
+
+Every file is read bounded (at most `MAX_JSON_BYTES`, a regular file) and
+every value checked for its type and range: a run folder with a damaged or
+implausible file is skipped with the reason, and the others are shown.
 """
 
 import csv
 import dataclasses
+import errno
 import io
+import json
 import math
 import os
+import stat
 
+from imgrec.config import short_repr
+from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 from imgrec.run_folder import RunFolder
 
 SORT_KEYS = ("accuracy", "name")
 _MISSING = "-"
+# imgrec's reports are kilobytes (a few MB with thousands of classes): a
+# larger file is not one of them, and is not parsed into memory.
+MAX_JSON_BYTES = 50_000_000
+# More parameters than any model has (10^15): a larger count is damage.
+MAX_PARAMS = 10**15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +72,21 @@ class RunSummary:
   latency_source: str | None = None
 
 
+def _not_a_folder(path):
+  """Why `path` cannot be a folder of runs, or None when it is a folder."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return "a symlink loop"
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+      return "no such folder"
+    return f"cannot read it: {e.strerror or e}"
+  except ValueError:  # A NUL character.
+    return "no such folder"
+  return None if stat.S_ISDIR(mode) else "not a folder"
+
+
 def find_run_folders(paths):
   """Expands folders into run folders.
 
@@ -74,15 +103,20 @@ def find_run_folders(paths):
   runs, skipped, seen = [], [], set()
   for path in paths:
     path = os.fspath(path)
-    if not os.path.isdir(path):
-      why = "not a folder" if os.path.exists(path) else "no such folder"
+    why = _not_a_folder(path)
+    if why:
       skipped.append((path, why))
       continue
     if RunFolder(path).exists():
       found = [path]
     else:
-      found = sorted(os.path.join(path, name) for name in os.listdir(path)
-                     if RunFolder(os.path.join(path, name)).exists())
+      try:
+        names = sorted(os.listdir(path))
+      except OSError as e:
+        skipped.append((path, f"cannot list it: {e.strerror or e}"))
+        continue
+      found = [os.path.join(path, name) for name in names
+               if RunFolder(os.path.join(path, name)).exists()]
       if not found:
         skipped.append((path, "not a run folder (no config.json) and no run "
                         "folders inside"))
@@ -94,6 +128,44 @@ def find_run_folders(paths):
   return runs, skipped
 
 
+def files_read(folders):
+  """Every file `summarize_run` reads in `folders` (to refuse as an output)."""
+  return [path for folder in folders for run in [RunFolder(folder)]
+          for path in (run.config_path, run.report_path(), run.training_path,
+                       run.ensemble_path, run.export_report_path)]
+
+
+def _read_json(run, path):
+  """The JSON object at `path` in `run`, or None when there is no file.
+
+  Raises:
+    ImgrecError: the file is not a regular file, is over MAX_JSON_BYTES,
+      or holds no JSON object (the message names it relative to the run).
+  """
+  name = os.path.relpath(path, run.path)
+  try:
+    info = os.stat(path)
+  except FileNotFoundError:
+    return None
+  # A FIFO or a device (a link to /dev/zero) would block or never end.
+  if not stat.S_ISREG(info.st_mode):
+    raise ImgrecError(f"{name} is not a regular file")
+  with open(path, "rb") as f:
+    raw = f.read(MAX_JSON_BYTES + 1)
+  if len(raw) > MAX_JSON_BYTES:
+    raise ImgrecError(f"{name} is larger than {MAX_JSON_BYTES // 10**6} MB: "
+                      "not a report imgrec wrote")
+  try:
+    data = json.loads(raw)
+  except RecursionError:
+    raise ImgrecError(f"{name} is damaged: nested too deeply") from None
+  except ValueError as e:
+    raise ImgrecError(f"{name} is not valid JSON: {e}") from None
+  if not isinstance(data, dict):
+    raise ImgrecError(f"{name} does not hold a JSON object")
+  return data
+
+
 def _data_name(config):
   if config.data_dir:
     return os.path.basename(os.path.normpath(config.data_dir))
@@ -102,28 +174,99 @@ def _data_name(config):
   return config.tfds or config.dataset
 
 
-def _number(mapping, key):
-  value = (mapping or {}).get(key)
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _read_config(run):
+  data = _read_json(run, run.config_path)
+  if data is None:
+    raise ImgrecError("not a run folder (no config.json)")
+  try:
+    return TrainConfig.from_dict(data).validate(check_files=False)
+  except ImgrecError as e:
+    raise ImgrecError(f"config.json: {e}") from None
+
+
+def _number(mapping, key, where, *, low=0, high=math.inf, integer=False,
+            required=False):
+  """mapping[key], checked to be a finite number in [low, high].
+
+  Returns:
+    The number, or None when the key is absent or null (not recorded).
+
+  Raises:
+    ImgrecError: it is another type or out of range (or absent while
+      `required`), naming the file, the key and the value.
+  """
+  value = mapping.get(key)
+  if value is None:
+    if required:
+      raise ImgrecError(f"{where} has no {key}")
     return None
-  return value if math.isfinite(value) else None
+  kind = "an integer" if integer else "a number"
+  if isinstance(value, bool) or not isinstance(
+      value, int if integer else (int, float)):
+    why = f"must be {kind}"
+  elif isinstance(value, float) and not math.isfinite(value):
+    why = "must be a finite number"
+  elif not low <= value <= high:
+    why = f"must be in [{low:g}, {high:g}]"
+  else:
+    return value
+  raise ImgrecError(f"{where}: {key} {why}. Received: {key}="
+                    f"{short_repr(value)}")
 
 
-def _latency(report, export_report):
+def _fraction(mapping, key, where, required=False):
+  value = _number(mapping, key, where, high=1, required=required)
+  return None if value is None else float(value)
+
+
+def _median_ms(entry, where):
+  """The median of an entry's `latency_ms` object, or None if not recorded."""
+  latency = entry.get("latency_ms")
+  if latency is None:
+    return None
+  if not isinstance(latency, dict):
+    raise ImgrecError(f"{where}: latency_ms must be an object with a median "
+                      f"in ms. Received: latency_ms={short_repr(latency)}")
+  return _number(latency, "median", f"{where} latency_ms")
+
+
+def _latency(run, report):
   """(median ms, source): the Keras model's, else the float TFLite file's."""
-  median = _number(report.get("latency_ms"), "median")
+  median = _median_ms(report, "report.json")
   if median is not None:
     return median, "keras"
-  for entry in (export_report or {}).get("formats", []):
-    if entry.get("name") == "float":
-      median = _number(entry.get("latency_ms"), "median")
+  export_report = _read_json(run, run.export_report_path)
+  if export_report is None:
+    return None, None
+  where = os.path.relpath(run.export_report_path, run.path)
+  formats = export_report.get("formats", [])
+  if not isinstance(formats, list) or not all(
+      isinstance(e, dict) and isinstance(e.get("name"), str)
+      for e in formats):
+    raise ImgrecError(f"{where}: formats must be a list of objects with a "
+                      f"name. Received: formats={short_repr(formats)}")
+  for entry in formats:
+    if entry["name"] == "float":
+      median = _median_ms(entry, f"{where} (float)")
       if median is not None:
         return median, "tflite"
   return None, None
 
 
+def _model_name(run, config):
+  ensemble = _read_json(run, run.ensemble_path)
+  if ensemble is None:
+    return config.model
+  models = ensemble.get("models")
+  if not (isinstance(models, list) and models
+          and all(isinstance(m, str) for m in models)):
+    raise ImgrecError("ensemble.json: models must be a list of model names. "
+                      f"Received: models={short_repr(models)}")
+  return f"ensemble({'+'.join(models)})"
+
+
 def summarize_run(path):
-  """The figures of one run folder.
+  """The figures of one run folder, each checked for its type and range.
 
   Args:
     path: a run folder (model_dir of imgrec-train).
@@ -132,37 +275,28 @@ def summarize_run(path):
     A RunSummary.
 
   Raises:
-    ImgrecError: the folder is not a finished, evaluated run; the message
-      says what is missing.
+    ImgrecError: the folder is not a finished, evaluated run, or one of its
+      files is damaged; the message says which and why.
+    OSError: a file cannot be read.
   """
   run = RunFolder(path)
-  if not run.exists():
-    raise ImgrecError("not a run folder (no config.json)")
-  config = run.read_config()
-  report = run.read_report()
+  config = _read_config(run)
+  report = _read_json(run, run.report_path())
   if report is None:
     raise ImgrecError("no report.json: training unfinished or the run was "
                       "not evaluated (imgrec-evaluate writes it)")
-  accuracy = _number(report, "accuracy")
-  if accuracy is None:
-    raise ImgrecError("report.json has no accuracy")
-  training = run.read_training()
-  try:
-    export_report = run.read_export_report()
-  except ImgrecError:
-    export_report = None  # Only a latency figure: the run still counts.
-  latency, source = _latency(report, export_report)
-  num_params = _number(training, "num_params")
-  ensemble = run.read_ensemble()
-  model = (f"ensemble({'+'.join(ensemble.get('models', []))})" if ensemble
-           else config.model)
+  accuracy = _fraction(report, "accuracy", "report.json", required=True)
+  training = _read_json(run, run.training_path) or {}
+  latency, source = _latency(run, report)
   return RunSummary(
       name=os.path.basename(os.path.normpath(path)), path=path,
-      data=_data_name(config), model=model, seed=config.seed,
-      epochs=config.epochs, accuracy=float(accuracy),
-      macro_f1=_number(report, "macro_f1"), ece=_number(report, "ece"),
-      num_params=None if num_params is None else int(num_params),
-      train_seconds=_number(training, "train_seconds"),
+      data=_data_name(config), model=_model_name(run, config),
+      seed=config.seed, epochs=config.epochs, accuracy=accuracy,
+      macro_f1=_fraction(report, "macro_f1", "report.json"),
+      ece=_fraction(report, "ece", "report.json"),
+      num_params=_number(training, "num_params", "training.json",
+                         high=MAX_PARAMS, integer=True),
+      train_seconds=_number(training, "train_seconds", "training.json"),
       latency_ms=latency, latency_source=source)
 
 
@@ -192,7 +326,13 @@ def collect_runs(paths, sort="accuracy"):
     [(path, why)] for every folder that is not a finished run.
   """
   folders, skipped = find_run_folders(paths)
-  rows = []
+  rows, damaged = summarize_runs(folders)
+  return sort_rows(rows, sort), skipped + damaged
+
+
+def summarize_runs(folders):
+  """(RunSummary rows, [(path, why)] of the folders that are not usable)."""
+  rows, skipped = [], []
   for path in folders:
     try:
       rows.append(summarize_run(path))
@@ -200,7 +340,7 @@ def collect_runs(paths, sort="accuracy"):
       skipped.append((path, str(e)))
     except OSError as e:
       skipped.append((path, f"cannot read it: {e.strerror or e}"))
-  return sort_rows(rows, sort), skipped
+  return rows, skipped
 
 
 def format_value(value, spec):
@@ -209,7 +349,8 @@ def format_value(value, spec):
 
 
 def _markdown_cell(value):
-  return str(value).replace("|", "\\|").replace("\n", " ")
+  text = str(value).replace("|", "\\|")
+  return text.replace("\n", " ").replace("\r", " ")
 
 
 def markdown_table(header, rows):
@@ -220,12 +361,29 @@ def markdown_table(header, rows):
   return "\n".join(lines) + "\n"
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+  """None as an empty cell; text a spreadsheet would take for a formula
+  (a run named "=HYPERLINK(...)") behind a quote, as OWASP advises."""
+  if value is None:
+    return ""
+  if isinstance(value, str) and value.startswith(_FORMULA_START):
+    return "'" + value
+  return value
+
+
 def csv_table(header, rows):
-  """CSV text (a header row, then `rows`); None cells are empty."""
+  """CSV text (a header row, then `rows`); None cells are empty, text that
+  would start a formula is escaped."""
   out = io.StringIO()
-  writer = csv.writer(out, lineterminator="\n")
+  # Text is always quoted: the csv module leaves a carriage return in an
+  # unquoted cell when lines end in "\n", which breaks the row.
+  writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
   writer.writerow(header)
-  writer.writerows([["" if v is None else v for v in r] for r in rows])
+  writer.writerows([[_csv_cell(v) for v in r] for r in rows])
   return out.getvalue()
 
 

@@ -483,10 +483,10 @@ def evaluate(config, write=True):
   """Evaluates the best model of a run, or an ensemble, as `imgrec-evaluate`.
 
   Args:
-    config: an EvaluateConfig: the run(s); optionally other data folders
-      (each one's `split` folder if it has split folders, else all of its
-      images), a split of the run's own data, a batch size, TTA, ensemble
-      weights, where the report goes.
+    config: an EvaluateConfig (or a dict of its fields): the run(s);
+      optionally other data folders (each one's `split` folder if it has
+      split folders, else all of its images), a split of the run's own
+      data, a batch size, TTA, ensemble weights, where the report goes.
     write: write the report files (report_dir, by default the model_dir of
       a single run).
 
@@ -498,10 +498,7 @@ def evaluate(config, write=True):
     ImgrecError: bad config, not a finished run, members that do not fit
       together, or no images to evaluate.
   """
-  if not isinstance(config, EvaluateConfig):
-    raise ImgrecError("evaluate() takes an EvaluateConfig. Received: "
-                      f"{type(config).__name__}")
-  config.validate()
+  config = EvaluateConfig.coerce(config, "evaluate").validate()
   model_dirs = config.model_dirs
   single = len(model_dirs) == 1
   report_dir = config.report_dir or (model_dirs[0] if single else None)

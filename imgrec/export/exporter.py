@@ -186,7 +186,7 @@ def export(config):
   """Exports a run as `imgrec-export` does.
 
   Args:
-    config: an ExportConfig.
+    config: an ExportConfig, or a dict of its fields.
 
   Returns:
     What `export_run` returns.
@@ -194,10 +194,7 @@ def export(config):
   Raises:
     ImgrecError: bad config or not a finished run.
   """
-  if not isinstance(config, ExportConfig):
-    raise ImgrecError("export() takes an ExportConfig. Received: "
-                      f"{type(config).__name__}")
-  config.validate()
+  config = ExportConfig.coerce(config, "export").validate()
   model = None
   if config.ensemble:
     from imgrec.export import ensemble  # pylint: disable=g-import-not-at-top

@@ -6,6 +6,8 @@ A scan whose results are all cached then answers in a fraction of a second.
 import os
 
 from imgrec import datasets
+from imgrec import fileio
+from imgrec.config import ScanConfig
 from imgrec.data import folder as folder_lib
 from imgrec.data import scan
 from imgrec.data import sources
@@ -33,7 +35,12 @@ def scan_data(config):
   """Checks every image of a ScanConfig's data, as `imgrec-scan` does.
 
   The report goes to `config.report`, default `data_report.json` in the
-  prepared folder: nothing is written into the data folder.
+  prepared folder: nothing is written into the data folder. A `report`
+  that exists is replaced only with `config.overwrite`, and never when it
+  is one of the files scanned.
+
+  Args:
+    config: a ScanConfig, or a dict of its fields.
 
   Returns:
     {"folder": the usable files, split as training would split them,
@@ -44,8 +51,13 @@ def scan_data(config):
     ImgrecError: bad config or data; its `result` attribute holds the
       report when the scan itself found too many bad files.
   """
-  config.validate()
+  config = ScanConfig.coerce(config, "scan").validate()
   found = find_data(config)
+  if config.report:
+    fileio.check_output(config.report, flag="--report", inputs=[
+        config.labels_csv or found.root,
+        *(p for split in found.splits.values() for p in split.paths)],
+                        overwrite=config.overwrite)
   prepared_dir = os.path.abspath(config.prepared_dir or
                                  scan.default_prepared_dir(found.root))
   report_path = config.report or os.path.join(prepared_dir, scan.REPORT_NAME)

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from imgrec import tasks
+from imgrec.config import TrainConfig
 from imgrec.evaluation import evaluate as evaluate_lib
 from imgrec.run_folder import RunFolder
 from imgrec.training import checkpoint as checkpoint_lib
@@ -71,7 +72,7 @@ def train(config):
   One process writes a model_dir at a time.
 
   Args:
-    config: a TrainConfig.
+    config: a TrainConfig, or a dict of its fields.
 
   Returns:
     A dict with model_dir, the test report, history and wall time.
@@ -81,6 +82,7 @@ def train(config):
       written or holds another run, or one in use by another process.
   """
   start = time.time()
+  config = TrainConfig.coerce(config, "train")
   task = tasks.for_config(config)
   run = RunFolder(task.config.model_dir)
   strategy = distribute.get_strategy(task.config.strategy)
