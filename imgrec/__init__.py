@@ -13,7 +13,6 @@ _LAZY = {
     "get_model_cfg": ("imgrec.models", "get_model_cfg"),
     "train": ("imgrec.training.trainer", "train"),
     "evaluate": ("imgrec.evaluation.evaluate", "evaluate"),
-    "export": ("imgrec.export.exporter", "export"),
     "scan": ("imgrec.tasks", "scan_data"),
     "image_dataset": ("imgrec.tasks", "image_dataset"),
     "TrainConfig": ("imgrec.config", "TrainConfig"),
@@ -25,6 +24,25 @@ _LAZY = {
 }
 
 
+# `imgrec/export/` is a package too: importing it (as training's own export
+# does) would bind `imgrec.export` to the package, and `imgrec.export(...)`
+# would stop being callable. It is bound first, so the function below wins.
+import imgrec.export  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+
+
+def export(config):
+  """Exports a run as `imgrec-export` does (`imgrec.export.exporter.export`).
+
+  Args:
+    config: an ExportConfig, or a dict of its fields.
+
+  Returns:
+    The paths written and the export report.
+  """
+  from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
+  return exporter.export(config)
+
+
 def __getattr__(name):
   if name in _LAZY:
     import importlib  # pylint: disable=g-import-not-at-top
@@ -33,4 +51,4 @@ def __getattr__(name):
   raise AttributeError(f"module 'imgrec' has no attribute {name!r}")
 
 
-__all__ = ["ImgrecError", "__version__", *_LAZY]
+__all__ = ["ImgrecError", "__version__", "export", *_LAZY]

@@ -253,7 +253,7 @@ class Config:
 
   def _bad(self, name, why):
     return ImgrecError(f"Bad value for --{name}: {why}. "
-                       f"Received: {name}={getattr(self, name)!r}")
+                       f"Received: {name}={short_repr(getattr(self, name))}")
 
   def validate(self, check_files=True):
     """Checks every field, then the relations between them.
