@@ -35,6 +35,7 @@ import dataclasses
 import os
 import sys
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -164,6 +165,7 @@ def plan(image, path=""):
 # cached then takes a fraction of a second instead of TensorFlow's start-up.
 _import_lock = threading.Lock()
 _importer = None
+_import_seconds = []
 _decoders = {}
 
 
@@ -176,12 +178,31 @@ def set_tensorflow_importer(importer):
   _importer = importer
 
 
-def _tf():
+def import_tensorflow():
+  """TensorFlow, imported through the importer `set_tensorflow_importer` set.
+
+  Every lazy import of TensorFlow (or of a library that imports it, such
+  as tensorflow-datasets) in the data layer goes through here, so a
+  command-line tool that sets a quiet importer prints none of
+  TensorFlow's start-up lines, whichever path imports it first.
+  """
   with _import_lock:  # Scan threads must not import it all at once.
-    if "tensorflow" not in sys.modules and _importer is not None:
+    first, start = "tensorflow" not in sys.modules, time.monotonic()
+    if first and _importer is not None:
       _importer()
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if first:
+      _import_seconds.append(time.monotonic() - start)
   return tf
+
+
+def tensorflow_import_seconds():
+  """Seconds the lazy import of TensorFlow took in this process (0 if none).
+
+  Timings of work that imported TensorFlow on the way (a scan) subtract
+  this: a start-up is not the work.
+  """
+  return sum(_import_seconds)
 
 
 def decode_function(channels=3, target_size=None):
@@ -195,7 +216,7 @@ def decode_function(channels=3, target_size=None):
   with _import_lock:
     fn = _decoders.get(key)
   if fn is None:
-    tf = _tf()
+    tf = import_tensorflow()
     fn = tf.function(
         lambda contents: decode_bytes(contents, channels,
                                       target_size=target_size),
@@ -211,7 +232,7 @@ def _jpeg_ratio_index(contents, target_size):
   0 for bytes that are not a JPEG (a PNG named .jpg reaches decode_jpeg,
   which reads it whole).
   """
-  tf = _tf()
+  tf = import_tensorflow()
   return tf.cond(
       tf.io.is_jpeg(contents),
       lambda: ratio_index_of_shape(tf.io.extract_jpeg_shape(contents),
@@ -221,7 +242,7 @@ def _jpeg_ratio_index(contents, target_size):
 
 def ratio_index_of_shape(shape, target_size):
   """`_jpeg_ratio_index` from a JPEG's [height, width, ...] shape tensor."""
-  tf = _tf()
+  tf = import_tensorflow()
   need = max(int(s) for s in target_size)
   shorter = tf.minimum(shape[0], shape[1])
   index = tf.constant(0, tf.int32)
@@ -236,14 +257,14 @@ def jpeg_ratio(contents, target_size):
   The largest r for which the shorter side, decoded at 1/r, is still at
   least the longer side of `target_size` (libjpeg rounds sizes up).
   """
-  tf = _tf()
+  tf = import_tensorflow()
   return tf.gather(tf.constant(_RATIOS), _jpeg_ratio_index(contents,
                                                           target_size))
 
 
 def decode_jpeg_for(contents, target_size=None, dct_method=""):
   """`tf.io.decode_jpeg` of RGB, DCT-scaled for `target_size` when given."""
-  tf = _tf()
+  tf = import_tensorflow()
   if target_size is None or not DCT_SCALING:
     return tf.io.decode_jpeg(contents, channels=3, dct_method=dct_method)
   branches = [lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r,
@@ -307,7 +328,7 @@ def _jpeg_orientation(contents):
   Reads a few bytes at a time (the marker segments up to the EXIF one,
   then its first directory), never the whole file.
   """
-  tf = _tf()
+  tf = import_tensorflow()
   exif = tf.constant([0x45, 0x78, 0x69, 0x66, 0, 0], tf.int32)  # "Exif\0\0"
 
   # Walk the marker segments after SOI up to the EXIF APP1 segment.
@@ -348,7 +369,7 @@ def _jpeg_orientation(contents):
 
 def _apply_orientation(image, value):
   """Applies an EXIF orientation as Pillow's `ImageOps.exif_transpose` does."""
-  tf = _tf()
+  tf = import_tensorflow()
   transpose = lambda x: tf.transpose(x, [1, 0, 2])
   branches = [
       lambda: image,                                   # 1: as stored
@@ -365,7 +386,7 @@ def _apply_orientation(image, value):
 
 def composite_on_white(rgba):
   """uint8 [..., 4] -> [..., 3]: the policy's alpha compositing (tensors)."""
-  tf = _tf()
+  tf = import_tensorflow()
   x = tf.cast(rgba, tf.int32)
   rgb, alpha = x[..., :3], x[..., 3:]
   return tf.cast((rgb * alpha + 255 * (255 - alpha) + 127) // 255, tf.uint8)
@@ -373,7 +394,7 @@ def composite_on_white(rgba):
 
 def _png_has_alpha(contents):
   """Whether PNG bytes carry transparency: an alpha channel or a tRNS chunk."""
-  tf = _tf()
+  tf = import_tensorflow()
   color_type = _leading_bytes(contents, 26)[25]
 
   def chunk_at(pos):
@@ -397,7 +418,7 @@ def _png_has_alpha(contents):
 
 
 def _png_to_rgb(contents):
-  tf = _tf()
+  tf = import_tensorflow()
   sixteen = tf.equal(_leading_bytes(contents, 25)[24], 16)
   # libpng invents an alpha channel for images without one (for a 4-bit
   # palette, a constant 15): decode four channels only when there is alpha.
@@ -431,7 +452,7 @@ def _bytes_at(contents, pos, count):
   A position past the end (a damaged or hostile header) gives zeros, not
   an error.
   """
-  tf = _tf()
+  tf = import_tensorflow()
   pos = tf.clip_by_value(pos, 0, tf.strings.length(contents))
   raw = tf.cast(tf.io.decode_raw(tf.strings.substr(contents, pos, count),
                                  tf.uint8), tf.int32)
@@ -445,7 +466,7 @@ def _gif_first_frame_transparent(contents):
   sub-blocks, until a Graphic Control Extension (its flags say) or the
   image descriptor (no transparency).
   """
-  tf = _tf()
+  tf = import_tensorflow()
   head = _bytes_at(contents, 0, 13)
   flags = head[10]
   table = tf.where(flags >= 128, 3 * tf.bitwise.left_shift(
@@ -476,7 +497,7 @@ def _gif_first_frame_transparent(contents):
 
 def _webp_has_alpha(contents):
   """Whether WebP bytes carry alpha (VP8X flags, or the VP8L header bit)."""
-  tf = _tf()
+  tf = import_tensorflow()
   b = _bytes_at(contents, 0, 25)
   kind = tf.strings.substr(contents, 12, 4)
   vp8x_alpha = tf.equal(tf.bitwise.bitwise_and(b[20], 0x10), 0x10)
@@ -487,7 +508,7 @@ def _webp_has_alpha(contents):
 
 def _check_bmp_gif(contents):
   """Refuses, in the graph, the BMP and GIF files TensorFlow would misread."""
-  tf = _tf()
+  tf = import_tensorflow()
   b = _bytes_at(contents, 0, 30)
   is_bmp = tf.equal(b[0], 0x42) & tf.equal(b[1], 0x4D)
   palette_bmp = is_bmp & (b[28] + 256 * b[29] <= 8)
@@ -506,7 +527,7 @@ def _check_bmp_gif(contents):
 
 def _declared_pixels(contents):
   """Width x height that the header of JPEG/PNG/GIF/BMP/WebP bytes declares."""
-  tf = _tf()
+  tf = import_tensorflow()
   b = tf.cast(_bytes_at(contents, 0, 32), tf.int64)
 
   def le(i, n):
@@ -562,7 +583,7 @@ def decode_bytes(contents, channels=3, max_pixels=None, target_size=None):
   Returns:
     uint8 tensor [H, W, channels].
   """
-  tf = _tf()
+  tf = import_tensorflow()
   contents = tf.convert_to_tensor(contents, tf.string)
   if max_pixels is not None:
     pixels = _declared_pixels(contents)
@@ -702,7 +723,7 @@ def read_file(path, channels=3, max_pixels=DEFAULT_MAX_IMAGE_PIXELS,
                       "device): give image files.")
   how = open_plan(path, max_pixels)
   if how is not None and how.reader == "tf":
-    tf = _tf()
+    tf = import_tensorflow()
     try:
       return decode_function(channels, target_size)(
           tf.io.read_file(path)).numpy()

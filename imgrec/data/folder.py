@@ -276,9 +276,30 @@ def list_ignored(root, used_paths=None, skip=()):
 
 
 def _read_class_tree(walker, directory):
-  """Returns ({class: [paths]}) for a `directory/<class>/...` tree."""
-  return {c: walker.images(os.path.join(directory, c))
-          for c in _list_classes(directory)}
+  """Returns ({class: [paths]}) for a `directory/<class>/...` tree.
+
+  Real class folders are read before linked ones, so a file reached twice
+  counts for the folder that holds it, not for a link that sorts first.
+
+  Raises:
+    ImgrecError: a class folder is a link to (or into) another class's.
+  """
+  classes = _list_classes(directory)
+  folders = {c: os.path.join(directory, c) for c in classes}
+  reals = {c: os.path.realpath(f) for c, f in folders.items()}
+  for c in classes:
+    if not os.path.islink(folders[c]):
+      continue
+    for other in classes:
+      if other != c and (reals[c] == reals[other] or reals[c].startswith(
+          reals[other] + os.sep)):
+        raise ImgrecError(
+            f"Class folder {folders[c]} links to class {other!r} "
+            f"({reals[c]}): its images are that class's already. Remove the "
+            "link, or make it a folder of its own images.")
+  order = sorted(classes, key=lambda c: os.path.islink(folders[c]))
+  found = {c: walker.images(folders[c]) for c in order}
+  return {c: found[c] for c in classes}
 
 
 def stratified_split(labels, fractions, seed):

@@ -165,7 +165,7 @@ def _fast_pass(items, fill, on_result, kept, sides=None):
   The (height, width) given to `on_result` is of what was decoded, which
   may be DCT-scaled: sizes for reports come from the headers.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = decode.import_tensorflow()
   from imgrec.data import ops  # pylint: disable=g-import-not-at-top
   from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
 
@@ -362,7 +362,7 @@ def _store(fill, kept, results):
   A file decoded twice (its header asked for the one-by-one check after
   the fast pass had decoded it) keeps its last image.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = decode.import_tensorflow()
   where = {}  # index -> row in the concatenated batches
   row = 0
   for indices, _ in kept:
@@ -424,15 +424,18 @@ def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
                                  default_prepared_dir(folder.root))
   paths = [p for s in folder.splits.values() for p in s.paths]
   start = time.monotonic()
+  start_up = decode.tensorflow_import_seconds()
   results = scan_files(paths, max_image_pixels=max_image_pixels,
                        prepared_dir=prepared_dir, workers=workers,
                        progress=progress, cache_path=cache_path, fill=fill)
+  start_up = decode.tensorflow_import_seconds() - start_up
   settings = {"max_image_pixels": max_image_pixels,
               "max_bad_fraction": max_bad_fraction,
               "prepared_dir": prepared_dir}
   kept, report, per_class = scan_report.build(
-      folder, results, settings=settings, seconds=time.monotonic() - start,
-      report_path=report_path)
+      folder, results, settings=settings,
+      seconds=time.monotonic() - start - start_up,
+      tensorflow_start_seconds=start_up, report_path=report_path)
   scan_report.add_missing(report, getattr(folder, "missing", None))
   if report_path:
     scan_report.write(report_path, report)

@@ -269,7 +269,7 @@ def _load(f, image):
 def _policy_pixels(image, data, how):
   """The policy's pixels of a loaded image; returns (pixels, plan)."""
   if how.reader == "tf":
-    tf = decode._tf()  # pylint: disable=protected-access
+    tf = decode.import_tensorflow()
     try:
       return decode.decode_function(3)(data).numpy(), how
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:

@@ -29,14 +29,17 @@ def count(items):
   return dict(sorted(out.items(), key=lambda kv: (-kv[1], str(kv[0]))))
 
 
-def build(folder, results, *, settings, seconds, report_path=None):
+def build(folder, results, *, settings, seconds, tensorflow_start_seconds=0.0,
+          report_path=None):
   """Keeps the usable files of `folder` and reports on all of them.
 
   Args:
     folder: the scanned `ImageFolder`.
     results: the FileResults of its files, split by split in folder order.
     settings: the scan's settings, recorded in the report.
-    seconds: how long the scan took.
+    seconds: how long the scan took, TensorFlow's start-up left out.
+    tensorflow_start_seconds: how long TensorFlow took to start, when the
+      scan was what imported it (reported beside the scan time).
     report_path: where the report will be written (left out of the list
       of ignored files).
 
@@ -99,6 +102,7 @@ def build(folder, results, *, settings, seconds, report_path=None):
                  "converted": sum(r.converted for r in usable),
                  "ignored": len(ignored)},
       "scan": {"seconds": round(seconds, 3),
+               "tensorflow_start_seconds": round(tensorflow_start_seconds, 3),
                "from_cache": sum(r.from_cache for r in results)},
       "splits": counts,
       "skipped_by_reason": count(s["reason"] for s in skipped),
@@ -205,6 +209,9 @@ def format_summary(report, max_listed=10):
   if len(report["skipped"]) > max_listed:
     lines.append(f"  ... and {len(report['skipped']) - max_listed} more")
   scan = report["scan"]
+  start_up = scan.get("tensorflow_start_seconds")
   lines.append(f"scanned {totals['found']} files in {scan['seconds']:.2f} s "
-               f"({scan['from_cache']} from cache)")
+               f"({scan['from_cache']} from cache)" + (
+                   f", after TensorFlow's start-up ({start_up:.2f} s)"
+                   if start_up else ""))
   return "\n".join(lines)

@@ -21,6 +21,7 @@ import re
 import time
 
 from imgrec import fileio
+from imgrec.data import decode
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 
@@ -260,6 +261,7 @@ def default_tfds_cache_dir():
 
 
 def _import_tfds():
+  decode.import_tensorflow()  # Quietly, before TFDS imports it loudly.
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:

@@ -199,9 +199,12 @@ def reliability_png(report):
              edgecolor="black", linewidth=0.5, label="before")
   if isinstance(after, list) and after:
     a_lower, a_upper, a_count, a_confidence, a_accuracy = _bins(after)
-    a_filled = a_count > 0
+    # An empty bin is a gap in the curve, not a point at zero accuracy,
+    # and no segment is drawn across it.
+    a_empty = a_count == 0
     temperature = _number(report.get("temperature"), ".2f")
-    top.plot(a_confidence[a_filled], a_accuracy[a_filled], color="tab:orange",
+    top.plot(np.where(a_empty, np.nan, a_confidence),
+             np.where(a_empty, np.nan, a_accuracy), color="tab:orange",
              marker="o", markersize=4, linewidth=1.5,
              label=f"after temperature {temperature} "
                    f"(ECE {_number(report.get('ece_after_temperature'))})")
