@@ -184,6 +184,7 @@ def test_csv_cells_that_start_a_formula_are_escaped(tmp_path):
   assert {r["seed"] for r in table} == {"-1"}  # A number stays a number.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--format=xml", "--format=", "--sort=bogus",
                                   "--sort=Name"])
 def test_odd_format_and_sort_values_fail_in_one_line(good, flag):
