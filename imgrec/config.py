@@ -573,7 +573,9 @@ class EvaluateConfig(Config):
       choices=("equal", "val_accuracy"))
   report_dir: str | None = field(
       None, "Where report.json/.txt/.html and the pictures go (default: the "
-      "model_dir of a single model; an ensemble writes only when given).")
+      "model_dir of a single model; an ensemble writes only when given). A "
+      "new or empty folder, or one holding these models' report; another "
+      "run's folder or other models' report is refused.")
   pictures: bool = field(True, "Draw confusion_matrix.png, reliability.png, "
                          "mistakes.png and curves.png, and write report.html.")
 
@@ -595,7 +597,8 @@ class EvaluateConfig(Config):
                         "imgrec-train.")
     for name, paths in (("--model_dir", self.model_dirs),
                         ("--data_dir", self.data_dirs)):
-      if len({os.path.normpath(p) for p in paths}) != len(paths):
+      # One folder by any spelling: `./a/`, a link to it.
+      if len({os.path.realpath(p) for p in paths}) != len(paths):
         raise ImgrecError(f"{name} names a folder twice: {', '.join(paths)}.")
 
 

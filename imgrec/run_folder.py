@@ -19,9 +19,14 @@
       report.html       the same with its pictures embedded
       confusion_matrix.png, reliability.png, mistakes.png, curves.png
       export/           saved_model/, model.tflite, model_<variant>.tflite,
-                        export_report.json (every format measured)
+                        export_report.json (every format measured); a
+                        face run's embedder_saved_model/, embedder*.tflite
+      .imgrec-run       imgrec's mark: which command made the folder
 
-No other module spells these names: they ask this one.
+No other module spells these names: they ask this one. imgrec writes into
+a folder only when it is new, empty or marked as its own (older runs: a
+config.json or face_config.json that is imgrec's own config record), and
+deletes only the names above, so a user's own files are never touched.
 """
 
 import contextlib
@@ -34,10 +39,19 @@ import socket
 import tempfile
 
 from imgrec import fileio
+from imgrec.config import TFLITE_VARIANTS
 from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 
 LABELS_NAME = "labels.txt"
+# The commands that make a run folder, as its mark names them.
+TRAIN_COMMAND = "imgrec-train"
+FACES_COMMAND = "imgrec-faces train"
+ENSEMBLE_COMMAND = "imgrec-export --ensemble"
+_KINDS = {TRAIN_COMMAND: "a trained run", FACES_COMMAND: "a face embedder",
+          ENSEMBLE_COMMAND: "an ensemble"}
+_MARKER_NAME = ".imgrec-run"
+_REPORT_MARKER_NAME = ".imgrec-report"
 # Inside an exported SavedModel: the input size and channels its
 # `serving_bytes` decodes for, so clients can decode files the same way.
 INPUT_SPEC_NAME = "imgrec_input.json"
@@ -115,16 +129,91 @@ class ReportFolder:
     fileio.write_text(self.html_path, text)
     return self.html_path
 
+  def own_names(self):
+    """The report files and pictures in the folder (names imgrec writes)."""
+    names = {"report.json", "report.txt", "report.html"}
+    try:
+      listed = os.listdir(self.path)
+    except OSError:
+      return []
+    out = []
+    for name in sorted(listed):
+      stem = name[:-len(".png")] if name.endswith(".png") else None
+      if name in names or (stem is not None and any(
+          stem == p or stem.startswith(p + "_") for p in PICTURES)):
+        out.append(name)
+    return out
+
   def remove_all(self):
     """Deletes the report files and pictures (nothing else)."""
-    names = {"report.json", "report.txt", "report.html"}
-    with contextlib.suppress(OSError):
-      for name in os.listdir(self.path):
-        stem = name[:-len(".png")] if name.endswith(".png") else None
-        if name in names or (stem is not None and any(
-            stem == p or stem.startswith(p + "_") for p in PICTURES)):
-          with contextlib.suppress(OSError):
-            os.remove(os.path.join(self.path, name))
+    for name in self.own_names():
+      with contextlib.suppress(OSError):
+        os.remove(os.path.join(self.path, name))
+
+  @property
+  def marker_path(self):
+    return os.path.join(self.path, _REPORT_MARKER_NAME)
+
+  def read_models(self):
+    """The model_dirs whose report the folder holds (real paths), or None.
+
+    From the folder's mark; for a report written before marks, from the
+    members its report.json names.
+    """
+    for path, key in ((self.marker_path, "models"),
+                      (self.report_path(), "ensemble")):
+      try:
+        with open(path, encoding="utf-8") as f:
+          data = json.load(f)
+      except (OSError, ValueError):
+        continue
+      value = data.get(key) if isinstance(data, dict) else None
+      if key == "ensemble":
+        value = [m.get("model_dir") for m in value.get("members", ())
+                 if isinstance(m, dict)] if isinstance(value, dict) else None
+      if isinstance(value, list) and value and all(
+          isinstance(m, str) for m in value):
+        return sorted(os.path.realpath(m) for m in value)
+    return None
+
+  def claim(self, model_dirs, flag="--report_dir"):
+    """Marks the folder as the report of `model_dirs`, if it may be.
+
+    A folder that is new or holds nothing imgrec would replace is claimed;
+    so is one that holds the report of the same models. A run folder, the
+    report of other models, or report files imgrec cannot tie to these
+    models are refused: writing would replace another run's figures.
+
+    Args:
+      model_dirs: the runs the report is of.
+      flag: the flag that named the folder, for the message.
+
+    Raises:
+      ImgrecError: the folder holds another run's or other models' files.
+    """
+    models = sorted(os.path.realpath(d) for d in model_dirs)
+    if os.path.isdir(self.path):
+      run = RunFolder(self.path)
+      kind = run.read_kind()
+      if kind or os.path.isfile(run.best_model_path):
+        what = f"{_KINDS[kind]}, {kind}" if kind else "it holds best.keras"
+        raise ImgrecError(
+            f"{flag}={self.path} is another run's folder ({what}): its "
+            f"report would be replaced. Pass an empty or new {flag}.")
+      recorded = self.read_models()
+      if recorded is not None and recorded != models:
+        raise ImgrecError(
+            f"{flag}={self.path} holds the report of other models "
+            f"({', '.join(recorded)}). Pass an empty or new {flag}.")
+      clashing = self.own_names()
+      if recorded is None and clashing:
+        raise ImgrecError(
+            f"{flag}={self.path} holds {', '.join(clashing[:3])}"
+            f"{', ...' if len(clashing) > 3 else ''}, which imgrec cannot "
+            f"tie to these models. Pass an empty or new {flag}.")
+    self.makedirs()
+    fileio.write_json(self.marker_path, {"command": "imgrec-evaluate",
+                                         "models": models}, indent=2)
 
 
 def _in_run(*parts):
@@ -157,6 +246,8 @@ class RunFolder:
   export_dir = _in_run("export")
   saved_model_dir = _in_run("export", "saved_model")
   export_report_path = _in_run("export", "export_report.json")
+  embedder_saved_model_dir = _in_run("export", "embedder_saved_model")
+  marker_path = _in_run(_MARKER_NAME)
   _checkpoints = _in_run("checkpoints")
 
   def __init__(self, path):
@@ -183,10 +274,115 @@ class RunFolder:
     name = "model.tflite" if variant == "float" else f"model_{variant}.tflite"
     return os.path.join(self.export_dir, name)
 
+  def embedder_tflite_path(self, variant="float"):
+    """A face embedder's TFLite file in export/."""
+    name = ("embedder.tflite" if variant == "float"
+            else f"embedder_{variant}.tflite")
+    return os.path.join(self.export_dir, name)
+
   # --- Reading ---------------------------------------------------------------
 
   def exists(self):
     return os.path.isfile(self.config_path)
+
+  def read_kind(self):
+    """The command that made the folder, or None when it is not imgrec's.
+
+    A folder is imgrec's when it holds imgrec's mark, or (a run made before
+    marks) a config.json or face_config.json that is imgrec's own config
+    record.
+
+    Returns:
+      TRAIN_COMMAND, FACES_COMMAND, ENSEMBLE_COMMAND, or None.
+    """
+    try:
+      with open(self.marker_path, encoding="utf-8") as f:
+        command = json.load(f).get("command")
+      if command in (TRAIN_COMMAND, FACES_COMMAND, ENSEMBLE_COMMAND):
+        return command
+    except (OSError, ValueError, AttributeError):
+      pass
+    from imgrec.config import FaceTrainConfig  # pylint: disable=g-import-not-at-top
+    for path, record, command in (
+        (self.face_config_path, FaceTrainConfig, FACES_COMMAND),
+        (self.config_path, TrainConfig, TRAIN_COMMAND)):
+      try:
+        with open(path, encoding="utf-8") as f:
+          record.from_json(f.read(), source=path)
+      except (OSError, ValueError, TypeError, ImgrecError):
+        continue
+      if command == TRAIN_COMMAND and os.path.isfile(self.ensemble_path):
+        return ENSEMBLE_COMMAND
+      return command
+    return None
+
+  def _user_names(self):
+    """What the folder holds besides imgrec's lock, mark and temporaries."""
+    try:
+      names = os.listdir(self.path)
+    except OSError:
+      return []
+    return sorted(n for n in names if n not in (_LOCK_NAME, _MARKER_NAME)
+                  and not n.startswith(fileio.TEMP_PREFIX))
+
+  def check_ours(self, command, overwrite=None):
+    """Refuses a model_dir that `command` may not write into.
+
+    A new or empty folder is fine, and so is imgrec's own run of the same
+    kind. A folder with files imgrec did not write is refused even with
+    --overwrite (overwrite deletes imgrec's files only, and would mix the
+    run with the user's); a run of another kind is refused unless
+    `overwrite`.
+
+    Args:
+      command: TRAIN_COMMAND, FACES_COMMAND or ENSEMBLE_COMMAND.
+      overwrite: whether --overwrite was given; None for a command that
+        has no such flag.
+
+    Raises:
+      ImgrecError: saying what the folder holds and what to pass instead.
+    """
+    if not os.path.isdir(self.path):
+      return
+    kind = self.read_kind()
+    if kind is None:
+      names = self._user_names()
+      if names:
+        listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise ImgrecError(
+            f"model_dir {self.path} holds files imgrec did not write "
+            f"({listed}); it is not an imgrec run, and nothing in it is "
+            "replaced or deleted. Pass an empty or new --model_dir.")
+    elif kind != command and not overwrite:
+      hint = ("pass --overwrite to replace it, or another --model_dir"
+              if overwrite is not None else "pass a new --model_dir")
+      raise ImgrecError(f"model_dir {self.path} holds {_KINDS[kind]} "
+                        f"({kind}), not {_KINDS[command]}: {hint}.")
+
+  @contextlib.contextmanager
+  def start(self, command, *, overwrite=None):
+    """Holds the folder for `command` writing a run into it.
+
+    Checks the folder is `command`'s to write (`check_ours`), takes the
+    writer lock, removes stale temporaries, deletes the earlier run's files
+    when `overwrite`, and marks the folder as `command`'s.
+
+    Args:
+      command: TRAIN_COMMAND, FACES_COMMAND or ENSEMBLE_COMMAND.
+      overwrite: --overwrite; None for a command without it.
+
+    Raises:
+      ImgrecError: as `check_ours`, `makedirs` and `lock`.
+    """
+    self.makedirs()
+    self.check_ours(command, overwrite)  # Before the lock file is made.
+    with self.lock(command):
+      self.check_ours(command, overwrite)
+      self.clean_stale_temporaries()
+      if overwrite:
+        self.clear()
+      fileio.write_json(self.marker_path, {"command": command}, indent=2)
+      yield
 
   def _require(self, path, what, command="imgrec-train"):
     if not os.path.isfile(path):
@@ -380,20 +576,56 @@ class RunFolder:
           "trained on. Pass --overwrite to start afresh, or use another "
           "--model_dir.")
 
+  def _export_names(self):
+    """The paths imgrec writes in export/ (of image, clip and face runs)."""
+    paths = [self.saved_model_dir, self.embedder_saved_model_dir,
+             self.export_report_path,
+             os.path.join(self.export_dir, LABELS_NAME)]
+    for variant in TFLITE_VARIANTS:
+      paths += [self.tflite_path(variant), self.embedder_tflite_path(variant)]
+    return paths
+
   def clear(self):
-    """Deletes the files a run writes (nothing else) to start afresh."""
+    """Deletes the files a run writes (nothing else) to start afresh.
+
+    The folders imgrec keeps to itself (checkpoints/, logs/, faces/) go
+    whole; in export/ only the files imgrec writes there, so a user's own
+    file beside them stays. Call `check_ours` first: only in imgrec's own
+    run are these names imgrec's.
+    """
+    self.remove_export_report()
     for path in (self.config_path, self.labels_path, self.splits_path,
                  self.data_report_path, self.history_path,
                  self.training_path, self.ensemble_path,
-                 self.best_model_path):
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+                 self.best_model_path, self.face_config_path,
+                 self.embedder_info_path, self.face_report_path,
+                 self.roc_path, *self._export_names()):
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+          os.remove(path)
     self.reports.remove_all()
-    for folder in (self._checkpoints, self.logs_dir, self.export_dir):
+    for folder in (self._checkpoints, self.logs_dir, self.faces_cache_dir):
       shutil.rmtree(folder, ignore_errors=True)
+    self.clean_stale_temporaries()
+    with contextlib.suppress(OSError):
+      os.rmdir(self.export_dir)  # Only when nothing of the user's is left.
+
+  def remove_export_report(self):
+    """Deletes export/export_report.json before export files change.
+
+    A kill during an export then leaves no report describing files that
+    are no longer (or not yet) the ones on disk; the new report is written
+    last.
+    """
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(self.export_report_path)
+      fileio.fsync_path(self.export_dir)
 
   def clean_stale_temporaries(self):
-    """Removes `.tmp-*` left by a killed writer (call under `lock`)."""
+    """Removes the temporaries (`fileio.TEMP_PREFIX` names, nothing else)
+    a killed writer left (call under `lock`)."""
     for folder in (self.path, self.export_dir):
       try:
         names = os.listdir(folder)

@@ -466,6 +466,13 @@ def report_run(run, report, pictures=True):
                        title=f"imgrec evaluation: {run.path}")
 
 
+def _same_folder(path_a, path_b):
+  try:
+    return os.path.samefile(path_a, path_b)
+  except OSError:
+    return False
+
+
 def _check_outside_data(report_dir, data_dirs):
   """Refuses a report_dir inside a data folder: imgrec never writes there."""
   target = os.path.realpath(report_dir)
@@ -501,14 +508,18 @@ def evaluate(config, write=True):
   config = EvaluateConfig.coerce(config, "evaluate").validate()
   model_dirs = config.model_dirs
   single = len(model_dirs) == 1
-  report_dir = config.report_dir or (model_dirs[0] if single else None)
-  if write and report_dir and not config.report_dir:
+  other_dir = config.report_dir
+  if single and other_dir and _same_folder(other_dir, model_dirs[0]):
+    other_dir = None  # The run's own folder, as by default.
+  report_dir = other_dir or (model_dirs[0] if single else None)
+  if write and report_dir and not other_dir:
     RunFolder(report_dir).makedirs()  # A read-only folder fails now.
   members = [Member.load(d, config.batch_size) for d in model_dirs]
-  if write and config.report_dir:
-    _check_outside_data(config.report_dir, list(config.data_dirs) + [
+  if write and other_dir:
+    _check_outside_data(other_dir, list(config.data_dirs) + [
         m.task.config.data_dir for m in members])
-    ReportFolder(config.report_dir).makedirs()
+    # Another run's folder, or another report's, is never written over.
+    ReportFolder(other_dir).claim(model_dirs)
   try:  # Calibration needs validation images no member trained on.
     val = shared_split(members, "val")
   except ImgrecError:
@@ -546,7 +557,7 @@ def evaluate(config, write=True):
     sections.append(evaluation.section(split, where, config.split, unknown))
   report = _assemble(sections, measure_latency(members))
   if write and report_dir:
-    if single and not config.report_dir:
+    if single and not other_dir:
       run = members[0].run
       with run.lock("imgrec-evaluate"):
         files = report_run(run, report, config.pictures)

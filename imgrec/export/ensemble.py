@@ -17,13 +17,19 @@ from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.evaluation import evaluate as evaluate_lib
 from imgrec.models import ensemble as ensemble_lib
+from imgrec.run_folder import ENSEMBLE_COMMAND
 from imgrec.run_folder import RunFolder
 
 logger = logging.getLogger("imgrec")
 
 
-def _same(path_a, path_b):
-  return os.path.abspath(path_a) == os.path.abspath(path_b)
+def _identity(path):
+  """What names one folder by any spelling (links, `./`, a trailing `/`)."""
+  try:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+  except OSError:
+    return os.path.realpath(path)
 
 
 def build_ensemble_run(member_dirs, model_dir, weights="equal"):
@@ -40,20 +46,24 @@ def build_ensemble_run(member_dirs, model_dir, weights="equal"):
     (RunFolder, the ensemble Keras model).
 
   Raises:
-    ImgrecError: fewer than two members, a member that is not a finished
-      run, different classes, or a model_dir holding a trained run.
+    ImgrecError: fewer than two members, one folder named twice, a member
+      that is not a finished run, different classes, or a model_dir that
+      holds a trained run or files imgrec did not write.
   """
   if len(member_dirs) < 2:
     raise ImgrecError("--ensemble needs at least two model_dirs, "
                       f"comma-separated. Received: {','.join(member_dirs)}")
   run = RunFolder(model_dir)
+  seen = {}
   for d in member_dirs:
-    if _same(d, model_dir):
+    if _identity(d) == _identity(model_dir):
       raise ImgrecError(f"--model_dir={model_dir} is one of the members: "
                         "pass a new folder for the ensemble.")
-  if run.exists() and run.read_ensemble() is None:
-    raise ImgrecError(f"{model_dir} holds a trained run, not an ensemble: "
-                      "pass a new folder for the ensemble.")
+    if _identity(d) in seen:
+      raise ImgrecError(f"--ensemble names one folder twice ({seen[_identity(d)]}"
+                        f" and {d}): pass each member once.")
+    seen[_identity(d)] = d
+  run.check_ours(ENSEMBLE_COMMAND)  # Before the members load.
   members = [evaluate_lib.Member.load(d) for d in member_dirs]
   class_names = members[0].class_names
   for m in members[1:]:
@@ -85,8 +95,8 @@ def build_ensemble_run(member_dirs, model_dir, weights="equal"):
     splits = {"train": evaluate_lib.to_split(train, class_names),
               "val": folder_lib.Split([], []),
               "test": folder_lib.Split([], [])}
-  with run.lock("imgrec-export --ensemble"):
-    run.clean_stale_temporaries()
+  with run.start(ENSEMBLE_COMMAND):
+    run.remove_export_report()  # It describes the previous ensemble.
     run.write_config(config)
     run.write_labels(class_names)
     root = members[0].run.read_splits_root()

@@ -18,6 +18,7 @@ from imgrec.config import split_paths
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.export import int8 as int8_lib
+from imgrec.export import interrupt
 from imgrec.export import measure as measure_lib
 from imgrec.export import saved_model as saved_model_lib
 from imgrec.export import tflite as tflite_lib
@@ -79,7 +80,7 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
                calibration_images=200, int8_io="float",
                int8_granularity="auto", max_int8_drop=DEFAULT_MAX_INT8_DROP,
                measure=True,
-               latency=True):
+               latency=True, stop=None):
   """Writes `<run>/export/`: SavedModel, TFLite files and their report.
 
   Args:
@@ -99,22 +100,33 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
     measure: measure every format on the test split into
       `export_report.json`.
     latency: time single images on one thread (in a child process).
+    stop: an `interrupt.BetweenSteps`, checked after each file.
+
+  The old export_report.json is deleted before the first file changes and
+  the new one written after the last, so a report never describes files
+  that are not the ones on disk (a kill in between leaves none).
 
   Returns:
     {"saved_model": path, "tflite": {variant: path}, "report": dict or None,
      "report_path": path or None}.
+
+  Raises:
+    interrupt.ExportInterrupted: `stop` saw SIGTERM or SIGINT.
   """
+  stop = stop or interrupt.BetweenSteps(signals=())
   if model is None:
     model = tasks.load_model(run.require_best_model())
   shape = model.input_shape
   if len(shape[0] if isinstance(shape, list) else shape) == 5:  # Clips.
     return _export_clip_run(run, tasks.for_run(run), model, top_k=top_k,
-                            quantizations=quantizations, measure=measure)
+                            quantizations=quantizations, measure=measure,
+                            stop=stop)
   if "int8" in quantizations:  # Before any file is written.
     tflite_lib.check_int8_supported(model)
   class_names = run.read_labels()
   task = tasks.for_run(run)
   max_pixels = task.config.max_image_pixels
+  run.remove_export_report()  # Written anew last, once every file is.
   out = {"saved_model": saved_model_lib.export_saved_model(
       model, class_names, run.saved_model_dir, top_k=top_k,
       max_image_pixels=max_pixels), "tflite": {}, "report": None,
@@ -122,6 +134,7 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   extras = {}
   with tflite_lib.Converter(model, run.export_dir) as converter:
     for variant in quantizations:
+      stop.check()
       tflite_lib.check_variant(variant)
       path = run.tflite_path(variant)
       if variant == "int8":
@@ -145,16 +158,18 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
       entry.update(extras.get(entry["name"], {}))
     return made
 
-  return _measure(run, out, measure, report)
+  return _measure(run, out, measure, report, stop)
 
 
-def _measure(run, out, measure, report):
+def _measure(run, out, measure, report, stop):
   """Adds the report of `out`'s formats on the test split, if asked."""
   test = _split(run, "test")
+  stop.check()
   if measure and len(test):
     formats = [("saved_model", out["saved_model"])] + list(
         out["tflite"].items())
     out["report"] = report(test, formats)
+    stop.check()  # A report only of a complete export.
     out["report_path"] = run.export_report_path
     fileio.write_json(out["report_path"], out["report"], indent=2)
   elif measure:
@@ -162,16 +177,19 @@ def _measure(run, out, measure, report):
   return out
 
 
-def _export_clip_run(run, task, model, *, top_k, quantizations, measure):
+def _export_clip_run(run, task, model, *, top_k, quantizations, measure,
+                     stop):
   """`export_run` for a clip classifier (see `imgrec.export.clip`)."""
   from imgrec.export import clip  # pylint: disable=g-import-not-at-top
   for variant in quantizations:  # Before any file is written.
     clip.check_variant(variant)
   class_names = run.read_labels()
+  run.remove_export_report()
   out = {"saved_model": clip.export_saved_model(
       model, class_names, run.saved_model_dir, top_k=top_k), "tflite": {},
          "report": None, "report_path": None}
   for variant in quantizations:
+    stop.check()
     path = run.tflite_path(variant)
     flatbuffer = clip.convert_tflite(model, variant, run.export_dir)
     with fileio.atomic_write(path, "wb") as f:
@@ -179,7 +197,7 @@ def _export_clip_run(run, task, model, *, top_k, quantizations, measure):
     out["tflite"][variant] = path
   write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
   return _measure(run, out, measure, lambda test, formats: clip.measure(
-      task, model, class_names, test, formats))
+      task, model, class_names, test, formats), stop)
 
 
 def export(config):
@@ -191,24 +209,30 @@ def export(config):
   Returns:
     What `export_run` returns.
 
+  SIGTERM and SIGINT stop it after the file being written (see
+  `interrupt`).
+
   Raises:
     ImgrecError: bad config or not a finished run.
+    interrupt.ExportInterrupted: stopped by SIGTERM or SIGINT.
   """
   config = ExportConfig.coerce(config, "export").validate()
-  model = None
-  if config.ensemble:
-    from imgrec.export import ensemble  # pylint: disable=g-import-not-at-top
-    run, model = ensemble.build_ensemble_run(
-        split_paths(config.ensemble), config.model_dir,
-        config.ensemble_weights)
-  run = RunFolder(config.model_dir)
-  run.require_best_model()
-  with run.lock("imgrec-export"):
-    run.clean_stale_temporaries()
-    return export_run(run, model=model, top_k=config.top_k,
-                      quantizations=config.tflite,
-                      calibration_images=config.calibration_images,
-                      int8_io=config.int8_io,
-                      int8_granularity=config.int8_granularity,
-                      max_int8_drop=config.max_int8_drop,
-                      measure=config.measure)
+  with interrupt.BetweenSteps() as stop:
+    model = None
+    if config.ensemble:
+      from imgrec.export import ensemble  # pylint: disable=g-import-not-at-top
+      run, model = ensemble.build_ensemble_run(
+          split_paths(config.ensemble), config.model_dir,
+          config.ensemble_weights)
+      stop.check()
+    run = RunFolder(config.model_dir)
+    run.require_best_model()
+    with run.lock("imgrec-export"):
+      run.clean_stale_temporaries()
+      return export_run(run, model=model, top_k=config.top_k,
+                        quantizations=config.tflite,
+                        calibration_images=config.calibration_images,
+                        int8_io=config.int8_io,
+                        int8_granularity=config.int8_granularity,
+                        max_int8_drop=config.max_int8_drop,
+                        measure=config.measure, stop=stop)

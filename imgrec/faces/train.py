@@ -25,6 +25,7 @@ from imgrec.data import scan
 from imgrec.errors import ImgrecError
 from imgrec.faces import metrics
 from imgrec.faces import model as model_lib
+from imgrec.run_folder import FACES_COMMAND
 from imgrec.run_folder import RunFolder
 
 logger = logging.getLogger("imgrec")
@@ -167,11 +168,12 @@ def _training_dataset(split, num_people, config):
 
 
 def _check_rerun(run, config):
-  """True when `run` holds this run to resume; refuses another one."""
+  """True when `run` holds this run to resume; refuses other settings.
+
+  Another kind of run, or a folder that is not imgrec's, was refused by
+  `RunFolder.start`.
+  """
   if not os.path.isfile(run.face_config_path):
-    if run.exists() or os.path.isfile(run.best_model_path):
-      raise ImgrecError(f"{run.path} holds another kind of run. Pass "
-                        "--overwrite to start afresh, or another --model_dir.")
     return False
   old = run.read_face_config()
   differ = sorted(k for k in config.to_dict()
@@ -242,12 +244,7 @@ def train(config):
   config.validate()
   start = time.time()
   run = RunFolder(config.model_dir)
-  with run.lock("imgrec-faces train"):
-    if config.overwrite:
-      run.clear()
-      for path in (run.face_config_path, run.embedder_info_path):
-        if os.path.exists(path):
-          os.remove(path)
+  with run.start(FACES_COMMAND, overwrite=config.overwrite):
     if _check_rerun(run, config) and _finished(run, config):
       logger.info("%s already holds this embedder, trained for %d epochs; "
                   "pass --overwrite to train it again", run.path,

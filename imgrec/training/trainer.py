@@ -19,6 +19,7 @@ from imgrec import tasks
 from imgrec.config import TrainConfig
 from imgrec.evaluation import evaluate as evaluate_lib
 from imgrec.run_folder import RunFolder
+from imgrec.run_folder import TRAIN_COMMAND
 from imgrec.training import checkpoint as checkpoint_lib
 from imgrec.training import distribute
 from imgrec.training import finetune
@@ -69,7 +70,8 @@ def train(config):
 
   A rerun of the same command resumes the run in `model_dir`; a run with
   other settings or other data there is refused unless `config.overwrite`.
-  One process writes a model_dir at a time.
+  A folder holding files imgrec did not write is refused even then. One
+  process writes a model_dir at a time.
 
   Args:
     config: a TrainConfig, or a dict of its fields.
@@ -79,7 +81,8 @@ def train(config):
 
   Raises:
     ImgrecError: bad configuration or data, a model_dir that cannot be
-      written or holds another run, or one in use by another process.
+      written, holds another run or files that are not imgrec's, or one in
+      use by another process.
   """
   start = time.time()
   config = TrainConfig.coerce(config, "train")
@@ -92,20 +95,15 @@ def train(config):
   chief = distribute.is_chief(strategy)
   # Other workers write only their own temporary folders; the chief holds
   # the run's lock.
-  with run.lock("imgrec-train") if chief else contextlib.nullcontext():
+  with (run.start(TRAIN_COMMAND, overwrite=task.config.overwrite) if chief
+        else contextlib.nullcontext()):
     return _train(task, run, strategy, chief, start)
 
 
 def _train(task, run, strategy, chief, start):
-  """`train` inside the run's lock."""
+  """`train` inside the run's lock (a fresh run's folder already cleared)."""
   config = task.config
-  resuming = False
-  if chief:
-    run.clean_stale_temporaries()
-    if config.overwrite:
-      run.clear()
-    else:
-      resuming = run.check_resumable(config)
+  resuming = chief and not config.overwrite and run.check_resumable(config)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
