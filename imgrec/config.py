@@ -708,6 +708,11 @@ class StreamConfig(Config):
                          "inference is too slow for are dropped; reports "
                          "the frames a second, the dropped frames and how "
                          "far behind the source the labels are.")
+  max_image_pixels: int = field(
+      DEFAULT_MAX_IMAGE_PIXELS, "Refuse a video whose frames, or frame "
+      "files, declare more pixels (checked from the header, before "
+      "decoding).", check=_positive)
+  overwrite: bool = field(False, "Replace an existing --out file.")
 
   def _check_relations(self, check_files):
     if not self.model:

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
 import tempfile
 
@@ -132,13 +133,25 @@ def _configure_logging():
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, raised in the main thread: it unwinds as Ctrl-C does, so every
+  `finally` runs (temporary files are removed) before the exit."""
+
+
+def _terminate(signum, frame):
+  del signum, frame
+  raise Terminated()
+
+
 def run_config_main(config_cls, main, *, exclude=(), argv=None,
                     tensorflow=True):
   """Defines the flags of `config_cls`, parses them and runs `main(config, argv)`.
 
-  User errors (ImgrecError, and OS errors such as a full disk or a
-  read-only folder) become one line on stderr and exit status 2; Ctrl-C
-  exits with 130.
+  Every flag's own check (`Config.validate`: ranges, finite numbers) runs
+  first, whatever the command does next. User errors (ImgrecError, and OS
+  errors such as a full disk or a read-only folder) become one line on
+  stderr and exit status 2; Ctrl-C exits with 130 and SIGTERM with 143,
+  both after the cleanups.
 
   Args:
     config_cls: the config record whose fields are the flags.
@@ -152,12 +165,18 @@ def run_config_main(config_cls, main, *, exclude=(), argv=None,
   def guarded(argv):
     _configure_logging()
     try:
+      previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # Not the main thread: SIGTERM keeps its handler.
+      previous = None
+    try:
+      config = flags_lib.config_from_flags(config_cls, names)
+      config.validate(check_files=False)
       if tensorflow:
         import_tensorflow_quietly()
       elif not flags.FLAGS["verbosity"].present:
         from imgrec.data import decode  # pylint: disable=g-import-not-at-top
         decode.set_tensorflow_importer(import_tensorflow_quietly)
-      return main(flags_lib.config_from_flags(config_cls, names), argv)
+      return main(config, argv)
     except ImgrecError as e:
       fail(str(e))
     except OSError as e:
@@ -166,8 +185,12 @@ def run_config_main(config_cls, main, *, exclude=(), argv=None,
       where = f"{e.filename}: " if e.filename else ""
       fail(f"{where}{e.strerror or e}. Check the path, its permissions and "
            "the free space, then run the same command again.")
-    except KeyboardInterrupt:
-      sys.stderr.write("interrupted\n")
-      sys.exit(130)
+    except KeyboardInterrupt as e:
+      terminated = isinstance(e, Terminated)
+      sys.stderr.write("terminated\n" if terminated else "interrupted\n")
+      sys.exit(143 if terminated else 130)
+    finally:
+      if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
   app.run(guarded, argv=argv, flags_parser=_parse_flags)

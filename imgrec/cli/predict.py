@@ -5,10 +5,16 @@
         --num_threads=1 some/images/
 
 Folders stream through `--chunk_size` images at a time; results print as
-they come.
+they come. A clip model classifies video files (one label a clip); an
+image model's videos go to imgrec-stream.
+
+Exit status: 0 when every input was classified; 1 when some could not be
+(each is named on stderr, then one line says how many), the others
+classified; 2 when none was, or on an error (one line on stderr).
 """
 
 import json
+import os
 import sys
 
 from imgrec.cli import common
@@ -73,10 +79,15 @@ def main(config, argv):
   # folders.
   kind = "video" if clf.clip_frames else "image"
   paths = folder.expand_image_paths(argv[1:], kind) if len(argv) > 1 else []
+  paths, videos = _videos_apart(clf, config, paths)
+  if videos and not paths:
+    common.fail(videos[0])
+  for message in videos:
+    sys.stderr.write(f"skipped: {message}\n")
   if config.benchmark:
     _benchmark(clf, paths, config)
     return
-  failures, first = 0, True
+  failures, first = len(videos), True
   if config.format == "json":
     print("[")
   for prediction in clf.predict_iter(paths, top_k=config.top_k,
@@ -95,7 +106,29 @@ def main(config, argv):
   if config.format == "json":
     print("\n]" if not first else "]")
   if failures:
+    total = len(paths) + len(videos)
+    if failures == total:
+      common.fail(f"none of the {total} inputs could be classified (each is "
+                  "named above).")
+    sys.stderr.write(f"imgrec-predict: {failures} of {total} inputs could not "
+                     "be classified (each is named above).\n")
     sys.exit(1)
+
+
+def _videos_apart(clf, config, paths):
+  """(paths, a message for each video file an image model cannot take)."""
+  if clf.clip_frames:
+    return paths, []
+  from imgrec.data import decode  # pylint: disable=g-import-not-at-top
+  keep, videos = [], []
+  for path in paths:
+    if os.path.splitext(path)[1].lower() in decode.VIDEO_EXTENSIONS:
+      videos.append(f"{path} is a video and {config.model} an image model: "
+                    f"classify its frames with imgrec-stream "
+                    f"--model={config.model} {path}")
+    else:
+      keep.append(path)
+  return keep, videos
 
 
 def run():

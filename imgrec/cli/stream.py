@@ -3,29 +3,76 @@
     imgrec-stream --model=runs/x/export/model.tflite clip.mp4
     imgrec-stream --model=runs/x --fps=5 --format=jsonl frames/
     imgrec-stream --model=model.tflite --realtime 0    # camera 0, live
+    imgrec-stream --model=model.tflite --out=labelled.mp4 clip.mp4
 
-Prints the steady segments (table), or with --format=jsonl one JSON line a
-frame ({"t", "frame", "label", "score", "smoothed_label", "smoothed_score"})
-and then one a segment ({"segment": true, "start", "end", "label",
-"score"}). With --realtime each frame line has "lag" (seconds behind the
-source) and a last line {"realtime": {"frames", "classified", "dropped",
-"fps", "lag_s"}} sums the run up.
+Prints each steady segment as soon as it closes (table), or with
+--format=jsonl one JSON line a frame ({"t", "frame", "label", "score",
+"smoothed_label", "smoothed_score"}) and, as each segment closes, one
+{"segment": true, "start", "end", "label", "score"}. Only the last few
+seconds of frames are held, so a camera can run for days in flat memory.
+With --realtime each frame line has "lag" (seconds behind the source) and
+a last line {"realtime": {"frames", "classified", "dropped", "fps",
+"lag_s"}} sums the run up.
+
+--out writes the frames with their steady label drawn on them; the suffix
+picks the type (.mp4, .mkv, .mov, .avi, .webm, .gif), checked before
+anything is read. An input is never overwritten, an existing file only with
+--overwrite; a FIFO or device is written into.
+
+Exit status: 0 when every frame of the source was read and classified; 1
+when some were lost (damaged, over --max_image_pixels, or the stream
+stopped early), the others classified, and one line on stderr says how
+many; 2 when nothing was classified, or on an error (one line on stderr);
+130 on Ctrl-C and 143 on SIGTERM (an unfinished --out is removed).
 """
 
 import json
+import os
 import sys
 
+from imgrec import fileio
 from imgrec.cli import common
 from imgrec.config import StreamConfig
+from imgrec.errors import ImgrecError
+
+
+def _check_out(config, source):
+  """Refuses an --out that would destroy something, before anything is read."""
+  out = config.out
+  if out == "-":
+    raise ImgrecError("--out=- is not supported: stdout carries the labels. "
+                      "Pass a video file, or a FIFO (mkfifo) to pipe the "
+                      "video.")
+  fileio.check_output(out, flag="--out", inputs=[source, config.model],
+                      overwrite=config.overwrite)
+  if os.path.isdir(source):
+    folder = os.path.realpath(source)
+    parent = os.path.realpath(os.path.dirname(os.path.abspath(out)))
+    if os.path.commonpath([folder, parent]) == folder:
+      raise ImgrecError(f"--out={out} is inside the frames folder {source} "
+                        "being read. Write it outside that folder.")
+
+
+def _segment_line(segment, format_):
+  if format_ == "jsonl":
+    return json.dumps(segment)
+  return (f"{segment['start']:9.2f} s - {segment['end']:9.2f} s  "
+          f"{segment['label']}  ({segment['score']:.3f})")
 
 
 def main(config, argv):
   if len(argv) != 2:
     common.fail("Pass one source: a video file, a folder of frames, a camera "
                 "index or a stream URL: imgrec-stream --model=M SOURCE")
+  source = argv[1]
   from imgrec.inference import stream  # pylint: disable=g-import-not-at-top
   from imgrec.inference import video  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  writer = None
+  if config.out:
+    _check_out(config, source)
+    writer = video.AnnotatedWriter(config.out, config.fps or
+                                   config.frame_rate)
   clf = Classifier.load(config.model, num_threads=config.num_threads)
   if clf.clip_frames:
     common.fail(f"{config.model} is a clip model (it labels whole clips of "
@@ -34,35 +81,43 @@ def main(config, argv):
   if not clf.class_names:
     common.fail(f"{config.model} names no classes: put its labels.txt "
                 "beside it.")
-  frames = video.frames(argv[1], fps=config.fps, every=config.every,
-                        frame_rate=config.frame_rate)
-  kept = {}
-  if config.out:
-    # The frames are drawn once their steady label is known.
+  losses = video.Losses()
+  frames = video.frames(source, fps=config.fps, every=config.every,
+                        frame_rate=config.frame_rate,
+                        max_pixels=config.max_image_pixels, losses=losses)
+  kept = {}  # Frames waiting for their steady label, at the output's size.
+  if writer:
     def remember(frames):
       for frame in frames:
-        kept[frame.index] = frame.rgb
+        kept[frame.index] = writer.fit(frame.rgb)
         yield frame
     frames = remember(frames)
-    writer = video.AnnotatedWriter(config.out, config.fps or
-                                   config.frame_rate)
   bar = None
   if sys.stderr.isatty():
     import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm.tqdm(desc=argv[1], unit="frame", leave=False,
-                    file=sys.stderr)
-  rows, stats = [], {}
+    bar = tqdm.tqdm(desc=source, unit="frame", leave=False, file=sys.stderr)
+  stats = {}
+  count = raw = segments = 0
+  last_label = None
   failed = True
   try:
-    for row in stream.classify_stream(
+    rows = stream.classify_stream(
         clf, frames, batch_size=config.batch_size, mode=config.smoothing,
         window=config.window, min_hold=config.min_hold,
-        realtime=config.realtime, paced=_is_file(argv[1]), stats=stats,
-        backdate=config.backdate and not config.realtime):
-      rows.append(row)
+        realtime=config.realtime, paced=_is_file(source), stats=stats,
+        backdate=config.backdate and not config.realtime)
+    for item in stream.with_segments(rows):
+      if item.get("segment"):
+        segments += 1
+        print(_segment_line(item, config.format), flush=True)
+        continue
+      row = item
+      count += 1
+      raw += last_label is not None and row["label"] != last_label
+      last_label = row["label"]
       if bar is not None:
         bar.update(1)
-      if config.out:
+      if writer:
         # Frames dropped in real time are never drawn: let them go.
         for index in [i for i in list(kept) if i < row["frame"]]:
           del kept[index]
@@ -70,23 +125,16 @@ def main(config, argv):
                      f"{row['smoothed_label']} {row['smoothed_score']:.2f}")
       if config.format == "jsonl":
         print(json.dumps(row), flush=True)
-    failed = False
+    failed = not count
   finally:
     if bar is not None:
       bar.close()
-    if config.out:
+    if writer:
       writer.close(failed=failed)
-  segments = stream.segments_of(rows)
-  for segment in segments:
-    if config.format == "jsonl":
-      print(json.dumps(segment))
-    else:
-      print(f"{segment['start']:9.2f} s - {segment['end']:9.2f} s  "
-            f"{segment['label']}  ({segment['score']:.3f})")
-  raw = sum(a["label"] != b["label"] for a, b in zip(rows, rows[1:]))
-  steady = max(len(segments) - 1, 0)
-  sys.stderr.write(f"imgrec-stream: {len(rows)} frames, label changes: "
-                   f"{raw} raw, {steady} steady\n")
+  if not count:
+    raise ImgrecError(f"no frame was classified: {losses.describe(source)}")
+  sys.stderr.write(f"imgrec-stream: {count} frames, label changes: "
+                   f"{raw} raw, {max(segments - 1, 0)} steady\n")
   if config.realtime:
     lag = stats["lag_s"]
     if config.format == "jsonl":
@@ -96,6 +144,9 @@ def main(config, argv):
         f"{stats['dropped']} of {stats['frames']} frames dropped, behind the "
         f"source by {lag['median']} s (median), {lag['p90']} s (p90), "
         f"{lag['max']} s (max)\n")
+  if losses:
+    sys.stderr.write(f"imgrec-stream: {losses.describe(source)}\n")
+    sys.exit(1)
 
 
 def _is_file(source):

@@ -2,8 +2,9 @@
 
 A classifier run frame by frame flickers between labels. `TemporalSmoother`
 averages the probabilities (an exponential or a moving average) and changes
-its label only when another one has led for `min_hold` seconds; `segments`
-turns the steady labels into [start, end) spans.
+its label only when another one has led for `min_hold` seconds; `Segments`
+turns the steady labels into [start, end) spans, each given out as soon as
+it closes, so a stream of any length is summed up in constant memory.
 
     smoother = TemporalSmoother(class_names, mode="ema", window=0.5,
                                 min_hold=0.4)
@@ -50,9 +51,9 @@ class TemporalSmoother:
     if mode not in MODES:
       raise ImgrecError(f"Unknown smoothing {mode!r}: one of "
                         f"{', '.join(MODES)}.")
-    if window < 0 or min_hold < 0:
-      raise ImgrecError("Smoothing window and min_hold must be at least 0 "
-                        f"seconds. Received: window={window}, "
+    if not (0 <= window < math.inf and 0 <= min_hold < math.inf):
+      raise ImgrecError("Smoothing window and min_hold must be finite and at "
+                        f"least 0 seconds. Received: window={window}, "
                         f"min_hold={min_hold}")
     self.class_names = list(class_names)
     self.mode, self.window, self.min_hold = mode, float(window), float(min_hold)
@@ -175,6 +176,73 @@ class Backdated:
     return out
 
 
+class Segments:
+  """The steady segments of a stream of steps, each given out as it closes.
+
+  Holds the open segment (start, label, score sum and count) and the last
+  `gaps` frame gaps only, so memory stays flat however long the stream.
+
+      segments = Segments()
+      for step in steps:
+        closed = segments.add(step.t, step.smoothed_label,
+                              step.smoothed_score)
+        if closed:
+          print(closed)
+      last = segments.close()
+
+  Args:
+    gaps: frame gaps kept for the last segment's end (their median is the
+      typical gap).
+  """
+
+  def __init__(self, gaps=1000):
+    self._open = None  # [start, label, score sum, count]
+    self._last_t = None
+    self._gaps = collections.deque(maxlen=gaps)
+    self.count = 0  # Segments given out.
+
+  def add(self, t, label, score):
+    """Adds a frame's steady label; returns the segment it closed, or None.
+
+    Returns:
+      {"segment": True, "start", "end", "label", "score"} (score: the mean
+      smoothed score over the segment) when `label` starts a new segment.
+    """
+    if self._last_t is not None:
+      self._gaps.append(t - self._last_t)
+    self._last_t = t
+    if self._open is not None and self._open[1] == label:
+      self._open[2] += score
+      self._open[3] += 1
+      return None
+    closed = self._close(t)
+    self._open = [t, label, score, 1]
+    return closed
+
+  def _close(self, end):
+    if self._open is None:
+      return None
+    start, label, total, count = self._open
+    self._open = None
+    self.count += 1
+    return {"segment": True, "start": start, "end": float(end),
+            "label": label, "score": float(total / count)}
+
+  def close(self, end=None):
+    """The last segment (None if there was no frame).
+
+    Args:
+      end: the stream's end time (default: the last frame's time plus the
+        typical frame gap).
+    """
+    if self._open is None:
+      return None
+    if end is None:
+      gap = float(np.median(self._gaps)) if self._gaps else 0.0
+      end = self._last_t + gap
+    return self._close(end)
+
+
 def segments(steps, end=None):
   """[{"segment": True, "start", "end", "label", "score"}] of steady labels.
 
@@ -187,24 +255,13 @@ def segments(steps, end=None):
     One dict a run of equal `smoothed_label`s; `score` is the mean smoothed
     score over the run.
   """
-  out = []
-  for i, step in enumerate(steps):
-    if out and out[-1]["label"] == step.smoothed_label:
-      out[-1]["_scores"].append(step.smoothed_score)
-      continue
-    if out:
-      out[-1]["end"] = step.t
-    out.append({"segment": True, "start": step.t, "end": None,
-                "label": step.smoothed_label,
-                "_scores": [step.smoothed_score]})
-  if out:
-    if end is None:
-      gaps = np.diff([s.t for s in steps])
-      end = steps[-1].t + (float(np.median(gaps)) if len(gaps) else 0.0)
-    out[-1]["end"] = float(end)
-  for segment in out:
-    segment["score"] = float(np.mean(segment.pop("_scores")))
-  return out
+  tracker, out = Segments(), []
+  for step in steps:
+    closed = tracker.add(step.t, step.smoothed_label, step.smoothed_score)
+    if closed:
+      out.append(closed)
+  last = tracker.close(end)
+  return out + [last] if last else out
 
 
 def switches(labels):

@@ -11,7 +11,7 @@ the source its result came out.
 """
 
 import collections
-import queue
+import random
 import threading
 import time
 
@@ -19,13 +19,26 @@ import numpy as np
 
 from imgrec.inference import smoothing
 
+# Bytes of decoded frames waiting ahead of inference, and of one batch: at
+# most this much (and at least one frame), whatever the frame size: about
+# twenty 1080p frames wait and ten make a batch; an 8K frame goes alone.
+PREFETCH_BYTES = 128 << 20
+BATCH_BYTES = 64 << 20
+# Lags kept for the realtime percentiles (a uniform sample beyond that).
+_LAG_SAMPLE = 10_000
+
+
+def _nbytes(frame):
+  return getattr(getattr(frame, "rgb", None), "nbytes", 0)
+
 
 class LiveFeed:
   """Frames on the source's clock, read by a thread; the newest are kept.
 
   Args:
     frames: an iterable of video.Frame.
-    keep: frames kept waiting; older ones are dropped when a newer arrives.
+    keep: frames kept waiting; older ones are dropped when a newer arrives
+      (also beyond `PREFETCH_BYTES` of pixels).
     paced: release each frame at its own time (a file played live); False
       for a source that is live already (camera, stream URL).
     clock: seconds, monotonic.
@@ -34,6 +47,7 @@ class LiveFeed:
   def __init__(self, frames, *, keep=1, paced=True, clock=time.monotonic):
     self._frames, self._paced, self._clock = frames, paced, clock
     self._waiting = collections.deque()
+    self._bytes = 0
     self._keep = max(1, int(keep))
     self._ready = threading.Condition()
     self._done = False
@@ -60,8 +74,11 @@ class LiveFeed:
         with self._ready:
           self.read += 1
           self._waiting.append(frame)
-          while len(self._waiting) > self._keep:
-            self._waiting.popleft()
+          self._bytes += _nbytes(frame)
+          while len(self._waiting) > 1 and (
+              len(self._waiting) > self._keep or
+              self._bytes > PREFETCH_BYTES):
+            self._bytes -= _nbytes(self._waiting.popleft())
           self._ready.notify()
     except BaseException as e:  # pylint: disable=broad-except
       self._error = e  # Raised in the reader's thread by `take`.
@@ -77,6 +94,7 @@ class LiveFeed:
         self._ready.wait()
       out = list(self._waiting)
       self._waiting.clear()
+      self._bytes = 0
     if not out and self._error is not None:
       raise self._error
     return out
@@ -89,29 +107,40 @@ class LiveFeed:
     self._stop.set()
     with self._ready:
       self._waiting.clear()
+      self._bytes = 0
     self._thread.join(timeout=5.0)
 
 
-def prefetched(frames, depth=32):
+def prefetched(frames, depth=32, max_bytes=None):
   """`frames`, decoded ahead in a thread while the caller classifies.
 
-  Decoding (FFmpeg, outside the GIL) and inference then overlap. An error
-  of the reader reaches the caller after the frames before it; closing the
-  generator stops the reader.
+  Decoding (FFmpeg, outside the GIL) and inference then overlap. At most
+  `depth` frames and `max_bytes` (default `PREFETCH_BYTES`) of pixels wait
+  (always at least one frame). An error of the reader reaches the caller after the frames before
+  it; closing the generator stops the reader.
   """
-  waiting = queue.Queue(maxsize=max(1, depth))
+  max_bytes = PREFETCH_BYTES if max_bytes is None else max_bytes
+  waiting = collections.deque()  # (item, bytes)
+  ready = threading.Condition()
+  held = [0]  # Bytes waiting.
   stop = threading.Event()
   end = object()
 
   def put(item):
     """Waits for room; False once the caller has stopped."""
-    while not stop.is_set():
-      try:
-        waiting.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        continue
-    return False
+    size = _nbytes(item)
+    with ready:
+      while waiting and (len(waiting) >= max(1, depth) or
+                         held[0] + size > max_bytes):
+        if stop.is_set():
+          return False
+        ready.wait(0.1)
+      if stop.is_set():
+        return False
+      waiting.append((item, size))
+      held[0] += size
+      ready.notify_all()
+    return True
 
   def read():
     try:
@@ -126,7 +155,12 @@ def prefetched(frames, depth=32):
   reader.start()
   try:
     while True:
-      item = waiting.get()
+      with ready:
+        while not waiting:
+          ready.wait()
+        item, size = waiting.popleft()
+        held[0] -= size
+        ready.notify_all()
       if item is end:
         return
       if isinstance(item, BaseException):
@@ -134,17 +168,40 @@ def prefetched(frames, depth=32):
       yield item
   finally:
     stop.set()
+    with ready:
+      ready.notify_all()
     reader.join(timeout=5.0)
 
 
+class _Sample:
+  """At most `size` values drawn uniformly from all added (all of them
+  while there are fewer), and the exact maximum: percentiles of a stream
+  of any length in constant memory."""
+
+  def __init__(self, size=_LAG_SAMPLE):
+    self.values, self.size, self.seen, self.max = [], size, 0, None
+    self._random = random.Random(0)
+
+  def add(self, value):
+    self.seen += 1
+    self.max = value if self.max is None else max(self.max, value)
+    if len(self.values) < self.size:
+      self.values.append(value)
+    else:
+      slot = self._random.randrange(self.seen)
+      if slot < self.size:
+        self.values[slot] = value
+
+
 def _summary(feed, classified, lags, seconds):
-  lags = np.asarray(lags, np.float64)
-  pick = (lambda q: round(float(np.percentile(lags, q)), 4)) if len(
-      lags) else (lambda q: None)
+  values = np.asarray(lags.values, np.float64)
+  pick = (lambda q: round(float(np.percentile(values, q)), 4)) if len(
+      values) else (lambda q: None)
   return {"frames": feed.read, "classified": classified,
           "dropped": feed.read - classified,
           "fps": round(classified / seconds, 2) if seconds > 0 else None,
-          "lag_s": {"median": pick(50), "p90": pick(90), "max": pick(100)}}
+          "lag_s": {"median": pick(50), "p90": pick(90),
+                    "max": None if lags.max is None else round(lags.max, 4)}}
 
 
 def _row(step, index, **extra):
@@ -190,7 +247,7 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
   held = smoothing.Backdated(smoother) if backdate else None
   frames = prefetched(frames, depth=2 * batch_size)
   pending = collections.deque()  # Frame indices of the steps to come.
-  batch, done = [], 0
+  batch, size, done = [], 0, 0
 
   def rows(steps):
     for step in steps:
@@ -205,10 +262,11 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
 
   for frame in frames:
     batch.append(frame)
-    if len(batch) == batch_size:
+    size += _nbytes(frame)
+    if len(batch) == batch_size or size >= BATCH_BYTES:
       yield from flush()
       done += len(batch)
-      batch = []
+      batch, size = [], 0
       if progress:
         progress(done)
   if batch:
@@ -224,7 +282,7 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
   smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
                                         window=window, min_hold=min_hold)
   feed = LiveFeed(frames, keep=batch_size, paced=paced)
-  lags, done, first = [], 0, None
+  lags, done, first = _Sample(), 0, None
   try:
     while True:
       batch = feed.take()
@@ -235,7 +293,7 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
       probabilities = classifier.predict_proba([f.rgb for f in batch])
       for frame, p in zip(batch, probabilities):
         lag = feed.behind(frame)
-        lags.append(lag)
+        lags.add(lag)
         yield _row(smoother.update(frame.t, p), frame.index,
                    lag=round(lag, 4))
       done += len(batch)
@@ -249,7 +307,33 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
 
 
 def segments_of(rows, end=None):
-  """The steady segments of `classify_stream`'s rows."""
+  """The steady segments of `classify_stream`'s rows (all at the end; see
+  `with_segments` for a stream)."""
   steps = [smoothing.Step(r["t"], r["label"], r["score"], r["smoothed_label"],
                           r["smoothed_score"]) for r in rows]
   return smoothing.segments(steps, end)
+
+
+def with_segments(rows, end=None):
+  """`rows`, each after the steady segment it closed (if any), and the last
+  segment at the end: segments come out as they are decided, in constant
+  memory.
+
+  Args:
+    rows: `classify_stream`'s rows.
+    end: the stream's end time (default: the last frame's time plus the
+      typical frame gap).
+
+  Yields:
+    The rows, and {"segment": True, "start", "end", "label", "score"} dicts.
+  """
+  segments = smoothing.Segments()
+  for row in rows:
+    closed = segments.add(row["t"], row["smoothed_label"],
+                          row["smoothed_score"])
+    if closed:
+      yield closed
+    yield row
+  last = segments.close(end)
+  if last:
+    yield last

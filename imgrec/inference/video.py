@@ -1,22 +1,33 @@
 """Frames of a video file, a folder of frames or a stream, with their times.
 
 Video is decoded with PyAV (FFmpeg's libraries in the wheel): frames come
-with their presentation times, so variable frame rates keep true times, and
-a damaged file yields the frames before the damage and then stops with a
-message. TensorFlow has no video decoder (tensorflow-io's repeats first
-frames, tensorflow/io#1471).
+with their presentation times, so variable frame rates keep true times. A
+damaged packet costs its frame only and decoding goes on; what a source
+lost (damaged frames, a file cut short, a stream that stalled) is counted
+in a `Losses`. Frames larger than a pixel limit are refused from the
+stream's header before anything is decoded. TensorFlow has no video decoder
+(tensorflow-io's repeats first frames, tensorflow/io#1471).
 
-    for frame in frames("clip.mp4", fps=5):
+    losses = Losses()
+    for frame in frames("clip.mp4", fps=5, losses=losses):
       frame.t, frame.index, frame.rgb   # seconds, index in the source, uint8
+    if losses: print(losses.describe("clip.mp4"))
+
+`AnnotatedWriter` writes frames back out with a label drawn on each.
 """
 
 import dataclasses
+import fractions
+import io
 import logging
+import math
 import os
 import re
 
 import numpy as np
 
+from imgrec import fileio
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
 from imgrec.errors import ImgrecError
 
@@ -34,27 +45,75 @@ class Frame:
   rgb: np.ndarray  # uint8 [H, W, 3]
 
 
+@dataclasses.dataclass
+class Losses:
+  """What a source lost while it was read; filled by `frames`.
+
+  Attributes:
+    read: frames read whole.
+    lost: frames known lost (undecodable, too large, missing at the end of
+      a file whose header says how long it is).
+    stopped: why reading ended early when what came after is unknown (a
+      stream that stalled or broke); None when it did not.
+    reason: the first cause of a loss, for the message.
+  """
+  read: int = 0
+  lost: int = 0
+  stopped: str | None = None
+  reason: str | None = None
+
+  def add(self, count, reason):
+    self.lost += count
+    self.reason = self.reason or reason
+
+  def __bool__(self):
+    return bool(self.lost or self.stopped)
+
+  def describe(self, source):
+    """One line: how many frames of `source` were lost, and why."""
+    parts = []
+    if self.lost:
+      parts.append(f"lost {self.lost} of its {self.read + self.lost} frames "
+                   f"(first: {self.reason})")
+    if self.stopped:
+      parts.append(f"stopped after {self.read + self.lost} frames "
+                   f"({self.stopped}); the rest is lost")
+    return f"{source}: " + "; and ".join(parts)
+
+
 def _natural_key(name):
   return [int(t) if t.isdigit() else t.lower()
           for t in re.split(r"(\d+)", name)]
 
 
-def _folder_frames(folder, frame_rate):
-  names = sorted((n for n in os.listdir(folder)
-                  if not n.startswith(".")
-                  and os.path.isfile(os.path.join(folder, n))),
-                 key=_natural_key)
+def folder_frame_names(folder):
+  """The image files of a frames folder, in natural order (2 before 10).
+
+  Hidden files and files that are not images by their suffix (notes.txt,
+  Thumbs.db) are not frames.
+  """
+  return sorted((n for n in os.listdir(folder)
+                 if not n.startswith(".")
+                 and os.path.splitext(n)[1].lower() in decode.IMAGE_EXTENSIONS
+                 and os.path.isfile(os.path.join(folder, n))),
+                key=_natural_key)
+
+
+def _folder_frames(folder, frame_rate, max_pixels, losses):
+  names = folder_frame_names(folder)
   if not names:
-    raise ImgrecError(f"{folder} holds no frames. Pass a video file or a "
-                      "folder of images.")
+    raise ImgrecError(f"{folder} holds no frames (no image files). Pass a "
+                      "video file or a folder of images.")
   index = 0
   for name in names:
     path = os.path.join(folder, name)
     try:
-      rgb = decode.read_file(path, 3)
+      rgb = decode.read_file(path, 3, max_pixels)
     except ImgrecError as e:
       logger.warning("skipped frame %s: %s", path, e)
+      losses.add(1, str(e))
       continue
+    losses.read += 1
     yield Frame(index / frame_rate, index, rgb)
     index += 1
 
@@ -64,7 +123,27 @@ def _rotated(rgb, degrees):
   return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def _video_frames(source, container_format=None):
+def _too_large(source, width, height, max_pixels):
+  return (f"{source} has {width}x{height} = {width * height:,}-pixel frames, "
+          f"above the limit of {max_pixels:,}. Shrink the video, or raise "
+          "the limit (--max_image_pixels) if you trust it.")
+
+
+def _expected_frames(container, stream):
+  """How many frames the header says the video holds; None if it does not."""
+  if stream.frames:
+    return int(stream.frames)
+  seconds = None
+  if stream.duration is not None and stream.time_base is not None:
+    seconds = float(stream.duration * stream.time_base)
+  elif container.duration is not None and len(container.streams) == 1:
+    seconds = container.duration / 1e6  # av.time_base: microseconds.
+  if seconds is None or not stream.average_rate:
+    return None
+  return int(round(seconds * float(stream.average_rate)))
+
+
+def _video_frames(source, container_format, max_pixels, losses):
   import av  # pylint: disable=g-import-not-at-top
   try:
     container = av.open(source, format=container_format,
@@ -73,66 +152,113 @@ def _video_frames(source, container_format=None):
     raise ImgrecError(f"Cannot open video {source}: {e}. Check that it is a "
                       "video file (mp4, avi, mkv, webm...) or a reachable "
                       "stream.") from e
+
+  def why(e):
+    if isinstance(e, av.error.ExitError):  # The timeout's interrupt.
+      return f"no data for {_STREAM_TIMEOUT:g} s"
+    return getattr(e, "strerror", None) or str(e)
+
   with container:
     if not container.streams.video:
       kinds = sorted({s.type for s in container.streams}) or ["nothing"]
       raise ImgrecError(f"{source} has no video stream (it holds "
                         f"{', '.join(kinds)}). Pass a video.")
     stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if max_pixels is not None and width * height > max_pixels:
+      raise ImgrecError(_too_large(source, width, height, max_pixels))
     stream.thread_type = "AUTO"
-    start, index = None, 0
+    start, index, failed = None, 0, 0
     try:
-      for frame in container.decode(stream):
-        t = frame.time if frame.time is not None else index / float(
-            stream.average_rate or 25)
-        start = t if start is None else start
-        rgb = frame.to_ndarray(format="rgb24")
-        rotation = getattr(frame, "rotation", 0) or 0
-        yield Frame(float(t - start), index, _rotated(rgb, -rotation))
-        index += 1
+      # Packet by packet: a damaged one costs its frame, not the rest.
+      for packet in container.demux(stream):
+        try:
+          decoded = packet.decode()
+        except av.error.FFmpegError as e:
+          if isinstance(e, av.error.ExitError):
+            raise
+          failed += 1
+          losses.add(1, why(e))
+          continue
+        for frame in decoded:
+          # A stream may change size mid-way; pixels are never made for a
+          # frame over the limit.
+          if max_pixels is not None and (frame.width * frame.height >
+                                         max_pixels):
+            failed += 1
+            losses.add(1, _too_large(source, frame.width, frame.height,
+                                     max_pixels))
+            continue
+          t = frame.time if frame.time is not None else index / float(
+              stream.average_rate or 25)
+          start = t if start is None else start
+          rgb = frame.to_ndarray(format="rgb24")
+          rotation = getattr(frame, "rotation", 0) or 0
+          losses.read += 1
+          yield Frame(float(t - start), index, _rotated(rgb, -rotation))
+          index += 1
     except av.error.FFmpegError as e:
-      if not index:
-        raise ImgrecError(f"Cannot decode video {source}: {e}.") from e
-      logger.warning("%s: decoding stopped after %d frames: %s", source,
-                     index, e)
-  if not index:
+      if not index and not failed:
+        raise ImgrecError(f"Cannot decode video {source}: {why(e)}.") from e
+      losses.stopped = why(e)
+    else:
+      expected = _expected_frames(container, stream)
+      missing = (expected or 0) - index - failed
+      # Headers round (durations, edit lists): a frame or two is no loss.
+      if expected and missing > max(2, expected // 50):
+        losses.add(missing, f"the header says {expected} frames; the file "
+                   f"ends after {index + failed} (cut short?)")
+  if not index and not failed:
     raise ImgrecError(f"{source} holds no video frames (empty or cut "
                       "short).")
 
 
-def frames(source, *, fps=None, every=None, frame_rate=25.0):
+def frames(source, *, fps=None, every=None, frame_rate=25.0,
+           max_pixels=DEFAULT_MAX_IMAGE_PIXELS, losses=None):
   """Frames of `source`, sampled.
 
   Args:
-    source: a video file, a folder of frames (in natural name order, at
-      `frame_rate`), a camera index ("0": /dev/video0) or a stream URL.
+    source: a video file, a folder of frames (its image files in natural
+      name order, at `frame_rate`), a camera index ("0": /dev/video0) or a
+      stream URL.
     fps: keep at most this many frames a second (by their times).
     every: keep every n-th frame.
     frame_rate: the frame rate of a folder of frames.
+    max_pixels: refuse a video whose header declares larger frames; skip
+      (and count as lost) frames or frame files larger than this. None: no
+      limit.
+    losses: a `Losses`, filled as the source is read; the caller reports
+      it. Without one, a loss is logged as a warning at the end.
 
   Yields:
     Frame.
 
   Raises:
-    ImgrecError: the source does not exist, cannot be opened or decoded, or
-      holds no video.
+    ImgrecError: the source does not exist, cannot be opened, holds no video
+      or no frame, or its frames are larger than `max_pixels`.
   """
-  if fps is not None and fps <= 0:
-    raise ImgrecError(f"--fps must be above 0. Received: {fps}")
+  if fps is not None and not (fps > 0 and math.isfinite(fps)):
+    raise ImgrecError(f"--fps must be a finite number above 0. Received: "
+                      f"{fps}")
   if every is not None and every < 1:
     raise ImgrecError(f"--every must be at least 1. Received: {every}")
+  if not (frame_rate > 0 and math.isfinite(frame_rate)):
+    raise ImgrecError(f"--frame_rate must be a finite number above 0. "
+                      f"Received: {frame_rate}")
+  report = losses is None
+  losses = Losses() if report else losses
   source = os.fspath(source)
   if os.path.isdir(source):
-    stream = _folder_frames(source, frame_rate)
+    stream = _folder_frames(source, frame_rate, max_pixels, losses)
   elif source.isdigit():
-    stream = _video_frames(f"/dev/video{source}", "v4l2")
+    stream = _video_frames(f"/dev/video{source}", "v4l2", max_pixels, losses)
   elif "://" in source:
-    stream = _video_frames(source)
+    stream = _video_frames(source, None, max_pixels, losses)
   elif not os.path.exists(source):
     raise ImgrecError(f"{source} does not exist. Pass a video file, a "
                       "folder of frames, a camera index or a stream URL.")
   else:
-    stream = _video_frames(source)
+    stream = _video_frames(source, None, max_pixels, losses)
   next_t = None
   for frame in stream:
     if every and frame.index % every:
@@ -142,61 +268,199 @@ def frames(source, *, fps=None, every=None, frame_rate=25.0):
         continue
       next_t = (frame.t if next_t is None else next_t) + 1.0 / fps
     yield frame
+  if report and losses:
+    logger.warning("%s", losses.describe(source))
+
+
+# What --out can write, by suffix: (FFmpeg muxer, encoders to try in order,
+# pixel format). Encoders without a look-ahead buffer come first: their
+# memory does not grow with the frame size times a queue of frames.
+OUTPUT_FORMATS = {
+    ".mp4": ("mp4", ("mpeg4", "libx264"), "yuv420p"),
+    ".m4v": ("mp4", ("mpeg4", "libx264"), "yuv420p"),
+    ".mov": ("mov", ("mpeg4", "libx264"), "yuv420p"),
+    ".mkv": ("matroska", ("mpeg4", "libx264"), "yuv420p"),
+    ".avi": ("avi", ("mpeg4", "libx264"), "yuv420p"),
+    ".webm": ("webm", ("libvpx", "libvpx-vp9"), "yuv420p"),
+    ".gif": ("gif", ("gif",), "rgb8"),
+}
+# Encoder options: VP8/VP9 hold 25 frames back unless told not to.
+_ENCODER_OPTIONS = {"libvpx": {"lag-in-frames": "0", "deadline": "realtime"},
+                    "libvpx-vp9": {"lag-in-frames": "0",
+                                   "deadline": "realtime"}}
+# The annotated copy is at most this many pixels a frame (1920x1080): the
+# frames waiting for their steady label are kept at that size, whatever
+# the source's.
+OUT_MAX_PIXELS = 1920 * 1080
+
+
+def _try_encoder(muxer, codec, pix_fmt):
+  """Writes one small frame with `codec` into `muxer` in memory; raises if
+  this PyAV build cannot."""
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(io.BytesIO(), "w", format=muxer) as container:
+    stream = container.add_stream(codec, rate=25,
+                                  options=_ENCODER_OPTIONS.get(codec, {}))
+    stream.width, stream.height, stream.pix_fmt = 16, 16, pix_fmt
+    frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8),
+                                       format="rgb24")
+    for packet in list(stream.encode(frame)) + list(stream.encode()):
+      container.mux(packet)
+
+
+def output_format(path, flag="--out"):
+  """(muxer, encoder, pixel format) for a video file named `path`.
+
+  Tried on one small frame in memory first, so a suffix or an encoder this
+  build cannot write is refused before any input is read. A path without a
+  suffix (a FIFO, /dev/null) is written as mp4.
+
+  Raises:
+    ImgrecError: the suffix is not a video type imgrec writes, or no
+      encoder for it works here.
+  """
+  suffix = os.path.splitext(os.path.basename(os.fspath(path)))[1].lower()
+  known = ", ".join(sorted(OUTPUT_FORMATS))
+  if not suffix:
+    suffix = ".mp4"
+  if suffix not in OUTPUT_FORMATS:
+    raise ImgrecError(f"{flag}={path}: {suffix} is not a video type imgrec "
+                      f"writes. Name the file with one of {known}.")
+  muxer, codecs, pix_fmt = OUTPUT_FORMATS[suffix]
+  errors = []
+  for codec in codecs:
+    try:
+      _try_encoder(muxer, codec, pix_fmt)
+      return muxer, codec, pix_fmt
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(f"{codec}: {e}")  # FFmpeg says why in many ways.
+  raise ImgrecError(f"{flag}={path}: this PyAV build cannot write {suffix} "
+                    f"({'; '.join(errors)}). Use another of {known}.")
+
+
+def _even(n):
+  return n + n % 2
 
 
 class AnnotatedWriter:
   """Writes frames with their steady label drawn on them, as a video file.
 
+  The container and encoder come from the suffix (`OUTPUT_FORMATS`) and are
+  tried when the writer is made, before any frame is read. The output has
+  the first frame's size, scaled down to at most `OUT_MAX_PIXELS` and
+  padded to even sides (yuv420p halves both); later frames of another size
+  are fitted to it. A regular file is written under a temporary name and
+  moved into place when closed without error; a FIFO or device is written
+  into (mp4 and mov then as fragments, which need no seeking back).
+
   Args:
-    path: the output (.mp4, .mkv, .avi...), written under a temporary name
-      and moved into place when closed without error.
+    path: the output (.mp4, .mkv, .mov, .avi, .webm, .gif).
     fps: the output's frame rate.
+
+  Raises:
+    ImgrecError: `path` is not a video type imgrec can write.
   """
 
   def __init__(self, path, fps):
-    from imgrec import fileio  # pylint: disable=g-import-not-at-top
     self.path, self.fps = os.fspath(path), float(fps)
-    self._atomic = fileio.atomic_path(self.path)
-    self._tmp = self._atomic.__enter__()
+    self._muxer, self._codec, self._pix_fmt = output_format(self.path)
+    self._special = fileio.is_special(self.path)
+    self._atomic = None if self._special else fileio.atomic_path(self.path)
+    self._entered = False
+    self._font = None
     self._container = None
     self._stream = None
+    self.size = None  # (width, height) of the output, from the first frame.
 
-  def _open(self, width, height):
-    import fractions  # pylint: disable=g-import-not-at-top
+  def fit(self, rgb):
+    """`rgb` at the output's size: scaled down, padded or cropped.
+
+    The first frame decides the size. Keep what `fit` returns, not the
+    source frame, while a frame waits to be written.
+    """
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    height, width = rgb.shape[:2]
+    if self.size is None:
+      scale = min(1.0, math.sqrt(OUT_MAX_PIXELS / max(1, width * height)))
+      inner = (max(1, int(width * scale)), max(1, int(height * scale)))
+      even = self._pix_fmt == "yuv420p"
+      self.size = (_even(inner[0]), _even(inner[1])) if even else inner
+      self._inner = inner
+    if (width, height) != self._inner:
+      rgb = np.asarray(Image.fromarray(rgb).resize(self._inner,
+                                                   Image.BILINEAR))
+    out = np.zeros((self.size[1], self.size[0], 3), np.uint8)
+    h, w = min(rgb.shape[0], self.size[1]), min(rgb.shape[1], self.size[0])
+    out[:h, :w] = rgb[:h, :w]
+    return out
+
+  def _open(self):
     import av  # pylint: disable=g-import-not-at-top
-    self._container = av.open(self._tmp, "w",
-                              format=None if "." in os.path.basename(
-                                  self.path) else "mp4")
+    options = {}
+    if self._special:
+      target = self.path
+      if self._muxer in ("mp4", "mov"):  # A pipe cannot seek back.
+        options["movflags"] = "frag_keyframe+empty_moov"
+    else:
+      target = self._atomic.__enter__()
+      self._entered = True
+    self._container = av.open(target, "w", format=self._muxer,
+                              options=options)
     self._stream = self._container.add_stream(
-        "mpeg4", rate=fractions.Fraction(self.fps).limit_denominator(1000))
-    # Even sizes: yuv420p halves both.
-    self._stream.width, self._stream.height = width - width % 2, height - (
-        height % 2)
-    self._stream.pix_fmt = "yuv420p"
+        self._codec, rate=fractions.Fraction(self.fps).limit_denominator(
+            1000), options=_ENCODER_OPTIONS.get(self._codec, {}))
+    self._stream.width, self._stream.height = self.size
+    self._stream.pix_fmt = self._pix_fmt
 
   def write(self, rgb, text):
-    """Adds one frame with `text` in a band at its top."""
+    """Adds one frame (from `fit`, or any frame) with `text` in a band at
+    its top."""
     from PIL import Image  # pylint: disable=g-import-not-at-top
     from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
     import av  # pylint: disable=g-import-not-at-top
-    if self._container is None:
-      self._open(rgb.shape[1], rgb.shape[0])
-    image = Image.fromarray(rgb[:self._stream.height, :self._stream.width])
+    if self.size is None or rgb.shape[:2] != (self.size[1], self.size[0]):
+      rgb = self.fit(rgb)
+    image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
     band = max(12, image.height // 12)
     draw.rectangle([0, 0, image.width, band], fill=(0, 0, 0))
-    draw.text((4, max(0, band // 2 - 6)), text, fill=(255, 255, 255))
+    if self._font is None:  # Loaded once: it costs more than a frame.
+      from PIL import ImageFont  # pylint: disable=g-import-not-at-top
+      self._font = ImageFont.load_default()
+    draw.text((4, max(0, band // 2 - 6)), text, fill=(255, 255, 255),
+              font=self._font)
     frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
-    for packet in self._stream.encode(frame):
-      self._container.mux(packet)
+    try:
+      if self._container is None:
+        self._open()
+      for packet in self._stream.encode(frame):
+        self._container.mux(packet)
+    except av.error.FFmpegError as e:
+      self._raise(e)
+
+  def _raise(self, e):
+    if isinstance(e, OSError) and e.errno:
+      raise e  # Full disk, permissions: the CLI says it as an OS error.
+    raise ImgrecError(f"Cannot write video {self.path}: {e}.") from e
 
   def close(self, failed=False):
-    if self._container is not None:
-      if not failed:
-        for packet in self._stream.encode():
-          self._container.mux(packet)
-      self._container.close()
-    if failed:
-      self._atomic.__exit__(RuntimeError, RuntimeError("failed"), None)
-    else:
-      self._atomic.__exit__(None, None, None)
+    """Finishes the file; with `failed`, removes what was written (a
+    regular file is left as it was)."""
+    import av  # pylint: disable=g-import-not-at-top
+    try:
+      if self._container is not None:
+        try:
+          if not failed:
+            for packet in self._stream.encode():
+              self._container.mux(packet)
+        finally:
+          self._container.close()
+    except av.error.FFmpegError as e:
+      failed = True
+      self._raise(e)
+    finally:
+      if self._entered:
+        if failed:
+          self._atomic.__exit__(RuntimeError, RuntimeError("failed"), None)
+        else:
+          self._atomic.__exit__(None, None, None)
