@@ -180,12 +180,18 @@ def format_report(report):
         f"{100 * f['accuracy']:>9.2f}%"
         f"{100 * (f['accuracy'] - ref['accuracy']):>+9.2f}pt"
         f"{100 * f['top1_agreement']:>8.2f}%{f['max_abs_prob_diff']:>10.1e}"
-        f"{latency.get('median', float('nan')):>12.3f}"
-        f"{latency.get('p90', float('nan')):>8.3f}"
+        f"{_ms(latency.get('median')):>12}{_ms(latency.get('p90')):>8}"
         f"{f['images_per_second']:>9.0f}")
     if f.get("kept_float"):
       lines.append(f"{'':<12}kept in float: {', '.join(f['kept_float'])}")
+  if not all(f["latency_ms"] for f in report["formats"]):
+    lines.append("(-: single-image latency not measured here; imgrec-export "
+                 "measures it)")
   return "\n".join(lines)
+
+
+def _ms(value):
+  return "-" if value is None else f"{value:.3f}"
 
 
 def _human(size):

@@ -10,6 +10,7 @@ model on the test split and exports it. Everything lands in the run folder
 import contextlib
 import logging
 import os
+import sys
 import time
 
 import keras
@@ -18,8 +19,8 @@ import tensorflow as tf
 from imgrec import tasks
 from imgrec.config import TrainConfig
 from imgrec.evaluation import evaluate as evaluate_lib
-from imgrec.run_folder import RunFolder
 from imgrec.run_folder import TRAIN_COMMAND
+from imgrec.run_folder import RunFolder
 from imgrec.training import checkpoint as checkpoint_lib
 from imgrec.training import distribute
 from imgrec.training import finetune
@@ -182,8 +183,9 @@ def _train(task, run, strategy, chief, start):
     try:
       stage_history = model.fit(
           train_ds, validation_data=val_ds, initial_epoch=initial_epoch,
-          epochs=last, callbacks=callbacks, verbose=config.verbose,
-          class_weight=class_weight, shuffle=False)  # The dataset shuffles.
+          epochs=last, callbacks=callbacks,
+          verbose=_fit_verbosity(config.verbose), class_weight=class_weight,
+          shuffle=False)  # The dataset shuffles.
     except signals.TrainingInterrupted as e:
       logger.warning("%s", e)
       return {"model_dir": run.path, "interrupted": True, "message": str(e),
@@ -237,3 +239,11 @@ def _train(task, run, strategy, chief, start):
     result["export"] = exporter.export_run(run, model=model, latency=False)
   result["wall_seconds"] = time.time() - start
   return result
+
+
+def _fit_verbosity(verbose):
+  """Keras' `verbose`: "auto" is the live bar on a terminal, else one line
+  an epoch (a bar redrawn at every step fills a log file)."""
+  if verbose != "auto":
+    return verbose
+  return 1 if sys.stdout.isatty() else 2
