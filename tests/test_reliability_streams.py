@@ -108,6 +108,10 @@ def test_out_to_stdout_or_into_the_frames_folder_is_refused(color_model,
     Image.fromarray(rgb).save(folder / f"{i}.png")
   code, error = _stream(str(folder), model=color_model, out="-")
   assert code == 2 and "stdout" in error
+  for name in ("new/", ".", ".."):
+    code, error = _stream(str(folder), model=color_model,
+                          out=os.path.join(str(tmp_path), name))
+    assert code == 2 and "names a folder" in error, name
   code, error = _stream(str(folder), model=color_model,
                         out=str(folder / "labelled.mp4"))
   assert code == 2 and "inside the frames folder" in error
@@ -129,6 +133,23 @@ def test_out_device_and_fifo_are_written_into(color_model, clip, tmp_path):
   piped = tmp_path / "piped.mp4"
   piped.write_bytes(got[0])
   assert len(list(video.frames(str(piped)))) == 100
+
+
+def test_two_runs_writing_one_out_never_clobber(tmp_path):
+  out = str(tmp_path / "same.mp4")
+  first, second = (video.AnnotatedWriter(out, 25) for _ in range(2))
+  for writer, value in ((first, 50), (second, 200)):
+    writer.write(np.full((16, 16, 3), value, np.uint8), "")
+  first.close()
+  with pytest.raises(ImgrecError, match="appeared while this run wrote it"):
+    second.close()
+  assert os.listdir(tmp_path) == ["same.mp4"]
+  assert next(video.frames(out)).rgb[14:].mean() < 100  # The first's.
+  third = video.AnnotatedWriter(out, 25, overwrite=True)
+  third.write(np.full((16, 16, 3), 200, np.uint8), "")
+  third.close()
+  assert next(video.frames(out)).rgb[14:].mean() > 150
+  assert os.listdir(tmp_path) == ["same.mp4"]
 
 
 # --- 6: every output type is checked first; odd sizes are padded --------------

@@ -43,6 +43,10 @@ def _check_out(config, source):
     raise ImgrecError("--out=- is not supported: stdout carries the labels. "
                       "Pass a video file, or a FIFO (mkfifo) to pipe the "
                       "video.")
+  if os.path.basename(out.rstrip(os.sep)) in ("", ".", "..") or out.endswith(
+      os.sep):
+    raise ImgrecError(f"--out={out} names a folder; pass a video file path "
+                      "(labelled.mp4).")
   fileio.check_output(out, flag="--out", inputs=[source, config.model],
                       overwrite=config.overwrite)
   if os.path.isdir(source):
@@ -72,7 +76,8 @@ def main(config, argv):
   if config.out:
     _check_out(config, source)
     writer = video.AnnotatedWriter(config.out, config.fps or
-                                   config.frame_rate)
+                                   config.frame_rate,
+                                   overwrite=config.overwrite)
   clf = Classifier.load(config.model, num_threads=config.num_threads)
   if clf.clip_frames:
     common.fail(f"{config.model} is a clip model (it labels whole clips of "
@@ -85,13 +90,6 @@ def main(config, argv):
   frames = video.frames(source, fps=config.fps, every=config.every,
                         frame_rate=config.frame_rate,
                         max_pixels=config.max_image_pixels, losses=losses)
-  kept = {}  # Frames waiting for their steady label, at the output's size.
-  if writer:
-    def remember(frames):
-      for frame in frames:
-        kept[frame.index] = writer.fit(frame.rgb)
-        yield frame
-    frames = remember(frames)
   bar = None
   if sys.stderr.isatty():
     import tqdm  # pylint: disable=g-import-not-at-top
@@ -105,7 +103,9 @@ def main(config, argv):
         clf, frames, batch_size=config.batch_size, mode=config.smoothing,
         window=config.window, min_hold=config.min_hold,
         realtime=config.realtime, paced=_is_file(source), stats=stats,
-        backdate=config.backdate and not config.realtime)
+        backdate=config.backdate and not config.realtime,
+        # Frames wait for their steady label at the output's size.
+        keep=writer.fit if writer else None)
     for item in stream.with_segments(rows):
       if item.get("segment"):
         segments += 1
@@ -118,10 +118,7 @@ def main(config, argv):
       if bar is not None:
         bar.update(1)
       if writer:
-        # Frames dropped in real time are never drawn: let them go.
-        for index in [i for i in list(kept) if i < row["frame"]]:
-          del kept[index]
-        writer.write(kept.pop(row["frame"]), f"{row['t']:7.2f} s  "
+        writer.write(row.pop("kept"), f"{row['t']:7.2f} s  "
                      f"{row['smoothed_label']} {row['smoothed_score']:.2f}")
       if config.format == "jsonl":
         print(json.dumps(row), flush=True)

@@ -212,7 +212,7 @@ def _row(step, index, **extra):
 
 def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
                     window=0.5, min_hold=0.4, progress=None, realtime=False,
-                    paced=True, stats=None, backdate=False):
+                    paced=True, stats=None, backdate=False, keep=None):
   """Yields one dict a frame: raw and steady label; see `smoothing`.
 
   Args:
@@ -231,32 +231,37 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
     backdate: date each steady label change back to when the new label took
       the lead (`smoothing.Backdated`; rows come `min_hold` seconds late).
       Not with `realtime`.
+    keep: `fn(rgb)`, called on each classified frame; what it returns is
+      the row's "kept" (a picture to draw the steady label on, held until
+      the label is known, as small as `fn` makes it).
 
   Yields:
     {"t", "frame", "label", "score", "smoothed_label", "smoothed_score"},
-    and with `realtime` "lag": seconds behind the source when the result
-    came out.
+    with `realtime` "lag": seconds behind the source when the result came
+    out, and with `keep` "kept".
   """
   if realtime:
     yield from _classify_live(classifier, frames, batch_size=batch_size,
                               mode=mode, window=window, min_hold=min_hold,
-                              progress=progress, paced=paced, stats=stats)
+                              progress=progress, paced=paced, stats=stats,
+                              keep=keep)
     return
   smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
                                         window=window, min_hold=min_hold)
   held = smoothing.Backdated(smoother) if backdate else None
   frames = prefetched(frames, depth=2 * batch_size)
-  pending = collections.deque()  # Frame indices of the steps to come.
+  pending = collections.deque()  # (frame index, kept) of the steps to come.
   batch, size, done = [], 0, 0
 
   def rows(steps):
     for step in steps:
-      yield _row(step, pending.popleft())
+      index, kept = pending.popleft()
+      yield _row(step, index, **({"kept": kept} if keep else {}))
 
   def flush():
     probabilities = classifier.predict_proba([f.rgb for f in batch])
     for frame, p in zip(batch, probabilities):
-      pending.append(frame.index)
+      pending.append((frame.index, keep(frame.rgb) if keep else None))
       yield from rows(held.update(frame.t, p) if held else
                       [smoother.update(frame.t, p)])
 
@@ -278,7 +283,7 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
 
 
 def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
-                   progress, paced, stats):
+                   progress, paced, stats, keep):
   smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
                                         window=window, min_hold=min_hold)
   feed = LiveFeed(frames, keep=batch_size, paced=paced)
@@ -294,8 +299,9 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
       for frame, p in zip(batch, probabilities):
         lag = feed.behind(frame)
         lags.add(lag)
+        extra = {"kept": keep(frame.rgb)} if keep else {}
         yield _row(smoother.update(frame.t, p), frame.index,
-                   lag=round(lag, 4))
+                   lag=round(lag, 4), **extra)
       done += len(batch)
       if progress:
         progress(done)

@@ -356,13 +356,17 @@ class AnnotatedWriter:
   Args:
     path: the output (.mp4, .mkv, .mov, .avi, .webm, .gif).
     fps: the output's frame rate.
+    overwrite: replace a file that is at `path` when the writer closes.
+      Without it a file that appeared there meanwhile (another run writing
+      the same path) stays, and `close` raises.
 
   Raises:
     ImgrecError: `path` is not a video type imgrec can write.
   """
 
-  def __init__(self, path, fps):
+  def __init__(self, path, fps, overwrite=False):
     self.path, self.fps = os.fspath(path), float(fps)
+    self._overwrite = overwrite
     self._muxer, self._codec, self._pix_fmt = output_format(self.path)
     self._special = fileio.is_special(self.path)
     self._atomic = None if self._special else fileio.atomic_path(self.path)
@@ -402,7 +406,7 @@ class AnnotatedWriter:
       if self._muxer in ("mp4", "mov"):  # A pipe cannot seek back.
         options["movflags"] = "frag_keyframe+empty_moov"
     else:
-      target = self._atomic.__enter__()
+      target = self._tmp = self._atomic.__enter__()
       self._entered = True
     self._container = av.open(target, "w", format=self._muxer,
                               options=options)
@@ -460,7 +464,32 @@ class AnnotatedWriter:
       self._raise(e)
     finally:
       if self._entered:
-        if failed:
-          self._atomic.__exit__(RuntimeError, RuntimeError("failed"), None)
-        else:
-          self._atomic.__exit__(None, None, None)
+        self._commit(failed)
+
+  def _commit(self, failed):
+    """Moves the finished file into place, or removes it."""
+    drop = (RuntimeError, RuntimeError("not kept"), None)
+    if failed:
+      self._atomic.__exit__(*drop)
+      return
+    if self._overwrite:
+      self._atomic.__exit__(None, None, None)
+      return
+    # A hard link cannot land on an existing name: nothing is clobbered.
+    try:
+      fileio.fsync_path(self._tmp)
+      os.link(self._tmp, self.path)
+      linked = True
+    except FileExistsError:
+      linked = None
+    except OSError:
+      linked = False  # A file system without hard links.
+    if linked is False and not os.path.lexists(self.path):
+      self._atomic.__exit__(None, None, None)
+      return
+    self._atomic.__exit__(*drop)  # The temporary name only.
+    if not linked:
+      raise ImgrecError(f"{self.path} appeared while this run wrote it "
+                        "(another run with the same output?) and is left as "
+                        "it is. Pass --overwrite to replace it.")
+    fileio.fsync_path(os.path.dirname(os.path.abspath(self.path)))
