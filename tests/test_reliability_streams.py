@@ -253,6 +253,53 @@ def test_frame_files_over_the_limit_are_lost_frames(color_model, tmp_path):
   assert code == 1
 
 
+_PEAK = """
+import resource, runpy, sys
+sys.argv = ["imgrec-stream"] + sys.argv[1:]
+try:
+  runpy.run_module("imgrec.cli.stream", run_name="__main__")
+finally:
+  print("peak_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        file=sys.stderr)
+"""
+
+
+@pytest.mark.slow  # Decodes twelve 8192x8192 frames (2.6 GB at the peak).
+def test_huge_frames_stream_in_bounded_memory(color_model, tmp_path):
+  path = str(tmp_path / "huge8k.mp4")  # 199 KB.
+  with av.open(path, "w") as container:
+    s = container.add_stream("libx264", rate=25, options={
+        "preset": "ultrafast"})
+    s.width = s.height = 8192
+    s.pix_fmt = "yuv420p"
+    frame = av.VideoFrame.from_ndarray(np.zeros((8192, 8192, 3), np.uint8),
+                                       format="rgb24").reformat(
+                                           format="yuv420p")
+    for i in range(12):
+      frame.pts = i
+      for packet in s.encode(frame):
+        container.mux(packet)
+    for packet in s.encode():
+      container.mux(packet)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+
+  def run(*args):
+    proc = subprocess.run([sys.executable, "-c", _PEAK,
+                           f"--model={color_model}", *args, path],
+                          capture_output=True, text=True, env=env,
+                          timeout=300)
+    peak = int(proc.stderr.rsplit("peak_kb", 1)[1]) * 1024
+    return proc, peak
+
+  refused, _ = run("--max_image_pixels=50000000")
+  assert refused.returncode == 2 and "8192x8192" in refused.stderr
+  proc, peak = run()
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "12 frames" in proc.stderr
+  # A 32-frame queue and 16-frame batches made it 5.9 GB.
+  assert peak < 4e9, peak
+
+
 def test_prefetch_and_batches_are_bounded_in_bytes(monkeypatch):
   made = []
 
