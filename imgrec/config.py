@@ -791,14 +791,18 @@ class FacesConfig(Config):
                      check=_at_least(1))
   flip: bool = field(True, "Embed each face with its mirror image too "
                      "(averaged): steadier scores for twice the work.")
-  target_far: float = field(1e-3, "calibrate: false-accept rate the "
-                            "threshold is chosen for.", check=_fraction)
+  target_far: float = field(
+      1e-3, "calibrate: false-accept rate the threshold is chosen for.",
+      check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
   enroll_images: int = field(5, "evaluate: images enrolled per person (the "
                              "rest are probes).", check=_at_least(1))
   tflite: tuple = field(("float",), "export: TFLite variants (float, fp16, "
                         "dynamic, int8).", parse=_parse_names)
   format: str = field("table", "Output: table, or json (one object a line).",
                       choices=("table", "json"))
+  max_image_pixels: int = field(
+      DEFAULT_MAX_IMAGE_PIXELS, "Refuse photos whose header declares more "
+      "pixels (decompression bombs).", check=_positive)
 
   def _check_relations(self, check_files):
     if not self.model_dir:

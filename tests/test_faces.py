@@ -120,7 +120,8 @@ def test_evaluate_calibrate_enroll_identify_verify(embedder_run):
   assert "unreadable" in rows[2]["error"]
   same = recognize.verify(_config(result, tmp), probes[0],
                           os.path.join(unseen, people[0], "2.png"))
-  assert set(same) == {"a", "b", "score", "same"}
+  assert set(same) == {"a", "b", "score", "same", "threshold",
+                       "threshold_source"}
 
 
 def test_gallery_refuses_another_model(embedder_run, tmp_path):
@@ -184,11 +185,12 @@ def test_cli_prints_one_json_object_a_line(embedder_run):
   ident = cli("identify", gallery, os.path.join(unseen, people[0], "1.png"))
   assert ident.returncode == 0, ident.stderr[-2000:]
   row = json.loads(ident.stdout.strip().splitlines()[-1])
-  assert set(row) == {"source", "identity", "score", "rank"}
+  assert set(row) == {"source", "identity", "score", "rank", "threshold",
+                      "threshold_source"}
   verify = cli("verify", os.path.join(unseen, people[0], "1.png"),
                os.path.join(unseen, people[1], "1.png"))
-  assert set(json.loads(verify.stdout.strip())) == {"a", "b", "score",
-                                                     "same"}
+  assert set(json.loads(verify.stdout.strip())) == {
+      "a", "b", "score", "same", "threshold", "threshold_source"}
   bad = cli("nonsense")
   assert bad.returncode == 2
   missing = cli("identify", f"--gallery={tmp / 'absent.json'}", "x.png")

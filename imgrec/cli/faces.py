@@ -32,6 +32,31 @@ def _print(config, rows, table):
       print(table(row), flush=True)
 
 
+def _lost(rows, what):
+  """Exits as the other commands do when photos were lost: 2 when none
+  was used, 1 (after saying how many) when some were."""
+  if not rows:
+    return
+  if len(rows) == what:
+    common.fail(f"none of the {what} photos gave a usable face (each is "
+                "listed above).")
+  sys.stderr.write(f"imgrec-faces: {len(rows)} of {what} photos gave no "
+                   "usable face and were skipped (each is listed above).\n")
+  sys.exit(1)
+
+
+def _enrolled_line(row):
+  parts = [f"{row['person']}: {row['enrolled']} images enrolled"]
+  if row["duplicates"]:
+    parts.append(f"{len(row['duplicates'])} already enrolled (as "
+                 + ", ".join(sorted({repr(h) for _, h in row["duplicates"]}))
+                 + ")")
+  if row["skipped"]:
+    parts.append(f"{len(row['skipped'])} skipped ("
+                 + "; ".join(f"{p}: {s}" for p, s, _ in row["skipped"]) + ")")
+  return ", ".join(parts)
+
+
 def _train(config, argv):
   common.no_positional(argv)
   from imgrec.faces import train  # pylint: disable=g-import-not-at-top
@@ -45,6 +70,7 @@ def _train(config, argv):
 
 
 def _main(config, argv):
+  config.validate()
   from imgrec.faces import recognize  # pylint: disable=g-import-not-at-top
   command, args = argv[1], argv[2:]
   if command == "evaluate":
@@ -72,6 +98,8 @@ def _main(config, argv):
   if command == "calibrate":
     common.no_positional([None] + args)
     c = recognize.calibrate(config)
+    if c["warning"]:
+      sys.stderr.write(f"imgrec-faces: warning: {c['warning']}.\n")
     print(f"threshold {c['threshold']:.4f}: false accepts {c['far']:.5f} of "
           f"{c['num_impostor']} impostor pairs (95% CI {c['far_ci'][0]:.5f}-"
           f"{c['far_ci'][1]:.5f}), true accepts {c['tar']:.4f} of "
@@ -79,20 +107,21 @@ def _main(config, argv):
     return
   if command == "enroll":
     _, summary = recognize.enroll(config, args)
-    for row in summary:
-      _print(config, [row], lambda r: f"{r['person']}: {r['enrolled']} "
-             f"images enrolled" + (f", {len(r['skipped'])} skipped (" + "; ".join(
-                 f"{p}: {s}" for p, s, _ in r["skipped"]) + ")"
-                                   if r["skipped"] else ""))
+    _print(config, summary, _enrolled_line)
+    _lost([s for row in summary for s in row["skipped"]],
+          sum(row["enrolled"] + len(row["skipped"]) for row in summary))
     return
   if command == "identify":
     rows = recognize.identify(config, args)
+    decided = [r for r in rows if "error" not in r]
+    if decided and config.format == "table":
+      print(f"threshold {decided[0]['threshold']:.3f} "
+            f"({decided[0]['threshold_source']})")
     _print(config, rows, lambda r: f"{r['source']}: " + (
         r["error"] if "error" in r else
         f"{r['identity']} ({r['score']:.3f}); next: " + ", ".join(
             f"{n} {s:.3f}" for n, s in r["rank"][1:3])))
-    if any("error" in r for r in rows):
-      sys.exit(1)
+    _lost([r for r in rows if "error" in r], len(rows))
     return
   if command == "verify":
     if len(args) != 2:
@@ -100,7 +129,8 @@ def _main(config, argv):
                   "--model_dir=M A.jpg B.jpg")
     row = recognize.verify(config, *args)
     _print(config, [row], lambda r: f"{'same' if r['same'] else 'different'}"
-           f" person (score {r['score']:.3f})")
+           f" person (score {r['score']:.3f}, threshold {r['threshold']:.3f}"
+           f" from the {r['threshold_source']})")
     return
   if command == "export":
     common.no_positional([None] + args)

@@ -20,6 +20,7 @@ import threading
 
 import numpy as np
 
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
 from imgrec.errors import ImgrecError
 
@@ -303,7 +304,7 @@ def _face_of(path, rgb, size, detector, several, margin=0.2):
 
 
 def load_faces(paths, size, detect=True, detector=None, several="skip",
-               margin=0.2):
+               margin=0.2, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """Reads image files and cuts one face out of each.
 
   Files are read under the one decode policy (EXIF orientation applied,
@@ -323,6 +324,8 @@ def load_faces(paths, size, detect=True, detector=None, several="skip",
       it (status "several_faces") or take the "largest" (status "ok",
       `count` says how many there were).
     margin: `align_crop`'s margin around the detected face.
+    max_pixels: a file whose header declares more pixels is reported
+      "unreadable" before it is decoded (a decompression bomb).
 
   Returns:
     A list of FaceResult, one for each path, in order.
@@ -342,8 +345,8 @@ def load_faces(paths, size, detect=True, detector=None, several="skip",
   for path in paths:
     path = os.fspath(path)
     try:
-      rgb = decode.read_file(path, 3, target_size=None if detect else
-                             (size, size))
+      rgb = decode.read_file(path, 3, max_pixels,
+                             target_size=None if detect else (size, size))
     except ImgrecError as e:
       results.append(FaceResult(path, "unreadable", str(e)))
       continue

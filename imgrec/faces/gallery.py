@@ -6,21 +6,34 @@ two models are not comparable) and, once calibrated, the decision threshold
 with the false accept rate it was measured to give.
 
 The file is JSON, never pickle, so that opening a gallery from someone else
-cannot run code; everything in it is checked on loading, and it is written
-atomically, so a crash mid-save leaves the previous gallery intact:
+cannot run code; everything in it is checked on loading (an object that
+names one key twice, as a hand-merged file may, is damaged: json would keep
+the last and drop the first), and it is written atomically, so a crash
+mid-save leaves the previous gallery intact. Writers that may run at once
+(two enrollments) go through `update`, which locks the file, reads what is
+on disk and merges into it:
 
     {"format": "imgrec-face-gallery", "version": 1,
      "model": {"fingerprint": str, "embedding_dim": int, "name": str},
      "threshold": null or {"value", "far", "far_ci", "tar", "num_genuine",
                            "num_impostor", "calibrated_on"},
      "identities": {name: {"embeddings": [[float, ...], ...],
-                           "sources": [str, ...]}}}
+                           "sources": [str, ...],
+                           "hashes": [str or null, ...]}}}
+
+"hashes" (optional: galleries written before it have none) holds the
+SHA-256 of each enrolled image's file bytes, so the same photo is never
+enrolled twice; null where it is unknown. Identity names are text that
+round-trips through a line of output (no line breaks or other control
+characters), and the threshold is a cosine similarity, in [-1, 1].
 
 Embedding values are saved with seven decimals: a score then moves by less
 than 1e-6, far below any threshold's precision, and the file is half the
 size.
 """
 
+import collections
+import contextlib
 import json
 import math
 import os
@@ -28,6 +41,7 @@ import os
 import numpy as np
 
 from imgrec import fileio
+from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.faces import metrics
 
@@ -42,6 +56,7 @@ _MODEL_KEYS = ("fingerprint", "embedding_dim", "name")
 _THRESHOLD_KEYS = ("value", "far", "far_ci", "tar", "num_genuine",
                    "num_impostor", "calibrated_on")
 _IDENTITY_KEYS = ("embeddings", "sources")
+_OPTIONAL_IDENTITY_KEYS = ("hashes",)
 _ENROLL_HINT = "enroll the people again with imgrec-faces enroll"
 _CALIBRATE_HINT = "run imgrec-faces calibrate first"
 _NAMES_SHOWN = 10
@@ -65,10 +80,11 @@ def _require(condition, what):
     raise _Malformed(what)
 
 
-def _check_keys(mapping, keys, where):
+def _check_keys(mapping, keys, where, optional=()):
   _require(isinstance(mapping, dict), f"{where} is not an object")
   missing = [k for k in keys if k not in mapping]
-  unknown = sorted(str(k) for k in mapping if k not in keys)
+  unknown = sorted(str(k) for k in mapping
+                   if k not in keys and k not in optional)
   _require(not missing, f"{where} lacks {', '.join(missing)}")
   _require(not unknown, f"{where} has unknown keys {', '.join(unknown)}")
 
@@ -151,13 +167,19 @@ def _parse_threshold(value):
   _check_keys(value, _THRESHOLD_KEYS, "the threshold")
   for key in ("value", "far", "tar"):
     _require(_is_number(value[key]), f"the threshold's {key} is not a number")
+  # Scores are cosines: a threshold outside [-1, 1] accepts everyone or
+  # no one, whatever the faces.
+  _require(-1.0 <= value["value"] <= 1.0,
+           f"the threshold's value {value['value']!r} is not a cosine "
+           f"similarity (between -1 and 1)")
   for key in ("far", "tar"):
     _require(0.0 <= value[key] <= 1.0,
              f"the threshold's {key} is not between 0 and 1")
   ci = value["far_ci"]
   _require(isinstance(ci, list) and len(ci) == 2
-           and all(_is_number(v) for v in ci),
-           "the threshold's far_ci is not a pair of numbers")
+           and all(_is_number(v) for v in ci)
+           and 0.0 <= ci[0] <= ci[1] <= 1.0,
+           "the threshold's far_ci is not a pair of rates, low to high")
   for key in ("num_genuine", "num_impostor"):
     _require(_is_int(value[key]) and value[key] >= 0,
              f"the threshold's {key} is not a count")
@@ -178,8 +200,9 @@ def _parse(data):
   out = {}
   for name, entry in identities.items():
     where = f"identity {name!r}"
-    _require(name.strip(), "an identity has an empty name")
-    _check_keys(entry, _IDENTITY_KEYS, where)
+    problem = _name_problem(name)
+    _require(problem is None, f"{where} {problem}")
+    _check_keys(entry, _IDENTITY_KEYS, where, _OPTIONAL_IDENTITY_KEYS)
     embeddings = _parse_embeddings(entry["embeddings"],
                                    model["embedding_dim"], where)
     sources = entry["sources"]
@@ -189,8 +212,56 @@ def _parse(data):
     _require(len(sources) == len(embeddings),
              f"{where} has {len(embeddings)} embeddings but {len(sources)} "
              f"sources")
-    out[name] = {"embeddings": embeddings, "sources": list(sources)}
+    hashes = entry.get("hashes", [None] * len(sources))
+    _require(isinstance(hashes, list) and len(hashes) == len(sources)
+             and all(h is None or isinstance(h, str) for h in hashes),
+             f"the hashes of {where} are not one text (or null) per "
+             f"embedding")
+    out[name] = {"embeddings": embeddings, "sources": list(sources),
+                 "hashes": list(hashes)}
   return model, threshold, out
+
+
+def _name_problem(name):
+  """Why `name` cannot be an identity's name, or None when it can.
+
+  The rule is the one class names follow (`folder.check_class_names`): a
+  name is printed on one line of output, so it must not be blank or hold a
+  line break or another control character.
+  """
+  if not isinstance(name, str):
+    return "has a name that is not text"
+  try:
+    folder_lib.check_class_names([name], "")
+  except ImgrecError:
+    return ("has a name that is blank or holds a line break or another "
+            "control character")
+  return None
+
+
+def check_name(name):
+  """Refuses a name a person cannot be enrolled under.
+
+  Raises:
+    ImgrecError: the name is not text, is blank, or holds a line break or
+      another control character (one line of output could not show it).
+  """
+  problem = _name_problem(name)
+  if problem is not None:
+    raise ImgrecError(f"A person to enroll {problem}, which one line of "
+                      f"output cannot show; give another name. Received: "
+                      f"name={name!r}")
+
+
+def _unique_pairs(pairs):
+  """json's object_pairs_hook: a dict, refusing a key given twice."""
+  out = {}
+  for key, value in pairs:
+    if key in out:
+      raise _Malformed(f"the key {key!r} appears twice in one object (json "
+                       f"would keep only the last)")
+    out[key] = value
+  return out
 
 
 def _refuse_constant(name):
@@ -208,9 +279,7 @@ def _read_json(path):
   except OSError as e:
     raise ImgrecError(f"Cannot read the face gallery {path} ({e.strerror}); "
                       f"check the path and its permissions.") from None
-  if os.path.isdir(path):
-    raise ImgrecError(f"The face gallery {path} is a folder, not a file; "
-                      f"give the path of the gallery's .json file.")
+  _check_regular(path)
   if size > MAX_FILE_BYTES:
     raise ImgrecError(
         f"The face gallery {path} is {size / 2**20:.0f} MB, more than the "
@@ -218,7 +287,8 @@ def _read_json(path):
         f"the right file, or split the people over several galleries.")
   try:
     with open(path, "rb") as f:
-      return json.loads(f.read(), parse_constant=_refuse_constant)
+      return json.loads(f.read(), parse_constant=_refuse_constant,
+                        object_pairs_hook=_unique_pairs)
   except _Malformed as e:
     raise ImgrecError(f"The face gallery {path} is damaged: {e}; restore it "
                       f"from a backup or {_ENROLL_HINT}.") from None
@@ -231,6 +301,31 @@ def _read_json(path):
   except OSError as e:
     raise ImgrecError(f"Cannot read the face gallery {path} ({e.strerror}); "
                       f"check the path and its permissions.") from None
+
+
+def _check_regular(path):
+  """Refuses a gallery path that is a folder, a FIFO or a device.
+
+  A gallery is read, merged and replaced: a FIFO would block the read and
+  a device has nothing to merge with, so only a regular file (or a link to
+  one) is a gallery.
+  """
+  if os.path.isdir(path):
+    raise ImgrecError(f"The face gallery {path} is a folder, not a file; "
+                      f"give the path of the gallery's .json file.")
+  if fileio.is_special(path):
+    raise ImgrecError(f"The face gallery {path} is not a regular file (a "
+                      f"FIFO, device or socket); give the path of the "
+                      f"gallery's .json file.")
+
+
+def check_path(path):
+  """Refuses, before any slow work, a gallery path that cannot be written.
+
+  Raises:
+    ImgrecError: `path` is a folder, a FIFO or a device.
+  """
+  _check_regular(os.fspath(path))
 
 
 def _plain(value):
@@ -259,6 +354,7 @@ class Gallery:
     self._model = dict(model)
     self._threshold = threshold
     self._identities = identities if identities is not None else {}
+    self._holders = None  # {hash or ("source", path): name}, built on use.
 
   @classmethod
   def new(cls, model_info):
@@ -320,7 +416,8 @@ class Gallery:
         "identities": {
             name: {"embeddings": np.round(entry["embeddings"],
                                           _DECIMALS).tolist(),
-                   "sources": list(entry["sources"])}
+                   "sources": list(entry["sources"]),
+                   "hashes": list(entry["hashes"])}
             for name, entry in self._identities.items()},
     }
 
@@ -389,28 +486,52 @@ class Gallery:
           f"{mine['embedding_dim']} under the same fingerprint; {_ENROLL_HINT}"
           f" into a new gallery.")
 
-  def enroll(self, name, embeddings, sources, model_info):
+  def holder(self, content_hash, source=None):
+    """Who already has this image enrolled, or None.
+
+    Args:
+      content_hash: the SHA-256 (hex) of the image's file bytes, or None.
+      source: the image's path, matched against embeddings enrolled without
+        a hash (galleries written before hashes were kept).
+
+    Returns:
+      The name of the person holding an embedding of that content.
+    """
+    if self._holders is None:
+      self._holders = {}
+      for name, entry in self._identities.items():
+        for known, known_source in zip(entry["hashes"], entry["sources"]):
+          key = ("source", known_source) if known is None else known
+          self._holders.setdefault(key, name)
+    found = self._holders.get(content_hash) if content_hash else None
+    if found is None and source is not None:
+      found = self._holders.get(("source", source))
+    return found
+
+  def enroll(self, name, embeddings, sources, model_info, hashes=None):
     """Adds a person, or more images of one already enrolled.
 
     Args:
-      name: the person's name (not empty).
+      name: the person's name: not blank, no line breaks or other control
+        characters (it is printed on one line).
       embeddings: float array [n, D] of L2-normalized embeddings; they are
         checked, not re-normalized.
       sources: n strings, where each embedding came from (image paths).
       model_info: the model that made the embeddings (see `new`).
+      hashes: n SHA-256 hex digests of the images' file bytes (None where
+        unknown), so that `holder` finds them again; None: all unknown.
 
     Returns:
       How many embeddings the person now has.
 
     Raises:
-      ImgrecError: for another model, an empty name, no embeddings, a count
-        of sources that differs, or embeddings of the wrong size, not finite
-        or not of unit length.
+      ImgrecError: for another model, a name that cannot be printed on one
+        line, no embeddings, a count of sources or hashes that differs,
+        embeddings of the wrong size, not finite or not of unit length, or
+        an image (by hash) already enrolled: `holder` tells which are.
     """
     self.check_model(model_info)
-    if not isinstance(name, str) or not name.strip():
-      raise ImgrecError(f"A person needs a name that is not empty to be "
-                        f"enrolled. Received: name={name!r}")
+    check_name(name)
     try:
       embeddings = _unit_embeddings(embeddings,
                                     self._model["embedding_dim"],
@@ -423,11 +544,28 @@ class Gallery:
       raise ImgrecError(
           f"Cannot enroll {name!r}: {len(embeddings)} embeddings but "
           f"{len(sources)} sources; give one source per embedding.")
+    hashes = [None] * len(sources) if hashes is None else list(hashes)
+    if len(hashes) != len(sources) or not all(
+        h is None or isinstance(h, str) for h in hashes):
+      raise ImgrecError(
+          f"Cannot enroll {name!r}: give one hash (str or None) per "
+          f"embedding. Received: {len(hashes)} hashes for {len(sources)} "
+          f"embeddings")
+    repeats = collections.Counter(h for h in hashes if h is not None)
+    for h, source in zip(hashes, sources):
+      holder = self.holder(h, source) if h is not None else None
+      if holder is not None or repeats[h] > 1:
+        raise ImgrecError(
+            f"Cannot enroll {name!r}: {source} is already enrolled as "
+            f"{holder or name!r} (the same image bytes); leave it out "
+            f"(Gallery.holder finds such images).")
     entry = self._identities.setdefault(
         name, {"embeddings": np.zeros((0, embeddings.shape[1])),
-               "sources": []})
+               "sources": [], "hashes": []})
     entry["embeddings"] = np.concatenate([entry["embeddings"], embeddings])
     entry["sources"] = entry["sources"] + sources
+    entry["hashes"] = entry["hashes"] + hashes
+    self._holders = None
     return len(entry["sources"])
 
   def remove(self, name):
@@ -438,6 +576,7 @@ class Gallery:
     """
     self._entry(name)
     del self._identities[name]
+    self._holders = None
 
   def templates(self):
     """One template per person: the mean embedding, re-normalized.
@@ -546,3 +685,38 @@ class Gallery:
           f"This gallery has no decision threshold, so a score cannot be "
           f"called a match or not; {_CALIBRATE_HINT}.")
     return bool(float(score) >= self._threshold["value"])
+
+
+@contextlib.contextmanager
+def update(path, model_info):
+  """Locks a gallery file and yields it as it is on disk, then saves it.
+
+  Two processes enrolling into one gallery at once take turns here, and
+  each merges into what the other wrote (a load at the start of a long
+  enrollment and a save at its end would drop the other's people). Do the
+  slow work (embedding photos) before; only the merge belongs inside.
+
+  Args:
+    path: the gallery file; created (with its folder) when absent, written
+      through when it is a symlink.
+    model_info: the model whose embeddings are merged in (see
+      `Gallery.new`).
+
+  Yields:
+    The Gallery read under the lock (a new one when there is no file).
+    It is saved when the block ends; when the block raises, nothing is
+    written.
+
+  Raises:
+    ImgrecError: `path` is a folder, FIFO or device, the file is damaged (it
+      is then left as it is, never replaced), or it holds another model's
+      embeddings.
+  """
+  path = os.fspath(path)
+  check_path(path)
+  with fileio.locked(path):
+    gallery = (Gallery.load(path) if os.path.exists(path)
+               else Gallery.new(model_info))
+    gallery.check_model(model_info)
+    yield gallery
+    gallery.save(path)

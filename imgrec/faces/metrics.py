@@ -614,7 +614,12 @@ def calibrate_threshold(genuine, impostor, target_far):
     Clopper-Pearson interval of that FAR), tar (at the threshold),
     num_genuine, num_impostor, target_far, resolved (False with fewer than
     1/target_far impostor pairs: the threshold then accepts none of them
-    and far_ci says how little that proves).
+    and far_ci says how little that proves), pairs_needed (the impostor
+    pairs that could show the target at all: with none falsely accepted,
+    far_ci's top is 1 - 0.025**(1/num_impostor), about 3.7/num_impostor,
+    the rule of three of a two-sided interval) and
+    enough_pairs (False with fewer: far_ci then reaches past the target
+    whatever the threshold, and the FAR met may well be worse than asked).
 
   Raises:
     ImgrecError: without genuine or without impostor pairs.
@@ -623,15 +628,21 @@ def calibrate_threshold(genuine, impostor, target_far):
   _require_pairs(genuine, impostor, "Calibrating a threshold")
   tar, threshold, resolved = tar_at_far(genuine, impostor, target_far)
   false_accepts = int(np.sum(impostor >= threshold))
+  far_ci = clopper_pearson(false_accepts, len(impostor))
+  # With k = 0 the interval's top is 1 - tail**(1/n).
+  pairs_needed = math.ceil(math.log((1.0 - CONFIDENCE) / 2.0)
+                           / math.log1p(-target_far))
   return {
       "threshold": threshold,
       "far": false_accepts / len(impostor),
-      "far_ci": clopper_pearson(false_accepts, len(impostor)),
+      "far_ci": far_ci,
       "tar": tar,
       "num_genuine": int(len(genuine)),
       "num_impostor": int(len(impostor)),
       "target_far": float(target_far),
       "resolved": bool(resolved),
+      "pairs_needed": pairs_needed,
+      "enough_pairs": bool(len(impostor) >= pairs_needed),
   }
 
 
