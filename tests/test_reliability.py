@@ -555,6 +555,10 @@ def test_a_run_prints_imgrec_lines_not_library_chatter(tmp_path):
   assert all(l.startswith("imgrec: ") for l in proc.stderr.splitlines()), (
       proc.stderr)
   assert "test accuracy" in proc.stdout
+  # Output is not a terminal: one line an epoch, no bar redrawn per step,
+  # and no "nan" for the latency training does not measure.
+  assert "\x1b[" not in proc.stdout and "━" not in proc.stdout
+  assert "nan" not in proc.stdout
 
 
 def test_int8_of_a_recurrent_model_is_refused_before_any_file(tmp_path):
