@@ -45,3 +45,35 @@ def write_toy_folder(root, per_class=10, size=24, seed=0, classes=None,
 @pytest.fixture
 def toy_folder(tmp_path):
   return write_toy_folder(tmp_path / "toy", per_class=10)
+
+
+def write_people(root, people, per_person=6, seed=0):
+  """Writes root/person<NN>/<i>.png (32 px): each person a fixed pattern of
+  coloured blocks, each photo of it noisy and slightly shifted."""
+  rng = np.random.default_rng(seed)
+  for p in range(people):
+    face = np.kron(rng.uniform(0, 255, (4, 4, 3)), np.ones((8, 8, 1)))
+    folder = os.path.join(root, f"person{p:02d}")
+    os.makedirs(folder)
+    for i in range(per_person):
+      shifted = np.roll(face, rng.integers(-2, 3, 2), axis=(0, 1))
+      photo = np.clip(shifted + rng.normal(0, 20, face.shape), 0, 255)
+      Image.fromarray(photo.astype(np.uint8)).save(
+          os.path.join(folder, f"{i + 1}.png"))
+  return str(root)
+
+
+@pytest.fixture(scope="session")
+def face_run(tmp_path_factory):
+  """(folder, train's result): a tiny embedder of 8 generated people (6
+  trained on, 2 held out), trained once for every face test. Tests must
+  not change the run; they write galleries and copies elsewhere."""
+  from imgrec.config import FaceTrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.faces import train as train_lib  # pylint: disable=g-import-not-at-top
+  tmp = tmp_path_factory.mktemp("faces")
+  data = write_people(tmp / "train", 8)
+  result = train_lib.train(FaceTrainConfig(
+      data_dir=data, model_dir=str(tmp / "run"), image_size=16,
+      embedding_dim=16, epochs=4, batch_size=8, val_identities=0.25,
+      learning_rate=3e-3, margin=0.2))
+  return tmp, result

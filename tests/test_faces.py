@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from imgrec.config import FaceTrainConfig
 from imgrec.config import FacesConfig
@@ -22,33 +21,17 @@ from imgrec.faces import gallery as gallery_lib
 from imgrec.faces import recognize
 from imgrec.faces import train as train_lib
 from imgrec.run_folder import RunFolder
+from conftest import write_people
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 
 
-def write_people(root, people, per_person=6, size=32, seed=0):
-  rng = np.random.default_rng(seed)
-  for p in range(people):
-    face = np.kron(rng.uniform(0, 255, (4, 4, 3)), np.ones((8, 8, 1)))
-    folder = os.path.join(root, f"person{p:02d}")
-    os.makedirs(folder)
-    for i in range(per_person):
-      shifted = np.roll(face, rng.integers(-2, 3, 2), axis=(0, 1))
-      photo = np.clip(shifted + rng.normal(0, 20, face.shape), 0, 255)
-      Image.fromarray(photo.astype(np.uint8)).save(
-          os.path.join(folder, f"{i + 1}.png"))
-  return str(root)
-
-
 @pytest.fixture(scope="module")
-def embedder_run(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("faces")
-  data = write_people(tmp / "train", 8)
-  unseen = write_people(tmp / "unseen", 5, seed=1)
-  result = train_lib.train(FaceTrainConfig(
-      data_dir=data, model_dir=str(tmp / "run"), image_size=16,
-      embedding_dim=16, epochs=4, batch_size=8, val_identities=0.25,
-      learning_rate=3e-3, margin=0.2))
+def embedder_run(face_run, tmp_path_factory):
+  """(shared folder of the trained run, unseen people, train's result)."""
+  tmp, result = face_run
+  unseen = write_people(tmp_path_factory.mktemp("unseen") / "unseen", 5,
+                        seed=1)
   return tmp, unseen, result
 
 

@@ -17,14 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrec.config import FaceTrainConfig
 from imgrec.config import FacesConfig
 from imgrec.errors import ImgrecError
 from imgrec.faces import gallery as gallery_lib
 from imgrec.faces import metrics
 from imgrec.faces import recognize
-from imgrec.faces import train as train_lib
-from test_faces import write_people
+from conftest import write_people
 from test_reliability import assert_one_line_error
 from test_reliability import run_cli
 
@@ -32,15 +30,11 @@ MODEL = {"fingerprint": "f" * 64, "embedding_dim": 4, "name": "toy"}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(face_run, tmp_path_factory):
   """(model_dir, unseen people root): 5 unseen people of 8 photos each."""
-  tmp = tmp_path_factory.mktemp("faces")
-  data = write_people(tmp / "train", 8)
-  unseen = write_people(tmp / "unseen", 5, per_person=8, seed=1)
-  result = train_lib.train(FaceTrainConfig(
-      data_dir=data, model_dir=str(tmp / "run"), image_size=16,
-      embedding_dim=16, epochs=4, batch_size=8, val_identities=0.25,
-      learning_rate=3e-3, margin=0.2))
+  _, result = face_run
+  unseen = write_people(tmp_path_factory.mktemp("unseen") / "unseen", 5,
+                        per_person=8, seed=1)
   return result["model_dir"], unseen
 
 
