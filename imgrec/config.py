@@ -27,7 +27,6 @@ from imgrec.errors import ImgrecError
 
 AUGMENT_LEVELS = ("none", "light", "medium", "heavy", "randaugment")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
-TASKS = ("auto", "image", "clip")
 TEMPORAL_MODELS = ("gru", "lstm", "attention", "average")
 CACHE_MODES = ("auto", "none", "memory")  # Or a file path prefix.
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -435,8 +434,9 @@ class TrainConfig(DataConfig):
   # Model.
   task: str = field("auto", "image (one image, one label), clip (a video "
                     "clip, one label: a frame model then a model over "
-                    "time), or auto: clip when --data_dir holds videos.",
-                    choices=TASKS)
+                    "time), or auto: clip when --data_dir holds videos. "
+                    "Also the registered names (image_classification, "
+                    "clip_classification).")
   model: str = field("simple_cnn", "Registered model name (see "
                      "imgrec.list_models()); for clips, the model run on "
                      "every frame.")
@@ -524,12 +524,6 @@ class TrainConfig(DataConfig):
 
   def _check_relations(self, check_files):
     super()._check_relations(check_files)
-    if self.task == "clip":
-      if self.labels_csv or self.tfds:
-        raise self._bad("task", "clip classifiers read video folders: pass "
-                        "--data_dir=root/<class>/*.mp4")
-      if self.mixup or self.cutmix:
-        raise self._bad("task", "clips take no --mixup or --cutmix")
     if self.freeze_epochs >= self.epochs:
       raise self._bad("freeze_epochs", "must be in [0, epochs): the "
                       "head-only epochs before the body is unfrozen")

@@ -56,6 +56,11 @@ _REPORT_MARKER_NAME = ".imgrec-report"
 # `serving_bytes` decodes for, so clients can decode files the same way.
 INPUT_SPEC_NAME = "imgrec_input.json"
 _LOCK_NAME = ".lock"
+# Task names runs recorded before tasks were registered under their full
+# names ("auto": runs from before clip models, all of them images).
+_RECORDED_TASK_NAMES = {"auto": "image_classification",
+                        "image": "image_classification",
+                        "clip": "clip_classification"}
 # Settings a rerun may change and still resume the same run: they shape
 # neither the splits nor the model nor its training.
 RESUME_NEUTRAL = frozenset({
@@ -392,10 +397,12 @@ class RunFolder:
     return path
 
   def read_config(self):
-    """Returns the run's TrainConfig."""
+    """Returns the run's TrainConfig (older runs' task names updated)."""
     path = self._require(self.config_path, "training config")
     with open(path, encoding="utf-8") as f:
-      return TrainConfig.from_json(f.read(), source=path)
+      config = TrainConfig.from_json(f.read(), source=path)
+    task = _RECORDED_TASK_NAMES.get(config.task)
+    return config.replace(task=task) if task else config
 
   def read_labels(self):
     return read_labels_file(self._require(self.labels_path, "labels file"))
@@ -522,11 +529,12 @@ class RunFolder:
     finally:
       os.close(fd)  # Releases the lock.
 
-  def check_resumable(self, config):
+  def check_resumable(self, config, neutral=RESUME_NEUTRAL):
     """Refuses to resume a run whose recorded config differs from `config`.
 
     Args:
       config: the TrainConfig of the new run (resolved).
+      neutral: fields a rerun may change (the task's `resume_neutral`).
 
     Returns:
       True when the folder holds a run to resume, False when it is new.
@@ -544,7 +552,7 @@ class RunFolder:
       for d in (old, new):
         if d.get(key):
           d[key] = os.path.abspath(d[key])
-    differ = sorted(k for k in new if k not in RESUME_NEUTRAL and
+    differ = sorted(k for k in new if k not in neutral and
                     old.get(k) != new[k])
     if differ:
       changes = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in differ)

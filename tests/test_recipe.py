@@ -12,6 +12,7 @@ from imgrec.config import AUGMENT_LEVELS
 from imgrec.data import augment
 from imgrec.data import pipeline
 from imgrec.errors import ImgrecError
+from imgrec.tasks import classification
 from imgrec.training import recipe
 from imgrec.training import trainer
 from conftest import write_toy_folder
@@ -53,7 +54,7 @@ def test_optimizers(name, cls):
 
 
 def test_balanced_class_weights():
-  weights = recipe.balanced_class_weights([0, 0, 0, 1], 3)
+  weights = classification.balanced_class_weights([0, 0, 0, 1], 3)
   assert weights[0] == pytest.approx(4 / 9)
   assert weights[1] == pytest.approx(4 / 3)
   assert weights[2] == 0.0

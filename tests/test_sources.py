@@ -159,8 +159,8 @@ def test_config_accepts_one_source(tmp_path):
   TrainConfig(labels_csv=csv_path).validate()
   TrainConfig(tfds="mnist").validate()
 
-  from imgrec.tasks import image_classification  # pylint: disable=g-import-not-at-top
-  default_model_dir = image_classification.default_model_dir
+  from imgrec.tasks import classification  # pylint: disable=g-import-not-at-top
+  default_model_dir = classification.default_model_dir
   assert default_model_dir(TrainConfig(labels_csv="a/pets.csv")) == (
       os.path.join("runs", "pets-simple_cnn"))
   assert default_model_dir(

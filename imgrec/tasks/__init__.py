@@ -7,20 +7,26 @@ so a scan whose results are cached answers at once.
 import importlib
 
 _LAZY = {
+    "Task": "imgrec.tasks.base",
+    "ClassificationTask": "imgrec.tasks.classification",
     "ClipClassificationTask": "imgrec.tasks.clip_classification",
     "find_data": "imgrec.tasks.data",
     "for_config": "imgrec.tasks.select",
+    "for_input_shape": "imgrec.tasks.select",
     "for_run": "imgrec.tasks.select",
     "task_kind": "imgrec.tasks.select",
+    "get_task": "imgrec.tasks.registry",
+    "list_tasks": "imgrec.tasks.registry",
+    "register_task": "imgrec.tasks.registry",
     "scan_data": "imgrec.tasks.data",
     "ImageClassificationTask": "imgrec.tasks.image_classification",
-    "RunSpec": "imgrec.tasks.image_classification",
+    "RunSpec": "imgrec.tasks.classification",
     "image_dataset": "imgrec.tasks.image_classification",
     "load_model": "imgrec.tasks.image_classification",
     "model_input_spec": "imgrec.tasks.image_classification",
     "preprocess": "imgrec.tasks.image_classification",
     "read_image": "imgrec.tasks.image_classification",
-    "resolve": "imgrec.tasks.image_classification",
+    "resolve": "imgrec.tasks.classification",
 }
 
 

@@ -23,17 +23,36 @@ import numpy as np
 from imgrec.data import clips as clips_lib
 from imgrec.data import folder as folder_lib
 from imgrec.data import scan
-from imgrec.errors import ImgrecError
 from imgrec import fileio
-from imgrec.tasks import image_classification
+from imgrec.errors import ImgrecError
+from imgrec.tasks import classification
+from imgrec.tasks import registry
 
 logger = logging.getLogger(__name__)
 
 
-class ClipClassificationTask(image_classification.ImageClassificationTask):
+@registry.register_task("clip_classification", aliases=("clip",))
+class ClipClassificationTask(classification.ClassificationTask):
   """Builds the data, model and predictions of a clip classification run."""
 
-  kind = "clip"
+  noun = "clips"
+
+  @classmethod
+  def resolve(cls, config, *, check_files=True):
+    why = None
+    if config.labels_csv or config.tfds:
+      why = ("clip classifiers read video folders: pass "
+             "--data_dir=root/<class>/*.mp4")
+    elif config.mixup or config.cutmix:
+      why = "clips take no --mixup or --cutmix"
+    if why:
+      raise ImgrecError(f"Bad value for --task: {why}. Received: "
+                        f"task={config.task!r}")
+    return super().resolve(config, check_files=check_files)
+
+  @classmethod
+  def accepts_input_shape(cls, shape):
+    return len(shape) == 5  # [batch, frames, height, width, channels]
 
   def __init__(self, spec):
     super().__init__(spec)

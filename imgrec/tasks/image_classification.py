@@ -1,11 +1,10 @@
-"""The image classification task: a config in; data, model, metrics and predictions out.
+"""The image classification task: an image folder in; one label an image out.
 
 Training, evaluation, export, inference and the command-line tools all go
 through this module (as TF Model Garden's tasks do), so each fact about a
 run is decided once:
 
-    spec = resolve(config)               # validated, frozen: sizes, plans
-    task = ImageClassificationTask(spec)
+    task = ImageClassificationTask.from_config(config)  # resolve(config)
     folder = task.build_folder()         # files, scan, splits
     ds = task.build_inputs(folder.splits["train"], training=True, ...)
     model = task.build_model(len(folder.class_names))
@@ -15,15 +14,12 @@ run is decided once:
 any data is read.
 """
 
-import dataclasses
 import logging
 import os
-import re
 import zipfile
 
 import numpy as np
 
-from imgrec import datasets
 from imgrec import models
 from imgrec.config import TrainConfig
 from imgrec.data import decode
@@ -32,203 +28,26 @@ from imgrec.data import ops
 from imgrec.data import pipeline
 from imgrec.data import scan
 from imgrec.errors import ImgrecError
-from imgrec.run_folder import RunFolder
+from imgrec.tasks import classification
+from imgrec.tasks import registry
 from imgrec.tasks.data import find_data
 
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class AugmentPlan:
-  """What training augmentation does (see `imgrec.data.augment`)."""
-  level: str
-  flip: str
-  mixup: float
-  cutmix: float
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """A resolved, frozen run: the config plus every value derived from it.
-
-  Attributes:
-    config: the validated TrainConfig, `image_size` and `model_dir` filled
-      in; this is what `config.json` records.
-    image_size: (height, width) of the model input.
-    channels: 1 or 3.
-    model_kwargs: the registry options of the model (`dict(...)` them).
-    cache: the cache request ("auto", "none", "memory" or a prefix);
-      `pipeline.plan_cache` turns it into a decision per split, once the
-      split's size is known.
-    augment: the training augmentation.
-  """
-  config: TrainConfig
-  image_size: tuple
-  channels: int
-  model_kwargs: tuple
-  cache: str
-  augment: AugmentPlan
-
-  @property
-  def input_shape(self):
-    return (*self.image_size, self.channels)
-
-
-def default_model_dir(config):
-  """`runs/<data>-<model>`: fixed per data and model, so reruns resume.
-
-  <data> is the data folder's name, the labels CSV's name without extension,
-  the TFDS name (`/` and `:` replaced by `-`) or the built-in dataset.
-  """
-  if config.data_dir:
-    data = os.path.basename(os.path.normpath(config.data_dir))
-  elif config.labels_csv:
-    data = os.path.splitext(os.path.basename(config.labels_csv))[0]
-  elif config.tfds:
-    data = config.tfds.replace("/", "-").replace(":", "-")
-  else:
-    data = config.dataset
-  return os.path.join("runs", f"{data}-{config.model}")
-
-
-def image_size_of(config):
-  """(height, width) of a config whose image_size may be None, an int or a pair."""
-  size = config.image_size
-  if size is None:
-    return tuple(models.get_model_cfg(config.model)["input_size"])
-  if isinstance(size, int):
-    return (size, size)
-  return tuple(int(s) for s in size)
-
-
-def _model_kwargs(config):
-  kwargs = {}
-  if models.get_model_cfg(config.model)["kind"] == "transfer":
-    weights = config.weights
-    kwargs.update(weights=None if weights.lower() == "none" else weights,
-                  freeze_backbone=config.freeze_backbone)
-  if config.dropout is not None:
-    kwargs["dropout"] = config.dropout
-  if config.edges:
-    kwargs["edges"] = True
-  return kwargs
-
-
-def _inside(path, folder):
-  path, folder = os.path.realpath(path), os.path.realpath(folder)
-  return path == folder or path.startswith(folder + os.sep)
-
-
-def _check_model_dir_outside_data(config):
-  """imgrec never writes into the user's data: refuse a model_dir inside it."""
-  data = config.data_dir or (os.path.dirname(os.path.abspath(
-      config.labels_csv)) if config.labels_csv else None)
-  if data and _inside(config.model_dir, data):
-    raise ImgrecError(
-        f"model_dir {config.model_dir} is inside the data folder {data}; "
-        "imgrec never writes into your data. Pass --model_dir=<a folder "
-        "outside it>.")
-
-
-def _check_imagenet_weights(model, input_shape):
-  """Downloads the backbone's ImageNet weights now, or says how to do without."""
-  from imgrec.models import transfer  # pylint: disable=g-import-not-at-top
-  try:
-    transfer.fetch_imagenet_weights(model, input_shape)
-  except Exception as e:  # pylint: disable=broad-except
-    text = str(e)
-    url = re.search(r"https?://\S+?(?=[:\s]|$)", text)
-    name = os.path.basename(url.group(0)) if url else "the weights file"
-    where = f" ({url.group(0)})" if url else ""
-    reason = text.split(" -- ")[-1].strip() if " -- " in text else (
-        text.splitlines()[0] if text else type(e).__name__)
-    raise ImgrecError(
-        f"Cannot get the ImageNet weights of --model={model}{where}: "
-        f"{reason}. Without network: download {name} elsewhere and pass "
-        f"--weights=<path to it> (or put it in ~/.keras/models/), or train "
-        "from scratch with --weights=none.") from e
-
-
-def resolve(config, *, check_files=True):
-  """Validates a config and derives the run spec, without reading any data.
-
-  Args:
-    config: a TrainConfig.
-    check_files: also check that the files the config names exist (off
-      when reloading the config of a finished run).
-
-  Returns:
-    A RunSpec.
-
-  Raises:
-    ImgrecError: naming the bad flag, what is wrong and what to pass.
-  """
-  config.validate(check_files=check_files)
-  if config.model not in models.list_models():
-    raise ImgrecError(f"Bad value for --model: unknown model; known models: "
-                      f"{', '.join(models.list_models())}. Received: "
-                      f"model={config.model!r}")
-  if not (config.data_dir or config.labels_csv or config.tfds) and (
-      config.dataset not in datasets.list_builtin()):
-    raise ImgrecError(f"Bad value for --dataset: unknown built-in dataset; "
-                      f"known: {', '.join(datasets.list_builtin())}. "
-                      f"Received: dataset={config.dataset!r}")
-  if check_files and config.init_from:
-    RunFolder(config.init_from).require_best_model()
-  size = image_size_of(config)
-  kwargs = _model_kwargs(config)
-  try:
-    models.check_model(config.model, 2, (*size, config.channels), **kwargs)
-  except (ValueError, TypeError, FileNotFoundError) as e:
-    raise ImgrecError(
-        f"--model={config.model} cannot take --image_size="
-        f"{','.join(map(str, size))} --channels={config.channels} with these "
-        f"options: {e}") from e
-  if check_files and kwargs.get("weights") == "imagenet":
-    _check_imagenet_weights(config.model, (*size, config.channels))
-  image_size = size[0] if size[0] == size[1] else size
-  config = config.replace(image_size=image_size,
-                          model_dir=config.model_dir or
-                          default_model_dir(config))
-  if check_files:
-    _check_model_dir_outside_data(config)
-  return RunSpec(
-      config=config, image_size=size, channels=config.channels,
-      model_kwargs=tuple(sorted(kwargs.items())), cache=config.cache,
-      augment=AugmentPlan(config.augment, config.flip, config.mixup,
-                          config.cutmix))
-
-
-class ImageClassificationTask:
-  """Builds the data, model, losses, metrics and predictions of one run.
+@registry.register_task("image_classification", aliases=("image",))
+class ImageClassificationTask(classification.ClassificationTask):
+  """Builds the data, model, losses, metrics and predictions of one image run.
 
   Args:
     spec: a RunSpec from `resolve`.
   """
 
-  kind = "image"
-
-  def __init__(self, spec):
-    self.spec = spec
-    self.config = spec.config
+  noun = "images"
 
   @classmethod
-  def from_config(cls, config):
-    return cls(resolve(config))
-
-  @classmethod
-  def from_run(cls, run, **overrides):
-    """The task of a finished run (a RunFolder), with some fields changed."""
-    config = run.read_config().replace(**overrides)
-    return cls(resolve(config, check_files=False))
-
-  # --- Data ------------------------------------------------------------------
-
-  def config_to_record(self, folder):
-    """The config written to config.json: the built-in dataset's path filled in."""
-    if self.config.data_dir or self.config.labels_csv or self.config.tfds:
-      return self.config
-    return self.config.replace(data_dir=folder.root)
+  def accepts_input_shape(cls, shape):
+    return len(shape) == 4  # [batch, height, width, channels]
 
   def _scan(self, found, report_path=None, max_bad_fraction=None, fill=None):
     config = self.config
@@ -286,34 +105,6 @@ class ImageClassificationTask:
     found = folder_lib.find_images(data_dir, min_classes=1, carve=False)
     return self._scan(found, max_bad_fraction=1.0)
 
-  def build_eval_split(self, data_dir, split, class_names):
-    """A split of another folder, its labels in this run's class order.
-
-    The folder's `split` folder if it has split folders, else all of its
-    images. Classes are matched by name; images of classes the model does
-    not know are left out and counted.
-
-    Returns:
-      (folder.Split, {class the model does not know: images left out}).
-    """
-    found = self._eval_folder(data_dir)
-    if found.layout == "splits" and len(found.splits.get(split, [])):
-      chosen = found.splits[split]
-    else:
-      chosen = folder_lib.Split(
-          [p for s in found.splits.values() for p in s.paths],
-          [l for s in found.splits.values() for l in s.labels])
-    index = {c: i for i, c in enumerate(class_names)}
-    paths, labels, unknown = [], [], {}
-    for path, label in zip(chosen.paths, chosen.labels):
-      name = found.class_names[label]
-      if name in index:
-        paths.append(path)
-        labels.append(index[name])
-      else:
-        unknown[name] = unknown.get(name, 0) + 1
-    return folder_lib.Split(paths, labels), unknown
-
   def build_inputs(self, split, *, num_classes, training, cache=True,
                    input_context=None, pixels=None):
     """The tf.data pipeline of one split (see `imgrec.data.pipeline`).
@@ -353,17 +144,6 @@ class ImageClassificationTask:
     return models.create_model(self.config.model, num_classes,
                                self.spec.input_shape,
                                **dict(self.spec.model_kwargs))
-
-  def build_losses(self):
-    import keras  # pylint: disable=g-import-not-at-top
-    return keras.losses.CategoricalCrossentropy(
-        label_smoothing=self.config.label_smoothing)
-
-  def build_metrics(self, num_classes):
-    import keras  # pylint: disable=g-import-not-at-top
-    return [keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.TopKCategoricalAccuracy(
-                k=min(self.config.top_k, num_classes), name="top_k")]
 
   def predict(self, model, split, num_classes):
     """Probabilities [N, C] of a model over one split, in file order."""

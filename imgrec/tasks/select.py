@@ -1,35 +1,42 @@
-"""Which task a config or a finished run is: image or clip classification."""
+"""Which registered task a config, a finished run or a saved model is."""
 
 import os
 
 from imgrec.data import folder as folder_lib
-from imgrec.tasks.clip_classification import ClipClassificationTask
-from imgrec.tasks.image_classification import ImageClassificationTask
-
-_TASKS = {"image": ImageClassificationTask, "clip": ClipClassificationTask}
+from imgrec.errors import ImgrecError
+from imgrec.tasks import registry
 
 
 def task_kind(config):
-  """"image" or "clip": `config.task`, or for "auto" what its data holds."""
+  """The task name of a TrainConfig: `config.task`, or for "auto" what its
+  data holds (videos: clip classification)."""
   if config.task != "auto":
-    return config.task
+    return registry.canonical_name(config.task)
   if config.data_dir and os.path.isdir(config.data_dir):
     if folder_lib.data_kind(config.data_dir) == "video":
-      return "clip"
-  return "image"
+      return "clip_classification"
+  return "image_classification"
 
 
 def for_config(config):
-  """The task of a TrainConfig, `task` filled in ("auto" resolved)."""
-  config = config.replace(task=task_kind(config))
-  return _TASKS[config.task].from_config(config)
+  """The task of a config, its `task` resolved ("auto" and aliases)."""
+  name = task_kind(config)
+  return registry.get_task(name).from_config(config.replace(task=name))
 
 
 def for_run(run, **overrides):
-  """The task of a finished run (a RunFolder), with some fields changed.
+  """The task of a finished run (a RunFolder), with some fields changed."""
+  return registry.get_task(run.read_config().task).from_run(run, **overrides)
 
-  Runs recorded before clip models existed say task "auto": images.
+
+def for_input_shape(shape):
+  """The task class whose saved models take inputs of `shape`.
+
+  Raises:
+    ImgrecError: no registered task takes it.
   """
-  config = run.read_config()
-  kind = "image" if config.task == "auto" else config.task
-  return _TASKS[kind].from_run(run, **overrides)
+  for task in registry.tasks():
+    if task.accepts_input_shape(shape):
+      return task
+  raise ImgrecError(f"No imgrec task takes a model input of shape "
+                    f"{tuple(shape)}.")

@@ -40,14 +40,18 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     mode: "max" or "min".
     initial_value_threshold: only a value better than this saves (an earlier
       stage's best, say).
+    part: `fn(model) -> model`, the part of the trained model that is
+      saved (a task's `saved_model`: an embedder inside its training
+      model, say); by default the model itself.
 
   Attributes:
     best: the best value so far (carried by the training backup).
   """
 
   def __init__(self, path, *, monitor="val_accuracy", mode="max",
-               initial_value_threshold=None):
+               initial_value_threshold=None, part=None):
     super().__init__()
+    self.part = part or (lambda model: model)
     if mode not in ("max", "min"):
       raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
     self.path = path
@@ -73,7 +77,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     fileio.check_free_space(directory, state_bytes(self.model),
                             f"the best model {self.path}")
     try:
-      save_model(self.model, path)
+      save_model(self.part(self.model), path)
     except OSError as e:
       raise ImgrecError(f"Writing the best model {self.path} failed: "
                         f"{e.strerror or e}. Free space or fix the folder, "

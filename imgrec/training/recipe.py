@@ -1,6 +1,5 @@
-"""The optimization recipe: optimizer, LR schedule, EMA, class weights, dtype."""
+"""The optimization recipe: optimizer, LR schedule, EMA, dtype."""
 
-import collections
 
 import keras
 import tensorflow as tf
@@ -74,17 +73,6 @@ def build_optimizer(config, steps_per_epoch, epochs=None, lr_scale=1.0):
                                 weight_decay=config.weight_decay or None, **kw)
   raise ImgrecError(f"Unknown optimizer. Received: optimizer="
                     f"{config.optimizer!r}")
-
-
-def balanced_class_weights(labels, num_classes):
-  """Weights n / (k * count[c]): each class adds the same to the loss.
-
-  Classes with no example get weight 0 (they never appear anyway).
-  """
-  counts = collections.Counter(int(l) for l in labels)
-  n = len(labels)
-  return {c: (n / (num_classes * counts[c]) if counts[c] else 0.0)
-          for c in range(num_classes)}
 
 
 def set_precision(mixed_precision):

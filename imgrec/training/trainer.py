@@ -8,6 +8,7 @@ model on the test split and exports it. Everything lands in the run folder
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -45,15 +46,22 @@ def _stages(config, run):
            config.fine_tune_lr_scale, run.backup_dir("fine_tune"))]
 
 
-def _callbacks(config, run, *, chief, monitor, best, append_history):
-  """The per-epoch callbacks before the backup, in the order they must run."""
+def _callbacks(task, run, *, chief, monitor, best, append_history, extra):
+  """The per-epoch callbacks before the backup, in the order they must run.
+
+  `extra` (the task's own, e.g. a validation metric added to the logs)
+  run before anything reads the epoch's logs.
+  """
+  config = task.config
+  metric, mode = monitor
   out = []
-  if config.ema:
+  if getattr(config, "ema", False):
     # Validation and checkpoints see the averaged weights.
     out.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-  if config.early_stopping:
+  out += extra
+  if getattr(config, "early_stopping", 0):
     out.append(keras.callbacks.EarlyStopping(
-        monitor=monitor, mode="max", patience=config.early_stopping))
+        monitor=metric, mode=mode, patience=config.early_stopping))
   if chief:
     out += [keras.callbacks.TensorBoard(run.logs_dir),
             keras.callbacks.CSVLogger(run.history_path,
@@ -61,8 +69,8 @@ def _callbacks(config, run, *, chief, monitor, best, append_history):
   # A later stage only replaces the best model of an earlier one with a
   # better one.
   out.append(checkpoint_lib.BestModelCheckpoint(
-      run.best_model_path, monitor=monitor, mode="max",
-      initial_value_threshold=best))
+      run.best_model_path, monitor=metric, mode=mode,
+      initial_value_threshold=best, part=task.saved_model))
   return out
 
 
@@ -101,10 +109,38 @@ def train(config):
     return _train(task, run, strategy, chief, start)
 
 
+@dataclasses.dataclass
+class _Prepared:
+  """What `_prepare` sets up for fitting: data, models and where to resume."""
+  folder: object
+  num_classes: int
+  train_ds: object
+  val_ds: object
+  model: object  # What is saved and served.
+  fit_model: object  # What `fit` trains (the model, or a wrapper of it).
+  stages: list
+  restore: list
+  monitor: tuple
+  epochs_done: int
+  resuming: bool
+  policy: str
+
+
 def _train(task, run, strategy, chief, start):
   """`train` inside the run's lock (a fresh run's folder already cleared)."""
+  prepared = _prepare(task, run, strategy, chief)
+  fitted = _fit(task, run, strategy, chief, prepared)
+  if fitted.get("interrupted"):
+    fitted["wall_seconds"] = time.time() - start
+    return fitted
+  return _finalize(task, run, chief, prepared, fitted["history"], start)
+
+
+def _prepare(task, run, strategy, chief):
+  """Checks the folder, reads and splits the data, builds the models."""
   config = task.config
-  resuming = chief and not config.overwrite and run.check_resumable(config)
+  resuming = chief and not config.overwrite and run.check_resumable(
+      config, neutral=task.resume_neutral)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -113,127 +149,139 @@ def _train(task, run, strategy, chief, start):
   # anything else is written.
   restore = [resume.restore_point(d, strategy) for *_, d in stages]
   folder = task.build_folder(run.data_report_path if chief else None)
-  class_names = folder.class_names
-  num_classes = len(class_names)
-  train_split = folder.splits["train"]
-  val_split, test_split = folder.splits["val"], folder.splits["test"]
+  splits = folder.splits
   logger.info("data %s: %d classes, %d train / %d val / %d test %s",
-              folder.root, num_classes, len(train_split), len(val_split),
-              len(test_split), "clips" if task.kind == "clip" else "images")
+              folder.root, len(folder.class_names), len(splits["train"]),
+              len(splits["val"]), len(splits.get("test", ())), task.noun)
   if chief and resuming:
-    run.check_same_splits(folder.splits)
+    run.check_same_splits(splits)
   elif chief:
     run.write_config(task.config_to_record(folder))
-    run.write_labels(class_names)
-    run.write_splits(folder.root, class_names, folder.splits)
+    run.write_labels(folder.class_names)
+    run.write_splits(folder.root, folder.class_names, splits)
 
+  num_classes = task.num_outputs(folder)
   # Each worker reads its own shard of the files, batched per replica.
   train_ds = distribute.distribute_dataset(
-      lambda ctx: task.build_inputs(train_split, num_classes=num_classes,
+      lambda ctx: task.build_inputs(splits["train"], num_classes=num_classes,
                                     training=True, input_context=ctx,
                                     pixels=folder.pixels),
       strategy)
-  val_ds = (task.build_inputs(val_split, num_classes=num_classes,
-                              training=False)
-            if len(val_split) else None)
+  val_ds = task.validation_inputs(folder, num_classes)
   policy = recipe.set_precision(config.mixed_precision)
-  steps = recipe.steps_per_epoch(len(train_split), config.batch_size)
   with strategy.scope():
     model = task.build_model(num_classes)
     if config.init_from:
       finetune.load_body_weights(model, RunFolder(config.init_from))
-  class_weight = (recipe.balanced_class_weights(train_split.labels,
-                                                num_classes)
-                  if config.class_weight == "auto" else None)
-
-  monitor = "val_accuracy" if val_ds is not None else "accuracy"
+    fit_model = task.training_model(model, num_classes)
   # A rerun resumes after the last epoch whose backup was committed; history
   # rows of later epochs (cut short by a kill, run again now) are dropped.
   epochs_done = max(int(m["epoch"]) if m else 0 for _, m in restore)
   if chief:
     resume.truncate_history(run.history_path, epochs_done)
+  return _Prepared(
+      folder=folder, num_classes=num_classes, train_ds=train_ds,
+      val_ds=val_ds, model=model, fit_model=fit_model, stages=stages,
+      restore=restore, monitor=task.monitor(folder), epochs_done=epochs_done,
+      resuming=resuming, policy=policy)
+
+
+def _fit(task, run, strategy, chief, prepared):
+  """Fits every stage; {"history"} or, on SIGTERM/SIGINT, {"interrupted"}."""
+  config, p = task.config, prepared
+  steps = recipe.steps_per_epoch(len(p.folder.splits["train"]),
+                                 config.batch_size)
+  class_weight = task.class_weight(p.folder.splits["train"], p.num_classes)
   history, best = {}, None
   for (name, first, last, lr_scale, backup_dir), (restore_dir, metadata) in (
-      zip(stages, restore)):
+      zip(p.stages, p.restore)):
     if name == "head":
-      finetune.set_body_trainable(model, False)
+      finetune.set_body_trainable(p.model, False)
     elif name == "fine_tune":
-      finetune.set_body_trainable(model, True, config.unfreeze)
+      finetune.set_body_trainable(p.model, True, config.unfreeze)
     initial_epoch = max(first, resume.resume_epoch(metadata, last))
     distribute.check_same_on_workers(
         strategy, initial_epoch, f"the epoch to resume from ({backup_dir})")
     with strategy.scope():
-      model.compile(
+      p.fit_model.compile(
           optimizer=recipe.build_optimizer(config, steps, epochs=last - first,
                                            lr_scale=lr_scale),
-          loss=task.build_losses(), metrics=task.build_metrics(num_classes),
+          loss=task.build_losses(),
+          metrics=task.build_metrics(p.num_classes),
           jit_compile={"auto": "auto", "true": True,
                        "false": False}[config.jit_compile])
-    callbacks = _callbacks(config, run, chief=chief, monitor=monitor,
-                           best=best,
-                           append_history=epochs_done > 0 or first > 0)
+    callbacks = _callbacks(
+        task, run, chief=chief, monitor=p.monitor, best=best,
+        append_history=p.epochs_done > 0 or first > 0,
+        extra=task.build_callbacks(p.model, p.folder, run))
     checkpoint = callbacks[-1]
     # After the callbacks that write per-epoch outputs: an epoch counts as
     # done once its backup is committed, and by then its row and best.keras
     # exist.
     callbacks.append(resume.TrainingBackup(
-        backup_dir, restore_dir=restore_dir, dataset=train_ds,
+        backup_dir, restore_dir=restore_dir, dataset=p.train_ds,
         state_callbacks=list(callbacks)))
     callbacks.append(signals.GracefulInterrupt())
     try:
-      stage_history = model.fit(
-          train_ds, validation_data=val_ds, initial_epoch=initial_epoch,
+      stage_history = p.fit_model.fit(
+          p.train_ds, validation_data=p.val_ds, initial_epoch=initial_epoch,
           epochs=last, callbacks=callbacks,
           verbose=_fit_verbosity(config.verbose), class_weight=class_weight,
           shuffle=False)  # The dataset shuffles.
     except signals.TrainingInterrupted as e:
       logger.warning("%s", e)
       return {"model_dir": run.path, "interrupted": True, "message": str(e),
-              "exit_code": e.exit_code, "chief": chief,
-              "wall_seconds": time.time() - start}
+              "exit_code": e.exit_code, "chief": chief}
     for key, values in stage_history.history.items():
       history.setdefault(key, []).extend(float(v) for v in values)
     if abs(checkpoint.best) != float("inf"):
       best = checkpoint.best
+  return {"history": history}
+
+
+def _finalize(task, run, chief, prepared, history, start):
+  """Records the run, reloads the best model, reports and exports it."""
+  p = prepared
   train_seconds = time.time() - start
   if chief:
     # A resumed run adds this session's time to the earlier sessions'.
-    before = (run.read_training() or {}) if resuming else {}
+    before = (run.read_training() or {}) if p.resuming else {}
     run.write_training({
         "train_seconds": train_seconds + float(before.get("train_seconds", 0)),
-        "epochs": epochs_done + len(history.get("loss", [])),
-        "num_params": int(model.count_params())})
+        "epochs": p.epochs_done + len(history.get("loss", [])),
+        "num_params": int(p.model.count_params())})
   if not chief:
     return {"model_dir": run.path, "train_seconds": train_seconds,
             "wall_seconds": time.time() - start, "chief": False}
 
   if not os.path.isfile(run.best_model_path):
-    checkpoint_lib.save_model(model, run.best_model_path)
+    checkpoint_lib.save_model(p.model, run.best_model_path)
   # Evaluate and export a fresh copy outside the strategy: running the
   # distributed model on the chief alone would wait for the other workers.
   model = tasks.load_model(run.best_model_path)
-  if policy != "float32":
+  if p.policy != "float32":
     # Serve in float32: TFLite and most servers lack bfloat16 kernels.
     recipe.set_precision(False)
-    float_model = task.build_model(num_classes)
+    float_model = task.build_model(p.num_classes)
     float_model.set_weights(model.get_weights())
     model = float_model
     checkpoint_lib.save_model(model, run.best_model_path)
   result = {"model_dir": run.path, "train_seconds": train_seconds,
             "history": history}
-  eval_split = test_split if len(test_split) else val_split
-  if len(eval_split):
+  result.update(task.finish(run, model, p.folder) or {})
+  chosen = task.report_split(p.folder)
+  if chosen is not None:
+    split_name, eval_split = chosen
+    val_split = p.folder.splits["val"]
     report = evaluate_lib.evaluate_split(
-        task, model, eval_split, class_names,
-        val_split=val_split if eval_split is test_split else None,
-        data_dir=folder.root, split_name="test" if eval_split is test_split
-        else "val", run=run)
+        task, model, eval_split, p.folder.class_names,
+        val_split=val_split if split_name == "test" else None,
+        data_dir=p.folder.root, split_name=split_name, run=run)
     evaluate_lib.report_run(run, report)
     result["report"] = report
     logger.info("test accuracy %.4f on %d %s", report["accuracy"],
-                report["num_examples"],
-                "clips" if task.kind == "clip" else "images")
-  if config.export:
+                report["num_examples"], task.noun)
+  if task.exports_after_training:
     from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
     # Measured without the single-thread timings (imgrec-export adds them).
     result["export"] = exporter.export_run(run, model=model, latency=False)

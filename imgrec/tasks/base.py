@@ -1,0 +1,178 @@
+"""The task protocol: what a kind of run gives the trainer, evaluator, exporter and `Classifier`.
+
+A task (TF Model Garden's `base_task.Task`, keras-hub's `Task`) turns a
+config into data, a model, losses and metrics, says which metric picks the
+best model, serves the model and describes what it predicts. Tasks are
+registered peers (`imgrec.tasks.registry`); the trainer, the evaluator, the
+exporter and `Classifier` ask the run's task and never branch on a task's
+name or on a tensor's rank.
+
+    task = tasks.for_config(config)          # or tasks.for_run(run)
+    folder = task.build_folder(report_path)  # files, scan, splits
+    ds = task.build_inputs(folder.splits["train"], num_classes=n,
+                           training=True)
+    model = task.build_model(n)              # what is saved and served
+    fit_model = task.training_model(model, n)
+    fit_model.compile(loss=task.build_losses(),
+                      metrics=task.build_metrics(n))
+    monitor, mode = task.monitor(has_validation=True)
+"""
+
+
+class Task:
+  """A kind of run. Subclasses register with `registry.register_task`.
+
+  Class attributes:
+    name: the registered name, recorded in the run folder.
+    aliases: other names that select it (set by `register_task`).
+    config_cls: the config record the task is built from.
+    noun: what one example is called in messages ("images", "clips").
+    resume_neutral: config fields a rerun may change and still resume the
+      same run (they shape neither the splits nor the model nor training).
+  """
+
+  name = None
+  aliases = ()
+  config_cls = None
+  noun = "examples"
+  resume_neutral = frozenset()
+
+  def __init__(self, spec):
+    self.spec = spec
+    self.config = spec.config
+
+  # --- Building -------------------------------------------------------------
+
+  @classmethod
+  def resolve(cls, config, *, check_files=True):
+    """Validates `config` and derives the frozen spec, reading no data."""
+    raise NotImplementedError
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(cls.resolve(config))
+
+  @classmethod
+  def from_run(cls, run, **overrides):
+    """The task of a finished run (a RunFolder), with some fields changed."""
+    config = cls.read_config(run).replace(**overrides)
+    return cls(cls.resolve(config, check_files=False))
+
+  @classmethod
+  def read_config(cls, run):
+    """The config record the run folder holds for this task."""
+    return run.read_config()
+
+  @classmethod
+  def accepts_input_shape(cls, shape):
+    """True when a saved model with this input shape is of this task.
+
+    `Classifier` and the exporter ask each registered task in turn, so a
+    bare model file (no run folder) finds its task too.
+    """
+    del shape
+    return False
+
+  # --- Data ------------------------------------------------------------------
+
+  def build_folder(self, report_path=None):
+    """Lists, checks and splits the run's data: a folder with `splits`,
+    `class_names`, `root` and `pixels`."""
+    raise NotImplementedError
+
+  def config_to_record(self, folder):
+    """The config written to the run folder (data paths filled in)."""
+    del folder
+    return self.config
+
+  def build_inputs(self, split, *, num_classes, training, cache=True,
+                   input_context=None, pixels=None):
+    """The tf.data pipeline of one split: (inputs, targets) batches."""
+    raise NotImplementedError
+
+  def model_pixels(self, path):
+    """One example file as the model takes it (float32), for export checks."""
+    raise NotImplementedError
+
+  # --- Model -----------------------------------------------------------------
+
+  def num_outputs(self, folder):
+    """Width of the training head: by default, one per class."""
+    return len(folder.class_names)
+
+  def build_model(self, num_classes):
+    """The model that is saved (best.keras), evaluated and served."""
+    raise NotImplementedError
+
+  def training_model(self, model, num_classes):
+    """The model `fit` trains; by default `model` itself. Its part that is
+    saved is `saved_model(training_model)`."""
+    del num_classes
+    return model
+
+  def saved_model(self, training_model):
+    """The part of a training model that is saved and served."""
+    return training_model
+
+  def build_losses(self):
+    raise NotImplementedError
+
+  def build_metrics(self, num_classes):
+    return []
+
+  def validation_inputs(self, folder, num_classes):
+    """The dataset `fit` validates on each epoch, or None."""
+    split = folder.splits.get("val")
+    if split is None or not len(split):
+      return None
+    return self.build_inputs(split, num_classes=num_classes, training=False)
+
+  def class_weight(self, split, num_classes):
+    """Keras' `class_weight` for `fit`, or None."""
+    del split, num_classes
+    return None
+
+  def monitor(self, folder):
+    """(metric, mode) that picks the best epoch of a run on `folder`, e.g.
+    ("val_accuracy", "max")."""
+    if len(folder.splits.get("val", ())):
+      return ("val_accuracy", "max")
+    return ("accuracy", "max")
+
+  def build_callbacks(self, model, folder, run):
+    """Task-specific callbacks before the checkpoint (e.g. one that adds a
+    validation metric to the epoch's logs)."""
+    del model, folder, run
+    return []
+
+  # --- After training ----------------------------------------------------------
+
+  def report_split(self, folder):
+    """(name, split) the end of training reports on, or None."""
+    del folder
+    return None
+
+  def finish(self, run, model, folder):
+    """Writes the task's own files once the best model is known; returns
+    what to add to `train`'s result (or None)."""
+    del run, model, folder
+
+  @property
+  def exports_after_training(self):
+    """Whether `imgrec-train` exports at the end (a config choice)."""
+    return bool(getattr(self.config, "export", False))
+
+  # --- Serving -------------------------------------------------------------------
+
+  def serving_endpoints(self, model, class_names, *, top_k,
+                        max_image_pixels):
+    """[(name, function, input_signature)] of the SavedModel."""
+    raise NotImplementedError
+
+  def tflite_model(self, model):
+    """The Keras model that converts to TFLite (by default `model`)."""
+    return model
+
+  def describe(self, variant):
+    """One sentence for a TFLite file's metadata."""
+    return f"imgrec {self.name} model ({variant})."
