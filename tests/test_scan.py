@@ -18,8 +18,8 @@ from imgrec.data import folder as folder_lib
 from imgrec.data import decode
 from imgrec.data import pipeline
 from imgrec.data import scan
-from imgrec.data import scan_cache
-from imgrec.data import scan_check
+from imgrec.data.scan import cache as scan_cache
+from imgrec.data.scan import check as scan_check
 from imgrec.errors import ImgrecError
 from conftest import write_toy_folder
 
@@ -479,7 +479,7 @@ def test_fast_and_one_by_one_checks_agree(zoo, tmp_path, monkeypatch):
   paths = [os.path.join(d, n) for n in sorted(valid) + sorted(broken)]
   fast = scan.scan_files(paths, prepared_dir=str(tmp_path / "a"),
                          progress=False)
-  monkeypatch.setattr(scan, "_quick_header", lambda *a: None)
+  monkeypatch.setattr(scan.files, "_quick_header", lambda *a: None)
   slow = scan.scan_files(paths, prepared_dir=str(tmp_path / "b"),
                          progress=False)
   for a, b in zip(fast, slow):

@@ -18,7 +18,7 @@ from imgrec.errors import ImgrecError
 
 
 def _print_summary(result):
-  from imgrec.data import scan_report  # pylint: disable=g-import-not-at-top
+  from imgrec.data.scan import report as scan_report  # pylint: disable=g-import-not-at-top
   report = result["report"]
   # With --report=- the JSON is stdout: the summary goes beside it.
   out = sys.stderr if result["report_path"] == "-" else sys.stdout

@@ -29,6 +29,65 @@ def count(items):
   return dict(sorted(out.items(), key=lambda kv: (-kv[1], str(kv[0]))))
 
 
+def _keep_split(folder, name, split, results, per_class, skipped):
+  """One split's usable files and its {class: counts} table.
+
+  Counts each class's files in `per_class` and lists the unusable ones in
+  `skipped`, both in place.
+
+  Args:
+    folder: the scanned `ImageFolder`.
+    name: the split's name.
+    split: its `Split`.
+    results: an iterator over the FileResults, positioned at this split's.
+    per_class: {class: {"found", "skipped", "train_usable"}}.
+    skipped: the report's list of skipped files.
+
+  Returns:
+    (Split of the usable files, each by its `decode_path`; the table).
+  """
+  kept = {"paths": [], "labels": [], "rows": [], "sides": []}
+  table = {c: {"found": 0, "usable": 0, "skipped": 0}
+           for c in folder.class_names}
+  for label in split.labels:
+    result = next(results)
+    class_name = folder.class_names[label]
+    row, totals = table[class_name], per_class[class_name]
+    row["found"] += 1
+    totals["found"] += 1
+    if not result.ok:
+      row["skipped"] += 1
+      totals["skipped"] += 1
+      skipped.append({"path": result.path, "split": name,
+                      "class": class_name, "reason": result.reason,
+                      "detail": result.detail})
+      continue
+    row["usable"] += 1
+    totals["train_usable"] += name == "train"
+    kept["paths"].append(result.decode_path)
+    kept["labels"].append(label)
+    kept["rows"].append(result.row)
+    kept["sides"].append(min(result.width or 0, result.height or 0))
+  rows = kept["rows"] if kept["rows"] and None not in kept["rows"] else None
+  return folder_lib.Split(kept["paths"], kept["labels"], rows,
+                          kept["sides"]), table
+
+
+def _ignored(folder, results, report_path):
+  """(path, why) of what the scan did not use below the folder's root."""
+  ignored = list(folder.ignored)
+  # A CSV or TFDS listing names its files: walking its folder would only
+  # report everything else there.
+  if folder.layout not in ("classes", "splits"):
+    return ignored
+  own = os.path.abspath(report_path) if report_path else None
+  return ignored + [
+      (p, why) for p, why in folder_lib.list_ignored(
+          folder.root, used_paths=[r.path for r in results],
+          skip=[p for p, _ in folder.ignored])
+      if os.path.abspath(p) != own]
+
+
 def build(folder, results, *, settings, seconds, tensorflow_start_seconds=0.0,
           report_path=None):
   """Keeps the usable files of `folder` and reports on all of them.
@@ -53,46 +112,10 @@ def build(folder, results, *, settings, seconds, tensorflow_start_seconds=0.0,
   per_class = {c: {"found": 0, "skipped": 0, "train_usable": 0}
                for c in folder.class_names}
   for name, split in folder.splits.items():
-    keep_paths, keep_labels, keep_rows, keep_sides = [], [], [], []
-    table = {c: {"found": 0, "usable": 0, "skipped": 0}
-             for c in folder.class_names}
-    for label in split.labels:
-      result = next(results_iter)
-      class_name = folder.class_names[label]
-      row = table[class_name]
-      row["found"] += 1
-      per_class[class_name]["found"] += 1
-      if result.ok:
-        row["usable"] += 1
-        keep_paths.append(result.decode_path)
-        keep_labels.append(label)
-        keep_rows.append(result.row)
-        keep_sides.append(min(result.width or 0, result.height or 0))
-        if name == "train":
-          per_class[class_name]["train_usable"] += 1
-      else:
-        row["skipped"] += 1
-        per_class[class_name]["skipped"] += 1
-        skipped.append({"path": result.path, "split": name,
-                        "class": class_name, "reason": result.reason,
-                        "detail": result.detail})
-    splits[name] = folder_lib.Split(
-        keep_paths, keep_labels,
-        keep_rows if keep_rows and None not in keep_rows else None,
-        keep_sides)
-    counts[name] = table
-
+    splits[name], counts[name] = _keep_split(folder, name, split,
+                                             results_iter, per_class, skipped)
   usable = [r for r in results if r.ok]
-  own = os.path.abspath(report_path) if report_path else None
-  # A CSV or TFDS listing names its files: walking its folder would only
-  # report everything else there.
-  listed = folder.layout not in ("classes", "splits")
-  used = [r.path for r in results]
-  ignored = list(folder.ignored)
-  if not listed:
-    ignored += [(p, why) for p, why in folder_lib.list_ignored(
-        folder.root, used_paths=used, skip=[p for p, _ in folder.ignored])
-                if os.path.abspath(p) != own]
+  ignored = _ignored(folder, results, report_path)
   report = {
       "root": folder.root,
       "class_names": list(folder.class_names),

@@ -1,18 +1,15 @@
-"""Scans an image folder once before training: every file checked, in parallel, cached.
+"""Checks image files in parallel, at decode speed, reusing earlier results.
 
-Real image folders hold broken downloads, HTML pages saved as `.jpg`,
-formats TensorFlow cannot read and images it reads differently from how a
-user sees them. `scan_files` checks each file (`scan_check`) on a pool of
-threads, with a progress line, reusing the results of earlier scans
-(`scan_cache`); `scan_folder` applies it to an `ImageFolder`, keeps the
-usable files, writes `data_report.json` (`scan_report`) and stops with a
-message naming the classes that cannot be used. No Python code runs in the
-training loop: files that need converting are converted here, once.
+`scan_files` decodes the plain files (most JPEG, PNG, GIF, BMP and WebP
+files) in one tf.data pass while Pillow reads their headers on a thread;
+every other file, and one that fails there, is checked one by one
+(`check.check_file`) on a pool of threads, with a progress line. Results of
+earlier scans come from the scan cache (`cache`). With a `Fill` the scan
+keeps every usable image, decoded and resized, for training.
 """
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import os
 import stat
 import sys
@@ -20,17 +17,13 @@ import time
 
 from PIL import Image
 
-from imgrec import fileio
 from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
-from imgrec.data import scan_cache
-from imgrec.data import scan_report
-from imgrec.data.scan_check import check_file
-from imgrec.data.scan_check import FileResult
-from imgrec.data.scan_check import strict_pillow
+from imgrec.data.scan import cache as cache_lib
+from imgrec.data.scan.check import check_file
+from imgrec.data.scan.check import FileResult
+from imgrec.data.scan.check import strict_pillow
 from imgrec.errors import ImgrecError
-
-REPORT_NAME = "data_report.json"
 
 
 class _Progress:
@@ -72,14 +65,6 @@ def default_workers():
   except AttributeError:
     cpus = os.cpu_count() or 1
   return max(1, min(16, cpus))
-
-
-def default_prepared_dir(root):
-  """Returns <cache home>/prepared/<name>-<hash of the absolute root>."""
-  root = os.path.abspath(root)
-  digest = hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()
-  name = os.path.basename(root.rstrip(os.sep)) or "root"
-  return fileio.cache_home("prepared", f"{name}-{digest[:16]}")
 
 
 @dataclasses.dataclass
@@ -215,6 +200,103 @@ def _fast_pass(items, fill, on_result, kept, sides=None):
   return [i for i in indices if i not in done]
 
 
+def _prepare_dir(prepared_dir, max_image_pixels):
+  """Checks the scan's arguments; returns the created, absolute prepared_dir."""
+  if not isinstance(max_image_pixels, int) or max_image_pixels <= 0:
+    raise ImgrecError("max_image_pixels must be a positive integer. "
+                      f"Received: max_image_pixels={max_image_pixels!r}")
+  if not prepared_dir:
+    raise ImgrecError("scan_files needs a prepared_dir for converted images.")
+  prepared_dir = os.path.abspath(prepared_dir)
+  try:
+    os.makedirs(prepared_dir, exist_ok=True)
+  except OSError as e:
+    raise ImgrecError(f"Cannot create prepared_dir {prepared_dir}: "
+                      f"{e.strerror or e}. Pass a writable --prepared_dir."
+                      ) from e
+  return prepared_dir
+
+
+class _Results:
+  """The results of one scan so far: from the cache, then as files are checked.
+
+  Each new result goes into the cache (saved by `close` when any did) and
+  moves the progress line on.
+  """
+
+  def __init__(self, paths, settings, prepared_dir, cache_path, progress,
+               fill):
+    self.paths = paths
+    self._settings = settings
+    self._cache_path = cache_path
+    self._cache = cache_lib.load(cache_path)
+    self.results = [cache_lib.lookup(self._cache.get(os.path.abspath(p)), p,
+                                     settings, prepared_dir) for p in paths]
+    self.todo = [i for i, r in enumerate(self.results) if r is None]
+    self._done = len(paths) - len(self.todo)
+    self._bad = sum(1 for r in self.results if r is not None and not r.ok)
+    self._changed = False
+    self._bar = _Progress(len(paths), progress and bool(self.todo or fill))
+
+  def keep(self, i, result, stat_key):
+    """Records the result of file `i`; `stat_key` None keeps it uncached."""
+    self.results[i] = result
+    self._done += 1
+    self._bad += not result.ok
+    if stat_key is not None:
+      self._cache[os.path.abspath(self.paths[i])] = cache_lib.entry(
+          result, stat_key, self._settings)
+      self._changed = True
+    self._bar.update(self._done, self._bad)
+
+  def close(self):
+    self._bar.close(self._done, self._bad)
+    if self._changed:
+      cache_lib.save(self._cache_path, self._cache)
+
+
+def _fast_checks(found, fill, max_image_pixels, kept):
+  """Checks the regular files still to check in one tf.data pass.
+
+  With a fill, the files known good from the cache are decoded in the same
+  pass. Pillow reads the headers on a thread while TensorFlow decodes: a
+  file counts as checked when both agree it is a plain image.
+
+  Returns:
+    (to check one by one, cached files whose decode failed): index sets.
+  """
+  paths, results = found.paths, found.results
+  # Regular files only go to TensorFlow (reading a FIFO would block).
+  fast = [(i, paths[i]) for i in found.todo if _regular(paths[i])]
+  cached = []
+  sides = None
+  if fill is not None:
+    # A file from the cache is known good and plain (or has its prepared
+    # copy): with a fill it is decoded, not checked.
+    cached = [(i, r.decode_path) for i, r in enumerate(results)
+              if r is not None and r.ok]
+    # Whether any JPEG is large enough for a DCT-scaled decode, known up
+    # front, keeps a per-image branch out of the decode (~10% of it).
+    sides = [decode.jpeg_shorter_side(p) for _, p in fast + cached]
+    sides = None if None in sides else sides
+  decoded = {}
+  with concurrent.futures.ThreadPoolExecutor(1) as header_pool:
+    headers = header_pool.submit(_headers, [p for _, p in fast],
+                                 max_image_pixels)
+    failed = (_fast_pass(fast + cached, fill, decoded.__setitem__, kept,
+                         sides) if fast or cached else [])
+    headers = dict(zip((i for i, _ in fast), headers.result()))
+  slow = set(found.todo)
+  for i, _ in fast:
+    if i in decoded and headers[i] is not None:
+      fmt, mode, stat_key, (width, height) = headers[i]
+      found.keep(i, FileResult(path=paths[i], ok=True, format=fmt, mode=mode,
+                               width=width, height=height,
+                               decode_path=paths[i]), stat_key)
+      slow.discard(i)
+  return slow, {i for i in failed if results[i] is not None}
+
+
 def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
                prepared_dir, workers=None, progress=True, cache_path=None,
                fill=None):
@@ -223,7 +305,7 @@ def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
   Files whose header shows a regular image that TensorFlow's plain decoder
   reads as the decode policy says (most JPEG, PNG, GIF, BMP and WebP files)
   are decoded once, in one tf.data pass at decode speed; a file that fails
-  there, and every other file, is checked one by one (`scan_check`), which
+  there, and every other file, is checked one by one (`check`), which
   names what is wrong or converts it once into `prepared_dir`.
 
   Args:
@@ -242,88 +324,32 @@ def scan_files(paths, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
   Raises:
     ImgrecError: bad arguments, or `prepared_dir` cannot be written.
   """
-  if not isinstance(max_image_pixels, int) or max_image_pixels <= 0:
-    raise ImgrecError("max_image_pixels must be a positive integer. "
-                      f"Received: max_image_pixels={max_image_pixels!r}")
-  if not prepared_dir:
-    raise ImgrecError("scan_files needs a prepared_dir for converted images.")
-  workers = workers or default_workers()
-  prepared_dir = os.path.abspath(prepared_dir)
-  try:
-    os.makedirs(prepared_dir, exist_ok=True)
-  except OSError as e:
-    raise ImgrecError(f"Cannot create prepared_dir {prepared_dir}: "
-                      f"{e.strerror or e}. Pass a writable --prepared_dir."
-                      ) from e
-  cache_path = cache_path or os.path.join(prepared_dir, scan_cache.CACHE_NAME)
-  cache = scan_cache.load(cache_path)
-  settings = {"max_image_pixels": max_image_pixels}
-
-  paths = [os.fspath(p) for p in paths]
-  results = [scan_cache.lookup(cache.get(os.path.abspath(p)), p, settings,
-                               prepared_dir) for p in paths]
-  todo = [i for i, r in enumerate(results) if r is None]
-  bad = sum(1 for r in results if r is not None and not r.ok)
-  bar = _Progress(len(paths), progress and bool(todo or fill))
-  counts = {"done": len(paths) - len(todo), "bad": bad}
+  prepared_dir = _prepare_dir(prepared_dir, max_image_pixels)
+  found = _Results(
+      [os.fspath(p) for p in paths], {"max_image_pixels": max_image_pixels},
+      prepared_dir,
+      cache_path or os.path.join(prepared_dir, cache_lib.CACHE_NAME),
+      progress, fill)
   kept = []  # (indices, pixels) batches, with a fill.
-  changed = []
-
-  def keep(i, result, stat):
-    results[i] = result
-    counts["done"] += 1
-    counts["bad"] += not result.ok
-    if stat is not None:
-      cache[os.path.abspath(paths[i])] = scan_cache.entry(result, stat,
-                                                          settings)
-      changed.append(i)
-    bar.update(counts["done"], counts["bad"])
-
   try:
-    # Regular files only go to TensorFlow (reading a FIFO would block).
-    fast = [(i, paths[i]) for i in todo if _regular(paths[i])]
-    # A file from the cache is known good and plain (or has its prepared
-    # copy): with a fill it is decoded, not checked.
-    cached = [(i, results[i].decode_path) for i, r in enumerate(results)
-              if fill is not None and r is not None and r.ok]
-    # Pillow reads the headers on a thread while TensorFlow decodes: a file
-    # counts as checked when both agree it is a plain image.
-    sides = None
+    slow, undecoded = _fast_checks(found, fill, max_image_pixels, kept)
+    _slow_pass(sorted(slow), found.paths, max_image_pixels, prepared_dir,
+               workers or default_workers(), found.keep)
     if fill is not None:
-      # Whether any JPEG is large enough for a DCT-scaled decode, known up
-      # front, keeps a per-image branch out of the decode (~10% of it).
-      sides = [decode.jpeg_shorter_side(p) for _, p in fast + cached]
-      sides = None if None in sides else sides
-    with concurrent.futures.ThreadPoolExecutor(1) as header_pool:
-      headers = header_pool.submit(_headers, [p for _, p in fast],
-                                   max_image_pixels)
-      decoded = {}
-      failed = (_fast_pass(fast + cached, fill, decoded.__setitem__, kept,
-                           sides) if fast or cached else [])
-      headers = dict(zip((i for i, _ in fast), headers.result()))
-    slow = set(todo)
-    for i, _ in fast:
-      if i in decoded and headers[i] is not None:
-        fmt, mode, stat_key, (width, height) = headers[i]
-        keep(i, FileResult(path=paths[i], ok=True, format=fmt, mode=mode,
-                           width=width, height=height, decode_path=paths[i]),
-             stat_key)
-        slow.discard(i)
-    missing_pixels = [i for i in failed if results[i] is not None]
-    _slow_pass(sorted(slow), paths, max_image_pixels, prepared_dir, workers,
-               keep)
-    if fill is not None:
-      again = [(i, results[i].decode_path) for i in
-               sorted(set(slow) | set(missing_pixels)) if results[i].ok]
-      if again and _fast_pass(again, fill, lambda *_: None, kept):
-        raise ImgrecError("Decoding the checked images for the training "
-                          "cache failed; rerun with --cache=none.")
-      _store(fill, kept, results)
+      _fill_rest(fill, found.results, slow | undecoded, kept)
   finally:
-    bar.close(counts["done"], counts["bad"])
-    if changed:
-      scan_cache.save(cache_path, cache)
-  return results
+    found.close()
+  return found.results
+
+
+def _fill_rest(fill, results, indices, kept):
+  """Decodes the usable files among `indices` for the fill; stores it all."""
+  again = [(i, results[i].decode_path) for i in sorted(indices)
+           if results[i].ok]
+  if again and _fast_pass(again, fill, lambda *_: None, kept):
+    raise ImgrecError("Decoding the checked images for the training "
+                      "cache failed; rerun with --cache=none.")
+  _store(fill, kept, results)
 
 
 def _slow_pass(indices, paths, max_image_pixels, prepared_dir, workers, keep):
@@ -384,71 +410,3 @@ def _store(fill, kept, results):
   kept.clear()
 
 
-def scan_folder(folder, *, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-                max_bad_fraction=0.1, prepared_dir=None, report_path=None,
-                workers=None, progress=True, cache_path=None, fill=None):
-  """Scans every file of an image folder and keeps the usable ones.
-
-  Files a labels CSV lists but that do not exist (the folder's `missing`)
-  are reported as skipped with reason "missing".
-
-  Args:
-    folder: an `ImageFolder` from `folder.find_images` or `sources`.
-    max_image_pixels: files declaring more pixels are skipped.
-    max_bad_fraction: the largest fraction of a class's files (all splits
-      together) that may be skipped.
-    prepared_dir: folder for converted copies and the scan cache; default
-      `default_prepared_dir(folder.root)`.
-    report_path: where to write the JSON report, if given. It is written
-      before any error is raised, so it can be read to see what went wrong.
-    workers: threads; default `default_workers()`.
-    progress: show a progress line on stderr (only when it is a terminal).
-    cache_path: the scan cache; default `prepared_dir/scan_cache.json`.
-    fill: a Fill: the returned folder then carries the decoded images
-      (`pixels`, rows named by each split's `pixel_rows`).
-
-  Returns:
-    (folder, report): a new `ImageFolder` whose splits hold only usable files,
-    each replaced by its `decode_path`, labels kept aligned; and the report
-    as a dict.
-
-  Raises:
-    ImgrecError: a class has no usable training image, or more than
-      `max_bad_fraction` of a class's files are bad. Its `report` attribute
-      holds the report.
-  """
-  if not 0.0 <= max_bad_fraction <= 1.0:
-    raise ImgrecError("max_bad_fraction must be in [0, 1]. Received: "
-                      f"max_bad_fraction={max_bad_fraction}")
-  prepared_dir = os.path.abspath(prepared_dir or
-                                 default_prepared_dir(folder.root))
-  paths = [p for s in folder.splits.values() for p in s.paths]
-  start = time.monotonic()
-  start_up = decode.tensorflow_import_seconds()
-  results = scan_files(paths, max_image_pixels=max_image_pixels,
-                       prepared_dir=prepared_dir, workers=workers,
-                       progress=progress, cache_path=cache_path, fill=fill)
-  start_up = decode.tensorflow_import_seconds() - start_up
-  settings = {"max_image_pixels": max_image_pixels,
-              "max_bad_fraction": max_bad_fraction,
-              "prepared_dir": prepared_dir}
-  kept, report, per_class = scan_report.build(
-      folder, results, settings=settings,
-      seconds=time.monotonic() - start - start_up,
-      tensorflow_start_seconds=start_up, report_path=report_path)
-  scan_report.add_missing(report, getattr(folder, "missing", None))
-  if report_path:
-    scan_report.write(report_path, report)
-  problems = scan_report.problems(per_class, max_bad_fraction)
-  if problems:
-    where = (f" Every skipped file and why: {report_path}." if report_path
-             else "")
-    error = ImgrecError(f"Too many unusable images in {folder.root}: "
-                        f"{'; '.join(problems)}. Fix or remove the files, or "
-                        f"raise --max_bad_fraction.{where}")
-    error.report = report
-    raise error
-  if fill is not None:
-    kept = dataclasses.replace(kept, pixels=fill.store)
-    fill.store = None
-  return kept, report

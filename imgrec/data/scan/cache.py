@@ -10,8 +10,8 @@ import os
 import sys
 
 from imgrec import fileio
-from imgrec.data.scan_check import FileResult
-from imgrec.data.scan_check import SCAN_VERSION
+from imgrec.data.scan.check import FileResult
+from imgrec.data.scan.check import SCAN_VERSION
 
 CACHE_NAME = "scan_cache.json"
 _RESULT_FIELDS = ("ok", "reason", "detail", "format", "mode", "width",
