@@ -293,17 +293,44 @@ class Config:
             for f in dataclasses.fields(self)}
 
   @classmethod
+  def field_sections(cls):
+    """{field name: the section that declares it ("data", "model", "recipe",
+    "run", a task's), or None for a field of the record itself}."""
+    out = {}
+    for f in dataclasses.fields(cls):
+      for klass in reversed(cls.__mro__):
+        if f.name in klass.__dict__.get("__annotations__", {}):
+          out[f.name] = klass.__dict__.get("section")
+          break
+    return out
+
+  @classmethod
   def from_dict(cls, data):
-    """Builds a config from a dict; unknown keys are an error."""
+    """Builds a config from a dict, flat or nested by section (as `to_json`
+    writes it); unknown keys are an error."""
+    sections = set(cls.field_sections().values()) - {None}
+    flat = {}
+    for key, value in data.items():
+      inner = (value.items() if key in sections and isinstance(
+          value, collections.abc.Mapping) else [(key, value)])
+      for name, item in inner:
+        if name in flat:
+          raise ImgrecError(f"Configuration key {name!r} is given twice.")
+        flat[name] = item
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(map(str, set(data) - known))
+    unknown = sorted(map(str, set(flat) - known))
     if unknown:
       raise ImgrecError(f"Unknown configuration key(s): {', '.join(unknown)}. "
                         f"Known keys: {', '.join(sorted(known))}")
-    return cls(**data)
+    return cls(**flat)
 
   def to_json(self):
-    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    """The record as JSON, fields nested by their section."""
+    sections, data = self.field_sections(), {}
+    for name, value in self.to_dict().items():
+      where = sections[name]
+      (data.setdefault(where, {}) if where else data)[name] = value
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
   @classmethod
   def from_json(cls, text, source="config"):
@@ -331,6 +358,7 @@ class DataConfig(Config):
   default $TFDS_DATA_DIR or ~/tensorflow_datasets); with none of them, the
   built-in `dataset` (default: `shapes`).
   """
+  section = "data"
   data_dir: str | None = field(
       None, "Image folder: root/<class>/* or root/{train,val,test}/<class>/*. "
       "Default: the built-in --dataset.")
@@ -409,68 +437,35 @@ class ScanConfig(DataConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(DataConfig):
-  """Everything that defines a training run.
+class ModelSection(Config):
+  """Which registered model, at what input size, from which weights.
 
   `image_size=None` takes the model's own default input size; an int is a
   square side, a (height, width) pair a rectangle.
   """
-  image_size: int | tuple | None = field(
-      None, "Input size in pixels: SIZE or HEIGHT,WIDTH. Default: the "
-      "model's own.", check=_check_image_size, parse=parse_image_size)
-  cache: str = field(
-      "auto", "Cache of decoded, resized images: auto (in memory when they "
-      "take under a quarter of the free memory and there is more than one "
-      "epoch), none (decode every epoch; streamed JPEGs decode only the "
-      "part the augmentation keeps), memory, or a file path prefix (for "
-      "datasets larger than memory).")
-  augment: str = field(
-      "light", "Augmentation: light = random flip and shift; medium adds "
-      "rotation, zoom and contrast; heavy makes them stronger and adds "
-      "brightness and random erasing; randaugment = Keras RandAugment + "
-      "random erasing.", choices=AUGMENT_LEVELS)
-  flip: str = field("horizontal", "Random flips (none for digits and text).",
-                    choices=FLIP_MODES)
-  # Model.
-  task: str = field("auto", "image (one image, one label), clip (a video "
-                    "clip, one label: a frame model then a model over "
-                    "time), or auto: clip when --data_dir holds videos. "
-                    "Also the registered names (image_classification, "
-                    "clip_classification).")
+  section = "model"
   model: str = field("simple_cnn", "Registered model name (see "
                      "imgrec.list_models()); for clips, the model run on "
                      "every frame.")
-  clip_frames: int = field(16, "Clips: frames sampled across each clip (at "
-                           "the centres of equal parts).", check=_at_least(2))
-  temporal: str = field("gru", "Clips: the model over time: gru or lstm "
-                        "(unrolled), attention (a transformer block), or "
-                        "average (order-blind).", choices=TEMPORAL_MODELS)
-  clip_motion: bool = field(True, "Clips: add a motion stream, a small "
-                            "CNN on the differences of consecutive frames.")
-  temporal_units: int = field(128, "Clips: width of the frame features and "
-                              "of the model over time.", check=_at_least(2))
+  image_size: int | tuple | None = field(
+      None, "Input size in pixels: SIZE or HEIGHT,WIDTH. Default: the "
+      "model's own.", check=_check_image_size, parse=parse_image_size)
   weights: str = field(
       "imagenet", "Transfer models: imagenet, none, or the path of a local "
       "weights file.")
   freeze_backbone: bool = field(False, "Transfer models: train only the "
                                 "head (the backbone stays frozen).")
-  init_from: str | None = field(
-      None, "Start from the body weights of an earlier imgrec-train model_dir "
-      "(same --model).")
-  freeze_epochs: int = field(
-      0, "Two-stage fine-tuning: train only the head for this many epochs, "
-      "then unfreeze the body.", check=_non_negative)
-  unfreeze: str = field(
-      "all", "After --freeze_epochs, unfreeze all of the body or its top N "
-      "layers (BatchNorm stays frozen).", check=_check_unfreeze)
-  fine_tune_lr_scale: float = field(
-      0.1, "Learning-rate factor after unfreezing.",
-      check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
   dropout: float | None = field(
       None, "Dropout before the classifier. Default: the model's own.",
       check=_fraction)
   edges: bool = field(False, "Add Sobel edge channels to the input.")
-  # Optimization.
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeSection(Config):
+  """How the model is trained: epochs, optimizer, schedule, augmentation,
+  regularization, precision and staged fine-tuning."""
+  section = "recipe"
   epochs: int = field(20, "Training epochs.", check=_at_least(1))
   batch_size: int = field(32, "Global batch size.", check=_at_least(1))
   optimizer: str = field("adam", "Optimizer.", choices=OPTIMIZERS)
@@ -485,6 +480,13 @@ class TrainConfig(DataConfig):
   warmup_epochs: float = field(
       1.0, "Linear learning-rate warmup (runs shorter than the warmup warm "
       "up for all but their last step).", check=_non_negative)
+  augment: str = field(
+      "light", "Augmentation: light = random flip and shift; medium adds "
+      "rotation, zoom and contrast; heavy makes them stronger and adds "
+      "brightness and random erasing; randaugment = Keras RandAugment + "
+      "random erasing.", choices=AUGMENT_LEVELS)
+  flip: str = field("horizontal", "Random flips (none for digits and text).",
+                    choices=FLIP_MODES)
   mixup: float = field(0.0, "MixUp alpha (0: off).", check=_non_negative)
   cutmix: float = field(0.0, "CutMix alpha (0: off).", check=_non_negative)
   ema: bool = field(False, "Evaluate and save an exponential moving "
@@ -504,14 +506,47 @@ class TrainConfig(DataConfig):
                                 "the loss stays float32.")
   jit_compile: str = field("auto", "XLA-compile the train step.",
                            choices=("auto", "true", "false"))
-  # Run.
+  init_from: str | None = field(
+      None, "Start from the body weights of an earlier imgrec-train model_dir "
+      "(same --model).")
+  freeze_epochs: int = field(
+      0, "Two-stage fine-tuning: train only the head for this many epochs, "
+      "then unfreeze the body.", check=_non_negative)
+  unfreeze: str = field(
+      "all", "After --freeze_epochs, unfreeze all of the body or its top N "
+      "layers (BatchNorm stays frozen).", check=_check_unfreeze)
+  fine_tune_lr_scale: float = field(
+      0.1, "Learning-rate factor after unfreezing.",
+      check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    if self.freeze_epochs >= self.epochs:
+      raise self._bad("freeze_epochs", "must be in [0, epochs): the "
+                      "head-only epochs before the body is unfrozen")
+    if check_files and self.init_from is not None and not os.path.isdir(
+        self.init_from):
+      raise self._bad("init_from", "expected the model_dir of a finished "
+                      "imgrec-train run")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSection(Config):
+  """Where a run goes and how it runs: folder, cache, devices, outputs."""
+  section = "run"
+  model_dir: str | None = field(
+      None, "Output folder. Rerunning with the same folder resumes. "
+      "Default: runs/<data>-<model>.")
+  cache: str = field(
+      "auto", "Cache of decoded, resized images: auto (in memory when they "
+      "take under a quarter of the free memory and there is more than one "
+      "epoch), none (decode every epoch; streamed JPEGs decode only the "
+      "part the augmentation keeps), memory, or a file path prefix (for "
+      "datasets larger than memory).")
   deterministic: bool = field(False, "Deterministic ops and input order "
                               "(slower): two runs give identical weights.")
   strategy: str = field("auto", "tf.distribute strategy.",
                         choices=STRATEGIES)
-  model_dir: str | None = field(
-      None, "Output folder. Rerunning with the same folder resumes. "
-      "Default: runs/<data>-<model>.")
   top_k: int = field(5, "k of the top-k accuracy and outputs.",
                      check=_at_least(1))
   export: bool = field(True, "Export SavedModel and TFLite at the end.")
@@ -522,27 +557,50 @@ class TrainConfig(DataConfig):
                              "or 2.", check=_check_verbose,
                              parse=_parse_verbose)
 
+
   def _check_relations(self, check_files):
     super()._check_relations(check_files)
-    if self.freeze_epochs >= self.epochs:
-      raise self._bad("freeze_epochs", "must be in [0, epochs): the "
-                      "head-only epochs before the body is unfrozen")
-    if self.freeze_epochs and self.freeze_backbone:
-      raise self._bad("freeze_epochs", "conflicts with --freeze_backbone "
-                      "(which never unfreezes); use one of them")
-    if not check_files:
-      return
-    if self.cache not in CACHE_MODES and not os.path.isdir(
+    if check_files and self.cache not in CACHE_MODES and not os.path.isdir(
         os.path.dirname(os.path.abspath(self.cache))):
       raise self._bad("cache", "expected auto, none, memory, or a file path "
                       "prefix in an existing folder")
-    if (self.weights.lower() not in ("imagenet", "none")
-        and not os.path.isfile(self.weights)):
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSection(Config):
+  """The clip classification task's own settings."""
+  section = "clip"
+  clip_frames: int = field(16, "Clips: frames sampled across each clip (at "
+                           "the centres of equal parts).", check=_at_least(2))
+  temporal: str = field("gru", "Clips: the model over time: gru or lstm "
+                        "(unrolled), attention (a transformer block), or "
+                        "average (order-blind).", choices=TEMPORAL_MODELS)
+  clip_motion: bool = field(True, "Clips: add a motion stream, a small "
+                            "CNN on the differences of consecutive frames.")
+  temporal_units: int = field(128, "Clips: width of the frame features and "
+                              "of the model over time.", check=_at_least(2))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(ClipSection, RunSection, RecipeSection, ModelSection,
+                  DataConfig):
+  """Everything that defines a training run, by concern: data, model,
+  recipe, run, and the task's own section (config.json nests them so)."""
+  task: str = field("auto", "image (one image, one label), clip (a video "
+                    "clip, one label: a frame model then a model over "
+                    "time), or auto: clip when --data_dir holds videos. "
+                    "Also the registered names (image_classification, "
+                    "clip_classification).")
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    if self.freeze_epochs and self.freeze_backbone:
+      raise self._bad("freeze_epochs", "conflicts with --freeze_backbone "
+                      "(which never unfreezes); use one of them")
+    if check_files and (self.weights.lower() not in ("imagenet", "none")
+                        and not os.path.isfile(self.weights)):
       raise self._bad("weights", "expected imagenet, none, or the path of a "
                       "weights file")
-    if self.init_from is not None and not os.path.isdir(self.init_from):
-      raise self._bad("init_from", "expected the model_dir of a finished "
-                      "imgrec-train run")
 
 
 @dataclasses.dataclass(frozen=True)

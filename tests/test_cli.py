@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import write_toy_folder
+from imgrec.run_folder import RunFolder
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 
@@ -41,8 +42,12 @@ def test_train_writes_every_artifact(trained):
                "export/saved_model/saved_model.pb", "export/model.tflite"):
     assert os.path.exists(os.path.join(model_dir, name)), name
   assert os.path.isdir(os.path.join(model_dir, "logs"))
-  config = json.load(open(os.path.join(model_dir, "config.json")))
-  assert config["epochs"] == 3 and config["image_size"] == 16
+  config = RunFolder(model_dir).read_config()
+  assert config.epochs == 3 and config.image_size == 16
+  # config.json groups the fields by concern.
+  recorded = json.load(open(os.path.join(model_dir, "config.json")))
+  assert recorded["recipe"]["epochs"] == 3
+  assert recorded["model"]["image_size"] == 16
   with open(os.path.join(model_dir, "history.csv")) as f:
     assert len(f.read().strip().splitlines()) == 4  # header + 3 epochs
 

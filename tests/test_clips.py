@@ -14,6 +14,7 @@ from imgrec.data import clips
 from imgrec.data import folder as folder_lib
 from imgrec.datasets import motion
 from imgrec.errors import ImgrecError
+from imgrec.run_folder import RunFolder
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 
@@ -179,8 +180,8 @@ def clip_run(tmp_path_factory):
 def test_clip_run_trains_evaluates_and_exports(clip_run):
   data, result = clip_run
   run = result["model_dir"]
-  config = json.load(open(os.path.join(run, "config.json")))
-  assert config["task"] == "clip" and config["clip_frames"] == 6
+  config = RunFolder(run).read_config()
+  assert config.task == "clip_classification" and config.clip_frames == 6
   report = json.load(open(os.path.join(run, "report.json")))
   assert report["num_examples"] == len(result["report"]["mistakes"]) + round(
       report["accuracy"] * report["num_examples"])

@@ -176,18 +176,29 @@ def test_huge_and_deep_values_give_a_short_message():
 
 def test_config_json_as_runs_wrote_it_still_loads(tmp_path):
   """JSON keeps a whole float as an int and a tuple as a list."""
-  written = json.loads(TrainConfig(image_size=(64, 48)).to_json())
+  # Flat, as runs before the sections wrote it.
+  written = TrainConfig(image_size=(64, 48)).to_dict()
   assert written["image_size"] == [64, 48]
   written.update(learning_rate=1, warmup_epochs=0, val_split=0,
                  dropout=None, verbose=2)
   config = TrainConfig.from_json(json.dumps(written))
   assert config.image_size == (64, 48) and config.learning_rate == 1.0
   assert config.validate(check_files=False) is config
+  # Nested by section, as runs write it now; the same record comes back.
+  nested = json.loads(config.to_json())
+  assert nested["model"]["image_size"] == [64, 48]
+  assert nested["recipe"]["learning_rate"] == 1.0
+  assert nested["data"]["val_split"] == 0 and nested["task"] == "auto"
+  assert TrainConfig.from_json(json.dumps(nested)) == config
+  nested["epochs"] = 3  # Also at the top: given twice.
+  with pytest.raises(ImgrecError, match="'epochs' is given twice"):
+    TrainConfig.from_dict(nested)
   # A run folder's config.json, read as every command reads it.
   run = imgrec.RunFolder(tmp_path / "run")
   os.makedirs(run.path)
   (tmp_path / "run" / "config.json").write_text(json.dumps(written))
-  assert run.read_config() == config
+  # (A run recorded its task; "auto" is what runs before clips recorded.)
+  assert run.read_config() == config.replace(task="image_classification")
 
 
 def test_a_config_json_with_a_wrong_type_names_the_field(tmp_path):

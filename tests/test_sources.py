@@ -14,6 +14,7 @@ from imgrec.data import folder
 from imgrec.data import scan
 from imgrec.data import sources
 from imgrec.errors import ImgrecError
+from imgrec.run_folder import RunFolder
 from conftest import write_toy_folder
 
 
@@ -200,8 +201,7 @@ def test_cli_trains_from_csv_with_broken_and_missing_files(tmp_path):
   used = [p for s in manifest["splits"].values() for p in s["paths"]]
   assert len(used) == 18
   assert not any("broken" in p or "missing" in p for p in used)
-  with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
-    assert json.load(f)["labels_csv"] == csv_path
+  assert RunFolder(model_dir).read_config().labels_csv == csv_path
 
 
 # --- TFDS --------------------------------------------------------------------
