@@ -336,6 +336,76 @@ def _check_fraction(name, value):
     raise ImgrecError(f"--{name} must be in [0, 1). Received: {name}={value}")
 
 
+def _check_root(root, val_split, test_split):
+  """Refuses bad fractions and a root that is not a folder."""
+  _check_fraction("val_split", val_split)
+  _check_fraction("test_split", test_split)
+  if val_split + test_split >= 1.0:
+    raise ImgrecError("--val_split + --test_split must be below 1. Received: "
+                      f"val_split={val_split}, test_split={test_split}")
+  if not root or not os.path.exists(root):
+    raise ImgrecError(f"Data folder {root!r} does not exist. Pass --data_dir "
+                      "pointing at root/<class>/<images> or "
+                      "root/{train,val,test}/<class>/<images>.")
+  if not os.path.isdir(root):
+    raise ImgrecError(f"--data_dir {root!r} is a file, not a folder.")
+
+
+def _read_trees(walker, root):
+  """(layout, {split: {class: [paths]}}, the folder of the training classes)."""
+  split_dirs = {SPLIT_DIR_NAMES[d.lower()]: d for d in _list_classes(root)
+                if d.lower() in SPLIT_DIR_NAMES}
+  if not split_dirs:
+    return "classes", {"train": _read_class_tree(walker, root)}, root
+  if "train" not in split_dirs:
+    raise ImgrecError(f"{root} has split folders {sorted(split_dirs.values())} "
+                      "but no 'train' folder. Add root/train/<class>/.")
+  trees = {s: _read_class_tree(walker, os.path.join(root, d))
+           for s, d in split_dirs.items()}
+  return "splits", trees, os.path.join(root, split_dirs["train"])
+
+
+def _train_classes(walker, train_tree, root, where, kind, min_classes):
+  """The sorted class names of the training tree; refuses empty classes."""
+  what = "images" if kind == "image" else "videos"
+  if not train_tree:
+    loose = _Walker(root, kind=kind).images(root)
+    hint = (f" It holds {len(loose)} {what} but no class folders: put them "
+            "in root/<class>/." if loose else "")
+    raise ImgrecError(f"No class folders found in {where}.{hint} Expected "
+                      "root/<class>/<images> or root/train/<class>/<images>.")
+  empty = sorted(c for c, p in train_tree.items() if not p)
+  if empty:
+    outside = {os.path.basename(p) for p, why in walker.ignored
+               if why == "link_outside_tree"}
+    hint = (" Some are links out of the data folder: pass --allow_outside "
+            "to use them." if outside & set(empty) else "")
+    raise ImgrecError(f"Class folder(s) with no {what} in {where}: "
+                      f"{', '.join(empty)}. Add images or remove the "
+                      f"folder(s).{hint}")
+  class_names = sorted(train_tree)
+  if len(class_names) < min_classes:
+    raise ImgrecError(f"Found only {len(class_names)} class in {where} "
+                      f"({class_names[0]!r}); a classifier needs at least "
+                      f"{min_classes}. Add a folder per class.")
+  return class_names
+
+
+def _split_of(tree, class_names, split, root):
+  """The Split of one {class: [paths]} tree, labels by `class_names`."""
+  unknown = sorted(set(tree) - set(class_names))
+  if unknown:
+    raise ImgrecError(f"Split '{split}' of {root} has classes the train split "
+                      f"lacks: {', '.join(unknown)}. Every class needs "
+                      "training images.")
+  paths, labels = [], []
+  for label, c in enumerate(class_names):
+    found = tree.get(c, [])
+    paths += found
+    labels += [label] * len(found)
+  return Split(paths, labels)
+
+
 def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
                 min_classes=2, carve=True, allow_outside=False, kind="image"):
   """Resolves an image folder into class names and train/val/test splits.
@@ -360,72 +430,14 @@ def find_images(root, *, val_split=0.1, test_split=0.1, seed=0,
     ImgrecError: the folder is missing or empty, has too few classes, a class
       has no images, or a split holds a class the train split lacks.
   """
-  _check_fraction("val_split", val_split)
-  _check_fraction("test_split", test_split)
-  if val_split + test_split >= 1.0:
-    raise ImgrecError("--val_split + --test_split must be below 1. Received: "
-                      f"val_split={val_split}, test_split={test_split}")
-  if not root or not os.path.exists(root):
-    raise ImgrecError(f"Data folder {root!r} does not exist. Pass --data_dir "
-                      "pointing at root/<class>/<images> or "
-                      "root/{train,val,test}/<class>/<images>.")
-  if not os.path.isdir(root):
-    raise ImgrecError(f"--data_dir {root!r} is a file, not a folder.")
+  _check_root(root, val_split, test_split)
   root = os.path.abspath(root)
   walker = _Walker(root, allow_outside, kind)
-  what = "images" if kind == "image" else "videos"
-  top = _list_classes(root)
-  split_dirs = {SPLIT_DIR_NAMES[d.lower()]: d for d in top
-                if d.lower() in SPLIT_DIR_NAMES}
-  if split_dirs:
-    if "train" not in split_dirs:
-      raise ImgrecError(f"{root} has split folders {sorted(split_dirs.values())} "
-                        "but no 'train' folder. Add root/train/<class>/.")
-    layout = "splits"
-    trees = {s: _read_class_tree(walker, os.path.join(root, d))
-             for s, d in split_dirs.items()}
-  else:
-    layout = "classes"
-    trees = {"train": _read_class_tree(walker, root)}
-
-  train_tree = trees["train"]
-  where = os.path.join(root, split_dirs["train"]) if split_dirs else root
-  if not train_tree:
-    loose = _Walker(root, kind=kind).images(root)
-    hint = (f" It holds {len(loose)} {what} but no class folders: put them "
-            "in root/<class>/." if loose else "")
-    raise ImgrecError(f"No class folders found in {where}.{hint} Expected "
-                      "root/<class>/<images> or root/train/<class>/<images>.")
-  empty = sorted(c for c, p in train_tree.items() if not p)
-  if empty:
-    outside = {os.path.basename(p) for p, why in walker.ignored
-               if why == "link_outside_tree"}
-    hint = (" Some are links out of the data folder: pass --allow_outside "
-            "to use them." if outside & set(empty) else "")
-    raise ImgrecError(f"Class folder(s) with no {what} in {where}: "
-                      f"{', '.join(empty)}. Add images or remove the "
-                      f"folder(s).{hint}")
-  class_names = sorted(train_tree)
-  if len(class_names) < min_classes:
-    raise ImgrecError(f"Found only {len(class_names)} class in {where} "
-                      f"({class_names[0]!r}); a classifier needs at least "
-                      f"{min_classes}. Add a folder per class.")
-  index = {c: i for i, c in enumerate(class_names)}
-
-  splits = {}
-  for split, tree in trees.items():
-    unknown = sorted(set(tree) - set(class_names))
-    if unknown:
-      raise ImgrecError(f"Split '{split}' of {root} has classes the train split "
-                        f"lacks: {', '.join(unknown)}. Every class needs "
-                        "training images.")
-    paths, labels = [], []
-    for c in class_names:
-      for p in tree.get(c, []):
-        paths.append(p)
-        labels.append(index[c])
-    splits[split] = Split(paths, labels)
-
+  layout, trees, where = _read_trees(walker, root)
+  class_names = _train_classes(walker, trees["train"], root, where, kind,
+                               min_classes)
+  splits = {split: _split_of(tree, class_names, split, root)
+            for split, tree in trees.items()}
   found = ImageFolder(root=root, class_names=class_names, splits=splits,
                       layout=layout, ignored=sorted(walker.ignored))
   return carve_splits(found, val_split, test_split, seed) if carve else found

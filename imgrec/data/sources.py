@@ -61,57 +61,182 @@ def _listing(items, count=None):
 # --- Labels CSV --------------------------------------------------------------
 
 
+def _csv_columns(header, csv_path):
+  """The header's column names, lower case; refuses a header without
+  `path` and `label` or naming a column twice."""
+  if header is None:
+    raise ImgrecError(f"Labels CSV {csv_path} is empty. Write a header "
+                      "line `path,label` and one row per image.")
+  columns = [c.strip().lower() for c in header]
+  dupes = sorted({c for c in columns if c and columns.count(c) > 1})
+  if dupes:
+    raise ImgrecError(f"Labels CSV {csv_path} line 1: column(s) "
+                      f"{', '.join(dupes)} appear twice in the header "
+                      f"{header!r}. Keep one of each.")
+  missing = [c for c in ("path", "label") if c not in columns]
+  if missing:
+    raise ImgrecError(
+        f"Labels CSV {csv_path} line 1: no {' or '.join(missing)} "
+        f"column. Found the header {header!r}; expected `path,label` "
+        "(and optionally `split`) as the first line.")
+  return columns
+
+
+def _csv_read_error(e, csv_path, line):
+  """The ImgrecError that says why reading a labels CSV failed."""
+  if isinstance(e, FileNotFoundError):
+    return ImgrecError(f"Labels CSV {csv_path} does not exist. Pass "
+                       "--labels_csv pointing at a CSV file with `path,label` "
+                       "columns.")
+  if isinstance(e, IsADirectoryError):
+    return ImgrecError(f"--labels_csv {csv_path} is a folder, not a CSV "
+                       "file. For class folders pass --data_dir instead.")
+  if isinstance(e, OSError):
+    return ImgrecError(f"Cannot read labels CSV {csv_path}: "
+                       f"{e.strerror or e}.")
+  if isinstance(e, UnicodeDecodeError):
+    return ImgrecError(f"Labels CSV {csv_path} is not UTF-8 text ({e.reason} "
+                       f"at byte {e.start}). Save it as UTF-8.")
+  return ImgrecError(f"Labels CSV {csv_path} line {line} is not valid CSV: "
+                     f"{e}.")
+
+
 def _read_csv_rows(csv_path):
-  """Returns (header, [(line, {column: value})]) of a UTF-8 CSV."""
+  """Returns (columns, [(line, {column: value})]) of a UTF-8 CSV."""
+  reader = None
   try:
     with open(csv_path, encoding="utf-8-sig", newline="") as f:
       reader = csv.reader(f, strict=True)
-      header = next(reader, None)
-      if header is None:
-        raise ImgrecError(f"Labels CSV {csv_path} is empty. Write a header "
-                          "line `path,label` and one row per image.")
-      columns = [c.strip().lower() for c in header]
-      dupes = sorted({c for c in columns if c and columns.count(c) > 1})
-      if dupes:
-        raise ImgrecError(f"Labels CSV {csv_path} line 1: column(s) "
-                          f"{', '.join(dupes)} appear twice in the header "
-                          f"{header!r}. Keep one of each.")
-      missing = [c for c in ("path", "label") if c not in columns]
-      if missing:
-        raise ImgrecError(
-            f"Labels CSV {csv_path} line 1: no {' or '.join(missing)} "
-            f"column. Found the header {header!r}; expected `path,label` "
-            "(and optionally `split`) as the first line.")
+      columns = _csv_columns(next(reader, None), csv_path)
       rows = []
       for values in reader:
         if not any(v.strip() for v in values):
           continue
-        # Short rows leave the last columns empty; they are checked below.
-        row = {c: (values[i].strip() if i < len(values) else "")
-               for i, c in enumerate(columns)}
-        rows.append((reader.line_num, row))
-  except FileNotFoundError as e:
-    raise ImgrecError(f"Labels CSV {csv_path} does not exist. Pass "
-                      "--labels_csv pointing at a CSV file with `path,label` "
-                      "columns.") from e
-  except IsADirectoryError as e:
-    raise ImgrecError(f"--labels_csv {csv_path} is a folder, not a CSV file. "
-                      "For class folders pass --data_dir instead.") from e
-  except OSError as e:
-    raise ImgrecError(f"Cannot read labels CSV {csv_path}: "
-                      f"{e.strerror or e}.") from e
-  except UnicodeDecodeError as e:
-    raise ImgrecError(f"Labels CSV {csv_path} is not UTF-8 text ({e.reason} "
-                      f"at byte {e.start}). Save it as UTF-8.") from e
-  except csv.Error as e:
-    raise ImgrecError(f"Labels CSV {csv_path} line {reader.line_num} is not "
-                      f"valid CSV: {e}.") from e
-  return header, rows
+        # Short rows leave the last columns empty; they are checked later.
+        rows.append((reader.line_num,
+                     {c: (values[i].strip() if i < len(values) else "")
+                      for i, c in enumerate(columns)}))
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise _csv_read_error(e, csv_path,
+                          reader.line_num if reader else 0) from e
+  return columns, rows
 
 
 def _outside(path, base):
   real, base = os.path.realpath(path), os.path.realpath(base)
   return not (real == base or real.startswith(base + os.sep))
+
+
+def _csv_split(row, has_split):
+  """The imgrec split a CSV row names; raises ValueError saying why not."""
+  if not has_split:
+    return "train"
+  if not row["split"]:
+    raise ValueError(f"empty split for {row['path']!r}")
+  split = CSV_SPLIT_NAMES.get(row["split"].lower())
+  if split is None:
+    raise ValueError(f"unknown split {row['split']!r} (expected train, val, "
+                     "validation or test)")
+  return split
+
+
+def _csv_entries(csv_path, rows, has_split):
+  """[(line, absolute path, label, split)] of the rows; refuses bad rows."""
+  base = os.path.dirname(csv_path)
+  problems, entries, first_line = [], [], {}
+  for line, row in rows:
+    path, label = row["path"], row["label"]
+    try:
+      if not path:
+        raise ValueError("empty path")
+      if not label:
+        raise ValueError(f"empty label for {path!r}")
+      split = _csv_split(row, has_split)
+      full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+      if full in first_line:
+        raise ValueError(f"{path!r} is already listed on line "
+                         f"{first_line[full]}")
+    except ValueError as e:
+      problems.append(f"line {line}: {e}")
+      continue
+    first_line[full] = line
+    entries.append((line, full, label, split))
+  if problems:
+    raise ImgrecError(f"Labels CSV {csv_path} has {len(problems)} bad "
+                      f"row(s): {_listing(problems)}. Fix or remove them; "
+                      "every row needs a path and a label, and a file may be "
+                      "listed once.")
+  if not entries:
+    raise ImgrecError(f"Labels CSV {csv_path} has a header but no rows. Add "
+                      "one `path,label` row per image.")
+  return entries
+
+
+def _csv_class_names(csv_path, entries, min_classes):
+  """The distinct labels, sorted as strings; refuses too few or bad names."""
+  class_names = sorted({label for _, _, label, _ in entries})
+  folder_lib.check_class_names(class_names, csv_path)
+  if len(class_names) < min_classes:
+    raise ImgrecError(
+        f"Labels CSV {csv_path} has only {len(class_names)} class "
+        f"({', '.join(repr(c) for c in class_names)}); a classifier needs at "
+        f"least {min_classes}. Check the label column.")
+  return class_names
+
+
+def _unusable(full, base, allow_outside):
+  """(reason, why) a listed file cannot be used, or (reason, None)."""
+  if not allow_outside and _outside(full, base):
+    return OUTSIDE_REASON, ("is outside the CSV's folder (pass "
+                            "--allow_outside to use such files)")
+  if os.path.isdir(full):
+    return MISSING_REASON, "is a folder, not a file"
+  if not os.path.exists(full):
+    return MISSING_REASON, "does not exist"
+  if not os.path.isfile(full):
+    return MISSING_REASON, "is not a regular file (a FIFO, socket or device)"
+  return MISSING_REASON, None
+
+
+def _csv_splits(csv_path, entries, class_names, allow_outside):
+  """({split: Split} of the usable files, [missing entries])."""
+  base = os.path.dirname(csv_path)
+  index = {c: i for i, c in enumerate(class_names)}
+  splits, missing = {}, []
+  for line, full, label, split in entries:
+    reason, why = _unusable(full, base, allow_outside)
+    if why:
+      missing.append({"path": full, "split": split, "class": label,
+                      "reason": reason,
+                      "detail": f"listed on line {line} of {csv_path} but "
+                                f"{why}"})
+      continue
+    part = splits.setdefault(split, folder_lib.Split([], []))
+    part.paths.append(full)
+    part.labels.append(index[label])
+  if missing:
+    logger.warning("%d file(s) listed in %s do not exist and are skipped: %s",
+                   len(missing), csv_path,
+                   _listing([m["path"] for m in missing]))
+  splits.setdefault("train", folder_lib.Split([], []))
+  return splits, missing
+
+
+def _check_training_files(csv_path, entries, class_names, train, missing):
+  """Refuses a CSV that leaves a class without an existing training file."""
+  with_train = {class_names[l] for l in train.labels}
+  lacking = [c for c in class_names if c not in with_train]
+  if not lacking:
+    return
+  listed = sum(1 for _, _, label, split in entries
+               if split == "train" and label in lacking)
+  gone = sum(1 for m in missing if m["split"] == "train"
+             and m["class"] in lacking)
+  raise ImgrecError(
+      f"Labels CSV {csv_path}: class(es) {', '.join(map(repr, lacking))} "
+      f"have no existing training file ({listed} listed for training, "
+      f"{gone} of them missing). Every class needs training images: fix "
+      "the paths or add train rows.")
 
 
 def read_labels_csv(csv_path, *, min_classes=2, allow_outside=False):
@@ -154,99 +279,17 @@ def read_labels_csv(csv_path, *, min_classes=2, allow_outside=False):
   if not csv_path:
     raise ImgrecError("No labels CSV given. Pass --labels_csv=<file.csv>.")
   csv_path = os.path.abspath(os.path.expanduser(csv_path))
-  base = os.path.dirname(csv_path)
-  header, rows = _read_csv_rows(csv_path)
-  has_split = "split" in [c.strip().lower() for c in header]
-
-  problems = []
-  entries = []  # (line, abs path, label, split)
-  first_line = {}
-  for line, row in rows:
-    path, label = row["path"], row["label"]
-    split = "train"
-    if not path:
-      problems.append(f"line {line}: empty path")
-      continue
-    if not label:
-      problems.append(f"line {line}: empty label for {path!r}")
-      continue
-    if has_split:
-      split = CSV_SPLIT_NAMES.get(row["split"].lower())
-      if not row["split"]:
-        problems.append(f"line {line}: empty split for {path!r}")
-        continue
-      if split is None:
-        problems.append(f"line {line}: unknown split {row['split']!r} "
-                        "(expected train, val, validation or test)")
-        continue
-    full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
-    if full in first_line:
-      problems.append(f"line {line}: {path!r} is already listed on line "
-                      f"{first_line[full]}")
-      continue
-    first_line[full] = line
-    entries.append((line, full, label, split))
-  if problems:
-    raise ImgrecError(f"Labels CSV {csv_path} has {len(problems)} bad "
-                      f"row(s): {_listing(problems)}. Fix or remove them; "
-                      "every row needs a path and a label, and a file may be "
-                      "listed once.")
-  if not entries:
-    raise ImgrecError(f"Labels CSV {csv_path} has a header but no rows. Add "
-                      "one `path,label` row per image.")
-
-  class_names = sorted({label for _, _, label, _ in entries})
-  folder_lib.check_class_names(class_names, csv_path)
-  if len(class_names) < min_classes:
-    raise ImgrecError(
-        f"Labels CSV {csv_path} has only {len(class_names)} class "
-        f"({', '.join(repr(c) for c in class_names)}); a classifier needs at "
-        f"least {min_classes}. Check the label column.")
-  index = {c: i for i, c in enumerate(class_names)}
-
-  splits = {}
-  missing = []
-  for line, full, label, split in entries:
-    reason, why = MISSING_REASON, None
-    if not allow_outside and _outside(full, base):
-      reason, why = OUTSIDE_REASON, ("is outside the CSV's folder (pass "
-                                     "--allow_outside to use such files)")
-    elif os.path.isdir(full):
-      why = "is a folder, not a file"
-    elif not os.path.exists(full):
-      why = "does not exist"
-    elif not os.path.isfile(full):
-      why = "is not a regular file (a FIFO, socket or device)"
-    if why:
-      missing.append({"path": full, "split": split, "class": label,
-                      "reason": reason,
-                      "detail": f"listed on line {line} of {csv_path} but "
-                                f"{why}"})
-      continue
-    part = splits.setdefault(split, folder_lib.Split([], []))
-    part.paths.append(full)
-    part.labels.append(index[label])
-  if missing:
-    logger.warning("%d file(s) listed in %s do not exist and are skipped: %s",
-                   len(missing), csv_path,
-                   _listing([m["path"] for m in missing]))
-
-  train = splits.setdefault("train", folder_lib.Split([], []))
-  with_train = {class_names[l] for l in train.labels}
-  lacking = [c for c in class_names if c not in with_train]
-  if lacking:
-    listed = sum(1 for _, _, label, split in entries
-                 if split == "train" and label in lacking)
-    gone = sum(1 for m in missing if m["split"] == "train"
-               and m["class"] in lacking)
-    raise ImgrecError(
-        f"Labels CSV {csv_path}: class(es) {', '.join(map(repr, lacking))} "
-        f"have no existing training file ({listed} listed for training, "
-        f"{gone} of them missing). Every class needs training images: fix "
-        "the paths or add train rows.")
+  columns, rows = _read_csv_rows(csv_path)
+  entries = _csv_entries(csv_path, rows, "split" in columns)
+  class_names = _csv_class_names(csv_path, entries, min_classes)
+  splits, missing = _csv_splits(csv_path, entries, class_names,
+                                allow_outside)
+  _check_training_files(csv_path, entries, class_names, splits["train"],
+                        missing)
   ordered = {s: splits[s] for s in folder_lib.SPLITS if s in splits}
-  return ListedImageFolder(root=base, class_names=class_names,
-                           splits=ordered, layout="csv", missing=missing)
+  return ListedImageFolder(root=os.path.dirname(csv_path),
+                           class_names=class_names, splits=ordered,
+                           layout="csv", missing=missing)
 
 
 def default_tfds_data_dir():
