@@ -94,9 +94,10 @@ def anchor_dataset(data_dir, size):
 def imgrec_dataset(paths, labels, num_classes, size, cache="auto",
                    sides=None):
   return pipeline.make_dataset(
-      paths, labels, num_classes=num_classes, image_size=size,
-      batch_size=FLAGS.batch_size, training=True, seed=0, cache=cache,
-      deterministic=False, shorter_sides=sides)
+      folder_lib.Split(paths, labels, shorter_sides=sides),
+      pipeline.PipelineSpec(num_classes=num_classes, image_size=size,
+                            batch_size=FLAGS.batch_size, training=True,
+                            seed=0, cache=cache, deterministic=False))
 
 
 def scan_rate(paths, fill=None):
@@ -116,11 +117,11 @@ def first_run_rate(paths, labels, num_classes, size):
   _, _, scan_seconds, results = scan_rate(paths, fill)
   cpu_start = time.process_time()
   ds = pipeline.make_dataset(
-      paths, labels, num_classes=num_classes, image_size=size,
-      batch_size=FLAGS.batch_size, training=True, seed=0,
-      deterministic=False, pixels=fill.store,
-      pixel_rows=[r.row for r in results],
-      shorter_sides=[min(r.width, r.height) for r in results])
+      folder_lib.Split(paths, labels, pixel_rows=[r.row for r in results],
+                   shorter_sides=[min(r.width, r.height) for r in results]),
+      pipeline.PipelineSpec(num_classes=num_classes, image_size=size,
+                            batch_size=FLAGS.batch_size, training=True,
+                            seed=0, deterministic=False), pixels=fill.store)
   rate, _ = images_per_second(ds)
   epoch_seconds = len(paths) / rate
   cpu = time.process_time() - cpu_start

@@ -105,10 +105,10 @@ def main(argv):
         flush=True)
 
   def dataset(batch_size):
-    return pipeline.make_dataset(
-        paths, labels, num_classes=num_classes, image_size=size,
-        batch_size=batch_size, training=True, seed=0, deterministic=False,
-        pixels=store, pixel_rows=rows)
+    split = folder_lib.Split(paths, labels, pixel_rows=rows)
+    return pipeline.make_dataset(split, pipeline.PipelineSpec(
+        num_classes=num_classes, image_size=size, batch_size=batch_size,
+        training=True, seed=0, deterministic=False), pixels=store)
 
   x_mem = np.concatenate([x.numpy() for x, _ in dataset(FLAGS.batch_size)])
   y_mem = np.concatenate([y.numpy() for _, y in dataset(FLAGS.batch_size)])

@@ -1,5 +1,7 @@
 """Tests for the decode/resize ops and the tf.data pipeline."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -54,9 +56,9 @@ def test_to_channels():
 def test_make_dataset_shapes_and_labels(tmp_path, training):
   root = write_toy_folder(tmp_path / "d", per_class=5)
   split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
-  ds = pipeline.make_dataset(
-      split.paths, split.labels, num_classes=3, image_size=(16, 16),
-      batch_size=4, training=training, augment="medium")
+  ds = pipeline.make_dataset(split, pipeline.PipelineSpec(
+      num_classes=3, image_size=(16, 16), batch_size=4, training=training,
+      augment="medium"))
   batches = list(ds.as_numpy_iterator())
   images = np.concatenate([x for x, _ in batches])
   labels = np.concatenate([y for _, y in batches])
@@ -73,8 +75,8 @@ def test_make_dataset_shapes_and_labels(tmp_path, training):
 def test_small_split_still_gives_a_batch(tmp_path):
   root = write_toy_folder(tmp_path / "d", per_class=1)
   split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
-  ds = pipeline.make_dataset(split.paths, split.labels, num_classes=3,
-                             image_size=(8, 8), batch_size=32, training=True)
+  ds = pipeline.make_dataset(split, pipeline.PipelineSpec(
+      num_classes=3, image_size=(8, 8), batch_size=32, training=True))
   assert sum(1 for _ in ds) == 1
 
 
@@ -82,9 +84,9 @@ def test_training_shuffle_is_seeded(tmp_path):
   root = write_toy_folder(tmp_path / "d", per_class=8)
   split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
   def order(seed):
-    ds = pipeline.make_dataset(split.paths, split.labels, num_classes=3,
-                               image_size=(8, 8), batch_size=4, training=True,
-                               seed=seed)
+    ds = pipeline.make_dataset(split, pipeline.PipelineSpec(
+        num_classes=3, image_size=(8, 8), batch_size=4, training=True,
+        seed=seed))
     return np.concatenate([y.argmax(1) for _, y in ds.as_numpy_iterator()])
 
   np.testing.assert_array_equal(order(5), order(5))
@@ -155,10 +157,9 @@ def test_cached_pipeline_gives_same_eval_batches(tmp_path, cache):
   split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
   kw = dict(num_classes=3, image_size=(8, 8), batch_size=4)
   plain = np.concatenate([x for x, _ in pipeline.make_dataset(
-      split.paths, split.labels, **kw).as_numpy_iterator()])
-  cached = pipeline.make_dataset(
-      split.paths, split.labels,
-      cache="memory" if cache == "memory" else str(tmp_path / "c"), **kw)
+      split, pipeline.PipelineSpec(**kw)).as_numpy_iterator()])
+  cached = pipeline.make_dataset(split, pipeline.PipelineSpec(
+      cache="memory" if cache == "memory" else str(tmp_path / "c"), **kw))
   for _ in range(2):
     again = np.concatenate([x for x, _ in cached.as_numpy_iterator()])
     np.testing.assert_array_equal(plain, again)
@@ -185,9 +186,8 @@ def test_sharded_input_context(tmp_path):
     ctx = tf.distribute.InputContext(num_input_pipelines=2,
                                      input_pipeline_id=pipeline_id,
                                      num_replicas_in_sync=2)
-    ds = pipeline.make_dataset(split.paths, split.labels, num_classes=3,
-                               image_size=(8, 8), batch_size=4,
-                               input_context=ctx)
+    ds = pipeline.make_dataset(split, pipeline.PipelineSpec(
+        num_classes=3, image_size=(8, 8), batch_size=4), input_context=ctx)
     batches = list(ds.as_numpy_iterator())
     assert all(len(x) <= 2 for x, _ in batches)  # Per-replica batch.
     seen.append(sum(len(x) for x, _ in batches))
@@ -201,9 +201,9 @@ def test_all_jpeg_lists_use_the_fast_decoder_and_others_still_work(tmp_path):
   Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(
       tmp_path / "d" / "red" / "png_inside.jpg", format="PNG")
   split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
-  ds = pipeline.make_dataset(split.paths, split.labels, num_classes=3,
-                             image_size=(8, 8), batch_size=7, training=True,
-                             augment="none")
+  ds = pipeline.make_dataset(split, pipeline.PipelineSpec(
+      num_classes=3, image_size=(8, 8), batch_size=7, training=True,
+      augment="none"))
   x, _ = next(iter(ds))
   assert x.shape == (7, 8, 8, 3)
 
@@ -238,8 +238,9 @@ def test_streamed_jpeg_training_is_seeded_and_reshuffles(tmp_path):
 
   kw = dict(num_classes=3, image_size=(16, 16), batch_size=4, training=True,
             cache="none", seed=3, deterministic=True)
-  first = epochs(pipeline.make_dataset(split.paths, split.labels, **kw), 2)
-  again = epochs(pipeline.make_dataset(split.paths, split.labels, **kw), 2)
+  spec = pipeline.PipelineSpec(**kw)
+  first = epochs(pipeline.make_dataset(split, spec), 2)
+  again = epochs(pipeline.make_dataset(split, spec), 2)
   assert first[0].dtype == np.uint8 and first[0].shape == (12, 16, 16, 3)
   for a, b in zip(first, again):  # Same seed: the same epochs.
     np.testing.assert_array_equal(a, b)
@@ -255,9 +256,10 @@ def test_dct_scaling_is_left_out_only_when_no_image_needs_it(tmp_path):
   root = write_toy_folder(tmp_path / "d", per_class=3, ext=".jpg")
   split = folder.find_images(root, val_split=0, test_split=0).splits["train"]
   kw = dict(num_classes=3, image_size=(8, 8), batch_size=9, training=False)
-  a = pipeline.make_dataset(split.paths, split.labels, **kw)
-  b = pipeline.make_dataset(split.paths, split.labels,
-                            shorter_sides=[24] * len(split), **kw)
+  spec = pipeline.PipelineSpec(**kw)
+  a = pipeline.make_dataset(split, spec)
+  b = pipeline.make_dataset(dataclasses.replace(
+      split, shorter_sides=[24] * len(split)), spec)
   np.testing.assert_array_equal(next(iter(a))[0], next(iter(b))[0])
 
 

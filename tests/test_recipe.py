@@ -10,6 +10,7 @@ import tensorflow as tf
 from imgrec.config import TrainConfig
 from imgrec.config import AUGMENT_LEVELS
 from imgrec.data import augment
+from imgrec.data import folder
 from imgrec.data import pipeline
 from imgrec.errors import ImgrecError
 from imgrec.tasks import classification
@@ -80,9 +81,10 @@ def test_mixer_keeps_label_mass_and_shapes(mixup, cutmix):
 def test_every_augment_level_runs_in_tf_data(tmp_path, level):
   root = write_toy_folder(tmp_path / "d", per_class=3)
   paths = sorted(str(p) for p in (tmp_path / "d").glob("*/*.png"))
-  ds = pipeline.make_dataset(paths, [0] * len(paths), num_classes=2,
-                             image_size=(16, 16), batch_size=4, training=True,
-                             augment=level)
+  ds = pipeline.make_dataset(
+      folder.Split(paths, [0] * len(paths)), pipeline.PipelineSpec(
+          num_classes=2, image_size=(16, 16), batch_size=4, training=True,
+          augment=level))
   x, _ = next(iter(ds))
   # Per-image ops only: the batches stay uint8 (the model casts them).
   want = tf.uint8 if level in ("none", "light") else tf.float32

@@ -17,13 +17,18 @@ with `deterministic=False` (training default) parallel maps may reorder
 elements for speed.
 """
 
+import dataclasses
 import os
 
 import tensorflow as tf
 
+from imgrec.config import AUGMENT_LEVELS
+from imgrec.config import FLIP_MODES
 from imgrec.data import augment as augment_lib
 from imgrec.data import decode as decode_lib
+from imgrec.data import folder as folder_lib
 from imgrec.data import ops
+from imgrec.errors import ImgrecError
 
 # `cache="auto"` keeps decoded images in memory only below this share of the
 # memory available when the pipeline is built.
@@ -141,17 +146,11 @@ def plan_cache(cache, *, num_images, image_size, bytes_per_pixel,
   return "memory" if fits else None
 
 
-def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
-                 channels=3, training=False, augment="light",
-                 flip="horizontal", mixup=0.0, cutmix=0.0, seed=0, cache=None,
-                 epochs=None, deterministic=True, drop_remainder=None,
-                 input_context=None, scanned=True, pixels=None,
-                 pixel_rows=None, shorter_sides=None):
-  """Builds the input pipeline of one split.
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+  """How one split becomes batches: size, batching, augmentation and cache.
 
-  Args:
-    paths: image file paths.
-    labels: integer labels, parallel to `paths`.
+  Attributes:
     num_classes: width of the one-hot labels.
     image_size: (height, width) the images are resized to.
     batch_size: examples per (global) batch.
@@ -169,96 +168,151 @@ def make_dataset(paths, labels, *, num_classes, image_size, batch_size,
       runs); off is faster.
     drop_remainder: defaults to `training`, unless the split is smaller than
       one batch.
-    input_context: a tf.distribute.InputContext: read this input pipeline's
-      shard of the files and batch per replica.
     scanned: the files went through the data scan, which leaves only files
       TensorFlow's plain decoder reads as the decode policy says; else every
       file is decoded under the full policy.
+  """
+  num_classes: int
+  image_size: tuple
+  batch_size: int
+  channels: int = 3
+  training: bool = False
+  augment: str = "light"
+  flip: str = "horizontal"
+  mixup: float = 0.0
+  cutmix: float = 0.0
+  seed: int = 0
+  cache: str | None = None
+  epochs: int | None = None
+  deterministic: bool = True
+  drop_remainder: bool | None = None
+  scanned: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "image_size",
+                       tuple(int(s) for s in self.image_size))
+    if self.augment not in AUGMENT_LEVELS:
+      raise ImgrecError(f"augment must be one of {AUGMENT_LEVELS}. "
+                        f"Received: augment={self.augment!r}")
+    if self.flip not in FLIP_MODES:
+      raise ImgrecError(f"flip must be one of {FLIP_MODES}. "
+                        f"Received: flip={self.flip!r}")
+
+  @property
+  def map_options(self):
+    return dict(num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=self.deterministic)
+
+  def drops_remainder(self, num_images, batch_size):
+    """`drop_remainder`, or by default: training on at least one batch."""
+    if self.drop_remainder is not None:
+      return self.drop_remainder
+    # A split smaller than one batch still gives one (smaller) batch.
+    return self.training and num_images >= batch_size
+
+
+def make_dataset(split, spec, *, input_context=None, pixels=None, **fields):
+  """Builds the input pipeline of one split.
+
+  Args:
+    split: a `folder.Split`: image file paths and integer labels; its
+      `pixel_rows` (with `pixels`) and `shorter_sides` when the data scan
+      gave them.
+    spec: a `PipelineSpec`.
+    input_context: a tf.distribute.InputContext: read this input pipeline's
+      shard of the files and batch per replica.
     pixels: the images, already decoded and resized (a uint8 tensor
-      [M, height, width, channels] the data scan filled); with
+      [M, height, width, channels] the data scan filled); with the split's
       `pixel_rows` (each path's row in it), no file is read. Shuffled by
       index, so nothing is copied into a shuffle buffer.
-    pixel_rows: the rows of `pixels`, parallel to `paths`.
-    shorter_sides: each image's shorter side, if the scan read it: when
-      none is large enough for a DCT-scaled decode, the decode leaves out
-      that choice (a per-image branch costs ~10% of a 500x375 decode).
+    **fields: the earlier form, `make_dataset(paths, labels, **fields of
+      PipelineSpec)`, kept until `imgrec.faces.train` passes a spec.
 
   Returns:
     A tf.data.Dataset of (images [B, H, W, C], float32 [B, num_classes]).
     Images are raw 0..255 pixels: uint8 for training without batch-level
     augmentation or mixing, float32 otherwise.
   """
-  image_size = tuple(int(s) for s in image_size)
-  paths, labels = list(paths), list(labels)
-  if pixels is not None and pixel_rows is not None:
-    return _from_pixels(
-        pixels, pixel_rows, labels, num_classes=num_classes,
-        batch_size=batch_size, training=training, augment=augment,
-        flip=flip, mixup=mixup, cutmix=cutmix, seed=seed,
-        deterministic=deterministic, drop_remainder=drop_remainder,
-        input_context=input_context)
+  if fields:
+    split, spec = folder_lib.Split(list(split), list(spec)), PipelineSpec(
+        **fields)
+  if pixels is not None and split.pixel_rows is not None:
+    return _from_pixels(pixels, split.pixel_rows, list(split.labels), spec,
+                        input_context)
+  paths, labels = list(split.paths), list(split.labels)
   ds = tf.data.Dataset.from_tensor_slices(
       (tf.constant(paths, tf.string), tf.constant(labels, tf.int32)))
-  ds, num_images, batch_size = _shard(ds, len(paths), batch_size,
+  ds, num_images, batch_size = _shard(ds, len(paths), spec.batch_size,
                                       input_context)
-  if drop_remainder is None:
-    # A split smaller than one batch still gives one (smaller) batch.
-    drop_remainder = training and num_images >= batch_size
   # Evaluation decodes exactly as serving does (float pixels, exact IDCT),
   # so reports match the exported models.
-  all_jpeg = all(os.path.splitext(p)[1].lower() in
-                 decode_lib.JPEG_EXTENSIONS for p in paths)
-  dct = dct_matters(shorter_sides, image_size)
-  if training and scanned:
-    decode_fn = lambda p, size, c: decode_train(p, size, c, all_jpeg, dct)
-  elif training:
-    decode_fn = lambda p, size, c: ops.resize_uint8(
-        decode_lib.decode_bytes(tf.io.read_file(p), c, target_size=size),
-        size)
-    all_jpeg = False  # The fused crop decode is the plain decoder's.
-  else:
-    decode_fn = lambda p, size, c: decode_and_resize(p, size, c, scanned,
-                                                     dct)
-  cache = plan_cache(cache, num_images=num_images, image_size=image_size,
-                     bytes_per_pixel=channels * (1 if training else 4),
-                     epochs=epochs)
-  map_options = dict(num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=deterministic)
-  decode = lambda p, y: (decode_fn(p, image_size, channels),
-                         tf.one_hot(y, num_classes))
-
+  all_jpeg = spec.scanned and all(
+      os.path.splitext(p)[1].lower() in decode_lib.JPEG_EXTENSIONS
+      for p in paths)
+  dct = dct_matters(split.shorter_sides, spec.image_size)
+  decode_fn = _decode_fn(spec, all_jpeg, dct)
+  cache = plan_cache(spec.cache, num_images=num_images,
+                     image_size=spec.image_size,
+                     bytes_per_pixel=spec.channels * (
+                         1 if spec.training else 4),
+                     epochs=spec.epochs)
+  decode = lambda p, y: (decode_fn(p), tf.one_hot(y, spec.num_classes))
   if cache is not None:
-    ds = ds.map(decode, **map_options)
+    ds = ds.map(decode, **spec.map_options)
     if cache != "memory" and input_context is not None:
       cache = f"{cache}_{input_context.input_pipeline_id}"
     ds = ds.cache("" if cache == "memory" else cache)
-  if training:
-    ds = ds.shuffle(min(num_images, 50_000), seed=seed,
+  if spec.training:
+    ds = ds.shuffle(min(num_images, 50_000), seed=spec.seed,
                     reshuffle_each_iteration=True)
-  if training and augment != "none":
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip(ds, seeds)
-    if cache is None and all_jpeg:
-      # Streaming JPEGs: decode only the part the shift keeps (0.92x the
-      # decode+resize limit of experiments/bench_input_pipeline.py; decode,
-      # then augment measured 0.84x).
-      ds = ds.map(lambda py, s: (augment_lib.decode_augment_jpeg(
-          py[0], s, image_size, channels, flip=flip, dct=dct),
-                                 tf.one_hot(py[1], num_classes)),
-                  **map_options)
-    else:
-      augment_pair = lambda xy, s: (
-          augment_lib.augment_image(xy[0], s, flip=flip), xy[1])
-      if cache is None:  # Decode and augment in one map.
-        ds = ds.map(lambda py, s: augment_pair(decode(*py), s), **map_options)
-      else:
-        ds = ds.map(augment_pair, **map_options)
+  if spec.training and spec.augment != "none":
+    ds = _augmented(ds, spec, None if cache is not None else decode,
+                    all_jpeg, dct)
   elif cache is None:
-    ds = ds.map(decode, **map_options)
-  return _batch_and_finish(ds, batch_size=batch_size,
-                           drop_remainder=drop_remainder, training=training,
-                           augment=augment, mixup=mixup, cutmix=cutmix,
-                           seed=seed, deterministic=deterministic)
+    ds = ds.map(decode, **spec.map_options)
+  return _batch_and_finish(ds, spec, batch_size,
+                           spec.drops_remainder(num_images, batch_size))
+
+
+def _decode_fn(spec, all_jpeg, dct):
+  """`fn(path)`: one file's pixels at the spec's size, as the split needs."""
+  size, channels = spec.image_size, spec.channels
+  if spec.training and spec.scanned:
+    return lambda p: decode_train(p, size, channels, all_jpeg, dct)
+  if spec.training:
+    return lambda p: ops.resize_uint8(decode_lib.decode_bytes(
+        tf.io.read_file(p), channels, target_size=size), size)
+  return lambda p: decode_and_resize(p, size, channels, spec.scanned, dct)
+
+
+def _augmented(ds, spec, decode, all_jpeg, dct):
+  """Per-image augmentation of (path, label) or, when cached, (image, one-hot).
+
+  Args:
+    ds: the dataset.
+    spec: the PipelineSpec.
+    decode: `fn(path, label)` when the elements are files to decode, else
+      None.
+    all_jpeg: every file is a JPEG the plain decoder reads.
+    dct: some image may decode DCT-scaled.
+  """
+  seeds = tf.data.Dataset.random(seed=spec.seed,
+                                 rerandomize_each_iteration=True)
+  ds = tf.data.Dataset.zip(ds, seeds)
+  if decode is not None and all_jpeg:
+    # Streaming JPEGs: decode only the part the shift keeps (0.92x the
+    # decode+resize limit of experiments/bench_input_pipeline.py; decode,
+    # then augment measured 0.84x).
+    return ds.map(lambda py, s: (augment_lib.decode_augment_jpeg(
+        py[0], s, spec.image_size, spec.channels, flip=spec.flip, dct=dct),
+                                 tf.one_hot(py[1], spec.num_classes)),
+                  **spec.map_options)
+  augment_pair = lambda xy, s: (
+      augment_lib.augment_image(xy[0], s, flip=spec.flip), xy[1])
+  if decode is not None:  # Decode and augment in one map.
+    return ds.map(lambda py, s: augment_pair(decode(*py), s),
+                  **spec.map_options)
+  return ds.map(augment_pair, **spec.map_options)
 
 
 def _shard(ds, num_images, batch_size, input_context):
@@ -273,49 +327,39 @@ def _shard(ds, num_images, batch_size, input_context):
   return ds, num_images, input_context.get_per_replica_batch_size(batch_size)
 
 
-def _from_pixels(pixels, pixel_rows, labels, *, num_classes, batch_size,
-                 training, augment, flip, mixup, cutmix, seed, deterministic,
-                 drop_remainder, input_context):
+def _from_pixels(pixels, pixel_rows, labels, spec, input_context):
   """`make_dataset` over images already decoded into a uint8 tensor."""
   store = tf.convert_to_tensor(pixels, tf.uint8)
   rows = tf.constant(list(pixel_rows), tf.int64)
-  targets = tf.one_hot(tf.constant(labels, tf.int32), num_classes)
+  targets = tf.one_hot(tf.constant(labels, tf.int32), spec.num_classes)
   ds, num_images, batch_size = _shard(
-      tf.data.Dataset.range(len(pixel_rows)), len(pixel_rows), batch_size,
-      input_context)
-  if drop_remainder is None:
-    drop_remainder = training and num_images >= batch_size
-  if training:
-    ds = ds.shuffle(max(num_images, 1), seed=seed,
+      tf.data.Dataset.range(len(pixel_rows)), len(pixel_rows),
+      spec.batch_size, input_context)
+  if spec.training:
+    ds = ds.shuffle(max(num_images, 1), seed=spec.seed,
                     reshuffle_each_iteration=True)
   take = lambda i: (tf.gather(store, tf.gather(rows, i)),
                     tf.gather(targets, i))
-  map_options = dict(num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=deterministic)
-  if training and augment != "none":
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+  if spec.training and spec.augment != "none":
+    seeds = tf.data.Dataset.random(seed=spec.seed,
+                                   rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip(ds, seeds).map(
-        lambda i, s: (augment_lib.augment_image(take(i)[0], s, flip=flip),
-                      tf.gather(targets, i)), **map_options)
+        lambda i, s: (augment_lib.augment_image(take(i)[0], s,
+                                                flip=spec.flip),
+                      tf.gather(targets, i)), **spec.map_options)
   else:
-    ds = ds.map(take, **map_options)
-  return _batch_and_finish(ds, batch_size=batch_size,
-                           drop_remainder=drop_remainder, training=training,
-                           augment=augment, mixup=mixup, cutmix=cutmix,
-                           seed=seed, deterministic=deterministic)
+    ds = ds.map(take, **spec.map_options)
+  return _batch_and_finish(ds, spec, batch_size,
+                           spec.drops_remainder(num_images, batch_size))
 
 
-def _batch_and_finish(ds, *, batch_size, drop_remainder, training, augment,
-                      mixup, cutmix, seed, deterministic):
+def _batch_and_finish(ds, spec, batch_size, drop_remainder):
   """Batches, then batch-level augmentation and mixing, then prefetch."""
-  map_options = dict(num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=deterministic)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  augmenter = (augment_lib.build_augmenter(augment, seed=seed) if training
-               else None)
-  mixer = augment_lib.build_mixer(mixup, cutmix, seed=seed) if training else None
-
-  if training:
+  augmenter = mixer = None
+  if spec.training:
+    augmenter = augment_lib.build_augmenter(spec.augment, seed=spec.seed)
+    mixer = augment_lib.build_mixer(spec.mixup, spec.cutmix, seed=spec.seed)
     # tf.data's autotuner thread costs training on few cores: at the end of
     # an epoch it often holds the last batch back 0.3-0.6 s, and fit from
     # this pipeline measured 0.90x fit from in-memory arrays with it on,
@@ -337,5 +381,5 @@ def _batch_and_finish(ds, *, batch_size, drop_remainder, training, augment,
       x, y = mixer(x, y)
     return x, y
 
-  ds = ds.map(finish, **map_options)
+  ds = ds.map(finish, **spec.map_options)
   return ds.prefetch(tf.data.AUTOTUNE)

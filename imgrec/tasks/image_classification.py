@@ -120,17 +120,16 @@ class ImageClassificationTask(classification.ClassificationTask):
         kept is read from there instead of its files.
     """
     config, augment = self.config, self.spec.augment
-    return pipeline.make_dataset(
-        split.paths, split.labels, num_classes=num_classes,
-        image_size=self.spec.image_size, batch_size=config.batch_size,
-        channels=self.spec.channels, training=training,
-        augment=augment.level, flip=augment.flip, mixup=augment.mixup,
-        cutmix=augment.cutmix, seed=config.seed,
+    spec = pipeline.PipelineSpec(
+        num_classes=num_classes, image_size=self.spec.image_size,
+        batch_size=config.batch_size, channels=self.spec.channels,
+        training=training, augment=augment.level, flip=augment.flip,
+        mixup=augment.mixup, cutmix=augment.cutmix, seed=config.seed,
         cache=self.spec.cache if cache else None, epochs=config.epochs,
         deterministic=config.deterministic or not training,
-        input_context=input_context, scanned=config.scan,
-        pixels=pixels if training else None, pixel_rows=split.pixel_rows,
-        shorter_sides=split.shorter_sides)
+        scanned=config.scan)
+    return pipeline.make_dataset(split, spec, input_context=input_context,
+                                 pixels=pixels if training else None)
 
   def model_pixels(self, path):
     """One file as the model sees it: float32 [H, W, C] (export checks)."""
