@@ -30,10 +30,15 @@ deletes only the names above, so a user's own files are never touched.
 """
 
 import contextlib
+import csv
+import dataclasses
 import datetime
 import fcntl
 import json
+import logging
+import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -79,6 +84,146 @@ def read_labels_file(path):
   """Reads a labels file written by `write_labels_file`."""
   with open(path, encoding="utf-8") as f:
     return [line.rstrip("\n") for line in f if line.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryRow:
+  """One complete row of a run's history.csv (Keras' CSVLogger).
+
+  Attributes:
+    epoch: the epoch, counted from 0 as CSVLogger does.
+    values: {column: float} of the other columns; NaN where the text is not
+      a number.
+    line: the row as it is in the file, line end included.
+  """
+  epoch: int
+  values: dict
+  line: str
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+  """The training history of a run, one value an epoch.
+
+  Attributes:
+    epochs: the epochs logged, ascending (from 0).
+    columns: {metric: tuple of floats, one per epoch}, e.g. "loss",
+      "val_accuracy", "val_eer", "learning_rate"; NaN where a row held no
+      number.
+  """
+  epochs: tuple
+  columns: dict
+
+  def __len__(self):
+    return len(self.epochs)
+
+  def column(self, name):
+    """The values of one metric, one per epoch; () when it was not logged."""
+    return self.columns.get(name, ())
+
+
+def _csv_fields(line):
+  try:
+    return next(csv.reader([line]), [])
+  except csv.Error:
+    return None
+
+
+def _number(text):
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    return math.nan
+
+
+def history_rows(path):
+  """The usable rows of a Keras CSVLogger file, in file order.
+
+  The one reader of history.csv. A row is usable when it is complete (ends
+  with its line break: a kill can cut the last one short), has the header's
+  number of fields and an epoch that is a whole number; anything else (a
+  repeated header, garbage) is skipped.
+
+  Args:
+    path: the CSV file.
+
+  Returns:
+    (header, [HistoryRow]), or None when the file is missing, unreadable or
+    has no complete header line.
+  """
+  try:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+      lines = f.read().splitlines(keepends=True)
+  except OSError:
+    return None
+  if not lines or not lines[0].endswith("\n"):
+    return None
+  header = [name.strip() for name in _csv_fields(lines[0]) or []]
+  rows = []
+  for line in lines[1:]:
+    fields = _csv_fields(line) if line.endswith("\n") else None
+    if not fields or len(fields) != len(header):
+      continue
+    values = dict(zip(header, fields))
+    epoch = values.pop("epoch", "").strip()
+    if re.fullmatch(r"[0-9]+", epoch):
+      rows.append(HistoryRow(int(epoch), {name: _number(text) for name, text
+                                          in values.items()}, line))
+  return header, rows
+
+
+def read_history(path):
+  """The history of a CSVLogger file, one value an epoch; None if no row.
+
+  When an epoch appears twice (a resumed run's file from before rows were
+  truncated on resume) the last row wins. See `history_rows` for which
+  rows count.
+  """
+  found = history_rows(path)
+  if not found or not found[1]:
+    return None
+  header, rows = found
+  by_epoch = {row.epoch: row.values for row in rows}
+  epochs = tuple(sorted(by_epoch))
+  return History(epochs, {name: tuple(by_epoch[e][name] for e in epochs)
+                          for name in header if name != "epoch"})
+
+
+def truncate_history(path, num_epochs):
+  """Keeps the rows of epochs 0..num_epochs-1 only, once each (the first).
+
+  A run killed after logging an epoch but before its backup was committed
+  reruns that epoch; without this its row would appear twice. A row the
+  kill cut in half is dropped too, and a file without a complete header
+  is removed.
+
+  Args:
+    path: the CSVLogger file; nothing happens if it does not exist.
+    num_epochs: the epochs the backup holds.
+
+  Returns:
+    The number of rows kept.
+  """
+  if not os.path.exists(path):
+    return 0
+  found = history_rows(path)
+  if found is None:
+    os.remove(path)
+    return 0
+  with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    lines = f.read().splitlines(keepends=True)
+  kept, seen = [lines[0]], set()
+  for row in found[1]:
+    if row.epoch < num_epochs and row.epoch not in seen:
+      seen.add(row.epoch)
+      kept.append(row.line)
+  if len(kept) != len(lines):
+    fileio.write_text(path, "".join(kept))
+  if len(seen) < num_epochs:
+    logging.getLogger(__name__).warning(
+        "%s has rows for %d of the %d epochs done", path, len(seen),
+        num_epochs)
+  return len(seen)
 
 
 # Evaluation pictures, each `<name>.png` (a dataset after the first of a
@@ -446,6 +591,10 @@ class RunFolder:
     """The run's training summary (see `write_training`), or None."""
     return self._read_json_if_present(self.training_path)
 
+  def read_history(self):
+    """history.csv, one value an epoch (a `History`), or None (no rows)."""
+    return read_history(self.history_path)
+
   def _read_json_if_present(self, path):
     """The JSON object at `path`, or None when there is no file.
 
@@ -675,6 +824,11 @@ class RunFolder:
 
   def write_ensemble(self, members):
     fileio.write_json(self.ensemble_path, members, indent=2)
+
+  def truncate_history(self, num_epochs):
+    """Keeps history.csv's rows of the epochs a resumed run holds (see
+    `truncate_history`); returns how many."""
+    return truncate_history(self.history_path, num_epochs)
 
   def write_training(self, summary):
     """Writes training.json: train_seconds (all sessions of a resumed run),

@@ -19,6 +19,7 @@ from PIL import Image
 
 from imgrec.evaluation import html as html_lib
 from imgrec.evaluation import pictures
+from imgrec.run_folder import RunFolder
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -211,10 +212,10 @@ def test_curves_skip_malformed_rows(tmp_path):
                   + "4,0.7,0.0001,0.8\n"  # Fields missing.
                   + "\x00\xff garbage,,\n"
                   + "5,0.8,0.0001")  # Cut short by a kill.
-  epochs, columns = pictures.read_history(str(path))
-  assert epochs.tolist() == [0, 1, 2, 3]
-  assert columns["accuracy"].tolist() == [0.41, 0.99, 0.63, 0.7]
-  assert np.isnan(columns["learning_rate"][3])
+  history = RunFolder(str(tmp_path)).read_history()
+  assert history.epochs == (0, 1, 2, 3)
+  assert history.column("accuracy") == (0.41, 0.99, 0.63, 0.7)
+  assert np.isnan(history.column("learning_rate")[3])
   assert_sane_png(pictures.curves_png(str(path)))
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import write_toy_folder
 from imgrec.errors import ImgrecError
+from imgrec.run_folder import RunFolder
 from imgrec.training import checkpoint as checkpoint_lib
 from imgrec.training import resume
 
@@ -391,12 +392,12 @@ def test_ema_resume_equals_uninterrupted(tmp_path):
 
 
 def test_truncate_history(tmp_path):
-  path = str(tmp_path / "history.csv")
+  run = RunFolder(str(tmp_path))
   rows = ["epoch,loss\r\n", "0,1.0\r\n", "1,0.5\r\n", "2,0.4\r\n",
           "1,0.6\r\n", "2,0.3\r\n", "3,0."]
-  with open(path, "w", newline="") as f:
+  with open(run.history_path, "w", newline="") as f:
     f.write("".join(rows))
-  assert resume.truncate_history(path, 2) == 2
-  with open(path, newline="") as f:
+  assert run.truncate_history(2) == 2
+  with open(run.history_path, newline="") as f:
     assert f.read() == "epoch,loss\r\n0,1.0\r\n1,0.5\r\n"
-  assert resume.truncate_history(str(tmp_path / "none.csv"), 3) == 0
+  assert RunFolder(str(tmp_path / "none")).truncate_history(3) == 0

@@ -11,12 +11,13 @@ names are shortened on the axes.
 """
 
 import collections
-import csv
 import io
 import math
 import warnings
 
 import numpy as np
+
+from imgrec import run_folder
 
 _DPI = 100
 _LABEL_CHARS = 24
@@ -281,54 +282,6 @@ def mistakes_png(mistakes, read_image, columns=4):
   return _png(figure)
 
 
-def _float(text):
-  """`text` as a float, NaN when it is not a number."""
-  try:
-    return float(text)
-  except (TypeError, ValueError):
-    return math.nan
-
-
-def read_history(history_path):
-  """The rows of a Keras CSVLogger file that can be used, by epoch.
-
-  Rows whose field count differs from the header's or whose epoch is not a
-  number (a row cut short by a kill, a repeated header) are skipped; a
-  value that is not a number reads as NaN. When an epoch appears twice the
-  last row wins.
-
-  Args:
-    history_path: path of the CSV file.
-
-  Returns:
-    (epochs, {column: float array}) sorted by epoch, or None when the file
-    is missing, unreadable or has no usable row.
-  """
-  try:
-    with open(history_path, encoding="utf-8", errors="replace",
-              newline="") as f:
-      rows = list(csv.reader(f))
-  except (OSError, csv.Error):
-    return None
-  if len(rows) < 2:
-    return None
-  header = [name.strip() for name in rows[0]]
-  by_epoch = {}
-  for row in rows[1:]:
-    if len(row) != len(header):
-      continue
-    values = dict(zip(header, row))
-    epoch = _float(values.get("epoch"))
-    if math.isfinite(epoch):
-      by_epoch[epoch] = {name: _float(text) for name, text in values.items()}
-  epochs = sorted(by_epoch)
-  if not epochs:
-    return None
-  columns = {name: np.array([by_epoch[e][name] for e in epochs])
-             for name in header if name != "epoch"}
-  return np.array(epochs), columns
-
-
 def curves_png(history_path):
   """Training curves of a run from its Keras CSVLogger file.
 
@@ -340,14 +293,15 @@ def curves_png(history_path):
 
   Returns:
     PNG bytes, or None when the file is missing, empty or has no usable
-    rows (see `read_history`).
+    rows (see `imgrec.run_folder.history_rows`).
   """
-  history = read_history(history_path)
+  history = run_folder.read_history(history_path)
   if history is None:
     return None
-  epochs, columns = history
+  columns = {name: np.array(values)
+             for name, values in history.columns.items()}
   # CSVLogger counts epochs from 0; Keras's progress bar says "Epoch 1".
-  epochs = epochs + 1
+  epochs = np.array(history.epochs) + 1
   panels = collections.OrderedDict()
   panels["loss"] = ["loss", "val_loss"]
   panels["accuracy"] = ["accuracy", "val_accuracy", "top_k", "val_top_k"]

@@ -22,8 +22,6 @@ epoch to resume from as `fit(initial_epoch=...)`; `TrainingBackup` restores
 the rest when training begins.
 """
 
-import csv
-import io
 import json
 import logging
 import os
@@ -110,53 +108,6 @@ def read_backup_metadata(backup_dir):
         "delete that folder to train from the start. "
         f"Received: {type(e).__name__}: {e}") from e
   return metadata
-
-
-def completed_epochs(backup_dir):
-  """How many epochs the committed backup in `backup_dir` holds (0 if none)."""
-  metadata = read_backup_metadata(backup_dir)
-  return int(metadata["epoch"]) if metadata else 0
-
-
-def truncate_history(path, num_epochs):
-  """Keeps the CSVLogger rows of epochs 0..num_epochs-1 only, once each.
-
-  A run killed after logging an epoch but before its backup was committed
-  reruns that epoch; without this its row would appear twice. A row the
-  kill cut in half is dropped too.
-
-  Args:
-    path: the CSVLogger file; nothing happens if it does not exist.
-    num_epochs: the epochs the backup holds.
-
-  Returns:
-    The number of rows kept.
-  """
-  if not os.path.exists(path):
-    return 0
-  with open(path, encoding="utf-8", newline="") as f:
-    lines = f.read().splitlines(keepends=True)
-  if not lines or not lines[0].endswith("\n"):
-    _remove(path)
-    return 0
-  header = next(csv.reader(io.StringIO(lines[0])))
-  kept, seen = [lines[0]], set()
-  for line in lines[1:]:
-    if not line.endswith("\n"):
-      continue  # Cut short by a kill.
-    row = next(csv.reader(io.StringIO(line)), [])
-    if len(row) != len(header) or not row[0].isdigit():
-      continue
-    epoch = int(row[0])
-    if epoch < num_epochs and epoch not in seen:
-      seen.add(epoch)
-      kept.append(line)
-  if len(kept) != len(lines):
-    fileio.write_text(path, "".join(kept))
-  if len(seen) < num_epochs:
-    logger.warning("%s has rows for %d of the %d epochs done", path,
-                   len(seen), num_epochs)
-  return len(seen)
 
 
 def skip_epochs(dataset, num_epochs):

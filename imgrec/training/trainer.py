@@ -178,7 +178,7 @@ def _prepare(task, run, strategy, chief):
   # rows of later epochs (cut short by a kill, run again now) are dropped.
   epochs_done = max(int(m["epoch"]) if m else 0 for _, m in restore)
   if chief:
-    resume.truncate_history(run.history_path, epochs_done)
+    run.truncate_history(epochs_done)
   return _Prepared(
       folder=folder, num_classes=num_classes, train_ds=train_ds,
       val_ds=val_ds, model=model, fit_model=fit_model, stages=stages,
