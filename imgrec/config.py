@@ -34,6 +34,8 @@ LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 SPLITS = ("train", "val", "test")
 TFLITE_VARIANTS = ("float", "fp16", "dynamic", "int8")
+TTA_MODES = ("flip", "crops")
+SMOOTHING_MODES = ("ema", "mean", "none")
 # Accuracy points an int8 file may lose against the Keras model before the
 # export keeps its worst layers in float.
 DEFAULT_MAX_INT8_DROP = 0.5
@@ -135,7 +137,7 @@ def _check_tflite_variants(variants):
 
 def _check_tta(value):
   modes = split_paths(value)
-  bad = [m for m in modes if m not in ("none", "flip", "crops")]
+  bad = [m for m in modes if m not in ("none", *TTA_MODES)]
   if bad or not modes or ("none" in modes and len(modes) > 1):
     return "must be none, flip, crops or flip,crops"
   return None
@@ -741,7 +743,7 @@ class StreamConfig(Config):
   smoothing: str = field("ema", "Probabilities averaged in time: ema "
                          "(exponential, time constant --window), mean "
                          "(the last --window seconds) or none.",
-                         choices=("ema", "mean", "none"))
+                         choices=SMOOTHING_MODES)
   window: float = field(0.5, "Seconds of the average.", check=_non_negative)
   min_hold: float = field(0.4, "Seconds a new label must lead before the "
                           "steady label changes to it.", check=_non_negative)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from imgrec.config import SMOOTHING_MODES
 from imgrec.errors import ImgrecError
 from imgrec.inference import smoothing
 
@@ -44,7 +45,7 @@ def test_smoothing_cuts_flicker_and_keeps_accuracy():
   assert all(0 <= lag <= 1.2 for lag in lags) and np.mean(lags) < 0.8
 
 
-@pytest.mark.parametrize("mode", smoothing.MODES)
+@pytest.mark.parametrize("mode", SMOOTHING_MODES)
 def test_hysteresis_needs_the_new_label_to_hold(mode):
   smoother = smoothing.TemporalSmoother(["x", "y"], mode=mode, window=0.0,
                                         min_hold=0.5)

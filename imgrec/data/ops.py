@@ -36,7 +36,6 @@ def to_channels(image, channels):
   return tf.image.grayscale_to_rgb(image)
 
 
-TTA_MODES = ("flip", "crops")
 # "crops" zooms in by 1/0.875 (the usual 224-of-256 ratio) and takes the
 # center and the four corners at the model's size.
 _CROP_ZOOM = 1 / 0.875
@@ -58,9 +57,9 @@ def test_time_views(images, modes):
 
   Args:
     images: float32 [B, H, W, C] at the model's size.
-    modes: a subset of TTA_MODES. "flip" adds the mirror image; "crops" adds
-      five crops (center, corners) of the batch zoomed by 1/0.875; both
-      together add the mirrors of the crops too.
+    modes: a subset of imgrec.config.TTA_MODES. "flip" adds the mirror
+      image; "crops" adds five crops (center, corners) of the batch zoomed
+      by 1/0.875; both together add the mirrors of the crops too.
 
   Returns:
     A list of [B, H, W, C] tensors; the first is `images` itself.

@@ -19,9 +19,8 @@ import math
 
 import numpy as np
 
+from imgrec.config import SMOOTHING_MODES
 from imgrec.errors import ImgrecError
-
-MODES = ("ema", "mean", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +47,9 @@ class TemporalSmoother:
   """
 
   def __init__(self, class_names, mode="ema", window=0.5, min_hold=0.4):
-    if mode not in MODES:
+    if mode not in SMOOTHING_MODES:
       raise ImgrecError(f"Unknown smoothing {mode!r}: one of "
-                        f"{', '.join(MODES)}.")
+                        f"{', '.join(SMOOTHING_MODES)}.")
     if not (0 <= window < math.inf and 0 <= min_hold < math.inf):
       raise ImgrecError("Smoothing window and min_hold must be finite and at "
                         f"least 0 seconds. Received: window={window}, "

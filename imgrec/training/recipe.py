@@ -6,8 +6,6 @@ import tensorflow as tf
 
 from imgrec.errors import ImgrecError
 
-LR_SCHEDULES = ("constant", "cosine")
-
 
 def build_lr_schedule(config, steps_per_epoch, epochs=None, scale=1.0):
   """Returns the learning rate (a float or a Keras schedule).
