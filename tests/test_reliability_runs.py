@@ -287,7 +287,7 @@ def test_export_deletes_its_old_report_before_changing_files(trained,
     assert not os.path.exists(trained.export_report_path)
     raise KeyboardInterrupt
 
-  monkeypatch.setattr(saved_model, "export_saved_model", killed)
+  monkeypatch.setattr(saved_model, "write_saved_model", killed)
   with pytest.raises(KeyboardInterrupt):
     exporter.export(ExportConfig(model_dir=trained.path))
   assert not os.path.exists(trained.export_report_path)

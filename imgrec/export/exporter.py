@@ -1,10 +1,11 @@
-"""Exports a trained run: SavedModel plus TFLite files, each measured.
+"""Exports a trained run of any task: SavedModel plus TFLite files, each measured.
 
-`<run>/export/` receives `saved_model/`, `model.tflite` (float) and
-`model_<variant>.tflite`, every TFLite file with its labels and input
-description inside (standard TFLite metadata), and `export_report.json`:
-every format's accuracy, agreement with the Keras model, size, latency and
-throughput on the run's test split (`measure`).
+`<run>/export/` receives `saved_model/` (`saved_model.write_saved_model`,
+the signatures the run's task gives), `model.tflite` (float) and
+`model_<variant>.tflite` (`tflite`), every TFLite file with its labels and
+input description inside (standard TFLite metadata), and
+`export_report.json`: every format's accuracy, agreement with the Keras
+model, size, latency and throughput on the run's test split (`measure`).
 """
 
 import logging
@@ -38,7 +39,7 @@ def _split(run, name):
 
 def _int8(converter, task, model, run, class_names, *, calibration_images,
           int8_io, int8_granularity, max_int8_drop, path):
-  """Calibrates, checks and writes the int8 file; returns its report extras."""
+  """Calibrates and checks the int8 model; returns (bytes, report extras)."""
   train = _split(run, "train")
   if not len(train):
     raise ImgrecError(f"int8 export calibrates on the training split, and "
@@ -59,29 +60,24 @@ def _int8(converter, task, model, run, class_names, *, calibration_images,
       calibration, check, max_drop=max_int8_drop, io=int8_io,
       granularity=int8_granularity)
   float_ops = tflite_lib.check_integer(flatbuffer, path, keep_float=kept)
-  tflite_lib.export_tflite(
-      flatbuffer, path, class_names=class_names,
-      image_size=task.spec.image_size, name=task.config.model, description=_description(task, "int8"))
-  return {"io": int8_io, "granularity": granularity,
-          "calibration_images": len(picked),
-          "kept_float": kept,
-          "float_ops": [f"{op} {name}" for op, name in float_ops],
-          "check": {"split": check_name, "num_examples": len(check.labels),
-                    "keras_accuracy": check.keras_accuracy,
-                    "max_drop_points": max_int8_drop, "steps": steps}}
-
-
-def _description(task, variant):
-  return (f"imgrec {task.config.model} image classifier ({variant}): raw "
-          f"pixels 0..255 in, class probabilities out.")
+  return flatbuffer, {
+      "io": int8_io, "granularity": granularity,
+      "calibration_images": len(picked), "kept_float": kept,
+      "float_ops": [f"{op} {name}" for op, name in float_ops],
+      "check": {"split": check_name, "num_examples": len(check.labels),
+                "keras_accuracy": check.keras_accuracy,
+                "max_drop_points": max_int8_drop, "steps": steps}}
 
 
 def export_run(run, *, model=None, top_k=5, quantizations=("float",),
                calibration_images=200, int8_io="float",
                int8_granularity="auto", max_int8_drop=DEFAULT_MAX_INT8_DROP,
-               measure=True,
-               latency=True, stop=None):
+               measure=True, latency=True, stop=None):
   """Writes `<run>/export/`: SavedModel, TFLite files and their report.
+
+  The run's task (`tasks.for_run`) gives the SavedModel's signatures, the
+  TFLite model, the files' descriptions, which variants its models can
+  have, and how to read an example for int8 and the report.
 
   Args:
     run: a RunFolder of a finished imgrec-train run.
@@ -89,7 +85,7 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
     top_k: top classes in the SavedModel outputs.
     quantizations: TFLite variants to write; "float" is `model.tflite`, the
       others `model_<variant>.tflite`.
-    calibration_images: training images (class-stratified) that calibrate
+    calibration_images: training examples (class-stratified) that calibrate
       "int8"; at least one per class.
     int8_io: "float" or "uint8" input and output of the int8 file.
     int8_granularity: weight scales of the int8 file: "per_tensor",
@@ -99,7 +95,7 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
       validation split before layers are kept in float.
     measure: measure every format on the test split into
       `export_report.json`.
-    latency: time single images on one thread (in a child process).
+    latency: time single examples on one thread (in a child process).
     stop: an `interrupt.BetweenSteps`, checked after each file.
 
   The old export_report.json is deleted before the first file changes and
@@ -111,93 +107,61 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
      "report_path": path or None}.
 
   Raises:
+    ImgrecError: a variant the model cannot have (before any file).
     interrupt.ExportInterrupted: `stop` saw SIGTERM or SIGINT.
   """
   stop = stop or interrupt.BetweenSteps(signals=())
   if model is None:
     model = tasks.load_model(run.require_best_model())
-  shape = model.input_shape
-  if len(shape[0] if isinstance(shape, list) else shape) == 5:  # Clips.
-    return _export_clip_run(run, tasks.for_run(run), model, top_k=top_k,
-                            quantizations=quantizations, measure=measure,
-                            stop=stop)
-  if "int8" in quantizations:  # Before any file is written.
+  for variant in quantizations:  # Before any file is read or written.
+    tflite_lib.check_variant(variant)
+  if "int8" in quantizations:
     tflite_lib.check_int8_supported(model)
-  class_names = run.read_labels()
   task = tasks.for_run(run)
+  for variant in quantizations:
+    task.check_quantization(variant)
+  class_names = run.read_labels()
+  spec = tasks.model_input(model)
   max_pixels = task.config.max_image_pixels
   run.remove_export_report()  # Written anew last, once every file is.
-  out = {"saved_model": saved_model_lib.export_saved_model(
-      model, class_names, run.saved_model_dir, top_k=top_k,
-      max_image_pixels=max_pixels), "tflite": {}, "report": None,
-         "report_path": None}
+  out = {"saved_model": saved_model_lib.write_saved_model(
+      model, run.saved_model_dir, task.serving_endpoints(
+          model, class_names, top_k=top_k, max_image_pixels=max_pixels),
+      input_spec=spec.to_json(), class_names=class_names),
+         "tflite": {}, "report": None, "report_path": None}
   extras = {}
-  with tflite_lib.Converter(model, run.export_dir) as converter:
+  with tflite_lib.Converter(task.tflite_model(model),
+                            run.export_dir) as converter:
     for variant in quantizations:
       stop.check()
-      tflite_lib.check_variant(variant)
       path = run.tflite_path(variant)
       if variant == "int8":
-        extras[variant] = _int8(
+        flatbuffer, extras[variant] = _int8(
             converter, task, model, run, class_names,
             calibration_images=calibration_images, int8_io=int8_io,
             int8_granularity=int8_granularity, max_int8_drop=max_int8_drop,
             path=path)
       else:
-        tflite_lib.export_tflite(
-            converter.convert(variant), path, class_names=class_names,
-            image_size=task.spec.image_size, name=task.config.model, description=_description(task, variant))
-      out["tflite"][variant] = path
+        flatbuffer = converter.convert(variant)
+      out["tflite"][variant] = tflite_lib.write_tflite(
+          flatbuffer, path, model_input=converter.input,
+          name=task.config.model,
+          description=task.describe(variant), class_names=class_names)
   write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
-
-  def report(test, formats):
-    made = measure_lib.measure(task, model, class_names, test, formats,
-                               work_dir=run.export_dir,
-                               max_image_pixels=max_pixels, latency=latency)
-    for entry in made["formats"]:
-      entry.update(extras.get(entry["name"], {}))
-    return made
-
-  return _measure(run, out, measure, report, stop)
-
-
-def _measure(run, out, measure, report, stop):
-  """Adds the report of `out`'s formats on the test split, if asked."""
   test = _split(run, "test")
   stop.check()
   if measure and len(test):
     formats = [("saved_model", out["saved_model"])] + list(
         out["tflite"].items())
-    out["report"] = report(test, formats)
+    out["report"] = measure_lib.measure(
+        task, model, class_names, test, formats, work_dir=run.export_dir,
+        latency=latency, extras=extras)
     stop.check()  # A report only of a complete export.
     out["report_path"] = run.export_report_path
     fileio.write_json(out["report_path"], out["report"], indent=2)
   elif measure:
     logger.info("no test split: the exports were not measured")
   return out
-
-
-def _export_clip_run(run, task, model, *, top_k, quantizations, measure,
-                     stop):
-  """`export_run` for a clip classifier (see `imgrec.export.clip`)."""
-  from imgrec.export import clip  # pylint: disable=g-import-not-at-top
-  for variant in quantizations:  # Before any file is written.
-    clip.check_variant(variant)
-  class_names = run.read_labels()
-  run.remove_export_report()
-  out = {"saved_model": clip.export_saved_model(
-      model, class_names, run.saved_model_dir, top_k=top_k), "tflite": {},
-         "report": None, "report_path": None}
-  for variant in quantizations:
-    stop.check()
-    path = run.tflite_path(variant)
-    flatbuffer = clip.convert_tflite(model, variant, run.export_dir)
-    with fileio.atomic_write(path, "wb") as f:
-      f.write(flatbuffer)
-    out["tflite"][variant] = path
-  write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
-  return _measure(run, out, measure, lambda test, formats: clip.measure(
-      task, model, class_names, test, formats), stop)
 
 
 def export(config):

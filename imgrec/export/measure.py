@@ -1,12 +1,14 @@
 """Measures every exported format against the Keras model: the export report.
 
-Each format runs in its own runtime (SavedModel through
-`tf.saved_model.load`, TFLite through LiteRT) on the same test images, read
-a chunk at a time. Per format: accuracy, top-1 agreement with the Keras
-model, the largest probability difference, per-class accuracy change,
-latency of one image on one thread (in a process of its own: TensorFlow
-fixes its thread count when it starts) and throughput of batches on every
-core.
+One measurement for every task: each format is loaded as a `Classifier`
+(SavedModel through `tf.saved_model.load`, TFLite through LiteRT) and runs
+the same test examples, read a chunk at a time as the run's task reads them
+(`task.model_pixels` for Keras and TFLite, `task.serving_example`, what a
+client sends, for the SavedModel). Per format: accuracy, top-1 agreement
+with the Keras model, the largest probability difference, per-class
+accuracy change, latency of one example on one thread (in a process of its
+own: TensorFlow fixes its thread count when it starts) and throughput of
+batches on every core.
 """
 
 import json
@@ -19,15 +21,18 @@ import tempfile
 import numpy as np
 
 from imgrec import fileio
-from imgrec.data import decode
+from imgrec import tasks
 from imgrec.data import ops
 from imgrec.inference import benchmark
 from imgrec.inference.classifier import Classifier
 
 logger = logging.getLogger("imgrec")
 
-_CHUNK = 256
-_BENCH_IMAGES = 8
+# Model input held at once: a Keras batch is 64 RGB images of 224 px (16
+# clips of 16 such frames at 112 px); a chunk read from files, four batches.
+_BATCH_BYTES = 64 * 224 * 224 * 3 * 4
+_CHUNK_BATCHES = 4
+_BENCH_EXAMPLES = 8
 
 
 class _Tally:
@@ -47,25 +52,22 @@ class _Tally:
                           float(np.max(np.abs(probabilities - reference))))
 
 
-def _bench_images(task, paths, max_image_pixels):
-  """A few test images as uint8 RGB at the model's size (what is timed)."""
-  size = task.spec.image_size
-  out = []
-  for path in paths[:_BENCH_IMAGES]:
-    image = decode.read_file(path, 3, max_image_pixels, size)
-    out.append(np.asarray(np.round(ops.resize(image, size)), np.uint8))
-  return np.stack(out)
+def _bench_examples(task, paths, size):
+  """A few test examples as uint8 RGB at the model's size (what is timed)."""
+  return np.stack([np.asarray(np.round(ops.resize(task.serving_example(p),
+                                                  size)), np.uint8)
+                   for p in paths[:_BENCH_EXAMPLES]])
 
 
-def _latencies(paths, images, work_dir):
+def _latencies(paths, examples, work_dir):
   """{path: benchmark dict} of single-thread runs in a child process."""
   with tempfile.TemporaryDirectory(prefix=fileio.TEMP_PREFIX,
                                    dir=work_dir) as tmp:
-    images_path = os.path.join(tmp, "images.npy")
-    np.save(images_path, images)
+    examples_path = os.path.join(tmp, "examples.npy")
+    np.save(examples_path, examples)
     proc = subprocess.run(
         [sys.executable, "-m", "imgrec.inference.benchmark",
-         "--num_threads=1", f"--images={images_path}", *paths],
+         "--num_threads=1", f"--images={examples_path}", *paths],
         capture_output=True, text=True, check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   results = {}
@@ -80,50 +82,62 @@ def _latencies(paths, images, work_dir):
   return results
 
 
+def _compare(task, model, classifiers, split, num_classes):
+  """Tallies of the Keras model and of every format over `split`.
+
+  Returns:
+    (Keras tally, {format name: tally}, examples of each class).
+  """
+  tallies = {name: _Tally(num_classes) for name in classifiers}
+  reference = _Tally(num_classes)
+  support = np.zeros(num_classes, np.int64)
+  example_bytes = task.model_pixels(split.paths[0]).nbytes
+  batch = int(max(1, min(64, _BATCH_BYTES // example_bytes)))
+  chunk = batch * _CHUNK_BATCHES
+  for start in range(0, len(split), chunk):
+    paths = split.paths[start:start + chunk]
+    labels = np.asarray(split.labels[start:start + chunk])
+    np.add.at(support, labels, 1)
+    pixels = np.stack([task.model_pixels(p) for p in paths])
+    keras_probabilities = np.asarray(model.predict(
+        pixels, verbose=0, batch_size=batch), np.float32)
+    reference.add(keras_probabilities, keras_probabilities, labels)
+    sent = None
+    for name, clf in classifiers.items():
+      if clf.format == "saved_model":
+        if sent is None:  # What a server gets: the decoded file.
+          sent = [task.serving_example(p) for p in paths]
+        probabilities = clf.run(sent)
+      else:
+        probabilities = clf.run(pixels)
+      tallies[name].add(probabilities, keras_probabilities, labels)
+  return reference, tallies, support
+
+
 def measure(task, model, class_names, split, formats, *, work_dir,
-            max_image_pixels, latency=True):
+            latency=True, extras=None):
   """The export report of `formats` on `split`.
 
   Args:
-    task: the run's ImageClassificationTask (decoding and image size).
+    task: the run's task (how an example is read; its decode limit).
     model: the Keras model (the reference).
     class_names: class names in label order.
     split: a folder.Split, usually the test split.
     formats: [(name, path)]: "saved_model" and TFLite variant names.
     work_dir: folder for temporary files.
-    max_image_pixels: the decode limit.
-    latency: also time single images on one thread (a child process).
+    latency: also time single examples on one thread (a child process).
+    extras: {format name: dict} added to that format's entry (int8's
+      calibration and check).
 
   Returns:
     The report dict (see `format_report` for the printed table).
   """
-  classifiers = {name: Classifier.load(path, num_threads=os.cpu_count(),
-                                       trust_model=True,
-                                       max_image_pixels=max_image_pixels)
+  classifiers = {name: Classifier.load(
+      path, num_threads=os.cpu_count(), trust_model=True,
+      max_image_pixels=task.config.max_image_pixels)
                  for name, path in formats}
-  tallies = {name: _Tally(len(class_names)) for name, _ in formats}
-  reference = _Tally(len(class_names))
-  support = np.zeros(len(class_names), np.int64)
-  size = task.spec.image_size
-  for start in range(0, len(split), _CHUNK):
-    paths = split.paths[start:start + _CHUNK]
-    labels = np.asarray(split.labels[start:start + _CHUNK])
-    np.add.at(support, labels, 1)
-    pixels = np.stack([task.model_pixels(p) for p in paths])
-    keras_probabilities = np.asarray(model.predict(pixels, verbose=0,
-                                                   batch_size=64), np.float32)
-    reference.add(keras_probabilities, keras_probabilities, labels)
-    raw = None
-    for name, clf in classifiers.items():
-      if clf.format == "saved_model":
-        if raw is None:  # What a server gets: the decoded file.
-          raw = [decode.read_file(p, 3, max_image_pixels, size)
-                 for p in paths]
-        probabilities = clf.run(raw)
-      else:
-        probabilities = clf.run(pixels)
-      tallies[name].add(probabilities, keras_probabilities, labels)
-
+  reference, tallies, support = _compare(task, model, classifiers, split,
+                                         len(class_names))
   n = int(support.sum())
   seen = support > 0
 
@@ -131,13 +145,14 @@ def measure(task, model, class_names, split, formats, *, work_dir,
     return np.where(seen, correct / np.maximum(support, 1), 0.0)
 
   keras_per_class = per_class(reference.correct)
-  bench_images = _bench_images(task, split.paths, max_image_pixels)
-  single = (_latencies([path for _, path in formats], bench_images, work_dir)
+  examples = _bench_examples(task, split.paths,
+                             tasks.model_input(model).image_size)
+  single = (_latencies([path for _, path in formats], examples, work_dir)
             if latency else {})
   entries = []
   for name, path in formats:
     tally, clf = tallies[name], classifiers[name]
-    timing = benchmark.benchmark(clf, bench_images, runs=20, max_seconds=3.0)
+    timing = benchmark.benchmark(clf, examples, runs=20, max_seconds=3.0)
     one = single.get(path, {}).get("latency_ms")
     change = per_class(tally.correct) - keras_per_class
     entries.append({
@@ -151,14 +166,16 @@ def measure(task, model, class_names, split, formats, *, work_dir,
         "per_class_accuracy_change": {
             c: float(change[i]) for i, c in enumerate(class_names)
             if seen[i]},
+        **(extras or {}).get(name, {}),
     })
-  return {"reference": {"format": "keras",
+  return {"reference": {"format": "keras", "input": task.noun,
                         "accuracy": float(reference.correct.sum() / max(n, 1)),
                         "num_examples": n},
           "formats": entries}
 
 
 def size_of(path):
+  """Bytes of a file, or of every file in a folder."""
   if os.path.isdir(path):
     return sum(os.path.getsize(os.path.join(d, f))
                for d, _, files in os.walk(path) for f in files)

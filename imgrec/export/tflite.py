@@ -1,12 +1,15 @@
-"""TFLite export through the TFLite converter, with metadata and int8 checks.
+"""The one TFLite path: conversion, int8 calibration and checks, files with metadata.
 
-A TFLite model takes raw RGB pixels [1, H, W, 3] at the model's input size
-(float32, or uint8 for an int8 model exported with `int8_io="uint8"`;
-callers resize with `imgrec.data.ops.resize`, as the pipeline does) and
-returns probabilities [1, num_classes]. Every file carries standard TFLite
-metadata (`tflite_metadata`): its labels and input description, which
-MediaPipe Tasks and `imgrec.Classifier` read. `imgrec.inference.litert` runs
-the files.
+A TFLite model takes one example of raw RGB pixels at the model's input
+size, batch 1 ([1, H, W, 3] for an image, [1, T, H, W, 3] for a clip of T
+frames; float32, or uint8 for an int8 model exported with
+`int8_io="uint8"`; callers resize with `imgrec.data.ops.resize`, as the
+pipeline does) and returns its output ([1, num_classes] probabilities for a
+classifier). Every file carries standard TFLite metadata
+(`tflite_metadata`): its input description and its labels, which MediaPipe
+Tasks and `imgrec.Classifier` read. `imgrec.inference.litert` runs the
+files; the converter's private internals are fenced in
+`imgrec.inference.tflite_internals`.
 
     with tflite.Converter(model, work_dir) as converter:
       float_bytes = converter.convert("float")
@@ -22,7 +25,6 @@ import os
 import tempfile
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -30,7 +32,9 @@ from imgrec import fileio
 from imgrec import tasks
 from imgrec.config import TFLITE_VARIANTS
 from imgrec.errors import ImgrecError
+from imgrec.export import saved_model as saved_model_lib
 from imgrec.inference import litert
+from imgrec.inference import tflite_internals
 from imgrec.inference import tflite_metadata
 
 INT8_IO_TYPES = ("float", "uint8")
@@ -43,7 +47,7 @@ _LUMA = (0.2989, 0.5870, 0.1141)
 
 
 def to_gray(images):
-  """RGB [N, H, W, 3] -> luma [N, H, W, 1] as one 1x1 convolution.
+  """RGB [..., H, W, 3] -> luma [..., H, W, 1] as one 1x1 convolution.
 
   Grayscale models' TFLite files take RGB like every other (MediaPipe
   Tasks reads RGB models only) and convert first. Unlike the pipeline, the
@@ -68,13 +72,13 @@ class Converter:
   folder: a kill leaves it where the next export of the run cleans it up.
 
   Args:
-    model: Keras model taking raw pixels and returning probabilities.
+    model: Keras model taking raw pixels (a task's `tflite_model`).
     work_dir: folder for the staging SavedModel.
   """
 
   def __init__(self, model, work_dir):
     self.model = model
-    self.image_size, self.channels = tasks.model_input_spec(model)
+    self.input = tasks.model_input(model)
     self.work_dir = work_dir
     self._stack = contextlib.ExitStack()
     self._saved_model = None
@@ -84,21 +88,18 @@ class Converter:
     self._saved_model = self._stack.enter_context(
         tempfile.TemporaryDirectory(prefix=fileio.TEMP_PREFIX,
                                     dir=self.work_dir))
-    model, channels = self.model, self.channels
+    model, gray = self.model, self.input.channels == 1
 
-    def serve(images):
-      if channels == 1:
-        images = to_gray(images)
-      return {"probabilities": tf.cast(model(images, training=False),
+    def serve(pixels):
+      if gray:
+        pixels = to_gray(pixels)
+      return {"probabilities": tf.cast(model(pixels, training=False),
                                        tf.float32)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serving_default", serve, input_signature=[tf.TensorSpec(
-            [1, self.image_size[0], self.image_size[1], 3], tf.float32,
-            name="images")])
-    archive.write_out(self._saved_model, verbose=False)
+    signature = [tf.TensorSpec(self.input.batch_shape(1, channels=3),
+                               tf.float32, name=self.input.kind)]
+    saved_model_lib.archive(model, [("serving_default", serve, signature)]
+                            ).write_out(self._saved_model, verbose=False)
     return self
 
   def __exit__(self, *exc):
@@ -124,8 +125,8 @@ class Converter:
     """Calibrates int8 activations on `images`; returns an `Int8Calibration`.
 
     Args:
-      images: float32 [H, W, C] raw-pixel images at the model's input size
-        (a class-stratified sample of the training split).
+      images: float32 raw-pixel examples at the model's input size (a
+        class-stratified sample of the training split).
     """
     check_int8_supported(self.model)
     images = [np.asarray(image, np.float32) for image in images]
@@ -229,16 +230,14 @@ class Int8Calibration:
       raise ImgrecError(f"int8 input/output must be one of {INT8_IO_TYPES}. "
                         f"Received: {io!r}")
     debugger = self._debugger
-    # Read by the debugger's quantizer at each call (the converter's flag).
-    debugger.converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    # Read by the debugger's quantizer at each call.
+    tflite_internals.set_per_channel(debugger.converter, per_channel)
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=list(keep_float) or None)
     flatbuffer = _run_converter(debugger.get_nondebug_quantized_model, "int8")
     if io == "uint8":
-      # What the converter does for inference_input_type=tf.uint8: the
-      # float ends become uint8 ones feeding the int8 graph.
-      from tensorflow.lite.python import util  # pylint: disable=g-import-not-at-top
-      flatbuffer = util.modify_model_io_type(flatbuffer, tf.uint8, tf.uint8)
+      # The float ends become uint8 ones feeding the int8 graph.
+      flatbuffer = tflite_internals.with_uint8_io(flatbuffer)
     return flatbuffer
 
   def layer_errors(self):
@@ -286,12 +285,12 @@ def float_ops(flatbuffer):
             for t in interpreter.get_tensor_details()}
   floats = (np.dtype(np.float32), np.dtype(np.float16))
   found = []
-  for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+  for op in tflite_internals.ops_details(interpreter):
     if op["op_name"] in _ENDS:
       continue
     tensors = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
     if any(dtypes.get(i) in floats for i in tensors):
-      name = (interpreter._get_tensor_details(op["outputs"][0], 0)["name"]  # pylint: disable=protected-access
+      name = (tflite_internals.tensor_name(interpreter, op["outputs"][0])
               if len(op["outputs"]) else "")
       found.append((op["op_name"], name))
   return found
@@ -323,17 +322,21 @@ def check_integer(flatbuffer, path="the int8 model", keep_float=()):
   return found
 
 
-def export_tflite(flatbuffer, path, *, class_names, image_size,
-                  name="imgrec classifier", description=""):
-  """Writes TFLite bytes with their metadata and labels, atomically.
+def write_tflite(flatbuffer, path, *, model_input, name, description,
+                 class_names=None, output=None):
+  """Writes TFLite bytes with their metadata (and labels), atomically.
 
   Args:
     flatbuffer: converter output.
     path: output .tflite path.
-    class_names: labels, packed into the file.
-    image_size: (height, width) of the input.
+    model_input: the ModelInput of the converted model (its size and
+      frames; the file takes RGB).
     name: model name in the metadata.
-    description: one sentence in the metadata.
+    description: one sentence in the metadata (a task's `describe`).
+    class_names: labels, packed into the file; None for a model that does
+      not classify.
+    output: (name, description) of the output of a model that does not
+      classify.
 
   Returns:
     `path`.
@@ -341,9 +344,11 @@ def export_tflite(flatbuffer, path, *, class_names, image_size,
   details = litert.make_interpreter(
       model_content=flatbuffer).get_input_details()[0]
   metadata = tflite_metadata.build_metadata(
-      name=name, description=description, image_size=image_size,
-      channels=3, float_input=np.dtype(details["dtype"]) == np.float32,
-      version="1")
+      name=name, description=description,
+      image_size=model_input.image_size, channels=3,
+      frames=model_input.frames,
+      float_input=np.dtype(details["dtype"]) == np.float32, version="1",
+      labels=class_names is not None, output=output)
   data = tflite_metadata.attach(flatbuffer, metadata, class_names)
   with fileio.atomic_write(path, "wb") as f:
     f.write(data)
@@ -351,6 +356,7 @@ def export_tflite(flatbuffer, path, *, class_names, image_size,
 
 
 def check_variant(quantization):
+  """Raises ImgrecError for a name that is no TFLite variant."""
   if quantization not in TFLITE_VARIANTS:
     raise ImgrecError(f"Unknown TFLite quantization. Expected one of "
                       f"{TFLITE_VARIANTS}. Received: quantization="

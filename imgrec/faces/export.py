@@ -4,8 +4,9 @@
 [N, S, S, 3] -> unit embeddings ("embeddings"); `embedder.tflite` and
 `embedder_<variant>.tflite` take float32 raw RGB pixels [1, S, S, 3] and
 return the embedding before its L2 normalization (normalize it before
-matching, as `Embedder` does). int8 goes through the export's calibration
-and integer check.
+matching, as `Embedder` does). Both go through imgrec's one export path
+(`export.saved_model.write_saved_model`, `export.tflite`: metadata in every
+file); int8 goes through the export's calibration and integer check.
 """
 
 import logging
@@ -15,8 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from imgrec import fileio
+from imgrec import tasks
 from imgrec.errors import ImgrecError
+from imgrec.export import saved_model as saved_model_lib
 from imgrec.export import tflite as tflite_lib
 from imgrec.faces import embedder as embedder_lib
 from imgrec.faces import model as model_lib
@@ -25,21 +27,21 @@ from imgrec.run_folder import RunFolder
 logger = logging.getLogger("imgrec")
 
 
-def _saved_model(model, path, image_size, channels):
+_OUTPUT = ("embedding", "The face's embedding before its L2 normalization: "
+           "normalize it, then compare by cosine similarity.")
+
+
+def serving_endpoints(model, image_size, channels):
+  """The embedder SavedModel's signature: serving_default, uint8 face crops
+  `images` [N, S, S, 3] -> unit `embeddings` [N, D]."""
   def serve(images):
     x = tf.cast(images, tf.float32)
     if channels == 1:
       x = tf.round(tf.image.rgb_to_grayscale(x))
     return {"embeddings": tf.cast(model(x, training=False), tf.float32)}
 
-  archive = keras.export.ExportArchive()
-  archive.track(model)
-  archive.add_endpoint("serving_default", serve, input_signature=[
-      tf.TensorSpec([None, image_size, image_size, 3], tf.uint8,
-                    name="images")])
-  with fileio.atomic_dir(path) as tmp:
-    archive.write_out(tmp, verbose=False)
-  return path
+  return [("serving_default", serve, [tf.TensorSpec(
+      [None, image_size, image_size, 3], tf.uint8, name="images")])]
 
 
 def export_embedder(model_dir, variants=("float",), calibration_faces=None):
@@ -61,9 +63,12 @@ def export_embedder(model_dir, variants=("float",), calibration_faces=None):
   if "int8" in variants:
     tflite_lib.check_int8_supported(model)
   os.makedirs(run.export_dir, exist_ok=True)
-  out = {"saved_model": _saved_model(
+  spec = tasks.model_input(model)
+  out = {"saved_model": saved_model_lib.write_saved_model(
       model, os.path.join(run.export_dir, embedder_lib.SAVED_MODEL_NAME),
-      size, channels), "tflite": {}}
+      serving_endpoints(model, size, channels),
+      input_spec={"image_size": list(spec.image_size),
+                  "channels": spec.channels}), "tflite": {}}
   # TFLite gets the embedding before its L2 normalization (Embedder
   # normalizes every runtime's output): Keras' UnitNormalization lowers to
   # SQUARE/SUM/RSQRT, which have no int8 kernels, and the integer check
@@ -84,9 +89,11 @@ def export_embedder(model_dir, variants=("float",), calibration_faces=None):
         tflite_lib.check_integer(flatbuffer, path)
       else:
         flatbuffer = converter.convert(variant)
-      with fileio.atomic_write(path, "wb") as f:
-        f.write(flatbuffer)
-      out["tflite"][variant] = path
+      out["tflite"][variant] = tflite_lib.write_tflite(
+          flatbuffer, path, model_input=converter.input,
+          name=f"imgrec face embedder {info.get('name', '')}".strip(),
+          description=f"imgrec face embedder ({variant}): raw RGB face "
+          "crops 0..255 in, an embedding out.", output=_OUTPUT)
   return out
 
 

@@ -62,11 +62,7 @@ class _KerasBackend:
 
   def __init__(self, path):
     self.model = tasks.load_model(path)
-    shape = self.model.input_shape
-    shape = shape[0] if isinstance(shape, list) else shape
-    self.clip_frames = int(shape[1]) if len(shape) == 5 else None
-    self.image_size = (int(shape[-3]), int(shape[-2]))
-    self.channels = int(shape[-1])
+    self.input = tasks.model_input(self.model)
 
   def __call__(self, pixels):
     return np.asarray(self.model(pixels, training=False), np.float32)
@@ -83,12 +79,12 @@ class _TFLiteBackend:
     model_files.check_tflite_file(path)
     try:
       self.runner = TFLiteRunner(path, num_threads=num_threads)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, ImgrecError) as e:
       raise ImgrecError(f"Cannot load TFLite model {path}: "
-                        f"{str(e).splitlines()[0]}. It is damaged or not an "
-                        "image classifier; export it again.") from e
-    self.image_size, self.channels = self.runner.image_size, self.runner.channels
-    self.clip_frames = self.runner.clip_frames
+                        f"{str(e).splitlines()[0].rstrip('.')}. It is "
+                        "damaged or not an imgrec classifier; export it "
+                        "again.") from e
+    self.input = self.runner.input
     self.path = path
 
   def __call__(self, pixels):
@@ -98,6 +94,16 @@ class _TFLiteBackend:
     """The labels packed in the file's metadata (imgrec and MediaPipe files)."""
     from imgrec.inference import tflite_metadata  # pylint: disable=g-import-not-at-top
     return tflite_metadata.read_labels(self.path)
+
+
+def _exported_image_size(path):
+  """The input size a SavedModel's imgrec_input.json names, else None (not
+  an imgrec export: files are decoded at full size)."""
+  try:
+    with open(os.path.join(path, INPUT_SPEC_NAME), encoding="utf-8") as f:
+      return tuple(int(d) for d in json.load(f)["image_size"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
 
 
 class _SavedModelBackend:
@@ -115,28 +121,53 @@ class _SavedModelBackend:
                         f"{str(e).splitlines()[0] if str(e) else e!r}. Is it "
                         "an imgrec export (serving_default taking uint8 "
                         "images)?") from e
-    self.channels = 3
-    self.image_size = None
-    spec = {}
-    try:
-      with open(os.path.join(path, INPUT_SPEC_NAME), encoding="utf-8") as f:
-        spec = json.load(f)
-      self.image_size = tuple(spec["image_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-      pass  # Not an imgrec export: files are decoded at full size.
     inputs = self.fn.structured_input_signature[1]
-    self._input = "clips" if "clips" in inputs else "images"
-    self.clip_frames = None
-    if self._input == "clips":
-      self.clip_frames = int(inputs["clips"].shape[1])
+    if len(inputs) != 1:
+      raise ImgrecError(f"Cannot load SavedModel {path}: its "
+                        f"serving_default takes {sorted(inputs)}; imgrec's "
+                        "take one input (images or clips).")
+    (self._input, signature), = inputs.items()
+    shape = signature.shape.as_list() if signature.shape.rank else []
+    # The task that takes this input says what it is; the size is in
+    # imgrec_input.json (the signature takes any size).
+    self.input = dataclasses.replace(
+        tasks.model_input(shape),
+        image_size=_exported_image_size(path))
 
-  def raw(self, images):
-    """Probabilities [N, C] of uint8 images [N, H, W, 3] (or clips) of one size."""
-    out = self.fn(**{self._input: tf.constant(images)})
+  def raw(self, examples):
+    """Probabilities [N, C] of uint8 examples (images [N, H, W, 3], clips
+    [N, T, H, W, 3]) of one size."""
+    out = self.fn(**{self._input: tf.constant(examples)})
     return out["probabilities"].numpy()
 
   def labels(self):
     return None
+
+
+def _check_float_pixels(image, where):
+  """Raises unless float pixels are finite raw 0..255 values; rounds them."""
+  if not np.isfinite(image).all():
+    raise ImgrecError(f"{where} holds NaN or infinite values.")
+  low, high = float(image.min()), float(image.max())
+  if low < 0 or high > 255:
+    raise ImgrecError(f"{where} holds values outside 0..255 ({low:g} to "
+                      f"{high:g}): give raw pixels.")
+  if high <= 1 and np.any((image > 0) & (image < 1)):
+    raise ImgrecError(f"{where} looks like floats in 0..1; imgrec takes raw "
+                      "0..255 pixels: multiply by 255.")
+  return np.round(image)
+
+
+def _check_integer_pixels(image, where):
+  """Raises unless integer pixels are 8-bit values 0..255."""
+  if image.dtype == np.uint16 or (image.dtype.kind in "iu" and
+                                  image.size and image.max() > 255):
+    raise ImgrecError(f"{where} holds values above 255 ({image.dtype}): give "
+                      "8-bit pixels, e.g. (image >> 8).astype(np.uint8) for "
+                      "16-bit images.")
+  if image.dtype.kind == "i" and image.size and image.min() < 0:
+    raise ImgrecError(f"{where} holds negative values: give 0..255 pixels.")
+  return image
 
 
 def _as_image(item, where):
@@ -152,11 +183,8 @@ def _as_image(item, where):
   if image.dtype == object or image.dtype.kind not in "uif":
     raise ImgrecError(f"{where} has dtype {image.dtype}: give uint8 pixels "
                       "(or floats in 0..255).")
-  if image.dtype == np.uint16 or (image.dtype.kind in "iu" and
-                                  image.size and image.max() > 255):
-    raise ImgrecError(f"{where} holds values above 255 ({image.dtype}): give "
-                      "8-bit pixels, e.g. (image >> 8).astype(np.uint8) for "
-                      "16-bit images.")
+  if image.dtype.kind in "iu":
+    image = _check_integer_pixels(image, where)
   if image.ndim == 2:
     image = image[..., None]
   if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
@@ -165,18 +193,7 @@ def _as_image(item, where):
   if image.shape[0] == 0 or image.shape[1] == 0:
     raise ImgrecError(f"{where} is empty. Received: shape={image.shape}")
   if image.dtype.kind == "f":
-    if not np.isfinite(image).all():
-      raise ImgrecError(f"{where} holds NaN or infinite values.")
-    low, high = float(image.min()), float(image.max())
-    if low < 0 or high > 255:
-      raise ImgrecError(f"{where} holds values outside 0..255 ({low:g} to "
-                        f"{high:g}): give raw pixels.")
-    if high <= 1 and np.any((image > 0) & (image < 1)):
-      raise ImgrecError(f"{where} looks like floats in 0..1; imgrec takes raw "
-                        "0..255 pixels: multiply by 255.")
-    image = np.round(image)
-  if image.dtype.kind == "i" and image.size and image.min() < 0:
-    raise ImgrecError(f"{where} holds negative values: give 0..255 pixels.")
+    image = _check_float_pixels(image, where)
   image = image.astype(np.uint8)
   if image.shape[-1] == 4:
     image = np.asarray(decode.composite_on_white(image))
@@ -205,13 +222,15 @@ class Classifier:
     return self._backend.format
 
   @property
-  def image_size(self):
-    """The model's input (height, width), when the format says it."""
-    return getattr(self._backend, "image_size", None)
+  def model_input(self):
+    """The `tasks.ModelInput` of the model: its task, size and frames."""
+    return self._backend.input
 
-  def _target_size(self):
-    """The model's input size: JPEGs decode DCT-scaled for it (the policy)."""
-    return getattr(self._backend, "image_size", None)
+  @property
+  def image_size(self):
+    """The model's input (height, width), when the format says it (JPEGs
+    decode DCT-scaled for it: the decode policy)."""
+    return self._backend.input.image_size
 
   @classmethod
   def load(cls, path, *, trust_model=False,
@@ -260,7 +279,7 @@ class Classifier:
   @property
   def clip_frames(self):
     """Frames of a clip model's input; None for an image model."""
-    return getattr(self._backend, "clip_frames", None)
+    return self._backend.input.frames
 
   def _clip(self, item, index):
     """One clip input as uint8 [T, H, W, 3] and its source path (or None)."""
@@ -268,7 +287,7 @@ class Classifier:
     if isinstance(item, (str, os.PathLike)):
       path = os.fspath(item)
       return clips.decode_clip(path, frames=self.clip_frames,
-                               image_size=self._target_size()), path
+                               image_size=self.image_size), path
     clip = np.asarray(item)
     if clip.ndim != 4 or clip.shape[0] != self.clip_frames:
       raise ImgrecError(f"Input {index}: a clip model takes clips of "
@@ -276,15 +295,25 @@ class Classifier:
                         f"shape={clip.shape}")
     return np.stack([_as_image(f, f"Input {index}") for f in clip]), None
 
-  def _image(self, item, index):
-    """One input as uint8 [H, W, 3] and its source path (or None)."""
-    if self.clip_frames:
-      return self._clip(item, index)
+  def _one_image(self, item, index):
+    """One image input as uint8 [H, W, 3] and its source path (or None)."""
     if isinstance(item, (str, os.PathLike)):
       path = os.fspath(item)
       return decode.read_file(path, 3, self.max_image_pixels,
-                              self._target_size()), path
+                              self.image_size), path
     return _as_image(item, f"Input {index}"), None
+
+  # How an example of each kind of input (a task's `noun`) is read.
+  _READERS = {"images": _one_image, "clips": _clip}
+
+  def _read(self, item, index):
+    """One input as the model's task reads it (uint8) and its source path
+    (or None)."""
+    kind = self._backend.input.kind
+    if kind not in self._READERS:
+      raise ImgrecError(f"Classifier reads {' and '.join(self._READERS)}; "
+                        f"{self.path} takes {kind}.")
+    return self._READERS[kind](self, item, index)
 
   def prepare(self, images):
     """uint8 images [H, W, 3] -> what `run` takes (the model's input).
@@ -294,8 +323,8 @@ class Classifier:
     """
     if getattr(self._backend, "takes_raw", False):
       return list(images)
-    return tasks.preprocess(images, self._backend.image_size,
-                            self._backend.channels).numpy()
+    spec = self._backend.input
+    return tasks.preprocess(images, spec.image_size, spec.channels).numpy()
 
   def run(self, prepared):
     """Probabilities [N, num_classes] of a `prepare`d batch: the model alone."""
@@ -317,7 +346,7 @@ class Classifier:
     """
     single = isinstance(inputs, (str, os.PathLike, np.ndarray))
     items = [inputs] if single else list(inputs)
-    images = [self._image(item, i)[0] for i, item in enumerate(items)]
+    images = [self._read(item, i)[0] for i, item in enumerate(items)]
     return self._probabilities(images)
 
   def predict(self, inputs, top_k=5):
@@ -344,7 +373,7 @@ class Classifier:
     loaded, failures = [], {}
     for i, item in enumerate(items):
       try:
-        loaded.append((i,) + self._image(item, i))
+        loaded.append((i,) + self._read(item, i))
       except ImgrecError as e:
         if single:
           raise

@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+from imgrec import tasks
+
 
 @contextlib.contextmanager
 def _native_stderr_hidden():
@@ -41,7 +43,7 @@ def make_interpreter(**kwargs):
 
 
 class TFLiteRunner:
-  """Runs a .tflite classifier with the LiteRT interpreter.
+  """Runs a .tflite model of an imgrec task with the LiteRT interpreter.
 
   Float models take float32 raw pixels; int8 models with uint8 input take
   them quantized by the input's parameters (raw pixels for imgrec's files,
@@ -51,6 +53,13 @@ class TFLiteRunner:
     path: the .tflite file.
     num_threads: CPU threads (None: LiteRT's default).
     interpreter: a LiteRT Interpreter to use instead of loading `path`.
+
+  Attributes:
+    input: the `tasks.ModelInput` of the model, from the task that takes
+      its input.
+
+  Raises:
+    ImgrecError: no imgrec task takes the model's input.
   """
 
   def __init__(self, path=None, num_threads=None, interpreter=None):
@@ -61,19 +70,17 @@ class TFLiteRunner:
     self._input_index = inp["index"]
     self.input_dtype = inp["dtype"]
     self.input_quantization = inp["quantization"]
-    shape = [int(d) for d in inp["shape"]]
-    if len(shape) not in (4, 5):
-      raise ValueError(f"expected an image input [1, H, W, C] or a clip "
-                       f"input [1, T, H, W, C]; the model takes {shape}")
-    # Clip models take [1, T, H, W, C]: one clip of T frames.
-    self.clip_frames = shape[1] if len(shape) == 5 else None
-    self.image_size, self.channels = tuple(shape[-3:-1]), shape[-1]
+    # The task that takes this input says what it is (an image, a clip).
+    self.input = tasks.model_input([int(d) for d in inp["shape"]])
+    self.clip_frames = self.input.frames
+    self.image_size, self.channels = self.input.image_size, self.input.channels
     out = self.interpreter.get_output_details()[0]
     self._output_index = out["index"]
     self._output_quantization = out["quantization"]
 
   def __call__(self, images):
-    """Probabilities [N, C] of float32 raw-pixel images [N, H, W, 3 or 1]."""
+    """Outputs [N, C] of float32 raw-pixel examples [N, ..., 3 or 1], one
+    at a time."""
     images = np.asarray(images, np.float32)
     if images.shape[-1] == 1 and self.channels == 3:  # Gray models take RGB.
       images = np.repeat(images, 3, axis=-1)

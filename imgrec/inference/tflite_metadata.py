@@ -1,4 +1,4 @@
-"""Standard TFLite metadata for imgrec classifiers: labels and input description inside the file.
+"""Standard TFLite metadata for imgrec models: labels and input description inside the file.
 
 MediaPipe Tasks' `ImageClassifier` (and the Android tooling) read a model's
 metadata: what the input image is (RGB or grayscale, and the normalization
@@ -18,6 +18,8 @@ import io
 import zipfile
 
 import flatbuffers
+
+from imgrec.inference import tflite_internals
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
@@ -65,64 +67,90 @@ def _table(builder, fields):
   return builder.EndObject()
 
 
+def _input_tensor(b, *, image_size, channels, float_input, frames):
+  """The input's TensorMetadata: an image (RGB or gray), or a clip of
+  `frames` images (the schema has no clip content: a feature, described)."""
+  height, width = image_size
+  color = "RGB" if channels == 3 else "gray"
+  if frames:
+    content = _table(b, [(0, "uint8", _FEATURE_PROPERTIES),
+                         (1, "offset", _empty_table(b))])
+    name, text = _strings(b, ["clip", (
+        f"{frames} frames of raw {color} pixels 0..255 [1, {frames}, "
+        f"{height}, {width}, {channels}], sampled across the clip and "
+        "resized to the model's input size.")])
+  else:
+    size = _table(b, [(0, "uint32", width), (1, "uint32", height)])
+    image = _table(b, [(0, "int8", _RGB if channels == 3 else _GRAYSCALE),
+                       (1, "offset", size)])
+    content = _table(b, [(0, "uint8", _IMAGE_PROPERTIES),
+                         (1, "offset", image)])
+    name, text = _strings(b, ["image", f"Raw {color} pixels 0..255, resized "
+                              "to the model's input size."])
+  fields = [(0, "offset", name), (1, "offset", text), (3, "offset", content),
+            (5, "offset", _stats(b, 255.0, 0.0))]
+  if float_input:
+    # Mean 0 and std 1: readers feed the raw pixels as they are.
+    norm = _table(b, [(0, "offset", _float_vector(b, [0.0] * channels)),
+                      (1, "offset", _float_vector(b, [1.0] * channels))])
+    unit = _table(b, [(0, "uint8", _NORMALIZATION_OPTIONS),
+                      (1, "offset", norm)])
+    fields.append((4, "offset", _vector(b, [unit])))
+  return _table(b, fields)
+
+
+def _output_tensor(b, output, labels):
+  """The output's TensorMetadata: class probabilities with the labels file,
+  or another output (`output` = (name, description)) without."""
+  if not labels:
+    name, text = _strings(b, output)
+    return _table(b, [(0, "offset", name), (1, "offset", text)])
+  label_name, label_desc = _strings(b, [LABELS_FILE, "Class names, one a "
+                                        "line, in output order."])
+  labels_file = _table(b, [(0, "offset", label_name),
+                           (1, "offset", label_desc),
+                           (2, "int8", _TENSOR_AXIS_LABELS)])
+  content = _table(b, [(0, "uint8", _FEATURE_PROPERTIES),
+                       (1, "offset", _empty_table(b))])
+  name, text = _strings(b, ["probabilities", "Probability of each class "
+                            "(softmax)."])
+  return _table(b, [(0, "offset", name), (1, "offset", text),
+                    (3, "offset", content), (5, "offset", _stats(b, 1.0, 0.0)),
+                    (6, "offset", _vector(b, [labels_file]))])
+
+
+def _stats(b, high, low):
+  return _table(b, [(0, "offset", _float_vector(b, [high])),
+                    (1, "offset", _float_vector(b, [low]))])
+
+
 def build_metadata(*, name, description, image_size, channels, float_input,
-                   version):
-  """The ModelMetadata flatbuffer of an imgrec image classifier.
+                   version, frames=None, labels=True, output=None):
+  """The ModelMetadata flatbuffer of an imgrec model.
 
   Args:
     name: model name.
     description: one sentence.
-    image_size: (height, width) of the input.
+    image_size: (height, width) of the input (of each frame of a clip).
     channels: 1 or 3.
     float_input: the input is float32 raw 0..255 pixels (normalization mean
       0, std 1, so readers feed pixels as they are); else uint8.
     version: the model's version string.
+    frames: the input is a clip of this many frames; None for an image.
+    labels: the output is class probabilities, labeled by the associated
+      labels file (`attach` packs it).
+    output: (name, description) of an output that is not class
+      probabilities (`labels` False).
 
   Returns:
     bytes.
   """
   b = flatbuffers.Builder(1024)
-  # Input: an image, RGB or gray, raw pixels.
-  size = _table(b, [(0, "uint32", image_size[1]),
-                    (1, "uint32", image_size[0])])
-  image = _table(b, [(0, "int8", _RGB if channels == 3 else _GRAYSCALE),
-                     (1, "offset", size)])
-  content = _table(b, [(0, "uint8", _IMAGE_PROPERTIES), (1, "offset", image)])
-  units = []
-  if float_input:
-    mean = _float_vector(b, [0.0] * channels)
-    std = _float_vector(b, [1.0] * channels)
-    norm = _table(b, [(0, "offset", mean), (1, "offset", std)])
-    units.append(_table(b, [(0, "uint8", _NORMALIZATION_OPTIONS),
-                            (1, "offset", norm)]))
-  stats_max = _float_vector(b, [255.0])
-  stats_min = _float_vector(b, [0.0])
-  stats = _table(b, [(0, "offset", stats_max), (1, "offset", stats_min)])
-  in_name, in_desc = _strings(b, ["image", "Raw RGB pixels 0..255, resized "
-                                  "to the model's input size."
-                                  if channels == 3 else "Raw gray pixels "
-                                  "0..255, resized to the model's size."])
-  in_fields = [(0, "offset", in_name), (1, "offset", in_desc),
-               (3, "offset", content), (5, "offset", stats)]
-  if units:
-    in_fields.append((4, "offset", _vector(b, units)))
-  input_md = _table(b, in_fields)
-  # Output: class probabilities, with the labels file.
-  label_name, label_desc = _strings(b, [LABELS_FILE, "Class names, one a "
-                                        "line, in output order."])
-  labels = _table(b, [(0, "offset", label_name), (1, "offset", label_desc),
-                      (2, "int8", _TENSOR_AXIS_LABELS)])
-  out_content = _table(b, [(0, "uint8", _FEATURE_PROPERTIES),
-                           (1, "offset", _empty_table(b))])
-  out_name, out_desc = _strings(b, ["probabilities", "Probability of each "
-                                    "class (softmax)."])
-  out_stats = _table(b, [(0, "offset", _float_vector(b, [1.0])),
-                         (1, "offset", _float_vector(b, [0.0]))])
-  output_md = _table(b, [(0, "offset", out_name), (1, "offset", out_desc),
-                         (3, "offset", out_content),
-                         (5, "offset", out_stats),
-                         (6, "offset", _vector(b, [labels]))])
-  sub_name = b.CreateString("image_classifier")
+  input_md = _input_tensor(b, image_size=image_size, channels=channels,
+                           float_input=float_input, frames=frames)
+  output_md = _output_tensor(b, output, labels)
+  sub_name = b.CreateString(("clip_classifier" if frames else
+                             "image_classifier") if labels else "model")
   subgraph = _table(b, [(0, "offset", sub_name),
                         (2, "offset", _vector(b, [input_md])),
                         (3, "offset", _vector(b, [output_md]))])
@@ -141,18 +169,18 @@ def _empty_table(builder):
   return builder.EndObject()
 
 
-def attach(flatbuffer, metadata, class_names):
+def attach(flatbuffer, metadata, class_names=None):
   """Returns the TFLite model with `metadata` and the labels file inside.
 
   Args:
     flatbuffer: the converter's model bytes.
     metadata: bytes from `build_metadata`.
-    class_names: written as the associated labels file.
+    class_names: written as the associated labels file (None: no labels).
 
   Returns:
     bytes: the model flatbuffer, then a zip holding the labels file.
   """
-  from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
+  schema = tflite_internals.tflite_schema()
   model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(flatbuffer, 0))
   buffer = schema.BufferT()
   buffer.data = list(metadata)
@@ -165,9 +193,10 @@ def attach(flatbuffer, metadata, class_names):
   builder = flatbuffers.Builder(len(flatbuffer) + len(metadata) + 1024)
   builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
   out = io.BytesIO(bytes(builder.Output()))
-  out.seek(0, io.SEEK_END)
-  with zipfile.ZipFile(out, "a") as archive:
-    archive.writestr(LABELS_FILE, "".join(f"{n}\n" for n in class_names))
+  if class_names is not None:
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a") as archive:
+      archive.writestr(LABELS_FILE, "".join(f"{n}\n" for n in class_names))
   return out.getvalue()
 
 

@@ -18,6 +18,50 @@ name or on a tensor's rank.
     monitor, mode = task.monitor(has_validation=True)
 """
 
+import dataclasses
+
+
+def input_shape_of(model_or_shape):
+  """The input shape (batch first) of a Keras model, or `model_or_shape`
+  itself when it is a shape: a multi-input model's first input."""
+  shape = getattr(model_or_shape, "input_shape", model_or_shape)
+  if len(shape) and isinstance(shape[0], (list, tuple)):
+    shape = shape[0]
+  return tuple(None if d is None else int(d) for d in shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+  """What a saved model takes, as its task reads it from the input shape.
+
+  Attributes:
+    task: the registered name of the model's task.
+    kind: what one example is (the task's `noun`: "images", "clips"):
+      how `Classifier` reads one.
+    image_size: (height, width) of an image or of each frame; None where
+      the model takes any size (a SavedModel resizes in its graph).
+    channels: 1 or 3.
+    frames: frames of a clip; None for an image.
+  """
+  task: str
+  kind: str
+  image_size: tuple | None
+  channels: int
+  frames: int | None = None
+
+  def batch_shape(self, batch=None, channels=None):
+    """The input's shape, batch first (`channels` instead of the model's)."""
+    frames = (self.frames,) if self.frames else ()
+    return (batch, *frames, *self.image_size, channels or self.channels)
+
+  def to_json(self):
+    """`imgrec_input.json`: what a client needs to make the input."""
+    out = {"task": self.task, "image_size": list(self.image_size),
+           "channels": self.channels}
+    if self.frames:
+      out["clip_frames"] = self.frames
+    return out
+
 
 class Task:
   """A kind of run. Subclasses register with `registry.register_task`.
@@ -73,6 +117,14 @@ class Task:
     del shape
     return False
 
+  @classmethod
+  def model_input(cls, shape):
+    """The ModelInput of this task's saved model whose input has `shape`
+    (batch first; a size may be None)."""
+    size = tuple(shape[-3:-1])
+    return ModelInput(cls.name, cls.noun, None if None in size else size,
+                      int(shape[-1]))
+
   # --- Data ------------------------------------------------------------------
 
   def build_folder(self, report_path=None):
@@ -92,6 +144,11 @@ class Task:
 
   def model_pixels(self, path):
     """One example file as the model takes it (float32), for export checks."""
+    raise NotImplementedError
+
+  def serving_example(self, path):
+    """One example file as a client sends it to the SavedModel (uint8 RGB,
+    any size), for export checks."""
     raise NotImplementedError
 
   # --- Model -----------------------------------------------------------------
@@ -172,6 +229,11 @@ class Task:
   def tflite_model(self, model):
     """The Keras model that converts to TFLite (by default `model`)."""
     return model
+
+  def check_quantization(self, variant):
+    """Raises ImgrecError for a TFLite variant this task's models cannot
+    have (before any file is written)."""
+    del variant
 
   def describe(self, variant):
     """One sentence for a TFLite file's metadata."""

@@ -274,3 +274,25 @@ class ClassificationTask(base.Task):
       if len(folder.splits.get(name, ())):
         return name, folder.splits[name]
     return None
+
+  def describe(self, variant):
+    """One sentence for a TFLite file's metadata."""
+    return (f"imgrec {self.config.model} {self.noun[:-1]} classifier "
+            f"({variant}): raw pixels 0..255 in, class probabilities out.")
+
+
+def classifier_outputs(model, class_names, top_k):
+  """The serving outputs of a classifier: pixels -> {"probabilities" float32
+  [N, C], "top_k_indices" int32 [N, k], "top_k_labels" string [N, k]}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  k = int(min(top_k, len(class_names)))
+  labels = tf.constant(list(class_names), dtype=tf.string)
+
+  def outputs(pixels):
+    probabilities = tf.cast(model(pixels, training=False), tf.float32)
+    top = tf.math.top_k(probabilities, k=k)
+    return {"probabilities": probabilities,
+            "top_k_indices": top.indices,
+            "top_k_labels": tf.gather(labels, top.indices)}
+
+  return outputs

@@ -25,6 +25,7 @@ from imgrec.data import folder as folder_lib
 from imgrec.data import scan
 from imgrec import fileio
 from imgrec.errors import ImgrecError
+from imgrec.tasks import base
 from imgrec.tasks import classification
 from imgrec.tasks import registry
 
@@ -53,6 +54,11 @@ class ClipClassificationTask(classification.ClassificationTask):
   @classmethod
   def accepts_input_shape(cls, shape):
     return len(shape) == 5  # [batch, frames, height, width, channels]
+
+  @classmethod
+  def model_input(cls, shape):
+    return dataclasses.replace(super().model_input(shape),
+                               frames=int(shape[1]))
 
   def __init__(self, spec):
     super().__init__(spec)
@@ -194,6 +200,11 @@ class ClipClassificationTask(classification.ClassificationTask):
     """One clip as the model sees it: float32 [T, H, W, C]."""
     return self.cache.get(path).astype(np.float32)
 
+  def serving_example(self, path):
+    """One clip as a server gets it: uint8 RGB [T, H, W, 3]."""
+    clip = self.cache.get(path)
+    return np.repeat(clip, 3, axis=-1) if clip.shape[-1] == 1 else clip
+
   # --- Model -----------------------------------------------------------------
 
   def build_model(self, num_classes):
@@ -204,6 +215,36 @@ class ClipClassificationTask(classification.ClassificationTask):
         self.config.model, num_classes, self.clip_shape,
         temporal=self.config.temporal, units=self.config.temporal_units,
         dropout=dropout, motion=self.config.clip_motion, **kwargs)
+
+  # --- Serving -------------------------------------------------------------------
+
+  def serving_endpoints(self, model, class_names, *, top_k,
+                        max_image_pixels):
+    """serving_default: `clips`, uint8 [N, T, H, W, 3] of any frame size (T
+    = the model's frames, sampled as `imgrec.data.clips` samples them;
+    frames resized in the graph) -> `classification.classifier_outputs`."""
+    del max_image_pixels  # Clips arrive decoded.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from imgrec.data import ops  # pylint: disable=g-import-not-at-top
+    spec = self.model_input(base.input_shape_of(model))
+    size, channels = spec.image_size, spec.channels
+    outputs = classification.classifier_outputs(model, class_names, top_k)
+
+    def serve_clips(clips):
+      shape = tf.shape(clips)
+      flat = tf.reshape(clips, tf.concat([[-1], shape[2:]], 0))
+      pixels = ops.resize(ops.to_channels(flat, channels), size)
+      return outputs(tf.reshape(pixels, [-1, spec.frames, *size, channels]))
+
+    return [("serving_default", serve_clips, [tf.TensorSpec(
+        [None, spec.frames, None, None, 3], tf.uint8, name="clips")])]
+
+  def check_quantization(self, variant):
+    if variant == "int8":
+      raise ImgrecError("int8 TFLite export is for image models: TFLite's "
+                        "calibrator crashes on recurrent layers, and full "
+                        "integer attention loses accuracy. Export a clip "
+                        "model with --tflite=float,fp16,dynamic.")
 
   def predict_views(self, model, split, num_classes, tta=(), progress=None):
     """[1, N, C] probabilities over the clips of one split, in file order."""

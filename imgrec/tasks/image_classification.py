@@ -28,6 +28,7 @@ from imgrec.data import ops
 from imgrec.data import pipeline
 from imgrec.data import scan
 from imgrec.errors import ImgrecError
+from imgrec.tasks import base
 from imgrec.tasks import classification
 from imgrec.tasks import registry
 from imgrec.tasks.data import find_data
@@ -137,12 +138,52 @@ class ImageClassificationTask(classification.ClassificationTask):
                                       self.spec.channels,
                                       plain=self.config.scan).numpy()
 
+  def serving_example(self, path):
+    """One file as a server gets it: uint8 RGB [H, W, 3], decoded (DCT-scaled
+    towards the model's size) but not resized."""
+    return decode.read_file(path, 3, self.config.max_image_pixels,
+                            self.spec.image_size)
+
   # --- Model -----------------------------------------------------------------
 
   def build_model(self, num_classes):
     return models.create_model(self.config.model, num_classes,
                                self.spec.input_shape,
                                **dict(self.spec.model_kwargs))
+
+  def serving_endpoints(self, model, class_names, *, top_k,
+                        max_image_pixels):
+    """The SavedModel's signatures, both resizing in the graph.
+
+    serving_default: `images`, uint8 [N, H, W, 3] of any size.
+    serving_bytes: `image_bytes`, string [N] of encoded JPEG/PNG/BMP/GIF/WebP
+      bytes, decoded under imgrec's decode policy (`decode.decode_bytes`:
+      EXIF orientation, transparency on white, 16-bit PNG), so a served
+      image gets the pixels it gets everywhere else; images declaring more
+      than `max_image_pixels` are refused from their header.
+    Both return `classification.classifier_outputs`.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    spec = self.model_input(base.input_shape_of(model))
+    size, channels = spec.image_size, spec.channels
+    outputs = classification.classifier_outputs(model, class_names, top_k)
+
+    def serve_images(images):
+      return outputs(ops.resize(ops.to_channels(images, channels), size))
+
+    def serve_bytes(image_bytes):
+      pixels = tf.map_fn(
+          lambda b: ops.resize(decode.decode_bytes(
+              b, channels, max_pixels=max_image_pixels, target_size=size),
+                               size),
+          image_bytes,
+          fn_output_signature=tf.TensorSpec([*size, channels], tf.float32))
+      return outputs(pixels)
+
+    return [("serving_default", serve_images, [tf.TensorSpec(
+        [None, None, None, 3], tf.uint8, name="images")]),
+            ("serving_bytes", serve_bytes, [tf.TensorSpec(
+                [None], tf.string, name="image_bytes")])]
 
   def predict(self, model, split, num_classes):
     """Probabilities [N, C] of a model over one split, in file order."""
@@ -203,14 +244,6 @@ def load_model(path):
     first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     raise ImgrecError(f"Cannot load model file {path}: {first}. It is "
                       "damaged or not an imgrec model.") from e
-
-
-def model_input_spec(model):
-  """((height, width), channels) of a Keras model's image input."""
-  shape = model.input_shape
-  if isinstance(shape, list):
-    shape = shape[0]
-  return (int(shape[1]), int(shape[2])), int(shape[3])
 
 
 def preprocess(images, image_size, channels):

@@ -4,6 +4,7 @@ import os
 
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
+from imgrec.tasks import base
 from imgrec.tasks import registry
 
 
@@ -40,3 +41,21 @@ def for_input_shape(shape):
       return task
   raise ImgrecError(f"No imgrec task takes a model input of shape "
                     f"{tuple(shape)}.")
+
+
+def model_input(model_or_shape):
+  """The ModelInput of a Keras model (or of an input shape, batch first),
+  as the task that takes it reads it.
+
+  Raises:
+    ImgrecError: no registered task takes that input.
+  """
+  shape = base.input_shape_of(model_or_shape)
+  return for_input_shape(shape).model_input(shape)
+
+
+def model_input_spec(model):
+  """((height, width), channels) of a Keras model's input (of each frame,
+  for a clip model)."""
+  spec = model_input(model)
+  return spec.image_size, spec.channels
