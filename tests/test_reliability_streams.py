@@ -29,6 +29,7 @@ from imgrec.cli import predict as predict_cli
 from imgrec.cli import stream as stream_cli
 from imgrec.config import PredictConfig
 from imgrec.config import StreamConfig
+from imgrec.data import video as video_reader
 from imgrec.errors import ImgrecError
 from imgrec.inference import classifier as classifier_lib
 from imgrec.inference import stream
@@ -459,7 +460,7 @@ def test_stalled_stream_says_so_and_exits_1(color_model, tmp_path,
 
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
   threading.Thread(target=server.serve_forever, daemon=True).start()
-  monkeypatch.setattr(video, "_STREAM_TIMEOUT", 1.0)
+  monkeypatch.setattr(video_reader, "_STREAM_TIMEOUT", 1.0)
   try:
     code, _ = _stream(f"http://127.0.0.1:{server.server_port}/s.mkv",
                       model=color_model)

@@ -22,30 +22,10 @@ from imgrec.config import PredictConfig
 
 
 def _benchmark(clf, paths, config):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from imgrec.data import decode  # pylint: disable=g-import-not-at-top
   from imgrec.inference import benchmark  # pylint: disable=g-import-not-at-top
-  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
-  images = []
-  if clf.clip_frames:  # Timed on a random clip.
-    size = clf.image_size
-    images = [np.random.default_rng(0).integers(
-        0, 256, (clf.clip_frames, size[0], size[1], 3), dtype=np.uint8)]
-    paths = []
-  for path in paths:
-    try:
-      images.append(decode.read_file(path, 3, config.max_image_pixels,
-                                     clf.image_size))
-    except ImgrecError as e:  # Timed on the others.
-      sys.stderr.write(f"skipped: {e}\n")
-    if len(images) == 32:
-      break
-  if paths and not images:
-    common.fail("None of the given images could be read to time the model.")
-  if not images:
-    size = clf.image_size or (224, 224)
-    images = [np.random.default_rng(0).integers(
-        0, 256, (size[0], size[1], 3), dtype=np.uint8)]
+  images = benchmark.benchmark_inputs(
+      clf, paths, max_image_pixels=config.max_image_pixels,
+      on_skip=lambda why: sys.stderr.write(f"skipped: {why}\n"))
   result = benchmark.benchmark(clf, images)
   result.update({"model": config.model, "format": clf.format,
                  "num_threads": config.num_threads})

@@ -64,20 +64,19 @@ def _segment_line(segment, format_):
           f"{segment['label']}  ({segment['score']:.3f})")
 
 
-def main(config, argv):
-  if len(argv) != 2:
-    common.fail("Pass one source: a video file, a folder of frames, a camera "
-                "index or a stream URL: imgrec-stream --model=M SOURCE")
-  source = argv[1]
-  from imgrec.inference import stream  # pylint: disable=g-import-not-at-top
+def _writer(config, source):
+  """The --out writer, tried before anything is read; None without --out."""
+  if not config.out:
+    return None
   from imgrec.inference import video  # pylint: disable=g-import-not-at-top
+  _check_out(config, source)
+  return video.AnnotatedWriter(config.out, config.fps or config.frame_rate,
+                               overwrite=config.overwrite)
+
+
+def _classifier(config):
+  """The model, refused when it cannot label frames."""
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
-  writer = None
-  if config.out:
-    _check_out(config, source)
-    writer = video.AnnotatedWriter(config.out, config.fps or
-                                   config.frame_rate,
-                                   overwrite=config.overwrite)
   clf = Classifier.load(config.model, num_threads=config.num_threads)
   if clf.clip_frames:
     common.fail(f"{config.model} is a clip model (it labels whole clips of "
@@ -86,18 +85,63 @@ def main(config, argv):
   if not clf.class_names:
     common.fail(f"{config.model} names no classes: put its labels.txt "
                 "beside it.")
+  return clf
+
+
+def _progress_bar(source):
+  if not sys.stderr.isatty():
+    return None
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(desc=source, unit="frame", leave=False, file=sys.stderr)
+
+
+def _print_rows(items, config, bar):
+  """Prints segments as they close (and rows with jsonl); returns (frames,
+  raw label changes, segments)."""
+  count = raw = segments = 0
+  last_label = None
+  for item in items:
+    if item.get("segment"):
+      segments += 1
+      print(_segment_line(item, config.format), flush=True)
+      continue
+    count += 1
+    raw += last_label is not None and item["label"] != last_label
+    last_label = item["label"]
+    if bar is not None:
+      bar.update(1)
+    if config.format == "jsonl":
+      print(json.dumps(item), flush=True)
+  return count, raw, segments
+
+
+def _report_realtime(stats, config):
+  lag = stats["lag_s"]
+  if config.format == "jsonl":
+    print(json.dumps({"realtime": stats}))
+  sys.stderr.write(
+      f"imgrec-stream --realtime: {stats['fps']} frames/s classified, "
+      f"{stats['dropped']} of {stats['frames']} frames dropped, behind the "
+      f"source by {lag['median']} s (median), {lag['p90']} s (p90), "
+      f"{lag['max']} s (max)\n")
+
+
+def main(config, argv):
+  if len(argv) != 2:
+    common.fail("Pass one source: a video file, a folder of frames, a camera "
+                "index or a stream URL: imgrec-stream --model=M SOURCE")
+  source = argv[1]
+  from imgrec.inference import stream  # pylint: disable=g-import-not-at-top
+  from imgrec.inference import video  # pylint: disable=g-import-not-at-top
+  writer = _writer(config, source)
+  clf = _classifier(config)
   losses = video.Losses()
   frames = video.frames(source, fps=config.fps, every=config.every,
                         frame_rate=config.frame_rate,
                         max_pixels=config.max_image_pixels, losses=losses)
-  bar = None
-  if sys.stderr.isatty():
-    import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm.tqdm(desc=source, unit="frame", leave=False, file=sys.stderr)
+  bar = _progress_bar(source)
   stats = {}
-  count = raw = segments = 0
-  last_label = None
-  failed = True
+  count = 0
   try:
     rows = stream.classify_stream(
         clf, frames, batch_size=config.batch_size, mode=config.smoothing,
@@ -106,41 +150,21 @@ def main(config, argv):
         backdate=config.backdate and not config.realtime,
         # Frames wait for their steady label at the output's size.
         keep=writer.fit if writer else None)
-    for item in stream.with_segments(rows):
-      if item.get("segment"):
-        segments += 1
-        print(_segment_line(item, config.format), flush=True)
-        continue
-      row = item
-      count += 1
-      raw += last_label is not None and row["label"] != last_label
-      last_label = row["label"]
-      if bar is not None:
-        bar.update(1)
-      if writer:
-        writer.write(row.pop("kept"), f"{row['t']:7.2f} s  "
-                     f"{row['smoothed_label']} {row['smoothed_score']:.2f}")
-      if config.format == "jsonl":
-        print(json.dumps(row), flush=True)
-    failed = not count
+    if writer:
+      rows = stream.annotated(rows, writer)
+    count, raw, segments = _print_rows(stream.with_segments(rows), config,
+                                       bar)
   finally:
     if bar is not None:
       bar.close()
     if writer:
-      writer.close(failed=failed)
+      writer.close(failed=not count)
   if not count:
     raise ImgrecError(f"no frame was classified: {losses.describe(source)}")
   sys.stderr.write(f"imgrec-stream: {count} frames, label changes: "
                    f"{raw} raw, {max(segments - 1, 0)} steady\n")
   if config.realtime:
-    lag = stats["lag_s"]
-    if config.format == "jsonl":
-      print(json.dumps({"realtime": stats}))
-    sys.stderr.write(
-        f"imgrec-stream --realtime: {stats['fps']} frames/s classified, "
-        f"{stats['dropped']} of {stats['frames']} frames dropped, behind the "
-        f"source by {lag['median']} s (median), {lag['p90']} s (p90), "
-        f"{lag['max']} s (max)\n")
+    _report_realtime(stats, config)
   if losses:
     sys.stderr.write(f"imgrec-stream: {losses.describe(source)}\n")
     sys.exit(1)

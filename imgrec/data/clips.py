@@ -5,9 +5,10 @@
 
 A clip's frames are taken at the centres of `frames` equal parts of the
 whole clip (the segment sampling of Temporal Segment Networks), so a model
-sees how the clip goes on, not only how it starts. Frames are scaled by
-FFmpeg's bilinear scaler while decoding (PyAV), which keeps a long clip's
-memory small.
+sees how the clip goes on, not only how it starts. Frames are read by
+`imgrec.data.video`, the reader streams use too: rotated as shown, scaled
+by FFmpeg's bilinear scaler while decoding (a long clip's memory stays
+small), refused above the pixel limit, a damaged packet costing its frame.
 
 Decoding is the slow part, so each clip is decoded once: `ClipCache` keeps
 the sampled frames as .npy files under imgrec's cache folder (never the data
@@ -16,6 +17,7 @@ and later runs and epochs read them from there.
 """
 
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import os
@@ -23,14 +25,14 @@ import os
 import numpy as np
 
 from imgrec import fileio
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+from imgrec.data import video
 from imgrec.errors import ImgrecError
 
 logger = logging.getLogger("imgrec")
 
 # Bump when what decode_clip returns for the same file and sampling changes.
 CACHE_VERSION = 1
-# A clip with more pixels a frame than this is refused before decoding.
-MAX_FRAME_PIXELS = 40_000_000
 _LUMA = np.array([0.2989, 0.587, 0.114], np.float32)  # tf.image's luma.
 
 
@@ -45,72 +47,28 @@ def sample_indices(count, frames):
   return np.minimum(centres.astype(np.int64), count - 1)
 
 
-def _open(path):
-  import av  # pylint: disable=g-import-not-at-top
-  try:
-    container = av.open(path)
-  except (av.error.FFmpegError, OSError) as e:
-    raise ImgrecError(f"Cannot open video {path}: {e}. It is damaged or "
-                      "not a video; remove it or convert it (e.g. to "
-                      "H.264 .mp4).") from e
-  if not container.streams.video:
-    kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-    container.close()
-    raise ImgrecError(f"{path} has no video stream (it holds "
-                      f"{', '.join(kinds)}). Remove it from the data "
-                      "folder.")
-  return container
-
-
-def _count_packets(path):
-  """Frames in the file's first video stream, by its packets (no decoding)."""
-  import av  # pylint: disable=g-import-not-at-top
-  with _open(path) as container:
-    stream = container.streams.video[0]
-    try:
-      return sum(1 for p in container.demux(stream) if p.size)
-    except av.error.FFmpegError:
-      return 0
-
-
-def _decode_at(path, wanted, image_size, rgb_out):
+def _decode_at(path, wanted, image_size, rgb_out, max_pixels):
   """{index: rgb} of the wanted frame indices, and the frames decoded."""
-  import av  # pylint: disable=g-import-not-at-top
-  height, width = image_size
-  out, index = {}, 0
-  with _open(path) as container:
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    if stream.width * stream.height > MAX_FRAME_PIXELS:
-      raise ImgrecError(
-          f"{path} has {stream.width}x{stream.height} frames, more than "
-          f"{MAX_FRAME_PIXELS} pixels: refused. Scale the video down first.")
-    last = max(wanted) if wanted else -1
-    try:
-      for frame in container.decode(stream):
-        if index in wanted:
-          rotation = int(round((getattr(frame, "rotation", 0) or 0) / 90.0))
-          turned = rotation % 2 == 1
-          rgb = frame.reformat(
-              width=height if turned else width,
-              height=width if turned else height, format="rgb24",
-              interpolation="BILINEAR").to_ndarray()
-          if rotation % 4:
-            rgb = np.rot90(rgb, -rotation % 4)
-          out[index] = rgb_out(rgb)
-        index += 1
-        if index > last:
-          break
-    except av.error.FFmpegError as e:
-      if not index:
-        raise ImgrecError(f"Cannot decode video {path}: {e}. It is damaged; "
-                          "remove it or convert it.") from e
-      logger.warning("%s: decoding stopped after %d frames: %s", path,
-                     index, e)
-  return out, index
+  out, losses, last = {}, video.Losses(), max(wanted)
+  with contextlib.closing(video.read_video(
+      path, max_pixels=max_pixels, losses=losses, size=image_size,
+      wanted=wanted)) as frames:
+    for frame in frames:
+      out[frame.index] = rgb_out(frame.rgb)
+      if frame.index >= last:
+        break
+  if losses:
+    logger.warning("%s", losses.describe(path))
+  return out, losses.read
 
 
-def decode_clip(path, *, frames, image_size, channels=3):
+def _gray(rgb):
+  gray = np.round(rgb.astype(np.float32) @ _LUMA)
+  return np.clip(gray, 0, 255).astype(np.uint8)[..., np.newaxis]
+
+
+def decode_clip(path, *, frames, image_size, channels=3,
+                max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """The clip's sampled frames, resized: uint8 [frames, H, W, channels].
 
   Args:
@@ -118,30 +76,27 @@ def decode_clip(path, *, frames, image_size, channels=3):
     frames: frames to sample across the whole clip.
     image_size: (height, width) of each frame.
     channels: 1 (gray, tf.image's luma) or 3 (RGB).
+    max_pixels: refuse a clip whose frames are larger.
 
   Raises:
     ImgrecError: the file cannot be opened or decoded, holds no video
       frames, or has frames too large.
   """
   path = os.fspath(path)
-  if channels == 1:
-    def rgb_out(rgb):
-      gray = np.round(rgb.astype(np.float32) @ _LUMA)
-      return np.clip(gray, 0, 255).astype(np.uint8)[..., np.newaxis]
-  else:
-    rgb_out = np.ascontiguousarray
-  count = _count_packets(path)
+  rgb_out = _gray if channels == 1 else np.ascontiguousarray
+  count = video.count_frames(path, max_pixels)
   if count < 1:
     raise ImgrecError(f"{path} holds no video frames (empty or cut short).")
   wanted = sample_indices(count, frames)
-  kept, decoded = _decode_at(path, set(wanted.tolist()), image_size, rgb_out)
+  kept, decoded = _decode_at(path, set(wanted.tolist()), image_size, rgb_out,
+                             max_pixels)
   if decoded < count and decoded > 0 and len(kept) < len(set(
       wanted.tolist())):
     # Fewer frames decode than the file's packets promised (a damaged
     # tail): sample again among those that do.
     wanted = sample_indices(decoded, frames)
     kept, decoded = _decode_at(path, set(wanted.tolist()), image_size,
-                               rgb_out)
+                               rgb_out, max_pixels)
   if not kept:
     raise ImgrecError(f"{path} holds no decodable video frames.")
   return np.stack([kept[i] for i in wanted])
@@ -154,10 +109,13 @@ class ClipCache:
     directory: the cache folder (created when first written; a folder that
       cannot be written means decoding on every read, with a warning).
     frames, image_size, channels: the sampling, as in `decode_clip`.
+    max_pixels: refuse clips whose frames are larger (`decode_clip`).
   """
 
-  def __init__(self, directory, *, frames, image_size, channels):
+  def __init__(self, directory, *, frames, image_size, channels,
+               max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     self.frames, self.channels = int(frames), int(channels)
+    self.max_pixels = max_pixels
     self.image_size = tuple(int(s) for s in image_size)
     height, width = self.image_size
     self.directory = os.path.join(
@@ -189,7 +147,7 @@ class ClipCache:
     except (OSError, ValueError, EOFError):
       pass  # Not cached yet, or a damaged entry: decode again.
     clip = decode_clip(path, frames=self.frames, image_size=self.image_size,
-                       channels=self.channels)
+                       channels=self.channels, max_pixels=self.max_pixels)
     if self._writable:
       try:
         os.makedirs(self.directory, exist_ok=True)

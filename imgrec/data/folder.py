@@ -21,6 +21,7 @@ reported and never opened.
 import dataclasses
 import os
 import random
+import re
 import stat
 
 from imgrec.config import SPLITS
@@ -48,6 +49,12 @@ def is_video_file(name):
 
 
 _KIND_FILES = {"image": is_image_file, "video": is_video_file}
+
+
+def natural_key(path):
+  """Sorts by file name as people do: "2.png" before "10.png"."""
+  return [int(t) if t.isdecimal() else t.lower()
+          for t in re.split(r"(\d+)", os.path.basename(path))]
 
 
 def data_kind(root, limit=2000):

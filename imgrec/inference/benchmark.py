@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+
 WARMUP = 3
 
 
@@ -70,6 +72,52 @@ def benchmark(classifier, images, *, runs=50, batch_size=32, max_seconds=5.0):
                          "runs": int(latency.size)},
           "images_per_second": float(batch_size / np.median(batches)),
           "batch_size": batch_size}
+
+
+def benchmark_inputs(classifier, paths=(), *,
+                     max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, limit=32,
+                     on_skip=None):
+  """What `benchmark` times a classifier on: images of the user's, or noise.
+
+  A clip model is timed on one clip of noise at its size; an image model on
+  up to `limit` of the images in `paths` (read as serving reads them), or
+  on one image of noise at its size when none are given.
+
+  Args:
+    classifier: an `imgrec.Classifier`.
+    paths: image files.
+    max_image_pixels: refuse images declaring more pixels.
+    limit: the most images read.
+    on_skip: `fn(message)` for each file that cannot be read (timed on the
+      others).
+
+  Returns:
+    A list of uint8 arrays: [H, W, 3] images, or one [T, H, W, 3] clip.
+
+  Raises:
+    ImgrecError: `paths` were given and none of them could be read.
+  """
+  from imgrec.data import decode  # pylint: disable=g-import-not-at-top
+  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
+  noise = np.random.default_rng(0)
+  size = classifier.image_size or (224, 224)
+  if classifier.clip_frames:
+    return [noise.integers(0, 256, (classifier.clip_frames, *size, 3),
+                           dtype=np.uint8)]
+  images = []
+  for path in paths:
+    try:
+      images.append(decode.read_file(path, 3, max_image_pixels,
+                                     classifier.image_size))
+    except ImgrecError as e:
+      if on_skip:
+        on_skip(str(e))
+    if len(images) == limit:
+      break
+  if paths and not images:
+    raise ImgrecError("None of the given images could be read to time the "
+                      "model.")
+  return images or [noise.integers(0, 256, (*size, 3), dtype=np.uint8)]
 
 
 def set_tensorflow_threads(num_threads):

@@ -7,7 +7,8 @@
 With `realtime=True` a file plays on its own clock, as a camera would: the
 frame at time t exists from start + t on, frames that inference has not taken
 by the time newer ones arrive are dropped, and each row says how far behind
-the source its result came out.
+the source its result came out. `annotated` draws each steady label on its
+frame into a video file (`video.AnnotatedWriter`).
 """
 
 import collections
@@ -310,6 +311,30 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
     if stats is not None:
       seconds = (time.monotonic() - first) if first is not None else 0.0
       stats.update(_summary(feed, done, lags, seconds))
+
+
+def caption(row):
+  """The text drawn on a classified frame: its time, steady label and score."""
+  return (f"{row['t']:7.2f} s  {row['smoothed_label']} "
+          f"{row['smoothed_score']:.2f}")
+
+
+def annotated(rows, writer):
+  """`rows`, each one's kept frame written with its `caption` first.
+
+  Pass `keep=writer.fit` to `classify_stream`, so frames wait for their
+  steady label at the output's size and only classified frames are drawn.
+
+  Args:
+    rows: `classify_stream`'s rows, with "kept".
+    writer: a `video.AnnotatedWriter`.
+
+  Yields:
+    The rows, without "kept".
+  """
+  for row in rows:
+    writer.write(row.pop("kept"), caption(row))
+    yield row
 
 
 def segments_of(rows, end=None):

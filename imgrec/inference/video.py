@@ -1,12 +1,8 @@
-"""Frames of a video file, a folder of frames or a stream, with their times.
+"""Frames of a video file, a folder of frames or a stream, sampled; and video out.
 
-Video is decoded with PyAV (FFmpeg's libraries in the wheel): frames come
-with their presentation times, so variable frame rates keep true times. A
-damaged packet costs its frame only and decoding goes on; what a source
-lost (damaged frames, a file cut short, a stream that stalled) is counted
-in a `Losses`. Frames larger than a pixel limit are refused from the
-stream's header before anything is decoded. TensorFlow has no video decoder
-(tensorflow-io's repeats first frames, tensorflow/io#1471).
+Video is decoded by `imgrec.data.video` (the reader clips train from too);
+a folder of frames is read image by image under the decode policy, in
+natural name order. What a source lost is counted in a `Losses`.
 
     losses = Losses()
     for frame in frames("clip.mp4", fps=5, losses=losses):
@@ -16,74 +12,27 @@ stream's header before anything is decoded. TensorFlow has no video decoder
 `AnnotatedWriter` writes frames back out with a label drawn on each.
 """
 
-import dataclasses
 import fractions
 import io
 import logging
 import math
 import os
-import re
 
 import numpy as np
 
 from imgrec import fileio
 from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
+from imgrec.data.folder import natural_key
+from imgrec.data.video import Frame
+from imgrec.data.video import Losses
+from imgrec.data.video import read_video
 from imgrec.errors import ImgrecError
 
 logger = logging.getLogger("imgrec")
 
-VIDEO_SUFFIXES = tuple(sorted(decode.VIDEO_EXTENSIONS)) + (".gif",)
-# Seconds a network stream may stay silent before it counts as dead.
-_STREAM_TIMEOUT = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Frame:
-  t: float  # Seconds from the start.
-  index: int  # The frame's index in the source.
-  rgb: np.ndarray  # uint8 [H, W, 3]
-
-
-@dataclasses.dataclass
-class Losses:
-  """What a source lost while it was read; filled by `frames`.
-
-  Attributes:
-    read: frames read whole.
-    lost: frames known lost (undecodable, too large, missing at the end of
-      a file whose header says how long it is).
-    stopped: why reading ended early when what came after is unknown (a
-      stream that stalled or broke); None when it did not.
-    reason: the first cause of a loss, for the message.
-  """
-  read: int = 0
-  lost: int = 0
-  stopped: str | None = None
-  reason: str | None = None
-
-  def add(self, count, reason):
-    self.lost += count
-    self.reason = self.reason or reason
-
-  def __bool__(self):
-    return bool(self.lost or self.stopped)
-
-  def describe(self, source):
-    """One line: how many frames of `source` were lost, and why."""
-    parts = []
-    if self.lost:
-      parts.append(f"lost {self.lost} of its {self.read + self.lost} frames "
-                   f"(first: {self.reason})")
-    if self.stopped:
-      parts.append(f"stopped after {self.read + self.lost} frames "
-                   f"({self.stopped}); the rest is lost")
-    return f"{source}: " + "; and ".join(parts)
-
-
-def _natural_key(name):
-  return [int(t) if t.isdigit() else t.lower()
-          for t in re.split(r"(\d+)", name)]
+__all__ = ["AnnotatedWriter", "Frame", "Losses", "OUTPUT_FORMATS",
+           "folder_frame_names", "frames", "output_format"]
 
 
 def folder_frame_names(folder):
@@ -96,7 +45,7 @@ def folder_frame_names(folder):
                  if not n.startswith(".")
                  and os.path.splitext(n)[1].lower() in decode.IMAGE_EXTENSIONS
                  and os.path.isfile(os.path.join(folder, n))),
-                key=_natural_key)
+                key=natural_key)
 
 
 def _folder_frames(folder, frame_rate, max_pixels, losses):
@@ -118,99 +67,41 @@ def _folder_frames(folder, frame_rate, max_pixels, losses):
     index += 1
 
 
-def _rotated(rgb, degrees):
-  turns = int(round(degrees / 90.0)) % 4
-  return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+def _check_sampling(fps, every, frame_rate):
+  if fps is not None and not (fps > 0 and math.isfinite(fps)):
+    raise ImgrecError(f"--fps must be a finite number above 0. Received: "
+                      f"{fps}")
+  if every is not None and every < 1:
+    raise ImgrecError(f"--every must be at least 1. Received: {every}")
+  if not (frame_rate > 0 and math.isfinite(frame_rate)):
+    raise ImgrecError(f"--frame_rate must be a finite number above 0. "
+                      f"Received: {frame_rate}")
 
 
-def _too_large(source, width, height, max_pixels):
-  return (f"{source} has {width}x{height} = {width * height:,}-pixel frames, "
-          f"above the limit of {max_pixels:,}. Shrink the video, or raise "
-          "the limit (--max_image_pixels) if you trust it.")
+def _source_frames(source, frame_rate, max_pixels, losses):
+  """Every frame of a folder, camera, stream URL or video file."""
+  if os.path.isdir(source):
+    return _folder_frames(source, frame_rate, max_pixels, losses)
+  if source.isdigit():
+    return read_video(f"/dev/video{source}", container_format="v4l2",
+                      max_pixels=max_pixels, losses=losses)
+  if "://" not in source and not os.path.exists(source):
+    raise ImgrecError(f"{source} does not exist. Pass a video file, a "
+                      "folder of frames, a camera index or a stream URL.")
+  return read_video(source, max_pixels=max_pixels, losses=losses)
 
 
-def _expected_frames(container, stream):
-  """How many frames the header says the video holds; None if it does not."""
-  if stream.frames:
-    return int(stream.frames)
-  seconds = None
-  if stream.duration is not None and stream.time_base is not None:
-    seconds = float(stream.duration * stream.time_base)
-  elif container.duration is not None and len(container.streams) == 1:
-    seconds = container.duration / 1e6  # av.time_base: microseconds.
-  if seconds is None or not stream.average_rate:
-    return None
-  return int(round(seconds * float(stream.average_rate)))
-
-
-def _video_frames(source, container_format, max_pixels, losses):
-  import av  # pylint: disable=g-import-not-at-top
-  try:
-    container = av.open(source, format=container_format,
-                        timeout=_STREAM_TIMEOUT)
-  except (av.error.FFmpegError, OSError) as e:
-    raise ImgrecError(f"Cannot open video {source}: {e}. Check that it is a "
-                      "video file (mp4, avi, mkv, webm...) or a reachable "
-                      "stream.") from e
-
-  def why(e):
-    if isinstance(e, av.error.ExitError):  # The timeout's interrupt.
-      return f"no data for {_STREAM_TIMEOUT:g} s"
-    return getattr(e, "strerror", None) or str(e)
-
-  with container:
-    if not container.streams.video:
-      kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-      raise ImgrecError(f"{source} has no video stream (it holds "
-                        f"{', '.join(kinds)}). Pass a video.")
-    stream = container.streams.video[0]
-    width, height = stream.codec_context.width, stream.codec_context.height
-    if max_pixels is not None and width * height > max_pixels:
-      raise ImgrecError(_too_large(source, width, height, max_pixels))
-    stream.thread_type = "AUTO"
-    start, index, failed = None, 0, 0
-    try:
-      # Packet by packet: a damaged one costs its frame, not the rest.
-      for packet in container.demux(stream):
-        try:
-          decoded = packet.decode()
-        except av.error.FFmpegError as e:
-          if isinstance(e, av.error.ExitError):
-            raise
-          failed += 1
-          losses.add(1, why(e))
-          continue
-        for frame in decoded:
-          # A stream may change size mid-way; pixels are never made for a
-          # frame over the limit.
-          if max_pixels is not None and (frame.width * frame.height >
-                                         max_pixels):
-            failed += 1
-            losses.add(1, _too_large(source, frame.width, frame.height,
-                                     max_pixels))
-            continue
-          t = frame.time if frame.time is not None else index / float(
-              stream.average_rate or 25)
-          start = t if start is None else start
-          rgb = frame.to_ndarray(format="rgb24")
-          rotation = getattr(frame, "rotation", 0) or 0
-          losses.read += 1
-          yield Frame(float(t - start), index, _rotated(rgb, -rotation))
-          index += 1
-    except av.error.FFmpegError as e:
-      if not index and not failed:
-        raise ImgrecError(f"Cannot decode video {source}: {why(e)}.") from e
-      losses.stopped = why(e)
-    else:
-      expected = _expected_frames(container, stream)
-      missing = (expected or 0) - index - failed
-      # Headers round (durations, edit lists): a frame or two is no loss.
-      if expected and missing > max(2, expected // 50):
-        losses.add(missing, f"the header says {expected} frames; the file "
-                   f"ends after {index + failed} (cut short?)")
-  if not index and not failed:
-    raise ImgrecError(f"{source} holds no video frames (empty or cut "
-                      "short).")
+def _sampled(stream, fps, every):
+  """The frames of `stream` that `fps` and `every` keep."""
+  next_t = None
+  for frame in stream:
+    if every and frame.index % every:
+      continue
+    if fps:
+      if next_t is not None and frame.t < next_t - 1e-9:
+        continue
+      next_t = (frame.t if next_t is None else next_t) + 1.0 / fps
+    yield frame
 
 
 def frames(source, *, fps=None, every=None, frame_rate=25.0,
@@ -237,37 +128,12 @@ def frames(source, *, fps=None, every=None, frame_rate=25.0,
     ImgrecError: the source does not exist, cannot be opened, holds no video
       or no frame, or its frames are larger than `max_pixels`.
   """
-  if fps is not None and not (fps > 0 and math.isfinite(fps)):
-    raise ImgrecError(f"--fps must be a finite number above 0. Received: "
-                      f"{fps}")
-  if every is not None and every < 1:
-    raise ImgrecError(f"--every must be at least 1. Received: {every}")
-  if not (frame_rate > 0 and math.isfinite(frame_rate)):
-    raise ImgrecError(f"--frame_rate must be a finite number above 0. "
-                      f"Received: {frame_rate}")
+  _check_sampling(fps, every, frame_rate)
   report = losses is None
   losses = Losses() if report else losses
   source = os.fspath(source)
-  if os.path.isdir(source):
-    stream = _folder_frames(source, frame_rate, max_pixels, losses)
-  elif source.isdigit():
-    stream = _video_frames(f"/dev/video{source}", "v4l2", max_pixels, losses)
-  elif "://" in source:
-    stream = _video_frames(source, None, max_pixels, losses)
-  elif not os.path.exists(source):
-    raise ImgrecError(f"{source} does not exist. Pass a video file, a "
-                      "folder of frames, a camera index or a stream URL.")
-  else:
-    stream = _video_frames(source, None, max_pixels, losses)
-  next_t = None
-  for frame in stream:
-    if every and frame.index % every:
-      continue
-    if fps:
-      if next_t is not None and frame.t < next_t - 1e-9:
-        continue
-      next_t = (frame.t if next_t is None else next_t) + 1.0 / fps
-    yield frame
+  yield from _sampled(_source_frames(source, frame_rate, max_pixels, losses),
+                      fps, every)
   if report and losses:
     logger.warning("%s", losses.describe(source))
 
