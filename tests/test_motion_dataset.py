@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from imgrec import datasets
+from imgrec.datasets import _build
 from imgrec.datasets import motion
 from imgrec.inference import video
 
@@ -201,7 +202,7 @@ def test_codecs_keep_small_frames(tmp_path, codec, suffix):
   rendered = motion.render_clip(1, "", "approach", 0, frames=FRAMES,
                                 size=SIZE).astype(np.float64)
   # Luma survives nearly intact (yuv420p halves chroma whatever the codec).
-  luma_error = (decoded - rendered) @ motion._LUMA
+  luma_error = (decoded - rendered) @ _build.LUMA
   psnr = 10 * np.log10(255.0**2 / np.mean(luma_error**2))
   assert psnr > 38, (codec, psnr)
 

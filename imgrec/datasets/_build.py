@@ -10,11 +10,69 @@ from imgrec import fileio
 
 DATA_HOME_ENV = "IMGREC_DATA_HOME"
 COMPLETE_MARKER = ".complete"
+# What both generators ask of a colour against its background: this RGB
+# distance at least (the luma difference is each dataset's own), found in
+# this many draws.
+MIN_CONTRAST = 110.0
+COLOUR_TRIES = 64
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601.
 
 
 def is_int(value):
   # bool is an int subclass, but seed=True is a bug rather than seed 1.
   return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def contrasting_colour(rng, contrast_of, k):
+  """The first random colour that contrasts enough, else the best of a few.
+
+  Args:
+    rng: the generator the candidate colours come from (one uniform RGB
+      draw each).
+    contrast_of: `fn(colour) -> [rows, pixels]`: each row a contrast of the
+      colour with the background pixels (in colour, in luma, ...), 1 meaning
+      just enough.
+    k: the pixel rank that counts: a colour scores the k-th smallest
+      contrast of its worst row, so a few close pixels do not matter.
+
+  Returns:
+    A float RGB colour.
+  """
+  best, best_score = None, -1.0
+  for _ in range(COLOUR_TRIES):
+    colour = rng.uniform(0.0, 255.0, size=3)
+    score = np.partition(contrast_of(colour), k, axis=-1)[:, k].min()
+    if score > best_score:
+      best, best_score = colour, score
+    if score >= 1.0:
+      break
+  return best
+
+
+def check_seed(seed):
+  """Raises ValueError unless `seed` is a non-negative integer."""
+  if not is_int(seed) or seed < 0:
+    raise ValueError(
+        f"seed must be a non-negative integer. Received: seed={seed!r}")
+
+
+def check_split_counts(counts, argument, noun):
+  """Refuses split names that are not plain folder names, and counts that
+  are not non-negative integers.
+
+  Args:
+    counts: {split name: files per class}.
+    argument: the argument's name, for the message.
+    noun: what is counted ("Images", "Clips").
+  """
+  for split, per_class in counts.items():
+    if (not isinstance(split, str) or not split or os.sep in split or
+        split.startswith(".")):
+      raise ValueError(f"Split names must be plain directory names. "
+                       f"Received: {argument}={counts!r}")
+    if not is_int(per_class) or per_class < 0:
+      raise ValueError(f"{noun} per class must be non-negative integers. "
+                       f"Received: {argument}={counts!r}")
 
 
 def check_workers(num_workers):
@@ -27,20 +85,28 @@ def check_workers(num_workers):
   return num_workers
 
 
-def run_jobs(write, jobs, num_workers, min_jobs_for_workers):
-  """Calls `write(*job)` for every job, in threads when there are enough.
+def write_tree(root, counts, classes, name, write, num_workers,
+               min_jobs_for_workers):
+  """Writes every file of a dataset, in threads when there are enough.
 
-  Threads rather than processes: Pillow, numpy and FFmpeg release the GIL
-  for most of the work, and threads need no __main__ guard in user scripts
-  nor a fork of a process that may already run TensorFlow's threads.
+  Calls `write(path, split, class_name, index)` for each file of
+  `class_files`. Threads rather than processes: Pillow, numpy and FFmpeg
+  release the GIL for most of the work, and threads need no __main__ guard
+  in user scripts nor a fork of a process that may already run
+  TensorFlow's threads.
+
+  Returns:
+    `root`.
   """
+  jobs = list(class_files(root, counts, classes, name))
   if num_workers == 1 or len(jobs) < min_jobs_for_workers:
     for job in jobs:
       write(*job)
-    return
+    return root
   with concurrent.futures.ThreadPoolExecutor(num_workers) as executor:
     for _ in executor.map(lambda job: write(*job), jobs):
       pass
+  return root
 
 
 def class_files(root, counts, classes, name):

@@ -48,6 +48,7 @@ Typical use::
 
 import fractions
 import hashlib
+import inspect
 import json
 import os
 import zlib
@@ -125,10 +126,9 @@ _PATH_FRACTION = (0.25, 0.5)
 _TURN_PER_FRAME = (np.radians(5.0), np.radians(15.0))
 # Fraction of the object radius that may stick out of the frame.
 _MAX_OVERHANG = 0.25
-_MIN_CONTRAST = 110.0
+# Luma difference of the object from its background (besides
+# `_build.MIN_CONTRAST`).
 _MIN_LUMA_CONTRAST = 50.0
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601.
-_COLOUR_TRIES = 64
 _MIN_CLIPS_FOR_WORKERS = 16
 
 
@@ -155,7 +155,7 @@ def render_clip(seed, split, class_name, index, *, frames=16, size=64):
   Raises:
     ValueError: If an argument is invalid.
   """
-  _check_seed(seed)
+  _build.check_seed(seed)
   if not isinstance(split, str):
     raise ValueError(f"split must be a string. Received: split={split!r}")
   _check_class(class_name)
@@ -215,7 +215,6 @@ def generate_motion_clips(root,
                                     seed, classes, fps, codec)
   num_workers = _build.check_workers(num_workers)
 
-  root = os.fspath(root)
   suffix = CODECS[codec][1]
 
   def name(index, per_class):
@@ -223,24 +222,14 @@ def generate_motion_clips(root,
     width = max(3, len(str(per_class - 1)))
     return f"{index:0{width}d}{suffix}"
 
-  jobs = [(path, seed, split, class_name, index, frames, size, fps, codec)
-          for path, split, class_name, index in _build.class_files(
-              root, counts, classes, name)]
+  return _build.write_tree(
+      os.fspath(root), counts, classes, name,
+      lambda path, split, class_name, index: _write_clip(
+          path, seed, split, class_name, index, frames, size, fps, codec),
+      num_workers, _MIN_CLIPS_FOR_WORKERS)
 
-  _build.run_jobs(_write_clip, jobs, num_workers, _MIN_CLIPS_FOR_WORKERS)
-  return root
 
-
-def load_motion(data_dir=None,
-                *,
-                clips_per_class=20,
-                frames=16,
-                size=64,
-                seed=0,
-                classes=MOTION_CLASSES,
-                splits=None,
-                fps=10,
-                codec=None):
+def load_motion(data_dir=None, **options):
   """Returns the root of a motion dataset, generating it on first use.
 
   The dataset lives in `<data_dir>/motion-v<version>-s<seed>-<size>px-
@@ -253,14 +242,9 @@ def load_motion(data_dir=None,
   Args:
     data_dir: Parent directory of the dataset. Defaults to
       `$IMGREC_DATA_HOME` if set, else `~/.cache/imgrec/datasets`.
-    clips_per_class: Clips per class when `splits` is None.
-    frames: Frames per clip, at least 2.
-    size: Side of the square frames in pixels: even, at least 16.
-    seed: Non-negative integer seed.
-    classes: Class names to write, a subset of `MOTION_CLASSES`.
-    splits: None, or a mapping from split name to clips per class.
-    fps: Frame rate stored in the files.
-    codec: "libx264", "mpeg4" or "ffv1"; defaults to `default_codec()`.
+    **options: the clips, as `generate_motion_clips` takes them
+      (clips_per_class, frames, size, seed, classes, splits, fps, codec,
+      num_workers), with its defaults.
 
   Returns:
     Path of the dataset root: one directory per class, or per split and
@@ -271,8 +255,15 @@ def load_motion(data_dir=None,
     FileExistsError: If the dataset directory exists but was not completed
       by this function.
   """
-  counts, classes, codec = _checked(clips_per_class, splits, frames, size,
-                                    seed, classes, fps, codec)
+  # Unknown options are a TypeError, as in a call of generate_motion_clips.
+  bound = inspect.signature(generate_motion_clips).bind(None, **options)
+  bound.apply_defaults()
+  options = {k: v for k, v in bound.arguments.items() if k != "root"}
+  seed, size, frames = options["seed"], options["size"], options["frames"]
+  splits = options["splits"]
+  counts, classes, codec = _checked(
+      options["clips_per_class"], splits, frames, size, seed,
+      options["classes"], options["fps"], options["codec"])
   data_dir = _build.data_home(data_dir)
   params = {
       "name": "motion",
@@ -283,7 +274,7 @@ def load_motion(data_dir=None,
       "counts": counts,
       "splits": splits is not None,
       "classes": list(classes),
-      "fps": str(fractions.Fraction(fps).limit_denominator(1000)),
+      "fps": str(fractions.Fraction(options["fps"]).limit_denominator(1000)),
       "codec": codec,
   }
   digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode(
@@ -292,11 +283,10 @@ def load_motion(data_dir=None,
       data_dir,
       f"motion-v{DATASET_VERSION}-s{seed}-{size}px-{frames}f-{digest}")
 
+  options.update(classes=classes, codec=codec)
   return _build.build_once(
       root, params, lambda tmp_root: generate_motion_clips(
-          tmp_root, clips_per_class=clips_per_class, frames=frames,
-          size=size, seed=seed, classes=classes, splits=splits, fps=fps,
-          codec=codec), "load_motion")
+          tmp_root, **options), "load_motion")
 
 
 def _rng(seed, split, class_name, index):
@@ -475,21 +465,11 @@ def _contrasting_colour(rng, background):
   count); the best of a few random tries wins.
   """
   pixels = background.reshape(-1, 3)
-  luma = pixels @ _LUMA
-  k = len(pixels) // 20
-  best, best_score = None, -1.0
-  for _ in range(_COLOUR_TRIES):
-    colour = rng.uniform(0.0, 255.0, size=3)
-    contrast = np.concatenate([
-        np.linalg.norm(pixels - colour, axis=-1) / _MIN_CONTRAST,
-        np.abs(luma - colour @ _LUMA) / _MIN_LUMA_CONTRAST
-    ]).reshape(2, -1)
-    score = np.partition(contrast, k, axis=-1)[:, k].min()
-    if score > best_score:
-      best, best_score = colour, score
-    if score >= 1.0:
-      break
-  return best
+  luma = pixels @ _build.LUMA
+  return _build.contrasting_colour(rng, lambda colour: np.concatenate([
+      np.linalg.norm(pixels - colour, axis=-1) / _build.MIN_CONTRAST,
+      np.abs(luma - colour @ _build.LUMA) / _MIN_LUMA_CONTRAST
+  ]).reshape(2, -1), len(pixels) // 20)
 
 
 def _write_clip(path, seed, split, class_name, index, frames, size, fps,
@@ -524,14 +504,7 @@ def _counts(clips_per_class, splits):
   if not isinstance(splits, dict) or not splits:
     raise ValueError(f"splits must be None or a non-empty mapping from split "
                      f"name to clips per class. Received: splits={splits!r}")
-  for split, per_class in splits.items():
-    if (not isinstance(split, str) or not split or os.sep in split or
-        split.startswith(".")):
-      raise ValueError(f"Split names must be plain directory names. "
-                       f"Received: splits={splits!r}")
-    if not _is_int(per_class) or per_class < 0:
-      raise ValueError(f"Clips per class must be non-negative integers. "
-                       f"Received: splits={splits!r}")
+  _build.check_split_counts(splits, "splits", "Clips")
   counts = {split: n for split, n in splits.items() if n}
   if not counts:
     raise ValueError(f"splits must ask for at least one clip. "
@@ -547,16 +520,10 @@ def _checked(clips_per_class, splits, frames, size, seed, classes, fps, codec):
   counts = _counts(clips_per_class, splits)
   _check_frames(frames)
   _check_size(size)
-  _check_seed(seed)
+  _build.check_seed(seed)
   classes = _check_classes(classes)
   _check_fps(fps)
   return counts, classes, _check_codec(codec)
-
-
-def _check_seed(seed):
-  if not _is_int(seed) or seed < 0:
-    raise ValueError(
-        f"seed must be a non-negative integer. Received: seed={seed!r}")
 
 
 def _check_frames(frames):

@@ -50,12 +50,10 @@ _MAX_SIZE_FRACTION = 0.8
 # Fraction of the shape radius that may stick out of the image.
 _MAX_OVERHANG = 0.15
 # Minimum contrast between the fill colour and the background pixels around
-# the shape (5th percentile), as RGB distance and as luma difference, so no
-# shape is hidden by weak or colour-only (isoluminant) edges.
-_MIN_CONTRAST = 110.0
+# the shape (5th percentile), as RGB distance (`_build.MIN_CONTRAST`) and as
+# luma difference, so no shape is hidden by weak or colour-only
+# (isoluminant) edges.
 _MIN_LUMA_CONTRAST = 45.0
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601.
-_COLOUR_TRIES = 64
 # Below this many images, starting worker threads costs more than it saves.
 _MIN_IMAGES_FOR_WORKERS = 64
 
@@ -131,18 +129,16 @@ def generate_shapes(root, *, seed, image_size=64, counts, num_workers=None):
   Raises:
     ValueError: If an argument is invalid.
   """
-  _check_seed(seed)
+  _build.check_seed(seed)
   _check_image_size(image_size)
   _check_counts(counts)
   num_workers = _build.check_workers(num_workers)
 
-  root = os.fspath(root)
-  jobs = [(path, seed, split, class_name, index, image_size)
-          for path, split, class_name, index in _build.class_files(
-              root, counts, SHAPE_CLASSES, lambda i, _: f"{i:05d}.png")]
-
-  _build.run_jobs(_write_image, jobs, num_workers, _MIN_IMAGES_FOR_WORKERS)
-  return root
+  return _build.write_tree(
+      os.fspath(root), counts, SHAPE_CLASSES, lambda i, _: f"{i:05d}.png",
+      lambda path, split, class_name, index: _write_image(
+          path, seed, split, class_name, index, image_size),
+      num_workers, _MIN_IMAGES_FOR_WORKERS)
 
 
 def load_shapes(data_dir=None,
@@ -180,7 +176,7 @@ def load_shapes(data_dir=None,
       by this function (e.g. it was left by something else).
   """
   counts = dict(zip(SPLITS, (train_per_class, val_per_class, test_per_class)))
-  _check_seed(seed)
+  _build.check_seed(seed)
   _check_image_size(image_size)
   _check_counts(counts)
   data_dir = _build.data_home(data_dir)
@@ -372,28 +368,22 @@ def _contrasting_colour(rng, background, centre, radius, gains):
   lo = np.clip(np.floor(centre - 1.2 * radius).astype(int), 0, size)
   hi = np.clip(np.ceil(centre + 1.2 * radius).astype(int), 0, size)
   local = background[lo[1]:hi[1], lo[0]:hi[0]].reshape(-1, 3)
-  local_luma = local @ _LUMA
-  # The 5th-percentile pixel: a few background pixels that happen to match
-  # the colour (noise, a blob) do not matter, a whole region does.
-  k = len(local) // 20
-  best, best_score = None, -1.0
-  for _ in range(_COLOUR_TRIES):
-    colour = rng.uniform(0.0, 255.0, size=3)
+  local_luma = local @ _build.LUMA
+
+  def contrast_of(colour):
     shaded = np.minimum(np.outer(gains, colour), 255.0)
     colour_distance = np.linalg.norm(local - shaded[:, None], axis=-1)
-    luma_distance = np.abs(local_luma - (shaded @ _LUMA)[:, None])
-    contrast = np.concatenate(
-        [colour_distance / _MIN_CONTRAST, luma_distance / _MIN_LUMA_CONTRAST])
-    score = np.partition(contrast, k, axis=-1)[:, k].min()
-    if score > best_score:
-      best, best_score = colour, score
-    if score >= 1.0:
-      break
-  return best
+    luma_distance = np.abs(local_luma - (shaded @ _build.LUMA)[:, None])
+    return np.concatenate([colour_distance / _build.MIN_CONTRAST,
+                           luma_distance / _MIN_LUMA_CONTRAST])
+
+  # The 5th-percentile pixel: a few background pixels that happen to match
+  # the colour (noise, a blob) do not matter, a whole region does.
+  return _build.contrasting_colour(rng, contrast_of, len(local) // 20)
 
 
 def _distinct_colour(rng, colour):
-  for _ in range(_COLOUR_TRIES):
+  for _ in range(_build.COLOUR_TRIES):
     candidate = rng.uniform(0.0, 255.0, size=3)
     if np.linalg.norm(candidate - colour) >= 80.0:
       return candidate
@@ -401,12 +391,6 @@ def _distinct_colour(rng, colour):
 
 
 _is_int = _build.is_int
-
-
-def _check_seed(seed):
-  if not _is_int(seed) or seed < 0:
-    raise ValueError(
-        f"seed must be a non-negative integer. Received: seed={seed!r}")
 
 
 def _check_image_size(image_size):
@@ -419,12 +403,4 @@ def _check_counts(counts):
   if not counts:
     raise ValueError(f"counts must name at least one split. Received: "
                      f"counts={counts!r}")
-  for split, per_class in counts.items():
-    if (not isinstance(split, str) or not split or os.sep in split or
-        split.startswith(".")):
-      raise ValueError(f"Split names must be plain directory names. Received: "
-                       f"counts={counts!r}")
-    if not _is_int(per_class) or per_class < 0:
-      raise ValueError(
-          f"Images per class must be non-negative integers. Received: "
-          f"counts={counts!r}")
+  _build.check_split_counts(counts, "counts", "Images")
