@@ -94,10 +94,10 @@ def _paste_into_scenes(src, dst, seed):
 
 def _load_gray(root, people):
   images, labels, names = [], [], []
-  from imgrec.faces import recognize  # pylint: disable=g-import-not-at-top
+  from imgrec.data import folder  # pylint: disable=g-import-not-at-top
   for i, person in enumerate(people):
     files = sorted(os.listdir(os.path.join(root, person)),
-                   key=recognize.natural_key)
+                   key=folder.natural_key)
     for name in files:
       with Image.open(os.path.join(root, person, name)) as im:
         images.append(np.asarray(im.convert("L"), np.float32).ravel())
@@ -109,8 +109,8 @@ def _load_gray(root, people):
 def eigenfaces(train_root, test_root, train_people, test_people,
                components=60):
   """The anchor: PCA of the training people, whitened, cosine scores."""
-  from imgrec.faces import metrics  # pylint: disable=g-import-not-at-top
   from imgrec.faces import recognize  # pylint: disable=g-import-not-at-top
+  from imgrec.metrics import verification as metrics  # pylint: disable=g-import-not-at-top
   x_train, _ = _load_gray(train_root, train_people)
   x_test, y_test = _load_gray(test_root, test_people)
   mean = x_train.mean(axis=0)
@@ -130,9 +130,9 @@ def eigenfaces(train_root, test_root, train_people, test_people,
 
 
 def _imgrec_figures(model_dir, data_dir, detect):
-  from imgrec.config import FacesConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.config import FaceEvaluateConfig  # pylint: disable=g-import-not-at-top
   from imgrec.faces import recognize  # pylint: disable=g-import-not-at-top
-  report = recognize.evaluate(FacesConfig(
+  report = recognize.evaluate(FaceEvaluateConfig(
       model_dir=model_dir, data_dir=data_dir, detect=detect,
       enroll_images=5), write=not detect)
   ident = report["identification"]
@@ -153,7 +153,7 @@ def _mean_std(values):
 def main(argv):
   del argv
   from imgrec.config import FaceTrainConfig  # pylint: disable=g-import-not-at-top
-  from imgrec.faces import train  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
   people = [f"s{i}" for i in range(1, 41)]
   os.makedirs(_WORK.value, exist_ok=True)
   train_root = _copy_people(_DATA.value, os.path.join(_WORK.value, "train"),
@@ -165,12 +165,12 @@ def main(argv):
 
   def train_embedder(seed, detect):
     model_dir = os.path.join(_WORK.value, f"run{'-detect' * detect}-s{seed}")
-    result = train.train(FaceTrainConfig(
-        data_dir=train_root, model_dir=model_dir, backbone=_BACKBONE.value,
+    result = trainer.train(FaceTrainConfig(
+        data_dir=train_root, model_dir=model_dir, model=_BACKBONE.value,
         loss=_LOSS.value, margin=_MARGIN.value, scale=_SCALE.value,
         image_size=_SIZE.value, channels=1, epochs=_EPOCHS.value, seed=seed,
         augment=_AUGMENT.value, val_identities=_VAL.value, detect=detect,
-        crop_margin=_CROP_MARGIN.value, overwrite=True))
+        crop_margin=_CROP_MARGIN.value, overwrite=True, verbose=0))
     return model_dir, result
 
   for seed in range(42, 42 + _SEEDS.value):

@@ -45,7 +45,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 def field(default, help, *, choices=None, check=None, flag=True,
-          parse=None):
+          parse=None, aliases=()):
   """A config field with everything its flag and its validation need.
 
   Args:
@@ -56,9 +56,22 @@ def field(default, help, *, choices=None, check=None, flag=True,
     flag: whether commands expose the field as a flag.
     parse: `fn(text) -> value` for fields whose flag is not a plain int,
       float, bool or string (the flag then takes text).
+    aliases: other flag names of the field (names users know from earlier
+      versions).
   """
   return dataclasses.field(default=default, metadata=dict(
-      help=help, choices=choices, check=check, flag=flag, parse=parse))
+      help=help, choices=choices, check=check, flag=flag, parse=parse,
+      aliases=tuple(aliases)))
+
+
+def _like(section, name, default=dataclasses.MISSING, **metadata):
+  """The field `name` of the record class `section` with another default or
+  metadata (help, check, flag, aliases): a task's own default for a field
+  of a shared section, whose section it stays in."""
+  original = section.__dataclass_fields__[name]
+  return dataclasses.field(
+      default=original.default if default is dataclasses.MISSING
+      else default, metadata={**original.metadata, **metadata})
 
 
 def _at_least(low):
@@ -596,12 +609,17 @@ class TrainConfig(ClipSection, RunSection, RecipeSection, ModelSection,
 
   def _check_relations(self, check_files):
     super()._check_relations(check_files)
-    if self.freeze_epochs and self.freeze_backbone:
-      raise self._bad("freeze_epochs", "conflicts with --freeze_backbone "
+    _check_model_and_recipe(self, check_files)
+
+
+def _check_model_and_recipe(record, check_files):
+  """The checks between a training record's model and recipe sections."""
+  if record.freeze_epochs and record.freeze_backbone:
+    raise record._bad("freeze_epochs", "conflicts with --freeze_backbone "
                       "(which never unfreezes); use one of them")
-    if check_files and (self.weights.lower() not in ("imagenet", "none")
-                        and not os.path.isfile(self.weights)):
-      raise self._bad("weights", "expected imagenet, none, or the path of a "
+  if check_files and (record.weights.lower() not in ("imagenet", "none")
+                      and not os.path.isfile(record.weights)):
+    raise record._bad("weights", "expected imagenet, none, or the path of a "
                       "weights file")
 
 
@@ -775,17 +793,38 @@ class StreamConfig(Config):
 
 
 FACE_LOSSES = ("arcface", "softmax", "triplet")
+# How imgrec-faces runs an embedder, and what it does with a photo of
+# several faces (`imgrec.data.faces.load_faces`).
+FACE_RUNTIMES = ("keras", "saved_model", "tflite")
+SEVERAL_FACES = ("skip", "largest")
 
 
 @dataclasses.dataclass(frozen=True)
-class FaceTrainConfig(Config):
-  """What `imgrec-faces train` trains: an embedder of identity folders."""
+class FaceDataSection(Config):
+  """Where a face embedder's photos come from: identity folders."""
+  section = "data"
   data_dir: str | None = field(None, "Identity folders: root/<person>/*.")
-  model_dir: str | None = field(None, "Output folder of the embedder.")
-  backbone: str = field("simple_cnn", "Registry model whose body embeds "
-                        "(its classifier head is replaced).")
-  image_size: int = field(64, "Face crop side in pixels.", check=_at_least(8))
-  channels: int = field(3, "1 (gray) or 3 (RGB).", choices=(1, 3))
+  channels: int = _like(DataConfig, "channels")
+  seed: int = field(42, "Seed of the identity split, the shuffle, the "
+                    "augmentation and the weights.")
+  max_image_pixels: int = _like(DataConfig, "max_image_pixels")
+  allow_outside: bool = _like(DataConfig, "allow_outside")
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    if not self.data_dir:
+      raise ImgrecError("--data_dir is required: a folder of identity "
+                        "folders, root/<person>/<images>.")
+    if check_files and not os.path.isdir(self.data_dir):
+      raise self._bad("data_dir", "no such folder; expected identity "
+                      "folders, root/<person>/<images>")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceSection(Config):
+  """The face embedding task's own settings: the embedding, its loss, the
+  people held out and how photos become crops."""
+  section = "face"
   embedding_dim: int = field(128, "Embedding length.", check=_at_least(2))
   loss: str = field("arcface", "arcface (additive angular margin), "
                     "softmax (normalized softmax, margin 0) or triplet "
@@ -793,76 +832,179 @@ class FaceTrainConfig(Config):
   margin: float = field(0.5, "ArcFace angular margin m (radians), or the "
                         "triplet distance margin.", check=_non_negative)
   scale: float = field(30.0, "ArcFace scale s.", check=_positive)
-  epochs: int = field(40, "Training epochs.", check=_at_least(1))
-  batch_size: int = field(32, "Batch size.", check=_at_least(2))
-  learning_rate: float = field(2e-3, "Peak learning rate (AdamW, cosine "
-                               "decay).", check=_positive)
-  weight_decay: float = field(1e-4, "AdamW weight decay.",
-                              check=_non_negative)
   val_identities: float = field(
       0.2, "Fraction of the people held out to validate verification (never "
       "trained on; at least 2 people when there are 4 or more).",
       check=_fraction)
-  augment: str = field("light", "Augmentation level.", choices=AUGMENT_LEVELS)
-  flip: str = field("horizontal", "Random flips.", choices=FLIP_MODES)
   detect: bool = field(False, "Detect, align and crop the faces first "
                        "(ordinary photos); off for pre-cropped faces.")
   crop_margin: float = field(
       0.2, "With --detect: the crop's side is the face box's longer side "
       "times 1 + this. Recorded with the embedder; queries crop alike.",
       check=_non_negative)
-  seed: int = field(42, "Seed of the identity split, shuffle and weights.")
-  overwrite: bool = field(False, "Start afresh in a model_dir that holds "
-                          "another run.")
-  verbose: int = field(0, "Keras fit verbosity (0, 1, 2).", choices=(0, 1, 2))
-
-  def _check_relations(self, check_files):
-    if not self.data_dir:
-      raise ImgrecError("--data_dir is required: a folder of identity "
-                        "folders, root/<person>/<images>.")
-    if not self.model_dir:
-      raise ImgrecError("--model_dir is required: where the embedder goes.")
 
 
 @dataclasses.dataclass(frozen=True)
-class FacesConfig(Config):
-  """What `imgrec-faces enroll|identify|verify|calibrate|evaluate|export` use."""
-  model_dir: str | None = field(None, "Output folder of imgrec-faces train.")
-  gallery: str | None = field(None, "Gallery file (JSON) of enrolled people.")
-  name: str | None = field(None, "enroll: the person's name (default: each "
-                           "folder's name).")
-  data_dir: str | None = field(
-      None, "calibrate/evaluate: identity folders of people the embedder "
-      "never trained on, root/<person>/*.")
-  runtime: str = field("keras", "Embedder to run: keras, saved_model or "
-                       "tflite (after imgrec-faces export).",
-                       choices=("keras", "saved_model", "tflite"))
-  detect: bool = field(True, "Detect, align and crop faces (off for "
-                       "pre-cropped faces).")
-  several: str = field("skip", "A photo with several faces: skip it, or "
-                       "take the largest.", choices=("skip", "largest"))
-  top_k: int = field(5, "identify: candidates listed per image.",
-                     check=_at_least(1))
-  flip: bool = field(True, "Embed each face with its mirror image too "
-                     "(averaged): steadier scores for twice the work.")
-  target_far: float = field(
-      1e-3, "calibrate: false-accept rate the threshold is chosen for.",
-      check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
-  enroll_images: int = field(5, "evaluate: images enrolled per person (the "
-                             "rest are probes).", check=_at_least(1))
-  tflite: tuple = field(("float",), "export: TFLite variants (float, fp16, "
-                        "dynamic, int8).", parse=_parse_names)
-  format: str = field("table", "Output: table, or json (one object a line).",
-                      choices=("table", "json"))
-  max_image_pixels: int = field(
-      DEFAULT_MAX_IMAGE_PIXELS, "Refuse photos whose header declares more "
-      "pixels (decompression bombs).", check=_positive)
+class FaceTrainConfig(FaceSection, RunSection, RecipeSection, ModelSection,
+                      FaceDataSection):
+  """What `imgrec-faces train` trains: an embedder of identity folders.
+
+  By concern, as TrainConfig: data, model (`model` is the backbone, also
+  `--backbone`), recipe, run and the face section; face_config.json nests
+  them so. The recipe's defaults are the embedder's own: AdamW, cosine
+  decay without warmup, 40 epochs. The recipe fields that do not apply to
+  identities (label smoothing, MixUp, CutMix, class weights), the top-k of
+  classifiers and the export after training (`imgrec-faces export` exports
+  an embedder) get no flag.
+  """
+  task: str = field("face_embedding", "The registered task.",
+                    choices=("face_embedding",), flag=False)
+  model: str = _like(ModelSection, "model", help=(
+      "Registered model whose backbone embeds (its classifier head is "
+      "replaced); see imgrec.list_models()."), aliases=("backbone",))
+  image_size: int | tuple | None = _like(ModelSection, "image_size", 64,
+                                         help="Face crop side in pixels.")
+  model_dir: str | None = _like(RunSection, "model_dir", help=(
+      "Output folder of the embedder. Rerunning with the same folder "
+      "resumes."))
+  export: bool = _like(RunSection, "export", False, flag=False)
+  top_k: int = _like(RunSection, "top_k", flag=False)
+  epochs: int = _like(RecipeSection, "epochs", 40)
+  batch_size: int = _like(RecipeSection, "batch_size", check=_at_least(2))
+  optimizer: str = _like(RecipeSection, "optimizer", "adamw")
+  learning_rate: float = _like(RecipeSection, "learning_rate", 2e-3)
+  weight_decay: float = _like(RecipeSection, "weight_decay", 1e-4)
+  warmup_epochs: float = _like(RecipeSection, "warmup_epochs", 0.0)
+  label_smoothing: float = _like(RecipeSection, "label_smoothing",
+                                 flag=False)
+  mixup: float = _like(RecipeSection, "mixup", flag=False)
+  cutmix: float = _like(RecipeSection, "cutmix", flag=False)
+  class_weight: str = _like(RecipeSection, "class_weight", flag=False)
 
   def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    _check_model_and_recipe(self, check_files)
+    if not self.model_dir:
+      raise ImgrecError("--model_dir is required: where the embedder goes.")
+
+  @classmethod
+  def from_dict(cls, data):
+    """Also reads face_config.json of earlier versions: flat, and naming the
+    model `backbone`."""
+    if isinstance(data, collections.abc.Mapping) and "backbone" in data:
+      if "model" in data:
+        raise ImgrecError("Configuration key 'model' is given twice (also "
+                          "as 'backbone').")
+      data = {("model" if k == "backbone" else k): v
+              for k, v in data.items()}
+    return super().from_dict(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceModelConfig(Config):
+  """The embedder an imgrec-faces command uses (`imgrec-faces export`)."""
+  model_dir: str | None = field(None, "Output folder of imgrec-faces train.")
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
     if not self.model_dir:
       raise ImgrecError("--model_dir is required: the output folder of "
                         "imgrec-faces train.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceExportConfig(FaceModelConfig):
+  """What `imgrec-faces export` writes."""
+  tflite: tuple = field(("float",), "TFLite variants (float, fp16, dynamic, "
+                        "int8).", parse=_parse_names)
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
     _check_tflite_variants(self.tflite)
+
+
+@dataclasses.dataclass(frozen=True)
+class FacePhotosConfig(FaceModelConfig):
+  """How an imgrec-faces command makes embeddings of photos, and prints."""
+  runtime: str = field("keras", "Embedder to run: keras, saved_model or "
+                       "tflite (after imgrec-faces export).",
+                       choices=FACE_RUNTIMES)
+  detect: bool = field(True, "Detect, align and crop faces (off for "
+                       "pre-cropped faces).")
+  several: str = field("skip", "A photo with several faces: skip it, or "
+                       "take the largest.", choices=SEVERAL_FACES)
+  flip: bool = field(True, "Embed each face with its mirror image too "
+                     "(averaged): steadier scores for twice the work.")
+  max_image_pixels: int = field(
+      DEFAULT_MAX_IMAGE_PIXELS, "Refuse photos whose header declares more "
+      "pixels (decompression bombs).", check=_positive)
+  format: str = field("table", "Output: table, or json (one object a line).",
+                      choices=("table", "json"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _GallerySection(Config):
+  """The gallery file of a command that needs one (`needs_gallery`)."""
+  needs_gallery = True
+  gallery: str | None = field(None, "Gallery file (JSON) of enrolled people.")
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    if self.needs_gallery and not self.gallery:
+      raise ImgrecError("--gallery is required: the JSON file of enrolled "
+                        "people (imgrec-faces enroll makes it).")
+
+
+@dataclasses.dataclass(frozen=True)
+class _PeopleSection(Config):
+  """The identity folders a command measures on."""
+  data_dir: str | None = field(
+      None, "Identity folders of people the embedder never trained on, "
+      "root/<person>/*.")
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    if not self.data_dir:
+      raise ImgrecError("--data_dir is required: identity folders, "
+                        "root/<person>/*, of people the embedder never "
+                        "trained on.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceEvaluateConfig(_PeopleSection, FacePhotosConfig):
+  """What `imgrec-faces evaluate` measures: verification and
+  identification on unseen people."""
+  enroll_images: int = field(5, "Images enrolled per person (the rest are "
+                             "probes).", check=_at_least(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceCalibrateConfig(_GallerySection, _PeopleSection, FacePhotosConfig):
+  """What `imgrec-faces calibrate` does: the gallery's threshold for a
+  false-accept rate, chosen on your own people."""
+  target_far: float = field(
+      1e-3, "False-accept rate the threshold is chosen for.",
+      check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceEnrollConfig(_GallerySection, FacePhotosConfig):
+  """What `imgrec-faces enroll` adds to the gallery."""
+  name: str | None = field(None, "The person's name (default: each "
+                           "folder's name).")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceIdentifyConfig(_GallerySection, FacePhotosConfig):
+  """How `imgrec-faces identify` ranks the gallery's people."""
+  top_k: int = field(5, "Candidates listed per image.", check=_at_least(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceVerifyConfig(_GallerySection, FacePhotosConfig):
+  """What `imgrec-faces verify` compares: two photos, decided at the
+  gallery's calibrated threshold when --gallery is given."""
+  needs_gallery = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,7 @@ import tempfile
 
 from imgrec import fileio
 from imgrec.config import TFLITE_VARIANTS
+from imgrec.config import FaceTrainConfig
 from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 
@@ -452,7 +453,6 @@ class RunFolder:
         return command
     except (OSError, ValueError, AttributeError):
       pass
-    from imgrec.config import FaceTrainConfig  # pylint: disable=g-import-not-at-top
     for path, record, command in (
         (self.face_config_path, FaceTrainConfig, FACES_COMMAND),
         (self.config_path, TrainConfig, TRAIN_COMMAND)):
@@ -563,9 +563,14 @@ class RunFolder:
                         f"{', '.join(data['splits'])}.")
     return list(entry["paths"]), list(entry["labels"])
 
+  def read_task(self):
+    """The registered name of the run's task, as its config records it."""
+    if os.path.isfile(self.face_config_path) and not self.exists():
+      return self.read_face_config().task
+    return self.read_config().task
+
   def read_face_config(self):
-    """The FaceTrainConfig of a face embedder's run."""
-    from imgrec.config import FaceTrainConfig  # pylint: disable=g-import-not-at-top
+    """The FaceTrainConfig of a face embedder's run (face_config.json)."""
     path = self._require(self.face_config_path, "face embedder config",
                          "imgrec-faces train")
     with open(path, encoding="utf-8") as f:
@@ -682,7 +687,8 @@ class RunFolder:
     """Refuses to resume a run whose recorded config differs from `config`.
 
     Args:
-      config: the TrainConfig of the new run (resolved).
+      config: the TrainConfig (a face embedder's FaceTrainConfig) of the
+        new run (resolved).
       neutral: fields a rerun may change (the task's `resume_neutral`).
 
     Returns:
@@ -691,9 +697,12 @@ class RunFolder:
     Raises:
       ImgrecError: naming the settings that differ.
     """
-    if not self.exists():
+    face = isinstance(config, FaceTrainConfig)
+    if not os.path.isfile(self.face_config_path if face else
+                          self.config_path):
       return False
-    old, new = self.read_config().to_dict(), config.to_dict()
+    old = (self.read_face_config() if face else self.read_config()).to_dict()
+    new = config.to_dict()
     if new.get("data_dir") is None and not (new.get("labels_csv") or
                                             new.get("tfds")):
       new["data_dir"] = old.get("data_dir")  # The built-in data's folder.
@@ -798,7 +807,11 @@ class RunFolder:
               os.remove(path)
 
   def write_config(self, config):
-    fileio.write_text(self.config_path, config.to_json())
+    """Writes the run's config record: config.json, or a face embedder's
+    face_config.json."""
+    path = (self.face_config_path if isinstance(config, FaceTrainConfig)
+            else self.config_path)
+    fileio.write_text(path, config.to_json())
 
   def write_labels(self, class_names):
     write_labels_file(self.labels_path, class_names)
@@ -815,9 +828,6 @@ class RunFolder:
         "root": root, "class_names": list(class_names),
         "splits": {s: {"paths": list(sp.paths), "labels": list(sp.labels)}
                    for s, sp in splits.items()}})
-
-  def write_face_config(self, config):
-    fileio.write_text(self.face_config_path, config.to_json())
 
   def write_embedder_info(self, info):
     fileio.write_json(self.embedder_info_path, info, indent=2)

@@ -63,17 +63,21 @@ def write_people(root, people, per_person=6, seed=0):
   return str(root)
 
 
+# The face_run embedder's settings (tests that train their own reuse them).
+TINY_FACES = dict(image_size=16, embedding_dim=16, epochs=4, batch_size=8,
+                  val_identities=0.25, learning_rate=3e-3, margin=0.2,
+                  verbose=0)
+
+
 @pytest.fixture(scope="session")
 def face_run(tmp_path_factory):
   """(folder, train's result): a tiny embedder of 8 generated people (6
   trained on, 2 held out), trained once for every face test. Tests must
   not change the run; they write galleries and copies elsewhere."""
   from imgrec.config import FaceTrainConfig  # pylint: disable=g-import-not-at-top
-  from imgrec.faces import train as train_lib  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
   tmp = tmp_path_factory.mktemp("faces")
   data = write_people(tmp / "train", 8)
-  result = train_lib.train(FaceTrainConfig(
-      data_dir=data, model_dir=str(tmp / "run"), image_size=16,
-      embedding_dim=16, epochs=4, batch_size=8, val_identities=0.25,
-      learning_rate=3e-3, margin=0.2))
+  result = trainer.train(FaceTrainConfig(**TINY_FACES, data_dir=data,
+                                         model_dir=str(tmp / "run")))
   return tmp, result

@@ -14,7 +14,7 @@ import pytest
 
 from imgrec.errors import ImgrecError
 from imgrec.faces import gallery as gallery_lib
-from imgrec.faces import metrics
+from imgrec.metrics import verification as metrics
 from imgrec.faces.gallery import Gallery
 
 MODEL = {"fingerprint": "f" * 16, "embedding_dim": 8, "name": "facenet-8"}

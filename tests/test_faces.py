@@ -12,15 +12,18 @@ import sys
 import numpy as np
 import pytest
 
+from imgrec.config import FaceEnrollConfig
 from imgrec.config import FaceTrainConfig
-from imgrec.config import FacesConfig
+from imgrec.data import faces as faces_lib
 from imgrec.errors import ImgrecError
 from imgrec.faces import embedder as embedder_lib
 from imgrec.faces import export as export_lib
 from imgrec.faces import gallery as gallery_lib
 from imgrec.faces import recognize
-from imgrec.faces import train as train_lib
 from imgrec.run_folder import RunFolder
+from imgrec.tasks import face_embedding
+from imgrec.training import trainer
+from conftest import TINY_FACES
 from conftest import write_people
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
@@ -56,26 +59,26 @@ def test_a_rerun_with_other_settings_is_refused(embedder_run):
   tmp, _, result = embedder_run
   run = RunFolder(result["model_dir"])
   before = os.path.getmtime(run.best_model_path)
-  again = train_lib.train(FaceTrainConfig(
-      data_dir=str(tmp / "train"), model_dir=result["model_dir"],
-      image_size=16, embedding_dim=16, epochs=4, batch_size=8,
-      val_identities=0.25, learning_rate=3e-3, margin=0.2))
-  assert again["already_trained"] and again["train_people"] == 6
+  again = trainer.train(FaceTrainConfig(
+      **TINY_FACES, data_dir=str(tmp / "train"),
+      model_dir=result["model_dir"]))
+  assert not again["history"] and again["train_people"] == 6  # No epoch.
   assert os.path.getmtime(run.best_model_path) == before  # Not retrained.
   with pytest.raises(ImgrecError, match="other settings.*image_size"):
-    train_lib.train(FaceTrainConfig(
+    trainer.train(FaceTrainConfig(
         data_dir=str(tmp / "train"), model_dir=result["model_dir"],
         image_size=24, embedding_dim=16, epochs=4))
 
 
-def _config(result, tmp, **kw):
-  return FacesConfig(model_dir=result["model_dir"], detect=False,
-                     gallery=str(tmp / "g.json"), **kw)
+def _config(result, tmp=None, **kw):
+  """A face command's fields (with `tmp`, the gallery tmp/g.json)."""
+  gallery = {"gallery": str(tmp / "g.json")} if tmp else {}
+  return dict(model_dir=result["model_dir"], detect=False, **gallery, **kw)
 
 
 def test_evaluate_calibrate_enroll_identify_verify(embedder_run):
   tmp, unseen, result = embedder_run
-  report = recognize.evaluate(_config(result, tmp, data_dir=unseen,
+  report = recognize.evaluate(_config(result, data_dir=unseen,
                                       enroll_images=3))
   assert 0 <= report["eer"] <= 0.5 and report["rank1"] is not None
   assert set(report["identification"]) == {"enroll_1", "enroll_3"}
@@ -113,8 +116,9 @@ def test_gallery_refuses_another_model(embedder_run, tmp_path):
                                    "embedding_dim": 16, "name": "other"})
   other.save(tmp_path / "other.json")
   with pytest.raises(ImgrecError, match="enroll"):
-    recognize.enroll(FacesConfig(model_dir=result["model_dir"], detect=False,
-                                 gallery=str(tmp_path / "other.json")),
+    recognize.enroll(FaceEnrollConfig(model_dir=result["model_dir"],
+                                      detect=False,
+                                      gallery=str(tmp_path / "other.json")),
                      [os.path.join(unseen, "person00")])
 
 
@@ -125,7 +129,7 @@ def test_tflite_embedder_makes_the_same_decisions(embedder_run):
   assert set(out["tflite"]) == {"float", "int8"}
   people = sorted(os.listdir(unseen))
   paths = recognize.image_files([os.path.join(unseen, p) for p in people])
-  crops = [r.face for r in recognize.detect_lib.load_faces(
+  crops = [r.face for r in faces_lib.load_faces(
       paths, 16, detect=False)]
   keras_e = embedder_lib.Embedder.load(result["model_dir"]).embed(crops)
   float_e = embedder_lib.Embedder.load(result["model_dir"], "tflite").embed(
@@ -182,7 +186,7 @@ def test_cli_prints_one_json_object_a_line(embedder_run):
 
 
 def test_batch_hard_triplet_by_hand():
-  from imgrec.faces import model as model_lib  # pylint: disable=g-import-not-at-top
+  from imgrec.models import embedding as model_lib  # pylint: disable=g-import-not-at-top
   e = np.array([[1, 0], [0.8, 0.6], [0, 1], [0.6, 0.8]], np.float32)
   labels = np.array([0, 0, 1, 1])
   d = 2 - 2 * e @ e.T
@@ -209,19 +213,19 @@ def test_a_killed_training_resumes_where_it_stopped(embedder_run, tmp_path,
       data_dir=str(tmp / "train"), model_dir=str(tmp_path / "run"),
       image_size=16, embedding_dim=8, epochs=3, batch_size=8,
       val_identities=0.25)
-  original = train_lib._VerificationCheck.on_epoch_end  # pylint: disable=protected-access
+  original = face_embedding.VerificationCheck.on_epoch_end
 
   def dies_in_epoch_two(self, epoch, logs=None):
     original(self, epoch, logs)
     if epoch == 1:
       raise KeyboardInterrupt  # Before epoch 2's backup is written.
 
-  monkeypatch.setattr(train_lib._VerificationCheck, "on_epoch_end",  # pylint: disable=protected-access
+  monkeypatch.setattr(face_embedding.VerificationCheck, "on_epoch_end",
                       dies_in_epoch_two)
   with pytest.raises(KeyboardInterrupt):
-    train_lib.train(config)
+    trainer.train(config)
   monkeypatch.undo()
-  result = train_lib.train(config)
+  result = trainer.train(config)
   with open(RunFolder(result["model_dir"]).history_path) as f:
     epochs = [line.split(",")[0] for line in f.read().splitlines()[1:]]
   # Epoch 0 from the first run, 1 and 2 from the rerun: nothing redone.

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrec.config import FacesConfig
+from imgrec.config import FaceIdentifyConfig
 from imgrec.errors import ImgrecError
 from imgrec.faces import gallery as gallery_lib
-from imgrec.faces import metrics
 from imgrec.faces import recognize
+from imgrec.metrics import verification as metrics
 from conftest import write_people
 from test_reliability import assert_one_line_error
 from test_reliability import run_cli
@@ -39,8 +39,8 @@ def run(face_run, tmp_path_factory):
 
 
 def config(run, gallery, **kw):
-  return FacesConfig(model_dir=run[0], detect=False, gallery=str(gallery),
-                     **kw)
+  """The fields of a face command's record (each command takes a dict)."""
+  return dict(model_dir=run[0], detect=False, gallery=str(gallery), **kw)
 
 
 def person(run, index):
@@ -138,8 +138,9 @@ def test_identify_without_calibration_uses_the_embedders_threshold(run,
                    sorted(str(p) for p in (tmp_path / "enroll").iterdir()))
   assert gallery_lib.Gallery.load(gallery).threshold is None
   rows = recognize.identify(config(run, gallery), probes)
-  eer = recognize.Recognizer(config(run, gallery)).embedder.info[
-      "eer_threshold"]
+  recognizer = recognize.Recognizer(FaceIdentifyConfig(**config(run,
+                                                                gallery)))
+  eer = recognizer.embedder.info["eer_threshold"]
   assert {r["threshold_source"] for r in rows} == {"embedder validation EER"}
   assert all(r["threshold"] == pytest.approx(eer) for r in rows)
   for r in rows:
@@ -292,7 +293,8 @@ def test_max_image_pixels_is_a_faces_flag_and_is_applied(run, tmp_path):
   assert path.endswith("1.png") and status == "unreadable"
   assert "--max_image_pixels" in message
   with pytest.raises(ImgrecError, match="max_image_pixels"):
-    FacesConfig(model_dir="m", max_image_pixels=0).validate()
+    FaceIdentifyConfig(model_dir="m", gallery="g",
+                       max_image_pixels=0).validate()
 
 
 def test_calibrating_on_too_few_impostor_pairs_warns():

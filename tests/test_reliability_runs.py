@@ -144,7 +144,7 @@ def test_runs_made_before_the_mark_are_imgrec_s(tmp_path):
   assert run.read_kind() == ENSEMBLE_COMMAND
   faces = RunFolder(tmp_path / "faces")
   os.makedirs(faces.path)
-  faces.write_face_config(FaceTrainConfig(data_dir="x", model_dir=faces.path))
+  faces.write_config(FaceTrainConfig(data_dir="x", model_dir=faces.path))
   assert faces.read_kind() == FACES_COMMAND
   with faces.start(FACES_COMMAND):
     pass
@@ -184,20 +184,20 @@ def _people(root):
 @pytest.mark.parametrize("overwrite", [True, False])
 def test_faces_train_into_a_user_folder_is_refused(userdir, tmp_path,
                                                    overwrite):
-  from imgrec.faces import train as faces_train  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
   with pytest.raises(ImgrecError, match="holds files imgrec did not write"):
-    faces_train.train(FaceTrainConfig(
+    trainer.train(FaceTrainConfig(
         data_dir=_people(tmp_path / "people"), model_dir=userdir,
         overwrite=overwrite, image_size=16, epochs=1))
   assert all_files(userdir) == USER_FILES
 
 
 def test_faces_train_into_an_image_run_needs_overwrite(tmp_path):
-  from imgrec.faces import train as faces_train  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
   run = _fake_run(tmp_path / "run")
   before = all_files(run.path)
   with pytest.raises(ImgrecError, match="holds a trained run"):
-    faces_train.train(FaceTrainConfig(
+    trainer.train(FaceTrainConfig(
         data_dir=_people(tmp_path / "people"), model_dir=run.path,
         image_size=16, epochs=1))
   assert all_files(run.path) == before

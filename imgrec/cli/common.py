@@ -133,6 +133,25 @@ def _configure_logging():
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
+def training_went_elsewhere(result, prog):
+  """What a train command does first with `trainer.train`'s result.
+
+  A run that SIGTERM or Ctrl-C interrupted exits here, with its message and
+  code; a worker of a multi-worker run says it is done.
+
+  Returns:
+    True for a worker (the chief prints the results), else False.
+  """
+  if result.get("interrupted"):
+    sys.stderr.write(f"{prog}: {result['message']}\n")
+    sys.exit(result["exit_code"])
+  if result.get("chief") is False:
+    print(f"worker done in {result['wall_seconds']:.1f} s; the chief writes "
+          f"{result['model_dir']}")
+    return True
+  return False
+
+
 class Terminated(KeyboardInterrupt):
   """SIGTERM, raised in the main thread: it unwinds as Ctrl-C does, so every
   `finally` runs (temporary files are removed) before the exit."""

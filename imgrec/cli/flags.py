@@ -70,6 +70,8 @@ def define_flags(config_cls, *, exclude=(), flag_values=flags.FLAGS):
       flags.DEFINE_float(f.name, default, help_text, **kw)
     else:
       flags.DEFINE_string(f.name, default, help_text, **kw)
+    for alias in meta.get("aliases", ()):
+      flags.DEFINE_alias(alias, f.name, flag_values=flag_values)
     names.append(f.name)
   return names
 

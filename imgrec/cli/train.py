@@ -8,8 +8,6 @@
 Every flag is a field of `imgrec.TrainConfig`.
 """
 
-import sys
-
 from imgrec.cli import common
 from imgrec.config import TrainConfig
 
@@ -18,12 +16,7 @@ def main(config, argv):
   common.no_positional(argv)
   from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
   result = trainer.train(config)
-  if result.get("interrupted"):
-    sys.stderr.write(f"imgrec-train: {result['message']}\n")
-    sys.exit(result["exit_code"])
-  if result.get("chief") is False:
-    print(f"worker done in {result['wall_seconds']:.1f} s; the chief writes "
-          f"{result['model_dir']}")
+  if common.training_went_elsewhere(result, "imgrec-train"):
     return
   report = result.get("report")
   print(f"\nmodel_dir: {result['model_dir']}")

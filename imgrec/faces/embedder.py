@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
+from imgrec.config import FACE_RUNTIMES
 from imgrec.errors import ImgrecError
 from imgrec.run_folder import RunFolder
 
-RUNTIMES = ("keras", "saved_model", "tflite")
 SAVED_MODEL_NAME = "embedder_saved_model"
 
 
@@ -68,15 +68,15 @@ class Embedder:
     Raises:
       ImgrecError: not an embedder's folder, or the format not exported.
     """
-    if runtime not in RUNTIMES:
+    if runtime not in FACE_RUNTIMES:
       raise ImgrecError(f"Unknown runtime {runtime!r}: one of "
-                        f"{', '.join(RUNTIMES)}.")
+                        f"{', '.join(FACE_RUNTIMES)}.")
     run = RunFolder(model_dir)
     info = run.read_embedder_info()
     channels = int(info["channels"])
     if runtime == "keras":
-      from imgrec.faces import model as model_lib  # pylint: disable=g-import-not-at-top
-      model = model_lib.load_embedder(run.best_model_path)
+      from imgrec import tasks  # pylint: disable=g-import-not-at-top
+      model = tasks.load_model(run.best_model_path)
       return cls(info, runtime, lambda faces: model.predict(
           model_pixels(faces, channels), batch_size=64, verbose=0))
     if runtime == "saved_model":

@@ -12,16 +12,13 @@ file); int8 goes through the export's calibration and integer check.
 import logging
 import os
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from imgrec import tasks
 from imgrec.errors import ImgrecError
 from imgrec.export import saved_model as saved_model_lib
 from imgrec.export import tflite as tflite_lib
 from imgrec.faces import embedder as embedder_lib
-from imgrec.faces import model as model_lib
 from imgrec.run_folder import RunFolder
 
 logger = logging.getLogger("imgrec")
@@ -29,19 +26,6 @@ logger = logging.getLogger("imgrec")
 
 _OUTPUT = ("embedding", "The face's embedding before its L2 normalization: "
            "normalize it, then compare by cosine similarity.")
-
-
-def serving_endpoints(model, image_size, channels):
-  """The embedder SavedModel's signature: serving_default, uint8 face crops
-  `images` [N, S, S, 3] -> unit `embeddings` [N, D]."""
-  def serve(images):
-    x = tf.cast(images, tf.float32)
-    if channels == 1:
-      x = tf.round(tf.image.rgb_to_grayscale(x))
-    return {"embeddings": tf.cast(model(x, training=False), tf.float32)}
-
-  return [("serving_default", serve, [tf.TensorSpec(
-      [None, image_size, image_size, 3], tf.uint8, name="images")])]
 
 
 def export_embedder(model_dir, variants=("float",), calibration_faces=None):
@@ -59,23 +43,24 @@ def export_embedder(model_dir, variants=("float",), calibration_faces=None):
   run = RunFolder(model_dir)
   info = run.read_embedder_info()
   size, channels = int(info["image_size"]), int(info["channels"])
-  model = model_lib.load_embedder(run.best_model_path)
+  model = tasks.load_model(run.best_model_path)
   if "int8" in variants:
     tflite_lib.check_int8_supported(model)
   os.makedirs(run.export_dir, exist_ok=True)
   spec = tasks.model_input(model)
+  # The face embedding task gives the signature, the TFLite model and the
+  # files' description.
+  task = tasks.for_run(run)
   out = {"saved_model": saved_model_lib.write_saved_model(
       model, os.path.join(run.export_dir, embedder_lib.SAVED_MODEL_NAME),
-      serving_endpoints(model, size, channels),
+      task.serving_endpoints(model, (), top_k=1,
+                             max_image_pixels=task.config.max_image_pixels),
       input_spec={"image_size": list(spec.image_size),
                   "channels": spec.channels}), "tflite": {}}
   # TFLite gets the embedding before its L2 normalization (Embedder
-  # normalizes every runtime's output): Keras' UnitNormalization lowers to
-  # SQUARE/SUM/RSQRT, which have no int8 kernels, and the integer check
-  # refuses a file that keeps them in float.
-  before_norm = keras.Model(model.input,
-                            model.get_layer("embedding_float32").output)
-  with tflite_lib.Converter(before_norm, run.export_dir) as converter:
+  # normalizes every runtime's output), which int8 can have.
+  with tflite_lib.Converter(task.tflite_model(model),
+                            run.export_dir) as converter:
     for variant in variants:
       tflite_lib.check_variant(variant)
       path = os.path.join(run.export_dir, embedder_lib.tflite_name(variant))
@@ -92,8 +77,7 @@ def export_embedder(model_dir, variants=("float",), calibration_faces=None):
       out["tflite"][variant] = tflite_lib.write_tflite(
           flatbuffer, path, model_input=converter.input,
           name=f"imgrec face embedder {info.get('name', '')}".strip(),
-          description=f"imgrec face embedder ({variant}): raw RGB face "
-          "crops 0..255 in, an embedding out.", output=_OUTPUT)
+          description=task.describe(variant), output=_OUTPUT)
   return out
 
 

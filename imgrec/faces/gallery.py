@@ -43,7 +43,7 @@ import numpy as np
 from imgrec import fileio
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
-from imgrec.faces import metrics
+from imgrec.metrics import verification as metrics
 
 FORMAT = "imgrec-face-gallery"
 VERSION = 1
@@ -672,7 +672,7 @@ class Gallery:
     except _Malformed as e:
       raise ImgrecError(
           f"Cannot set the gallery's threshold: {e}; pass the result of "
-          f"imgrec.faces.metrics.calibrate_threshold.") from None
+          f"imgrec.metrics.verification.calibrate_threshold.") from None
 
   def decide(self, score):
     """Whether a score is a match: at least the calibrated threshold.

@@ -14,17 +14,21 @@ validation EER threshold, and say which decided.
 
 import hashlib
 import os
-import re
 
 import numpy as np
 
 from imgrec import fileio
+from imgrec.config import FaceCalibrateConfig
+from imgrec.config import FaceEnrollConfig
+from imgrec.config import FaceEvaluateConfig
+from imgrec.config import FaceIdentifyConfig
+from imgrec.config import FaceVerifyConfig
+from imgrec.data import faces as faces_lib
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
-from imgrec.faces import detect as detect_lib
 from imgrec.faces import gallery as gallery_lib
-from imgrec.faces import metrics
 from imgrec.faces.embedder import Embedder
+from imgrec.metrics import verification as metrics
 from imgrec.run_folder import RunFolder
 
 GALLERY_CALIBRATION = "gallery calibration"
@@ -32,29 +36,24 @@ EMBEDDER_EER = "embedder validation EER"
 _HASH_BLOCK = 1 << 20
 
 
-def natural_key(path):
-  """Sorts "2.pgm" before "10.pgm"."""
-  return [int(t) if t.isdigit() else t.lower()
-          for t in re.split(r"(\d+)", os.path.basename(path))]
-
-
 class Recognizer:
   """An embedder plus how photos become face crops.
 
   Args:
-    config: a FacesConfig (model_dir, runtime, detect, several).
+    config: a validated FacePhotosConfig (model_dir, runtime, detect,
+      several, flip, max_image_pixels): any face command's record.
   """
 
   def __init__(self, config):
-    self.config = config.validate()
+    self.config = config
     self.embedder = Embedder.load(config.model_dir, config.runtime)
     self._detector = None
 
   def faces(self, paths):
     """(FaceResults in order, embeddings [n ok, D] of the ok ones)."""
     if self.config.detect and self._detector is None:
-      self._detector = detect_lib.FaceDetector()
-    results = detect_lib.load_faces(
+      self._detector = faces_lib.FaceDetector()
+    results = faces_lib.load_faces(
         list(paths), self.embedder.image_size, detect=self.config.detect,
         detector=self._detector, several=self.config.several,
         margin=float(self.embedder.info.get("crop_margin", 0.2)),
@@ -88,19 +87,13 @@ def image_files(sources, exclude=None):
                    os.path.join(source, n))]
       if exclude:
         found = [f for f in found if not _same_file(f, exclude)]
-      out += sorted(found, key=natural_key)
+      out += sorted(found, key=folder_lib.natural_key)
     elif os.path.exists(source):
       out.append(source)
     else:
       raise ImgrecError(f"{source} does not exist: pass image files or "
                         "folders of a person's images.")
   return out
-
-
-def _require_gallery(config):
-  if not config.gallery:
-    raise ImgrecError("--gallery is required: the JSON file of enrolled "
-                      "people (imgrec-faces enroll makes it).")
 
 
 def content_hash(path):
@@ -161,6 +154,10 @@ def enroll(config, sources):
   """Adds people to the gallery: each folder is one person (its name, or
   --name for a single source); a file source needs --name.
 
+  Args:
+    config: a FaceEnrollConfig, or a dict of its fields.
+    sources: folders of a person's photos, or photo files with --name.
+
   A photo already in the gallery (the same file bytes, under any name) is
   not enrolled again. The photos are embedded first; then the gallery is
   locked, read as it is on disk (another enrollment may have written it
@@ -176,7 +173,7 @@ def enroll(config, sources):
       or another model's, or nobody enrolled and nothing already there
       (then the gallery is not written).
   """
-  _require_gallery(config)
+  config = FaceEnrollConfig.coerce(config, "enroll").validate()
   if not sources:
     raise ImgrecError("Pass the photos to enroll: a folder per person, or "
                       "image files with --name.")
@@ -201,7 +198,7 @@ def enroll(config, sources):
     if not any(b[4] for b in batches):
       raise ImgrecError(
           f"Nobody was enrolled, and {config.gallery} is left as it was: "
-          f"{detect_lib.summary_line(every) if every else 'no image files'}"
+          f"{faces_lib.summary_line(every) if every else 'no image files'}"
           f". Pass photos of one face each (--detect=false for pictures that"
           f" already are face crops).")
     return before, _summary(batches, [[] for _ in batches])
@@ -269,11 +266,15 @@ def identify(config, sources):
   "threshold", "threshold_source"} (identity "unknown" below the
   threshold: see `decision_threshold`), or {"source", "error"}.
 
+  Args:
+    config: a FaceIdentifyConfig, or a dict of its fields.
+    sources: photo files and folders of photos.
+
   Raises:
     ImgrecError: no gallery, a damaged one, nobody enrolled, no threshold,
       or no image files in `sources`.
   """
-  _require_gallery(config)
+  config = FaceIdentifyConfig.coerce(config, "identify").validate()
   gallery = gallery_lib.Gallery.load(config.gallery)
   if not len(gallery):
     raise ImgrecError(f"{config.gallery} has nobody enrolled: run "
@@ -307,7 +308,8 @@ def identify(config, sources):
 def verify(config, path_a, path_b):
   """{"a", "b", "score", "same", "threshold", "threshold_source"}: one
   score and the decision at `decision_threshold` (of --gallery when
-  given)."""
+  given). `config`: a FaceVerifyConfig, or a dict of its fields."""
+  config = FaceVerifyConfig.coerce(config, "verify").validate()
   gallery = (gallery_lib.Gallery.load(config.gallery) if config.gallery
              else None)
   recognizer = Recognizer(config)
@@ -332,7 +334,8 @@ def _labelled_faces(recognizer, data_dir):
     paths += split.paths
     labels += split.labels
   order = sorted(range(len(paths)),
-                 key=lambda i: (labels[i], natural_key(paths[i])))
+                 key=lambda i: (labels[i],
+                                folder_lib.natural_key(paths[i])))
   paths = [paths[i] for i in order]
   labels = [labels[i] for i in order]
   results, embeddings = recognizer.faces(paths)
@@ -359,11 +362,11 @@ def calibrate(config):
   the strictest these people support, and without it identify and verify
   fall back on the embedder's EER threshold, which accepts far more
   strangers. The interval and the pair count are stored with it.
+
+  Args:
+    config: a FaceCalibrateConfig, or a dict of its fields.
   """
-  _require_gallery(config)
-  if not config.data_dir:
-    raise ImgrecError("--data_dir is required: identity folders of people "
-                      "(your own, never trained on) to calibrate on.")
+  config = FaceCalibrateConfig.coerce(config, "calibrate").validate()
   gallery_lib.check_path(config.gallery)
   recognizer = Recognizer(config)
   info = recognizer.embedder.model_info
@@ -406,10 +409,12 @@ def evaluate(config, write=True):
   Returns the report: {"eer", "rank1", "tar_at_far", "verification",
   "identification": {"enroll_<k>": ...}, "open_set", "skipped"}; with
   `write`, face_report.json and roc.png in the model_dir.
+
+  Args:
+    config: a FaceEvaluateConfig, or a dict of its fields.
+    write: write the report into the model_dir.
   """
-  if not config.data_dir:
-    raise ImgrecError("--data_dir is required: identity folders of people "
-                      "the embedder never trained on.")
+  config = FaceEvaluateConfig.coerce(config, "evaluate").validate()
   recognizer = Recognizer(config)
   people, embeddings, labels, _, skipped = _labelled_faces(
       recognizer, config.data_dir)

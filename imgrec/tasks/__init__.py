@@ -15,6 +15,8 @@ _LAZY = {
     "for_input_shape": "imgrec.tasks.select",
     "for_run": "imgrec.tasks.select",
     "task_kind": "imgrec.tasks.select",
+    "training_config": "imgrec.tasks.select",
+    "FaceEmbeddingTask": "imgrec.tasks.face_embedding",
     "get_task": "imgrec.tasks.registry",
     "list_tasks": "imgrec.tasks.registry",
     "register_task": "imgrec.tasks.registry",

@@ -20,6 +20,8 @@ name or on a tensor's rank.
 
 import dataclasses
 
+from imgrec.run_folder import TRAIN_COMMAND
+
 
 def input_shape_of(model_or_shape):
   """The input shape (batch first) of a Keras model, or `model_or_shape`
@@ -73,6 +75,9 @@ class Task:
     noun: what one example is called in messages ("images", "clips").
     resume_neutral: config fields a rerun may change and still resume the
       same run (they shape neither the splits nor the model nor training).
+    command: the command a run folder of the task is marked with
+      (`RunFolder.start`): runs of one command replace each other only
+      with --overwrite.
   """
 
   name = None
@@ -80,6 +85,7 @@ class Task:
   config_cls = None
   noun = "examples"
   resume_neutral = frozenset()
+  command = TRAIN_COMMAND
 
   def __init__(self, spec):
     self.spec = spec

@@ -86,7 +86,8 @@ def image_size_of(config):
   return tuple(int(s) for s in size)
 
 
-def _model_kwargs(config):
+def model_kwargs(config):
+  """The registry options of a record's model section (weights, ...)."""
   kwargs = {}
   if models.get_model_cfg(config.model)["kind"] == "transfer":
     weights = config.weights
@@ -104,10 +105,11 @@ def _inside(path, folder):
   return path == folder or path.startswith(folder + os.sep)
 
 
-def _check_model_dir_outside_data(config):
+def check_model_dir_outside_data(config):
   """imgrec never writes into the user's data: refuse a model_dir inside it."""
-  data = config.data_dir or (os.path.dirname(os.path.abspath(
-      config.labels_csv)) if config.labels_csv else None)
+  csv = getattr(config, "labels_csv", None)
+  data = config.data_dir or (os.path.dirname(os.path.abspath(csv)) if csv
+                             else None)
   if data and _inside(config.model_dir, data):
     raise ImgrecError(
         f"model_dir {config.model_dir} is inside the data folder {data}; "
@@ -115,7 +117,7 @@ def _check_model_dir_outside_data(config):
         "outside it>.")
 
 
-def _check_imagenet_weights(model, input_shape):
+def check_imagenet_weights(model, input_shape):
   """Downloads the backbone's ImageNet weights now, or says how to do without."""
   from imgrec.models import transfer  # pylint: disable=g-import-not-at-top
   try:
@@ -161,7 +163,7 @@ def resolve(config, *, check_files=True):
   if check_files and config.init_from:
     RunFolder(config.init_from).require_best_model()
   size = image_size_of(config)
-  kwargs = _model_kwargs(config)
+  kwargs = model_kwargs(config)
   try:
     models.check_model(config.model, 2, (*size, config.channels), **kwargs)
   except (ValueError, TypeError, FileNotFoundError) as e:
@@ -170,13 +172,13 @@ def resolve(config, *, check_files=True):
         f"{','.join(map(str, size))} --channels={config.channels} with these "
         f"options: {e}") from e
   if check_files and kwargs.get("weights") == "imagenet":
-    _check_imagenet_weights(config.model, (*size, config.channels))
+    check_imagenet_weights(config.model, (*size, config.channels))
   image_size = size[0] if size[0] == size[1] else size
   config = config.replace(image_size=image_size,
                           model_dir=config.model_dir or
                           default_model_dir(config))
   if check_files:
-    _check_model_dir_outside_data(config)
+    check_model_dir_outside_data(config)
   return RunSpec(
       config=config, image_size=size, channels=config.channels,
       model_kwargs=tuple(sorted(kwargs.items())), cache=config.cache,

@@ -16,7 +16,8 @@ _TASKS = {}
 _ALIASES = {}
 # imgrec's own tasks, imported (so registered) on the first lookup.
 _BUILTIN = ("imgrec.tasks.image_classification",
-            "imgrec.tasks.clip_classification")
+            "imgrec.tasks.clip_classification",
+            "imgrec.tasks.face_embedding")
 
 
 def _load_builtin():

@@ -2,6 +2,7 @@
 
 import os
 
+from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.tasks import base
@@ -19,6 +20,21 @@ def task_kind(config):
   return "image_classification"
 
 
+def training_config(config):
+  """The config record of a training run: a registered task's own record
+  (a FaceTrainConfig, say) as it is; a TrainConfig, or the one a dict of
+  its fields builds, otherwise.
+
+  Raises:
+    ImgrecError: `config` is neither.
+  """
+  own = tuple(task.config_cls for task in registry.tasks()
+              if task.config_cls is not None)
+  if isinstance(config, own):
+    return config
+  return TrainConfig.coerce(config, "train")
+
+
 def for_config(config):
   """The task of a config, its `task` resolved ("auto" and aliases)."""
   name = task_kind(config)
@@ -27,7 +43,7 @@ def for_config(config):
 
 def for_run(run, **overrides):
   """The task of a finished run (a RunFolder), with some fields changed."""
-  return registry.get_task(run.read_config().task).from_run(run, **overrides)
+  return registry.get_task(run.read_task()).from_run(run, **overrides)
 
 
 def for_input_shape(shape):

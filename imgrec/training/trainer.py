@@ -1,10 +1,11 @@
-"""Trains a classifier from a TrainConfig with `model.fit`, end to end.
+"""Trains the model of any registered task with `model.fit`, end to end.
 
-`train(config)` resolves the run (`imgrec.tasks`), reads and checks the
+`train(config)` resolves the run (`imgrec.tasks`: a TrainConfig's image or
+clip classifier, a FaceTrainConfig's face embedder), reads and checks the
 data, builds the model under the chosen tf.distribute strategy, fits it with
 backups that make a rerun of the same command resume, evaluates the best
-model on the test split and exports it. Everything lands in the run folder
-(`imgrec.run_folder.RunFolder`).
+model on the test split and exports it, as the task asks. Everything lands
+in the run folder (`imgrec.run_folder.RunFolder`).
 """
 
 import contextlib
@@ -18,9 +19,7 @@ import keras
 import tensorflow as tf
 
 from imgrec import tasks
-from imgrec.config import TrainConfig
 from imgrec.evaluation import evaluate as evaluate_lib
-from imgrec.run_folder import TRAIN_COMMAND
 from imgrec.run_folder import RunFolder
 from imgrec.training import checkpoint as checkpoint_lib
 from imgrec.training import distribute
@@ -83,10 +82,13 @@ def train(config):
   process writes a model_dir at a time.
 
   Args:
-    config: a TrainConfig, or a dict of its fields.
+    config: a TrainConfig (or a dict of its fields), or another task's own
+      record (a FaceTrainConfig).
 
   Returns:
-    A dict with model_dir, the test report, history and wall time.
+    A dict with model_dir, history and wall time, and what the task adds
+    (the test report of a classifier; a face embedder's val_eer and
+    people).
 
   Raises:
     ImgrecError: bad configuration or data, a model_dir that cannot be
@@ -94,8 +96,7 @@ def train(config):
       use by another process.
   """
   start = time.time()
-  config = TrainConfig.coerce(config, "train")
-  task = tasks.for_config(config)
+  task = tasks.for_config(tasks.training_config(config))
   run = RunFolder(task.config.model_dir)
   strategy = distribute.get_strategy(task.config.strategy)
   if distribute.is_multi_worker(strategy):
@@ -104,7 +105,7 @@ def train(config):
   chief = distribute.is_chief(strategy)
   # Other workers write only their own temporary folders; the chief holds
   # the run's lock.
-  with (run.start(TRAIN_COMMAND, overwrite=task.config.overwrite) if chief
+  with (run.start(task.command, overwrite=task.config.overwrite) if chief
         else contextlib.nullcontext()):
     return _train(task, run, strategy, chief, start)
 
@@ -145,9 +146,7 @@ def _prepare(task, run, strategy, chief):
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   stages = _stages(config, run)
-  # Also finishes or drops a backup commit that a kill cut short, before
-  # anything else is written.
-  restore = [resume.restore_point(d, strategy) for *_, d in stages]
+  restore = _restore_points(run, config, stages, strategy, resuming)
   folder = task.build_folder(run.data_report_path if chief else None)
   splits = folder.splits
   logger.info("data %s: %d classes, %d train / %d val / %d test %s",
@@ -184,6 +183,26 @@ def _prepare(task, run, strategy, chief):
       val_ds=val_ds, model=model, fit_model=fit_model, stages=stages,
       restore=restore, monitor=task.monitor(folder), epochs_done=epochs_done,
       resuming=resuming, policy=policy)
+
+
+def _restore_points(run, config, stages, strategy, resuming):
+  """Where each stage resumes from: (backup folder, metadata), or (None,
+  None) to start it afresh.
+
+  Also finishes or drops a backup commit that a kill cut short, before
+  anything else is written. A resumed run with every epoch's history row
+  and its best model but no backup (face embedders of earlier versions
+  deleted theirs at the end) resumes after its last epoch: nothing to
+  train again.
+  """
+  restore = [resume.restore_point(d, strategy) for *_, d in stages]
+  if not resuming or any(metadata for _, metadata in restore):
+    return restore
+  history = run.read_history()
+  if (history is not None and len(history.epochs) >= config.epochs
+      and os.path.isfile(run.best_model_path)):
+    return [(None, {"epoch": last}) for _, _, last, _, _ in stages]
+  return restore
 
 
 def _fit(task, run, strategy, chief, prepared):

@@ -5,6 +5,8 @@ it): a box, a confidence and the eye positions for every face. `align_crop`
 turns one face into a square uint8 picture with level eyes, and
 `load_faces` does both for a list of files, read with the one decode
 policy, reporting per file why no face came out of it instead of raising.
+`crop_to_folder` writes the crops of a training set as PNG files, and
+`split_identities` splits people (not photos) into training and validation.
 
 Importing this module loads neither TensorFlow nor mtcnn: the detector is
 built when the first face is looked for, and `load_faces(...,
@@ -14,18 +16,22 @@ detect=False)`, for pictures that already are face crops, never builds it.
 import collections
 import dataclasses
 import importlib.util
+import logging
 import math
 import os
 import threading
 
 import numpy as np
 
+from imgrec import fileio
 from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+from imgrec.config import SEVERAL_FACES
 from imgrec.data import decode
 from imgrec.errors import ImgrecError
 
+logger = logging.getLogger(__name__)
+
 STATUSES = ("ok", "no_face", "several_faces", "unreadable", "error")
-SEVERAL_POLICIES = ("skip", "largest")
 _INSTALL_HINT = "pip install 'mtcnn>=1.0,<2'"
 
 
@@ -335,8 +341,8 @@ def load_faces(paths, size, detect=True, detector=None, several="skip",
     ImgrecError: `detect` is on and the mtcnn package is missing.
   """
   _check_size(size)
-  if several not in SEVERAL_POLICIES:
-    raise ValueError(f"several must be one of {SEVERAL_POLICIES}. Received: "
+  if several not in SEVERAL_FACES:
+    raise ValueError(f"several must be one of {SEVERAL_FACES}. Received: "
                      f"several={several!r}")
   if detect:
     _require_mtcnn()
@@ -365,12 +371,6 @@ def load_faces(paths, size, detect=True, detector=None, several="skip",
       square, box = whole_square(rgb, size)
       results.append(FaceResult(path, "ok", "", square, 1, box))
   return results
-
-
-def summarize(results):
-  """How many results have each status: {status: count} over STATUSES."""
-  counts = collections.Counter(result.status for result in results)
-  return {status: counts.get(status, 0) for status in STATUSES}
 
 
 def summary_line(results, max_names=3):
@@ -406,3 +406,49 @@ def summary_line(results, max_names=3):
       shown += f", and {len(names) - max_names} more"
     parts.append(f"{len(names)} {status} ({shown})")
   return f"{line}; skipped {', '.join(parts)}."
+
+
+def crop_to_folder(paths, labels, folder, size, *, detect, several="skip",
+                   margin=0.2, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+  """Writes the face crop of each photo as `folder/<index>.png`.
+
+  The crops of a training set: `load_faces` makes them (with `detect`, the
+  detector's aligned crop; without, the whole photo resized), the same
+  preparation enrollment and identification use. The index is the photo's
+  place in `paths`, so the same photos give the same file names. Photos
+  with no usable face are left out, and one line says which and why.
+
+  Returns:
+    (crop paths, their labels), in the order of `paths`.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  results = load_faces(paths, size, detect=detect, several=several,
+                       margin=margin, max_pixels=max_pixels)
+  kept_paths, kept_labels = [], []
+  for i, (result, label) in enumerate(zip(results, labels)):
+    if not result.ok:
+      continue
+    out = os.path.join(folder, f"{i:06d}.png")
+    with fileio.atomic_write(out, "wb") as f:
+      Image.fromarray(result.face).save(f, format="PNG")
+    kept_paths.append(out)
+    kept_labels.append(label)
+  if len(kept_paths) < len(paths):
+    logger.warning("left out %d of %d photos: %s",
+                   len(paths) - len(kept_paths), len(paths),
+                   summary_line(results))
+  return kept_paths, kept_labels
+
+
+def split_identities(num_people, fraction, seed):
+  """(training people, validation people): sorted index lists, seeded.
+
+  About `fraction` of the people are held out, at least 2 and leaving at
+  least 2 to train on; with fewer than 4 people or `fraction` 0, nobody.
+  """
+  order = np.random.default_rng(seed).permutation(num_people)
+  if num_people < 4 or fraction <= 0:
+    return sorted(order.tolist()), []
+  n_val = min(num_people - 2, max(2, int(round(fraction * num_people))))
+  return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())

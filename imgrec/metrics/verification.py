@@ -1,4 +1,4 @@
-"""Verification and identification figures of face embeddings, with error bars.
+"""Verification and identification figures of embeddings (faces), with error bars.
 
 Embeddings are L2-normalized, so the score of a pair is their cosine
 similarity (a dot product) and a pair is accepted as one person when its
