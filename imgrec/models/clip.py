@@ -3,10 +3,11 @@
     model = build_clip_model("simple_cnn", num_classes=6,
                              clip_shape=(16, 64, 64, 3), temporal="gru")
 
-The frame model is any registered model without its classifier head (from
-scratch or a keras.applications backbone). Its last feature map is kept as a
-coarse grid rather than averaged away, so where things are, and so how they
-move, reaches the model over time:
+The frame model is any registered model's backbone (`registry.create_backbone`,
+from scratch or a keras.applications backbone). Its last feature map is kept
+as a coarse grid rather than averaged away, so where things are, and so how
+they move, reaches the model over time (a backbone without a feature map
+gives its feature vector):
 
 - gru / lstm: a recurrent layer over the frame features (unrolled: the clip
   length is fixed, and unrolled layers convert to TFLite builtins; a rolled
@@ -48,21 +49,21 @@ def _grid(x, prefix):
 
 
 def frame_features(frame_model_name, frame_shape, units, **kwargs):
-  """A registry model's body, giving one feature vector a frame.
+  """A registry model's backbone, giving one feature vector a frame.
+
+  A feature map is pooled to a coarse grid; a feature vector is used as it
+  is (`get_model_cfg(name)["features"]`).
 
   Returns:
     A keras.Model named "frame_features": float32 raw pixels [H, W, C] in,
     [units] features out.
   """
-  body = registry.create_model(frame_model_name, 2, frame_shape, **kwargs)
-  pooling = [l for l in body.layers
-             if isinstance(l, layers.GlobalAveragePooling2D)]
-  if pooling:
-    x = _grid(pooling[-1].input, "")
-  else:  # Models without a feature map (mlp, row_lstm, vit_tiny).
-    x = body.get_layer("predictions").input
+  backbone = registry.create_backbone(frame_model_name, frame_shape, **kwargs)
+  x = backbone.output
+  if registry.get_model_cfg(frame_model_name)["features"] == "map":
+    x = _grid(x, "")
   x = layers.Dense(units, activation="relu", name="frame_dense")(x)
-  return keras.Model(body.input, x, name="frame_features")
+  return keras.Model(backbone.input, x, name="frame_features")
 
 
 def motion_features(frame_shape, units):

@@ -1,4 +1,4 @@
-"""Pieces shared by the model builders: argument checks, input stem, head."""
+"""Pieces shared by the model builders: argument checks, input stem."""
 
 import keras
 from keras import layers
@@ -66,15 +66,3 @@ def scratch_stem(input_shape, edges):
     e = SobelEdges(name="sobel_edges")(inputs)
     x = layers.Concatenate(name="concat_edges")([x, e])
   return inputs, x
-
-
-def classifier_head(x, num_classes, dropout):
-  """Dropout then a float32 softmax `Dense` named `"predictions"`.
-
-  The Dense runs in float32 even under a mixed-precision policy, so
-  probabilities and the loss computed from them keep full precision.
-  """
-  if dropout > 0:
-    x = layers.Dropout(dropout, name="head_dropout")(x)
-  return layers.Dense(
-      num_classes, activation="softmax", dtype="float32", name="predictions")(x)

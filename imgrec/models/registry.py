@@ -1,23 +1,47 @@
-"""Model registry: named builder functions, their data configs, `create_model`.
+"""Model registry: named backbones, their data configs, `create_model`.
 
-A builder is a small function `fn(num_classes, input_shape, **kw)` returning a
-functional `keras.Model` whose name is the registered name. Each registered
-model carries a default config (timm's `default_cfg`): the input size it was
-designed for, its normalization statistics and its minimum input size. The
-data pipeline reads this config instead of repeating it, so there is one
-source of truth for how a model wants its pixels.
+A builder is a small function `fn(input_shape, *, dropout, **kw)` returning
+a functional `keras.Model` from raw pixels to the model's features: its
+backbone (keras-hub's `Backbone`, timm's `create_model(name, num_classes=0)`).
+`create_backbone` ends it in an identity layer named `FEATURES`, and
+`create_model` puts the classifier head on it:
+
+    image -> backbone -> features -> [avg_pool] -> [head_dropout] -> predictions
+
+so a classifier, a clip model and a face embedder reach the same features the
+same way, and `backbone_of(model)` finds them again inside any of them (what
+fine-tuning freezes and copies). What the features are is part of the model's
+config, `features`:
+
+- `"map"`: the last spatial feature map, `[batch, h, w, channels]`. The
+  classifier averages it, clip models pool it to a coarse grid, embedders
+  flatten it.
+- `"vector"`: models without a spatial map (mlp, row_lstm, vit_tiny) give
+  the vector their classifier reads, `[batch, units]`, used as it is.
+
+Each registered model carries a default config (timm's `default_cfg`): the
+input size it was designed for, its normalization statistics, its minimum
+input size and its kind of features. The data pipeline reads this config
+instead of repeating it, so there is one source of truth for how a model
+wants its pixels.
 """
 
 import copy
 import inspect
 
+import keras
+from keras import layers
+
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 KINDS = ("scratch", "transfer")
+FEATURE_KINDS = ("map", "vector")
+# The layer every backbone ends in: what `backbone_of` looks for.
+FEATURES = "features"
 
 _CFG_KEYS = ("input_size", "channels", "mean", "std", "min_size",
-             "preprocessing")
+             "preprocessing", "features")
 
 _REGISTRY = {}
 
@@ -34,20 +58,28 @@ def _default_cfg(kind):
       # x / 127.5 - 1. Informational only: every model applies its own
       # preprocessing internally and takes raw 0..255 pixels.
       "preprocessing": "torch",
+      "features": "map",
       "kind": kind,
   }
 
 
 def register_model(name, default_cfg=None, kind="scratch", check=None):
-  """Returns a decorator that registers a model builder under `name`.
+  """Returns a decorator that registers a backbone builder under `name`.
+
+  The builder is `fn(input_shape, *, dropout, **options)` and returns a
+  functional `keras.Model` from the `"image"` input to the features its
+  `features` config names. `dropout` is the rate before the classifier,
+  which `create_model` reads from the call (or the builder's default); a
+  builder may use it inside the body too (mlp, vit_tiny).
 
   Args:
-    name: Registry name; also the name of the built `keras.Model`.
+    name: Registry name; also the name of the built classifier.
     default_cfg: Optional dict overriding the default data config. Keys:
       `input_size` (H, W), `channels`, `mean` and `std` (per channel,
       in 0..255 pixel units), `min_size` (smallest H or W the model
-      accepts) and `preprocessing` (informational name of the
-      normalization the model applies to its raw-pixel input).
+      accepts), `preprocessing` (informational name of the
+      normalization the model applies to its raw-pixel input) and
+      `features` (`"map"` or `"vector"`, see the module docstring).
     kind: `"scratch"` for models trained from random initialization,
       `"transfer"` for models built on a `keras.applications` backbone.
     check: optional `fn(input_shape, args)` raising ValueError when the
@@ -60,8 +92,9 @@ def register_model(name, default_cfg=None, kind="scratch", check=None):
     A decorator that registers the builder and returns it unchanged.
 
   Raises:
-    ValueError: If `name` is already registered, `kind` is unknown or
-      `default_cfg` has unknown keys or malformed values.
+    ValueError: If `name` is already registered, `kind` is unknown,
+      `default_cfg` has unknown keys or malformed values, or the builder
+      takes no `dropout`.
   """
   if not isinstance(name, str) or not name:
     raise ValueError(
@@ -82,6 +115,9 @@ def register_model(name, default_cfg=None, kind="scratch", check=None):
   if len(cfg["input_size"]) != 2:
     raise ValueError("`input_size` must be (height, width). "
                      f"Received: input_size={cfg['input_size']!r}")
+  if cfg["features"] not in FEATURE_KINDS:
+    raise ValueError(f"`features` must be one of {FEATURE_KINDS}. "
+                     f"Received: features={cfg['features']!r}")
 
   def decorator(fn):
     if name in _REGISTRY:
@@ -89,6 +125,11 @@ def register_model(name, default_cfg=None, kind="scratch", check=None):
           f"Model {name!r} is already registered (by "
           f"{_REGISTRY[name][0].__module__}.{_REGISTRY[name][0].__name__}). "
           f"Received: name={name!r}")
+    if "dropout" not in inspect.signature(fn).parameters:
+      raise ValueError(
+          f"Builder {fn.__name__} of model {name!r} must take `dropout` (the "
+          "rate before the classifier). Received: parameters="
+          f"{list(inspect.signature(fn).parameters)}")
     _REGISTRY[name] = (fn, cfg, check)
     return fn
 
@@ -129,7 +170,8 @@ def get_model_cfg(name):
 
   Returns:
     Dict with `input_size` (H, W), `channels`, `mean` and `std` (per
-    channel, 0..255 pixel units), `kind`, `min_size` and `preprocessing`.
+    channel, 0..255 pixel units), `kind`, `min_size`, `preprocessing` and
+    `features` (`"map"` or `"vector"`: what `create_backbone` outputs).
     The model already normalizes internally; mean/std are recorded so
     other code can reason about (or undo) that normalization.
 
@@ -139,12 +181,52 @@ def get_model_cfg(name):
   return copy.deepcopy(_lookup(name)[1])
 
 
-def _builder_kwargs(fn):
-  """Returns the keyword names a builder accepts, or None for **kwargs."""
-  params = list(inspect.signature(fn).parameters.values())[2:]
-  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-    return None
-  return [p.name for p in params]
+def _options(name, input_shape, kwargs):
+  """Checks a backbone's input and options; returns (input shape, options).
+
+  The options are every keyword argument of the builder, defaults filled in.
+  """
+  fn, cfg, check = _lookup(name)
+  if input_shape is None:
+    input_shape = (*cfg["input_size"], cfg["channels"])
+  try:
+    input_shape = tuple(int(v) for v in input_shape)
+  except (TypeError, ValueError):
+    raise ValueError(
+        "`input_shape` must be (height, width, channels) integers. "
+        f"Received: input_shape={input_shape!r}") from None
+  if len(input_shape) != 3 or min(input_shape) < 1:
+    raise ValueError(
+        "`input_shape` must be (height, width, channels) with positive "
+        f"entries. Received: input_shape={input_shape!r}")
+  if min(input_shape[:2]) < cfg["min_size"]:
+    raise ValueError(
+        f"Model {name!r} needs height and width >= {cfg['min_size']}. "
+        f"Received: input_shape={input_shape!r}")
+  parameters = inspect.signature(fn).parameters
+  if not any(p.kind is inspect.Parameter.VAR_KEYWORD
+             for p in parameters.values()):
+    accepted = list(parameters)[1:]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+      raise TypeError(
+          f"Model {name!r} got unexpected keyword argument(s) {unknown}; "
+          f"it accepts {accepted}. Received: kwargs={kwargs!r}")
+  bound = inspect.signature(fn).bind_partial(input_shape, **kwargs)
+  bound.apply_defaults()
+  options = {k: v for k, v in bound.arguments.items()
+             if k != list(parameters)[0]}
+  if check is not None:
+    check(input_shape, options)
+  return input_shape, options
+
+
+def _check_num_classes(num_classes):
+  if (isinstance(num_classes, bool) or not isinstance(num_classes, int) or
+      num_classes < 2):
+    raise ValueError(
+        "`num_classes` must be an integer >= 2 (outputs are softmax "
+        f"probabilities). Received: num_classes={num_classes!r}")
 
 
 def check_model(name, num_classes, input_shape=None, **kwargs):
@@ -164,51 +246,59 @@ def check_model(name, num_classes, input_shape=None, **kwargs):
       or an option value or input the model cannot take.
     TypeError: For a keyword argument the model does not accept.
   """
-  fn, cfg, check = _lookup(name)
-  if (isinstance(num_classes, bool) or not isinstance(num_classes, int) or
-      num_classes < 2):
-    raise ValueError(
-        "`num_classes` must be an integer >= 2 (outputs are softmax "
-        f"probabilities). Received: num_classes={num_classes!r}")
-  if input_shape is None:
-    input_shape = (*cfg["input_size"], cfg["channels"])
-  try:
-    input_shape = tuple(int(v) for v in input_shape)
-  except (TypeError, ValueError):
-    raise ValueError(
-        "`input_shape` must be (height, width, channels) integers. "
-        f"Received: input_shape={input_shape!r}") from None
-  if len(input_shape) != 3 or min(input_shape) < 1:
-    raise ValueError(
-        "`input_shape` must be (height, width, channels) with positive "
-        f"entries. Received: input_shape={input_shape!r}")
-  if min(input_shape[:2]) < cfg["min_size"]:
-    raise ValueError(
-        f"Model {name!r} needs height and width >= {cfg['min_size']}. "
-        f"Received: input_shape={input_shape!r}")
-  accepted = _builder_kwargs(fn)
-  if accepted is not None:
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-      raise TypeError(
-          f"Model {name!r} got unexpected keyword argument(s) {unknown}; "
-          f"it accepts {accepted}. Received: kwargs={kwargs!r}")
-  if check is not None:
-    bound = inspect.signature(fn).bind_partial(num_classes, input_shape,
-                                               **kwargs)
-    bound.apply_defaults()
-    args = {k: v for k, v in bound.arguments.items()
-            if k not in list(inspect.signature(fn).parameters)[:2]}
-    check(input_shape, args)
-  return input_shape
+  _lookup(name)
+  _check_num_classes(num_classes)
+  return _options(name, input_shape, kwargs)[0]
+
+
+def create_backbone(name, input_shape=None, **kwargs):
+  """Builds a registered model's backbone: raw pixels in, features out.
+
+  What `create_model` puts its classifier head on, and what clip models
+  and face embedders are built on (timm's `create_model(name,
+  num_classes=0)`). The output is the identity layer named `FEATURES`; the
+  model's config says what it holds (`get_model_cfg(name)["features"]`):
+  `"map"`, the last spatial feature map `[batch, h, w, channels]`, or
+  `"vector"`, the pre-head feature vector `[batch, units]` of models
+  without a spatial map (mlp, row_lstm, vit_tiny). Layer names are those of
+  the classifier, so weights move between the two by name.
+
+  Args:
+    name: Registered model name (see `list_models()`).
+    input_shape: `(height, width, channels)`. Defaults to the model's
+      `input_size` with its default number of channels.
+    **kwargs: Model-specific options, as for `create_model`. `dropout` is
+      accepted and, for most models, only matters to the head.
+
+  Returns:
+    An uncompiled `keras.Model` named `"<name>_backbone"` taking one input
+    named `"image"` of float32 raw pixels in 0..255.
+
+  Raises:
+    ValueError: For an unknown name, a bad `input_shape` or an invalid
+      model-specific option value.
+    TypeError: For a keyword argument the model does not accept.
+  """
+  return _build_backbone(name, *_options(name, input_shape, kwargs))
+
+
+def _build_backbone(name, input_shape, options):
+  body = _lookup(name)[0](input_shape, **options)
+  features = layers.Identity(name=FEATURES)(body.output)
+  return keras.Model(body.input, features, name=f"{name}_backbone")
 
 
 def create_model(name, num_classes, input_shape=None, **kwargs):
-  """Builds a registered model.
+  """Builds a registered classifier: its backbone and a softmax head.
 
   Every model takes one input named `"image"` of float32 raw pixels in
   0..255 with shape `input_shape`, normalizes internally and outputs
-  float32 class probabilities of shape `(batch, num_classes)`.
+  float32 class probabilities of shape `(batch, num_classes)`. The head
+  averages a feature map (`avg_pool`), applies `dropout` (`head_dropout`)
+  and ends in a float32 softmax `Dense` named `"predictions"`, so
+  probabilities and the loss computed from them keep full precision under
+  a mixed-precision policy. The model is flat: the backbone's layers are
+  the classifier's own.
 
   Args:
     name: Registered model name (see `list_models()`).
@@ -226,5 +316,73 @@ def create_model(name, num_classes, input_shape=None, **kwargs):
       `input_shape`, or an invalid model-specific option value.
     TypeError: For a keyword argument the model does not accept.
   """
-  input_shape = check_model(name, num_classes, input_shape, **kwargs)
-  return _lookup(name)[0](num_classes, input_shape, **kwargs)
+  _lookup(name)
+  _check_num_classes(num_classes)
+  input_shape, options = _options(name, input_shape, kwargs)
+  backbone = _build_backbone(name, input_shape, options)
+  dropout = options["dropout"]
+  x = backbone.output
+  if _lookup(name)[1]["features"] == "map":
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+  if dropout > 0:
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+  outputs = layers.Dense(
+      num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+  return keras.Model(backbone.input, outputs, name=name)
+
+
+def _inner_layers(layer):
+  """The layers a container runs: a model's, a TimeDistributed's; else None."""
+  if isinstance(layer, keras.Model):
+    return layer.layers
+  if isinstance(layer, layers.TimeDistributed):
+    return [layer.layer]
+  return None
+
+
+def layers_within(model):
+  """Every layer nested in `model`, containers and their layers, depth first.
+
+  Nested models and `TimeDistributed` wrappers are opened; other wrappers
+  (`Bidirectional`) count as one layer.
+  """
+  return [found for layer in _inner_layers(model) or []
+          for found in [layer, *layers_within(layer)]]
+
+
+def leaf_layers(model):
+  """The layers of `model` that hold no other layers, input to output."""
+  return [layer for layer in layers_within(model)
+          if _inner_layers(layer) is None]
+
+
+def backbone_of(model):
+  """The backbone inside a model built on `create_backbone`.
+
+  Finds the layer named `FEATURES` in `model` or in a model nested in it
+  (a clip model's frame model, a classifier's own graph) and returns the
+  part of that model from its input to those features.
+
+  Args:
+    model: A classifier from `create_model`, a clip model, an embedder or
+      any model built on one backbone (built here or loaded from a file
+      written by this version).
+
+  Returns:
+    A functional `keras.Model` from raw pixels to the features, sharing
+    its layers (and so its weights and trainable flags) with `model`.
+
+  Raises:
+    ValueError: If `model` holds no backbone or more than one.
+  """
+  holders = [m for m in [model, *layers_within(model)]
+             if isinstance(m, keras.Model) and
+             any(layer.name == FEATURES for layer in m.layers)]
+  if len(holders) != 1:
+    raise ValueError(
+        f"A model built on one registered backbone ends it in a layer named "
+        f"{FEATURES!r}; {model.name!r} holds {len(holders)}. Received: "
+        f"model={model.name!r}")
+  holder = holders[0]
+  return keras.Model(holder.input, holder.get_layer(FEATURES).output,
+                     name=f"{holder.name}_backbone")

@@ -1,8 +1,10 @@
 """Models trained from random initialization (mlp, CNNs, LSTM, ViT).
 
-All take float32 raw pixels in 0..255 with any channel count (1 and 3 are
-the usual ones), normalize them inside the model and, with `edges=True`,
-append three Sobel edge channels before the network body.
+Each builder returns the model's backbone, up to the features its head
+reads; `registry.create_model` adds the head. All take float32 raw pixels in
+0..255 with any channel count (1 and 3 are the usual ones), normalize them
+inside the model and, with `edges=True`, append three Sobel edge channels
+before the network body.
 """
 
 import keras
@@ -11,7 +13,6 @@ from keras import layers
 from imgrec.models.common import check_bool
 from imgrec.models.common import check_dropout
 from imgrec.models.common import check_positive_int
-from imgrec.models.common import classifier_head
 from imgrec.models.common import scratch_stem
 from imgrec.models.layers import PositionEmbedding
 from imgrec.models.registry import register_model
@@ -19,24 +20,20 @@ from imgrec.models.registry import register_model
 RESNET_DEPTHS = (20, 32, 44, 56, 110)
 
 
-@register_model("mlp", default_cfg={"input_size": (32, 32), "min_size": 1})
-def mlp(num_classes,
-        input_shape,
-        *,
-        hidden_units=(512, 256),
-        dropout=0.2,
-        edges=False):
+@register_model("mlp", default_cfg={"input_size": (32, 32), "min_size": 1,
+                                     "features": "vector"})
+def mlp(input_shape, *, hidden_units=(512, 256), dropout=0.2, edges=False):
   """Multi-layer perceptron on the flattened image.
 
   Args:
-    num_classes: Number of output classes.
     input_shape: `(height, width, channels)`.
     hidden_units: Sizes of the hidden ReLU layers.
-    dropout: Dropout rate after each hidden layer and before the output.
+    dropout: Dropout rate after each hidden layer; after the last one it is
+      the head's (`head_dropout`).
     edges: Append Sobel edge channels to the input.
 
   Returns:
-    A `keras.Model` named `"mlp"`.
+    A `keras.Model` named `"mlp"`: the last hidden layer's activations.
 
   Raises:
     ValueError: If `hidden_units` is empty or not positive integers, or
@@ -53,12 +50,10 @@ def mlp(num_classes,
   inputs, x = scratch_stem(input_shape, edges)
   x = layers.Flatten(name="flatten")(x)
   for i, units in enumerate(hidden_units, start=1):
+    if i > 1 and dropout > 0:
+      x = layers.Dropout(dropout, name=f"fc{i - 1}_dropout")(x)
     x = layers.Dense(units, activation="relu", name=f"fc{i}")(x)
-    if dropout > 0:
-      x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
-  outputs = layers.Dense(
-      num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-  return keras.Model(inputs, outputs, name="mlp")
+  return keras.Model(inputs, x, name="mlp")
 
 
 def _batch_norm(name):
@@ -84,8 +79,7 @@ def _conv_bn_relu(x, filters, prefix, strides=1):
 
 @register_model("simple_cnn",
                 default_cfg={"input_size": (64, 64), "min_size": 1})
-def simple_cnn(num_classes,
-               input_shape,
+def simple_cnn(input_shape,
                *,
                width=32,
                dropout=0.3,
@@ -94,9 +88,9 @@ def simple_cnn(num_classes,
   """Small VGG-style CNN: the package's default model.
 
   Three stages of `[Conv3x3-BN-ReLU] x 2 -> MaxPool` with `width`,
-  `2 * width` and `4 * width` filters, then global average pooling, dropout
-  and a softmax classifier (about 290k parameters at `width=32`). Pooling
-  uses `"same"` padding, so odd and tiny inputs (28x28 MNIST gives
+  `2 * width` and `4 * width` filters; the classifier adds global average
+  pooling, dropout and a softmax (about 290k parameters at `width=32`).
+  Pooling uses `"same"` padding, so odd and tiny inputs (28x28 MNIST gives
   14 -> 7 -> 4) never shrink below 1x1.
 
   The very first convolution has stride `stem_stride`. By default it is 2
@@ -106,7 +100,6 @@ def simple_cnn(num_classes,
   The stride changes no weight shapes, so weights move between input sizes.
 
   Args:
-    num_classes: Number of output classes.
     input_shape: `(height, width, channels)`.
     width: Filters of the first stage; later stages double it.
     dropout: Dropout rate before the classifier.
@@ -115,7 +108,7 @@ def simple_cnn(num_classes,
     edges: Append Sobel edge channels to the input.
 
   Returns:
-    A `keras.Model` named `"simple_cnn"`.
+    A `keras.Model` named `"simple_cnn"`: the last stage's pooled map.
 
   Raises:
     ValueError: If `width` is not a positive integer, `stem_stride` is
@@ -140,9 +133,7 @@ def simple_cnn(num_classes,
         strides=stem_stride if stage == 0 else 1)
     x = _conv_bn_relu(x, filters, f"{prefix}_block2")
     x = layers.MaxPooling2D(2, padding="same", name=f"{prefix}_pool")(x)
-  x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-  outputs = classifier_head(x, num_classes, dropout)
-  return keras.Model(inputs, outputs, name="simple_cnn")
+  return keras.Model(inputs, x, name="simple_cnn")
 
 
 def _resnet_basic_block(x, filters, strides, prefix):
@@ -172,8 +163,7 @@ def _resnet_basic_block(x, filters, strides, prefix):
 
 
 @register_model("resnet", default_cfg={"input_size": (32, 32), "min_size": 1})
-def resnet(num_classes,
-           input_shape,
+def resnet(input_shape,
            *,
            depth=20,
            width=16,
@@ -183,10 +173,9 @@ def resnet(num_classes,
 
   A 3x3 stem, then three stages of `n = (depth - 2) / 6` basic blocks with
   `width`, `2 * width` and `4 * width` filters (the last two start with
-  stride 2), global average pooling and a softmax classifier.
+  stride 2); the classifier adds global average pooling and a softmax.
 
   Args:
-    num_classes: Number of output classes.
     input_shape: `(height, width, channels)`.
     depth: Total number of weighted layers, one of 20, 32, 44, 56, 110.
     width: Filters of the stem and first stage (16 in the paper).
@@ -194,7 +183,7 @@ def resnet(num_classes,
     edges: Append Sobel edge channels to the input.
 
   Returns:
-    A `keras.Model` named `"resnet"`.
+    A `keras.Model` named `"resnet"`: the last block's feature map.
 
   Raises:
     ValueError: If `depth` is not one of the supported depths, `width` is
@@ -216,14 +205,12 @@ def resnet(num_classes,
           width * 2**stage,
           strides=2 if stage > 0 and block == 0 else 1,
           prefix=f"stage{stage + 1}_block{block + 1}")
-  x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-  outputs = classifier_head(x, num_classes, dropout)
-  return keras.Model(inputs, outputs, name="resnet")
+  return keras.Model(inputs, x, name="resnet")
 
 
-@register_model("row_lstm", default_cfg={"input_size": (28, 28), "min_size": 1})
-def row_lstm(num_classes,
-             input_shape,
+@register_model("row_lstm", default_cfg={"input_size": (28, 28), "min_size": 1,
+                                          "features": "vector"})
+def row_lstm(input_shape,
              *,
              units=128,
              bidirectional=False,
@@ -235,7 +222,6 @@ def row_lstm(num_classes,
   features, is one time step; the last hidden state is classified.
 
   Args:
-    num_classes: Number of output classes.
     input_shape: `(height, width, channels)`.
     units: LSTM hidden size (per direction).
     bidirectional: Also read the rows bottom to top and concatenate.
@@ -243,7 +229,7 @@ def row_lstm(num_classes,
     edges: Append Sobel edge channels to the input.
 
   Returns:
-    A `keras.Model` named `"row_lstm"`.
+    A `keras.Model` named `"row_lstm"`: the last hidden state.
 
   Raises:
     ValueError: If `units` is not a positive integer, `bidirectional` is
@@ -261,8 +247,7 @@ def row_lstm(num_classes,
         layers.LSTM(units, name="lstm"), name="bidirectional_lstm")(x)
   else:
     x = layers.LSTM(units, name="lstm")(x)
-  outputs = classifier_head(x, num_classes, dropout)
-  return keras.Model(inputs, outputs, name="row_lstm")
+  return keras.Model(inputs, x, name="row_lstm")
 
 
 def _encoder_block(x, dim, heads, mlp_dim, dropout, prefix):
@@ -298,10 +283,10 @@ def _check_vit(input_shape, args):
                      f"Received: dim={args['dim']!r}")
 
 
-@register_model("vit_tiny", default_cfg={"input_size": (32, 32), "min_size": 1},
+@register_model("vit_tiny", default_cfg={"input_size": (32, 32), "min_size": 1,
+                                          "features": "vector"},
                 check=_check_vit)
-def vit_tiny(num_classes,
-             input_shape,
+def vit_tiny(input_shape,
              *,
              patch_size=4,
              dim=64,
@@ -314,11 +299,10 @@ def vit_tiny(num_classes,
 
   Non-overlapping patches are embedded with a strided convolution, a
   learned position embedding is added, `depth` pre-norm encoder blocks
-  follow, and the tokens are average-pooled (no class token) before the
+  follow, and the tokens are average-pooled (no class token) for the
   softmax classifier.
 
   Args:
-    num_classes: Number of output classes.
     input_shape: `(height, width, channels)`; height and width must be
       divisible by `patch_size`.
     patch_size: Side of the square patches, in pixels.
@@ -330,7 +314,7 @@ def vit_tiny(num_classes,
     edges: Append Sobel edge channels to the input.
 
   Returns:
-    A `keras.Model` named `"vit_tiny"`.
+    A `keras.Model` named `"vit_tiny"`: the average of the final tokens.
 
   Raises:
     ValueError: If the image size is not divisible by `patch_size`, `dim`
@@ -351,5 +335,4 @@ def vit_tiny(num_classes,
         x, dim, heads, dim * mlp_ratio, dropout, prefix=f"block{i + 1}")
   x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
   x = layers.GlobalAveragePooling1D(name="token_pool")(x)
-  outputs = classifier_head(x, num_classes, dropout)
-  return keras.Model(inputs, outputs, name="vit_tiny")
+  return keras.Model(inputs, x, name="vit_tiny")

@@ -1,9 +1,10 @@
 """Transfer-learning models: a keras.applications backbone plus a softmax head.
 
-Each model is `image -> [preprocessing] -> backbone -> dropout -> predictions`.
-The backbone is a nested functional model named `"backbone"` (built with
-`include_top=False, pooling="avg"`), so training code can reach it with
-`model.get_layer("backbone")` to freeze or unfreeze it. Preprocessing lives
+Each builder returns `image -> [preprocessing] -> backbone`, the last feature
+map of a keras.applications model built with `include_top=False` and no
+pooling; `registry.create_model` adds `avg_pool -> dropout -> predictions`.
+The application is a nested functional model named `"backbone"`, so
+`model.get_layer("backbone")` reaches it to freeze it. Preprocessing lives
 inside the model, so every model here takes raw RGB pixels in 0..255: either
 as a `Rescaling` layer named `"preprocess"` in front of the backbone or, for
 backbones that offer it, through their own `include_preprocessing=True`.
@@ -21,7 +22,6 @@ from keras import layers
 
 from imgrec.models.common import check_bool
 from imgrec.models.common import check_dropout
-from imgrec.models.common import classifier_head
 from imgrec.models.registry import IMAGENET_MEAN
 from imgrec.models.registry import IMAGENET_STD
 from imgrec.models.registry import register_model
@@ -99,34 +99,33 @@ def _check_transfer(input_shape, args):
 _SCRATCH_BN_MOMENTUM = 0.9
 
 
-def _build_transfer(name, application, preprocessing, num_classes,
-                    input_shape, *, weights, freeze_backbone, dropout):
-  """Builds `image -> [Rescaling] -> backbone -> head` for one application.
+def _application(name, input_shape, weights):
+  """The keras.applications model of `BACKBONES[name]`, without its top."""
+  application_name, _, _, preprocessing = BACKBONES[name]
+  extra = {"include_preprocessing": True} if preprocessing == "builtin" else {}
+  return getattr(keras.applications, application_name)(
+      include_top=False, weights=weights, input_shape=tuple(input_shape),
+      pooling=None, **extra)
+
+
+def _build_transfer(name, input_shape, *, weights, freeze_backbone):
+  """Builds `image -> [Rescaling] -> backbone` for one `BACKBONES` entry.
+
+  A backbone that expects [-1, 1] and has no preprocessing of its own
+  ("rescale") gets `Rescaling(1 / 127.5, offset=-1)` in front; the others
+  ("builtin") are asked for their own (`include_preprocessing=True`).
 
   Args:
     name: Registry name, used as the model name.
-    application: A `keras.applications` constructor.
-    preprocessing: "rescale" puts `Rescaling(1 / 127.5, offset=-1)` in
-      front of a backbone that expects [-1, 1] and has no preprocessing of
-      its own; "builtin" asks the application for its own
-      (`include_preprocessing=True`).
-    num_classes: Number of output classes.
     input_shape: `(height, width, 3)`.
     weights: See `resolve_weights`.
     freeze_backbone: Make the backbone non-trainable. Its BatchNorm layers
       then also run in inference mode, as Keras does for frozen layers.
-    dropout: Dropout rate before the classifier.
 
   Returns:
-    A `keras.Model` named `name`.
+    A `keras.Model` named `name`: the application's last feature map.
   """
-  extra = {"include_preprocessing": True} if preprocessing == "builtin" else {}
-  backbone = application(
-      include_top=False,
-      weights=resolve_weights(weights),
-      input_shape=tuple(input_shape),
-      pooling="avg",
-      **extra)
+  backbone = _application(name, input_shape, resolve_weights(weights))
   # Renamed after construction rather than through `name=`: some
   # applications derive their internal layer names or preprocessing from
   # their own name (EfficientNetV2 picks its normalization that way).
@@ -146,17 +145,14 @@ def _build_transfer(name, application, preprocessing, num_classes,
 
   inputs = keras.Input(shape=input_shape, name="image")
   x = inputs
-  if preprocessing == "rescale":
+  if BACKBONES[name][3] == "rescale":
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(x)
-  x = backbone(x)
-  outputs = classifier_head(x, num_classes, dropout)
-  return keras.Model(inputs, outputs, name=name)
+  return keras.Model(inputs, backbone(x), name=name)
 
 
-_TRANSFER_DOC = """{title} backbone with a softmax head.
+_TRANSFER_DOC = """{title} backbone: its last feature map.
 
   Args:
-    num_classes: Number of output classes.
     input_shape: `(height, width, 3)`, height and width >= 32.
     weights: `"imagenet"` (downloads on first use), `None` or `"none"`
       for random initialization, or a path to a local weights file of
@@ -186,17 +182,14 @@ BACKBONES = {
 }
 
 
-def _register_backbone(name, application_name, title, mode_cfg,
-                       preprocessing):
+def _register_backbone(name, title, mode_cfg):
   """Registers one `BACKBONES` entry as a model builder named `name`."""
 
-  def build(num_classes, input_shape, *, weights="imagenet",
-            freeze_backbone=False, dropout=0.2, edges=False):
-    del edges  # Refused by _check_transfer.
-    return _build_transfer(name, getattr(keras.applications,
-                                         application_name), preprocessing,
-                           num_classes, input_shape, weights=weights,
-                           freeze_backbone=freeze_backbone, dropout=dropout)
+  def build(input_shape, *, weights="imagenet", freeze_backbone=False,
+            dropout=0.2, edges=False):
+    del edges, dropout  # Checked by _check_transfer; dropout is the head's.
+    return _build_transfer(name, input_shape, weights=weights,
+                           freeze_backbone=freeze_backbone)
 
   build.__name__ = build.__qualname__ = name
   build.__doc__ = _TRANSFER_DOC.format(title=title, name=name)
@@ -205,9 +198,9 @@ def _register_backbone(name, application_name, title, mode_cfg,
   return build
 
 
-for _name, _spec in BACKBONES.items():
-  globals()[_name] = _register_backbone(_name, *_spec)
-del _name, _spec
+for _name, (_, _title, _mode_cfg, _) in BACKBONES.items():
+  globals()[_name] = _register_backbone(_name, _title, _mode_cfg)
+del _name, _title, _mode_cfg
 
 
 def fetch_imagenet_weights(name, input_shape):
@@ -219,8 +212,4 @@ def fetch_imagenet_weights(name, input_shape):
   Raises:
     Whatever `keras.applications` raises when the download fails.
   """
-  application = getattr(keras.applications, BACKBONES[name][0])
-  extra = ({"include_preprocessing": True}
-           if BACKBONES[name][3] == "builtin" else {})
-  application(include_top=False, weights="imagenet",
-              input_shape=tuple(input_shape), pooling="avg", **extra)
+  _application(name, input_shape, "imagenet")

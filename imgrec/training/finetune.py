@@ -1,52 +1,36 @@
 """Transfer learning: weights from an earlier run, freezing and unfreezing.
 
-Every imgrec model ends in a head (`head_*` layers and the `predictions`
-Dense); everything before it is the body (for keras.applications models,
-the nested `backbone` model). Fine-tuning trains the head on a frozen body
-first, then unfreezes the body (all of it, or its top N layers) at a lower
-learning rate. BatchNormalization layers stay frozen, so they keep running
-in inference mode with the statistics they were trained with: updating them
-from small fine-tuning batches wrecks pretrained features.
+The body of a model is its registry backbone (`models.backbone_of`): all of
+a classifier but its head, the frame model's backbone inside a clip model.
+Everything else is new on top of it and always trains. Fine-tuning trains
+that on a frozen body first, then unfreezes the body (all of it, or its top
+N layers) at a lower learning rate. BatchNormalization layers stay frozen,
+so they keep running in inference mode with the statistics they were
+trained with: updating them from small fine-tuning batches wrecks
+pretrained features.
 """
 
 import logging
 
 import keras
 
+from imgrec import models
 from imgrec import tasks
 from imgrec.errors import ImgrecError
 
 logger = logging.getLogger(__name__)
 
 
-def is_head(layer):
-  return layer.name == "predictions" or layer.name.startswith("head")
-
-
-def _flat_layers(layer):
-  """The leaf layers of `layer`, recursing into nested models."""
-  if isinstance(layer, keras.Model):
-    out = []
-    for sub in layer.layers:
-      out.extend(_flat_layers(sub))
-    return out
-  return [layer]
-
-
 def body_layers(model):
   """The leaf layers of the body, input to output."""
-  out = []
-  for layer in model.layers:
-    if not is_head(layer):
-      out.extend(_flat_layers(layer))
-  return out
+  return models.leaf_layers(models.backbone_of(model))
 
 
 def set_body_trainable(model, trainable, unfreeze="all"):
   """Freezes the body, or unfreezes it (BatchNorm layers stay frozen).
 
   Args:
-    model: an imgrec model.
+    model: an imgrec model built on a registry backbone.
     trainable: False freezes the whole body; True unfreezes it.
     unfreeze: with trainable=True, "all" or the number of body layers,
       counted from the top, to unfreeze.
@@ -54,10 +38,9 @@ def set_body_trainable(model, trainable, unfreeze="all"):
   Returns:
     The number of body layers left trainable.
   """
-  leaves = body_layers(model)
-  for layer in model.layers:  # Nested models gate their layers' flags.
-    if not is_head(layer):
-      layer.trainable = True
+  backbone = models.backbone_of(model)
+  leaves = models.leaf_layers(backbone)
+  backbone.trainable = True  # Nested models gate their layers' flags.
   if not trainable:
     for layer in leaves:
       layer.trainable = False
@@ -75,8 +58,11 @@ def set_body_trainable(model, trainable, unfreeze="all"):
 def load_body_weights(model, run):
   """Copies body weights from an earlier imgrec run into `model`.
 
-  Layers are matched by name; a layer is copied when every weight has the
-  same shape. The head is never copied: the classes usually differ.
+  Each layer of the body (a keras.applications backbone as one) is matched
+  by name with a layer anywhere in the earlier model, so a clip model's
+  frame backbone starts from an image run of the same --model, and copied
+  when every weight has the same shape. Nothing outside the body is copied:
+  the head's classes usually differ.
 
   Args:
     model: the new model.
@@ -91,11 +77,11 @@ def load_body_weights(model, run):
   """
   path = run.require_best_model()
   source = tasks.load_model(path)
-  by_name = {layer.name: layer for layer in source.layers}
+  by_name = {layer.name: layer for layer in models.layers_within(source)}
   copied = []
-  for layer in model.layers:
+  for layer in models.backbone_of(model).layers:
     other = by_name.get(layer.name)
-    if is_head(layer) or other is None or not layer.weights:
+    if other is None or not layer.weights:
       continue
     ours, theirs = layer.get_weights(), other.get_weights()
     if len(ours) == len(theirs) and all(a.shape == b.shape

@@ -1,10 +1,15 @@
-"""Face embedders: a registry backbone with an L2-normalized embedding, and ArcFace.
+"""Embedders: a registry backbone with an L2-normalized embedding, and ArcFace.
 
-The embedder maps raw pixels to a unit vector; two faces of the same person
-should have a high cosine similarity. It is trained through `ArcMargin`
-(additive angular margin, Deng et al. 2019): logits `s * cos(theta + m)` for
-the true identity and `s * cos(theta)` for the others, where theta is the
-angle between the embedding and each identity's learned center.
+The model builder of the face embedding task. The embedder maps raw pixels to
+a unit vector; two faces of the same person should have a high cosine
+similarity. It is trained through `ArcMargin` (additive angular margin, Deng
+et al. 2019): logits `s * cos(theta + m)` for the true identity and
+`s * cos(theta)` for the others, where theta is the angle between the
+embedding and each identity's learned center, or with `BatchHardTriplet`.
+
+The layers and the loss keep their registered Keras names
+(`imgrec>ArcMargin`, `imgrec>BatchHardTriplet`), so files saved when they
+lived in `imgrec.faces.model` still load.
 """
 
 import hashlib
@@ -14,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from imgrec import models
+from imgrec.models import registry
 
 
 @keras.saving.register_keras_serializable(package="imgrec")
@@ -78,36 +83,39 @@ class ArcMargin(keras.layers.Layer):
 
 def build_embedder(backbone, input_shape, embedding_dim=128, dropout=0.2,
                    **kwargs):
-  """A registry model's body with an L2-normalized embedding on top.
+  """A registry model's backbone with an L2-normalized embedding on top.
 
   Args:
-    backbone: a registered model name (its classifier head is dropped; the
-      features that fed it feed the embedding).
+    backbone: a registered model name (`registry.create_backbone`).
     input_shape: (height, width, channels).
     embedding_dim: length of the embedding.
-    dropout: dropout rate on the flattened feature map.
+    dropout: dropout rate on the features (before a feature map is
+      flattened).
     **kwargs: options of the registry model (weights, ...).
 
   Returns:
     A `keras.Model` named "embedder": float32 raw pixels in, unit
     embeddings [B, embedding_dim] out.
+
+  Raises:
+    ValueError: `embedding_dim` below 2, or what `create_backbone` raises.
   """
   if embedding_dim < 2:
     raise ValueError(f"embedding_dim must be at least 2. Received: "
                      f"embedding_dim={embedding_dim}")
-  body = models.create_model(backbone, 2, input_shape, **kwargs)
-  pooling = [l for l in body.layers
-             if isinstance(l, keras.layers.GlobalAveragePooling2D)]
-  if pooling:
+  body = registry.create_backbone(backbone, input_shape, **kwargs)
+  features = body.output
+  if registry.get_model_cfg(backbone)["features"] == "map":
     # ArcFace's output block (BN, dropout, flatten, dense, BN): the last
     # feature map flattened, not averaged, since where a feature sits on an
     # aligned face says who it is.
     x = keras.layers.BatchNormalization(momentum=0.9, name="features_bn")(
-        pooling[-1].input)
+        features)
     x = keras.layers.Dropout(dropout, name="features_dropout")(x)
     features = keras.layers.Flatten(name="features_flat")(x)
-  else:  # Models without a feature map (mlp, row_lstm, vit_tiny).
-    features = body.get_layer("predictions").input
+  else:
+    features = keras.layers.Dropout(dropout, name="features_dropout")(
+        features)
   x = keras.layers.Dense(embedding_dim, use_bias=False,
                          name="embedding_dense")(features)
   x = keras.layers.BatchNormalization(momentum=0.9, name="embedding_bn")(x)
@@ -189,9 +197,3 @@ def fingerprint(model):
     digest.update(str(w.shape).encode())
     digest.update(w.tobytes())
   return digest.hexdigest()
-
-
-def load_embedder(path):
-  """Loads a saved embedder (.keras; safe mode)."""
-  from imgrec import tasks  # pylint: disable=g-import-not-at-top
-  return tasks.load_model(path)
