@@ -486,6 +486,67 @@ def _check_outside_data(report_dir, data_dirs):
                         "Pass a folder outside it.")
 
 
+def _report_folder(config, write):
+  """(report_dir or None, whether it is not the single run's own folder).
+
+  Raises:
+    ImgrecError: the run's own folder cannot be written.
+  """
+  model_dirs = config.model_dirs
+  single = len(model_dirs) == 1
+  other_dir = config.report_dir
+  if single and other_dir and _same_folder(other_dir, model_dirs[0]):
+    other_dir = None  # The run's own folder, as by default.
+  report_dir = other_dir or (model_dirs[0] if single else None)
+  if write and report_dir and not other_dir:
+    RunFolder(report_dir).makedirs()  # A read-only folder fails now.
+  return report_dir, bool(other_dir)
+
+
+def _calibration_split(members, class_names):
+  """The validation split every member held out, for the temperature."""
+  try:  # Calibration needs validation images no member trained on.
+    val = shared_split(members, "val")
+  except ImgrecError:
+    logger.warning("no calibration temperature: the members held out "
+                   "different validation images")
+    return None
+  return val and to_split(val, class_names)
+
+
+def _data_split(members, data_dir, split_name, class_names):
+  """The images of one --data_dir (None: the run's own data) to evaluate.
+
+  Returns:
+    (split, {unknown class: images left out}, the data folder's name).
+
+  Raises:
+    ImgrecError: no images of the model's classes there.
+  """
+  own = members[0].task.config.data_dir
+  same_data = data_dir is None or (
+      own and os.path.abspath(data_dir) == os.path.abspath(own))
+  unknown = {}
+  if same_data and os.path.isfile(members[0].run.splits_path):
+    own_split = shared_split(members, split_name)
+    split = (to_split(own_split, class_names) if own_split
+             else folder_lib.Split([], []))
+  else:
+    split, unknown = members[0].task.build_eval_split(
+        data_dir or own, split_name, class_names)
+  where = data_dir or own
+  if unknown:
+    logger.warning("%s: left out %d images of classes the model does not "
+                   "know (%s)", where, sum(unknown.values()),
+                   ", ".join(sorted(unknown)))
+  if not len(split):
+    raise ImgrecError(f"No images to evaluate in the {split_name} split "
+                      f"of {where}" + (
+                          f": its classes ({', '.join(sorted(unknown))}) "
+                          "are not the model's" if unknown else "") + ".")
+  return split, unknown, where
+
+
 def evaluate(config, write=True):
   """Evaluates the best model of a run, or an ensemble, as `imgrec-evaluate`.
 
@@ -508,56 +569,26 @@ def evaluate(config, write=True):
   config = EvaluateConfig.coerce(config, "evaluate").validate()
   model_dirs = config.model_dirs
   single = len(model_dirs) == 1
-  other_dir = config.report_dir
-  if single and other_dir and _same_folder(other_dir, model_dirs[0]):
-    other_dir = None  # The run's own folder, as by default.
-  report_dir = other_dir or (model_dirs[0] if single else None)
-  if write and report_dir and not other_dir:
-    RunFolder(report_dir).makedirs()  # A read-only folder fails now.
+  report_dir, elsewhere = _report_folder(config, write)
   members = [Member.load(d, config.batch_size) for d in model_dirs]
-  if write and other_dir:
-    _check_outside_data(other_dir, list(config.data_dirs) + [
+  if write and elsewhere:
+    _check_outside_data(report_dir, list(config.data_dirs) + [
         m.task.config.data_dir for m in members])
     # Another run's folder, or another report's, is never written over.
-    ReportFolder(other_dir).claim(model_dirs)
-  try:  # Calibration needs validation images no member trained on.
-    val = shared_split(members, "val")
-  except ImgrecError:
-    logger.warning("no calibration temperature: the members held out "
-                   "different validation images")
-    val = None
+    ReportFolder(report_dir).claim(model_dirs)
   class_names = members[0].class_names
   evaluation = _Evaluation(
       members, tta=config.tta_modes, weights=config.ensemble_weights,
       top_k=members[0].task.config.top_k,
-      val_split=val and to_split(val, class_names))
+      val_split=_calibration_split(members, class_names))
   sections = []
   for data_dir in config.data_dirs or (None,):
-    own = members[0].task.config.data_dir
-    same_data = data_dir is None or (
-        own and os.path.abspath(data_dir) == os.path.abspath(own))
-    unknown = {}
-    if same_data and os.path.isfile(members[0].run.splits_path):
-      own_split = shared_split(members, config.split)
-      split = (to_split(own_split, class_names) if own_split
-               else folder_lib.Split([], []))
-    else:
-      split, unknown = members[0].task.build_eval_split(
-          data_dir or own, config.split, class_names)
-    where = data_dir or own
-    if unknown:
-      logger.warning("%s: left out %d images of classes the model does not "
-                     "know (%s)", where, sum(unknown.values()),
-                     ", ".join(sorted(unknown)))
-    if not len(split):
-      raise ImgrecError(f"No images to evaluate in the {config.split} split "
-                        f"of {where}" + (
-                            f": its classes ({', '.join(sorted(unknown))}) "
-                            "are not the model's" if unknown else "") + ".")
+    split, unknown, where = _data_split(members, data_dir, config.split,
+                                        class_names)
     sections.append(evaluation.section(split, where, config.split, unknown))
   report = _assemble(sections, measure_latency(members))
   if write and report_dir:
-    if single and not other_dir:
+    if single and not elsewhere:
       run = members[0].run
       with run.lock("imgrec-evaluate"):
         files = report_run(run, report, config.pictures)

@@ -80,6 +80,53 @@ def _mistakes(y_true, probabilities, class_names, paths, limit=MISTAKES):
            "probability": float(confidence[i])} for i in wrong]
 
 
+def _top_k(order, y_true, ks):
+  """{str(k): top-k accuracy} of predictions ranked by `order`."""
+  n = len(y_true)
+  return {str(x): float(np.mean((order[:, :x] == y_true[:, None]).any(
+      axis=1))) if n else 0.0 for x in ks}
+
+
+def _per_class(confusion, class_names, aucs):
+  """({name: precision, recall, f1, support, roc_auc}, [rows], [supports])."""
+  per_class, rows, supports = {}, [], []
+  for i, name in enumerate(class_names):
+    tp = confusion[i, i]
+    predicted, support = confusion[:, i].sum(), confusion[i, :].sum()
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / support if support else 0.0
+    f1 = (2 * precision * recall / (precision + recall)
+          if precision + recall else 0.0)
+    row = {"precision": float(precision), "recall": float(recall),
+           "f1": float(f1), "support": int(support), "roc_auc": aucs[i]}
+    per_class[name] = row
+    rows.append(row)
+    supports.append(int(support))
+  return per_class, rows, supports
+
+
+def _roc_auc_averages(aucs, supports):
+  """{"macro", "weighted"} of the classes whose ROC AUC is defined."""
+  defined = [(a, s) for a, s in zip(aucs, supports) if a is not None]
+  support_sum = sum(s for _, s in defined)
+  return {"macro": float(np.mean([a for a, _ in defined])) if defined
+                   else None,
+          "weighted": float(sum(a * s for a, s in defined) / support_sum)
+                      if support_sum else None}
+
+
+def _calibrated(probabilities, y_true, val_labels, val_probabilities):
+  """(temperature, ece after it, reliability after it); Nones without a
+  validation split."""
+  temperature = None
+  if val_labels is not None and len(val_labels):
+    temperature = calibration.fit_temperature(val_probabilities, val_labels)
+  if not temperature or not len(y_true):
+    return temperature, None, None
+  return (temperature, *calibration.reliability(
+      calibration.scale(probabilities, temperature), y_true))
+
+
 def classification_report(y_true, probabilities, class_names, k=5, *,
                           paths=None, val_labels=None,
                           val_probabilities=None):
@@ -116,33 +163,14 @@ def classification_report(y_true, probabilities, class_names, k=5, *,
   np.add.at(confusion, (y_true, y_pred), 1)
   order = np.argsort(-probabilities, axis=1, kind="stable")
   ks = sorted({min(x, num_classes) for x in TOP_KS + (k,)})
-  top_k = {str(x): float(np.mean((order[:, :x] == y_true[:, None]).any(
-      axis=1))) if n else 0.0 for x in ks}
+  top_k = _top_k(order, y_true, ks)
   aucs = roc_auc_one_vs_rest(y_true, probabilities)
-  per_class, rows, supports = {}, [], []
-  for i, name in enumerate(class_names):
-    tp = confusion[i, i]
-    predicted, support = confusion[:, i].sum(), confusion[i, :].sum()
-    precision = tp / predicted if predicted else 0.0
-    recall = tp / support if support else 0.0
-    f1 = (2 * precision * recall / (precision + recall)
-          if precision + recall else 0.0)
-    row = {"precision": float(precision), "recall": float(recall),
-           "f1": float(f1), "support": int(support), "roc_auc": aucs[i]}
-    per_class[name] = row
-    rows.append(row)
-    supports.append(int(support))
+  per_class, rows, supports = _per_class(confusion, class_names, aucs)
   macro, weighted = _averages(rows, supports)
-  defined = [(a, s) for a, s in zip(aucs, supports) if a is not None]
-  support_sum = sum(s for _, s in defined)
   row_sums = confusion.sum(axis=1, keepdims=True)
   ece, bins = calibration.reliability(probabilities, y_true)
-  temperature = None
-  if val_labels is not None and len(val_labels):
-    temperature = calibration.fit_temperature(val_probabilities, val_labels)
-  after = (calibration.reliability(
-      calibration.scale(probabilities, temperature), y_true)
-           if temperature and n else (None, None))
+  temperature, ece_after, bins_after = _calibrated(
+      probabilities, y_true, val_labels, val_probabilities)
   return {
       "num_examples": int(n),
       "accuracy": float(np.trace(confusion) / n) if n else 0.0,
@@ -153,11 +181,7 @@ def classification_report(y_true, probabilities, class_names, k=5, *,
       "macro_avg": macro,
       "weighted_avg": weighted,
       "macro_f1": macro["f1"],
-      "roc_auc": {
-          "macro": float(np.mean([a for a, _ in defined])) if defined
-                   else None,
-          "weighted": float(sum(a * s for a, s in defined) / support_sum)
-                      if support_sum else None},
+      "roc_auc": _roc_auc_averages(aucs, supports),
       "confusion_matrix": confusion.tolist(),
       # Six decimals keep a 1000-class report.json a few MB.
       "confusion_matrix_normalized": np.round(np.divide(
@@ -167,8 +191,8 @@ def classification_report(y_true, probabilities, class_names, k=5, *,
       "ece": ece,
       "reliability": bins,
       "temperature": temperature,
-      "ece_after_temperature": after[0],
-      "reliability_after_temperature": after[1],
+      "ece_after_temperature": ece_after,
+      "reliability_after_temperature": bins_after,
       "mistakes": _mistakes(y_true, probabilities, class_names, paths),
       "class_names": list(class_names),
   }
