@@ -26,7 +26,6 @@ from imgrec.config import AUGMENT_LEVELS
 from imgrec.config import FLIP_MODES
 from imgrec.data import augment as augment_lib
 from imgrec.data import decode as decode_lib
-from imgrec.data import folder as folder_lib
 from imgrec.data import ops
 from imgrec.errors import ImgrecError
 
@@ -211,7 +210,7 @@ class PipelineSpec:
     return self.training and num_images >= batch_size
 
 
-def make_dataset(split, spec, *, input_context=None, pixels=None, **fields):
+def make_dataset(split, spec, *, input_context=None, pixels=None):
   """Builds the input pipeline of one split.
 
   Args:
@@ -225,17 +224,12 @@ def make_dataset(split, spec, *, input_context=None, pixels=None, **fields):
       [M, height, width, channels] the data scan filled); with the split's
       `pixel_rows` (each path's row in it), no file is read. Shuffled by
       index, so nothing is copied into a shuffle buffer.
-    **fields: the earlier form, `make_dataset(paths, labels, **fields of
-      PipelineSpec)`, kept until `imgrec.faces.train` passes a spec.
 
   Returns:
     A tf.data.Dataset of (images [B, H, W, C], float32 [B, num_classes]).
     Images are raw 0..255 pixels: uint8 for training without batch-level
     augmentation or mixing, float32 otherwise.
   """
-  if fields:
-    split, spec = folder_lib.Split(list(split), list(spec)), PipelineSpec(
-        **fields)
   if pixels is not None and split.pixel_rows is not None:
     return _from_pixels(pixels, split.pixel_rows, list(split.labels), spec,
                         input_context)
