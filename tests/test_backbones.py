@@ -257,6 +257,10 @@ def test_register_model_checks_the_backbone_contract():
     models.create_backbone("no_such_model")
   with pytest.raises(TypeError, match="'dept'"):
     models.create_backbone("resnet", dept=20)
+  # Checked without building, and without classes.
+  assert models.check_backbone("vit_tiny", (8, 8, 3)) == (8, 8, 3)
+  with pytest.raises(ValueError, match=r"Received: input_shape=\(6, 6, 3\)"):
+    models.check_backbone("vit_tiny", (6, 6, 3))
 
 
 def test_embedder_layers_keep_their_registered_names(tmp_path):

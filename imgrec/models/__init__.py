@@ -15,6 +15,7 @@ from imgrec.models.layers import PositionEmbedding
 from imgrec.models.layers import SobelEdges
 from imgrec.models.registry import FEATURES
 from imgrec.models.registry import backbone_of
+from imgrec.models.registry import check_backbone
 from imgrec.models.registry import check_model
 from imgrec.models.registry import create_backbone
 from imgrec.models.registry import create_model
@@ -29,6 +30,7 @@ __all__ = [
     "PositionEmbedding",
     "SobelEdges",
     "backbone_of",
+    "check_backbone",
     "check_model",
     "create_backbone",
     "create_model",

@@ -248,6 +248,25 @@ def check_model(name, num_classes, input_shape=None, **kwargs):
   """
   _lookup(name)
   _check_num_classes(num_classes)
+  return check_backbone(name, input_shape, **kwargs)
+
+
+def check_backbone(name, input_shape=None, **kwargs):
+  """Checks that `create_backbone` with these arguments would build.
+
+  Args:
+    name: Registered model name.
+    input_shape: `(height, width, channels)` or None for the model's own.
+    **kwargs: Model-specific options.
+
+  Returns:
+    The input shape as a tuple of ints.
+
+  Raises:
+    ValueError: For an unknown name, a bad `input_shape`, or an option
+      value or input the model cannot take.
+    TypeError: For a keyword argument the model does not accept.
+  """
   return _options(name, input_shape, kwargs)[0]
 
 
