@@ -126,7 +126,7 @@ def _tflite_metadata(path):
 def _check_clip_files(run, out):
   """Labels and a described clip input in every TFLite file; the task in
   the SavedModel's imgrec_input.json."""
-  assert set(out["tflite"]) == {"float", "dynamic"}
+  assert set(out["tflite"]) == {"float"}
   for path in out["tflite"].values():
     assert tflite_metadata.read_labels(path) == CLASSES
     meta = _tflite_metadata(path)
@@ -145,8 +145,7 @@ def _check_clip_report(run, out):
   report = json.load(open(run.export_report_path))
   assert report == json.loads(json.dumps(out["report"]))
   assert report["reference"]["input"] == "clips"
-  assert [f["name"] for f in report["formats"]] == [
-      "saved_model", "float", "dynamic"]
+  assert [f["name"] for f in report["formats"]] == ["saved_model", "float"]
   for f in report["formats"]:
     assert f["latency_ms"]["p90"] >= f["latency_ms"]["median"] > 0
     assert f["images_per_second"] > 0 and f["per_class_accuracy_change"]
@@ -175,7 +174,7 @@ def _previous_version_export(run, folder):
 def test_a_clip_run_exports_as_an_image_run_does(tmp_path, monkeypatch):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
   data, run = _clip_run(tmp_path)
-  out = exporter.export_run(run, quantizations=("float", "dynamic"))
+  out = exporter.export_run(run, quantizations=("float",))
   _check_clip_files(run, out)
   _check_clip_report(run, out)
   # int8 is refused in words, before any file changes.

@@ -74,6 +74,10 @@ class Converter:
   Args:
     model: Keras model taking raw pixels (a task's `tflite_model`).
     work_dir: folder for the staging SavedModel.
+
+  Attributes:
+    input: the `tasks.ModelInput` of `model`, as its task reads it; the
+      TFLite file takes it in RGB (gray models convert inside, `to_gray`).
   """
 
   def __init__(self, model, work_dir):
