@@ -197,16 +197,8 @@ class FaceEmbeddingTask(base.Task):
 
   # --- Data ------------------------------------------------------------------
 
-  def build_folder(self, report_path=None):
-    """Lists and checks the photos, crops the faces and splits the people.
-
-    Broken files are skipped (and reported in `report_path`); photos with
-    no usable face are left out with one line saying which. The crops go to
-    the run's faces/ folder, never into the data.
-
-    Raises:
-      ImgrecError: fewer than two people with faces to train on.
-    """
+  def _photos(self, report_path):
+    """(the identity folder, its usable photos, their person labels)."""
     config = self.config
     found = folder_lib.find_images(config.data_dir, min_classes=2,
                                    carve=False,
@@ -221,12 +213,27 @@ class FaceEmbeddingTask(base.Task):
                          report["skipped_by_reason"].items()))
     paths = [p for s in found.splits.values() for p in s.paths]
     labels = [l for s in found.splits.values() for l in s.labels]
+    return found, paths, labels
+
+  def build_folder(self, report_path=None):
+    """Lists and checks the photos, crops the faces and splits the people.
+
+    Broken files are skipped (and reported in `report_path`); photos with
+    no usable face are left out with one line saying which. The crops go to
+    the run's faces/ folder, never into the data.
+
+    Raises:
+      ImgrecError: fewer than two people with faces to train on.
+    """
+    config = self.config
+    found, paths, labels = self._photos(report_path)
     paths, labels = faces_lib.crop_to_folder(
         paths, labels, RunFolder(config.model_dir).faces_cache_dir,
         config.image_size, detect=config.detect, margin=config.crop_margin,
         max_pixels=config.max_image_pixels)
     train, val = faces_lib.split_identities(
         len(found.class_names), config.val_identities, config.seed)
+    # Training people first: their labels are the training model's classes.
     order = {person: i for i, person in enumerate(train + val)}
     splits = {name: folder_lib.Split(
         [p for p, l in zip(paths, labels) if l in people],
