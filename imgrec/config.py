@@ -808,7 +808,9 @@ class FaceDataSection(Config):
   seed: int = field(42, "Seed of the identity split, the shuffle, the "
                     "augmentation and the weights.")
   max_image_pixels: int = _like(DataConfig, "max_image_pixels")
-  allow_outside: bool = _like(DataConfig, "allow_outside")
+  allow_outside: bool = _like(DataConfig, "allow_outside", help=(
+      "Use photos outside the data folder that symlinks lead to. Off: they "
+      "are skipped and reported."))
 
   def _check_relations(self, check_files):
     super()._check_relations(check_files)
@@ -864,6 +866,9 @@ class FaceTrainConfig(FaceSection, RunSection, RecipeSection, ModelSection,
       "replaced); see imgrec.list_models()."), aliases=("backbone",))
   image_size: int | tuple | None = _like(ModelSection, "image_size", 64,
                                          help="Face crop side in pixels.")
+  dropout: float | None = _like(ModelSection, "dropout", help=(
+      "Dropout on the backbone's features, before the embedding. Default: "
+      "0.2."))
   model_dir: str | None = _like(RunSection, "model_dir", help=(
       "Output folder of the embedder. Rerunning with the same folder "
       "resumes."))

@@ -542,7 +542,7 @@ def test_every_float_field_refuses_nan_and_inf(value):
     ("scan", ["--data_dir=x", "--max_bad_fraction=nan"], "--max_bad_fraction"),
     ("train", ["--data_dir=x", "--learning_rate=nan"], "--learning_rate"),
     ("export", ["--model_dir=x", "--max_int8_drop=nan"], "--max_int8_drop"),
-    ("faces", ["enroll", "--model_dir=x", "--target_far=nan"],
+    ("faces", ["calibrate", "--model_dir=x", "--target_far=nan"],
      "--target_far"),
     ("faces", ["train", "--data_dir=x", "--model_dir=y", "--margin=inf"],
      "--margin"),

@@ -333,7 +333,7 @@ def test_config_round_trips_through_json(tmp_path):
   config = TrainConfig(image_size=(48, 32), data_dir=str(tmp_path))
   again = TrainConfig.from_json(config.to_json())
   assert again == config
-  assert json.loads(config.to_json())["image_size"] == [48, 32]
+  assert json.loads(config.to_json())["model"]["image_size"] == [48, 32]
   with pytest.raises(ImgrecError, match="Unknown configuration key"):
     TrainConfig.from_dict({"epochz": 3})
 
