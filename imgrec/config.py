@@ -45,7 +45,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 def field(default, help, *, choices=None, check=None, flag=True,
-          parse=None, aliases=()):
+          parse=None, aliases=(), required=None):
   """A config field with everything its flag and its validation need.
 
   Args:
@@ -58,15 +58,17 @@ def field(default, help, *, choices=None, check=None, flag=True,
       float, bool or string (the flag then takes text).
     aliases: other flag names of the field (names users know from earlier
       versions).
+    required: for a field the record cannot do without, what to pass: an
+      empty value is refused with "--<name> is required: <required>".
   """
   return dataclasses.field(default=default, metadata=dict(
       help=help, choices=choices, check=check, flag=flag, parse=parse,
-      aliases=tuple(aliases)))
+      aliases=tuple(aliases), required=required))
 
 
 def _like(section, name, default=dataclasses.MISSING, **metadata):
   """The field `name` of the record class `section` with another default or
-  metadata (help, check, flag, aliases): a task's own default for a field
+  metadata (help, check, flag, aliases, required): a task's own default for a field
   of a shared section, whose section it stays in."""
   original = section.__dataclass_fields__[name]
   return dataclasses.field(
@@ -283,6 +285,9 @@ class Config:
     """
     for f in dataclasses.fields(self):
       value = getattr(self, f.name)
+      if f.metadata.get("required") and not value:
+        raise ImgrecError(f"--{f.name} is required: "
+                          f"{f.metadata['required']}.")
       if value is None:
         continue
       choices, check = f.metadata.get("choices"), f.metadata.get("check")
@@ -628,7 +633,8 @@ class EvaluateConfig(Config):
   """What `imgrec-evaluate` evaluates, and on what."""
   model_dir: str | None = field(
       None, "Output folder of imgrec-train; several, comma-separated, "
-      "evaluate their ensemble (averaged probabilities) against each member.")
+      "evaluate their ensemble (averaged probabilities) against each member.",
+      required="the output folder of imgrec-train")
   data_dir: str | None = field(
       None, "Evaluate on this folder instead of the run's own split; several, "
       "comma-separated, give a section each and a comparison table. Classes "
@@ -664,9 +670,6 @@ class EvaluateConfig(Config):
     return tuple(m for m in split_paths(self.tta) if m != "none")
 
   def _check_relations(self, check_files):
-    if not self.model_dir:
-      raise ImgrecError("--model_dir is required: the output folder of "
-                        "imgrec-train.")
     for name, paths in (("--model_dir", self.model_dirs),
                         ("--data_dir", self.data_dirs)):
       # One folder by any spelling: `./a/`, a link to it.
@@ -703,7 +706,8 @@ class CompareConfig(Config):
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(Config):
   """What `imgrec-export` writes."""
-  model_dir: str | None = field(None, "Output folder of imgrec-train.")
+  model_dir: str | None = field(None, "Output folder of imgrec-train.",
+                                required="the output folder of imgrec-train")
   tflite: tuple = field(
       ("float",), "TFLite variants: float, fp16, dynamic, int8 (int8 "
       "calibrates on training images).", parse=_parse_names)
@@ -736,9 +740,6 @@ class ExportConfig(Config):
       choices=("equal", "val_accuracy"))
 
   def _check_relations(self, check_files):
-    if not self.model_dir:
-      raise ImgrecError("--model_dir is required: the output folder of "
-                        "imgrec-train.")
     if self.ensemble and len(split_paths(self.ensemble)) < 2:
       raise ImgrecError("--ensemble needs at least two model_dirs, "
                         f"comma-separated. Received: {self.ensemble}")
@@ -749,7 +750,9 @@ class ExportConfig(Config):
 class StreamConfig(Config):
   """How `imgrec-stream` reads a video and steadies its labels."""
   model: str | None = field(None, "A model_dir, .keras or .tflite file, or "
-                            "a SavedModel folder.")
+                            "a SavedModel folder.", required=(
+                                "a model_dir, .keras or .tflite file, or a "
+                                "SavedModel folder"))
   fps: float | None = field(None, "Classify at most this many frames a "
                             "second (by the frames' times).", check=_positive)
   every: int | None = field(None, "Classify every n-th frame.",
@@ -786,11 +789,6 @@ class StreamConfig(Config):
       "decoding).", check=_positive)
   overwrite: bool = field(False, "Replace an existing --out file.")
 
-  def _check_relations(self, check_files):
-    if not self.model:
-      raise ImgrecError("--model is required: a model_dir, .keras or "
-                        ".tflite file, or a SavedModel folder.")
-
 
 FACE_LOSSES = ("arcface", "softmax", "triplet")
 # How imgrec-faces runs an embedder, and what it does with a photo of
@@ -803,7 +801,9 @@ SEVERAL_FACES = ("skip", "largest")
 class FaceDataSection(Config):
   """Where a face embedder's photos come from: identity folders."""
   section = "data"
-  data_dir: str | None = field(None, "Identity folders: root/<person>/*.")
+  data_dir: str | None = field(None, "Identity folders: root/<person>/*.",
+                               required="a folder of identity folders, "
+                               "root/<person>/<images>")
   channels: int = _like(DataConfig, "channels")
   seed: int = field(42, "Seed of the identity split, the shuffle, the "
                     "augmentation and the weights.")
@@ -814,9 +814,6 @@ class FaceDataSection(Config):
 
   def _check_relations(self, check_files):
     super()._check_relations(check_files)
-    if not self.data_dir:
-      raise ImgrecError("--data_dir is required: a folder of identity "
-                        "folders, root/<person>/<images>.")
     if check_files and not os.path.isdir(self.data_dir):
       raise self._bad("data_dir", "no such folder; expected identity "
                       "folders, root/<person>/<images>")
@@ -871,7 +868,7 @@ class FaceTrainConfig(FaceSection, RunSection, RecipeSection, ModelSection,
       "0.2."))
   model_dir: str | None = _like(RunSection, "model_dir", help=(
       "Output folder of the embedder. Rerunning with the same folder "
-      "resumes."))
+      "resumes."), required="where the embedder goes")
   export: bool = _like(RunSection, "export", False, flag=False)
   top_k: int = _like(RunSection, "top_k", flag=False)
   epochs: int = _like(RecipeSection, "epochs", 40)
@@ -889,8 +886,6 @@ class FaceTrainConfig(FaceSection, RunSection, RecipeSection, ModelSection,
   def _check_relations(self, check_files):
     super()._check_relations(check_files)
     _check_model_and_recipe(self, check_files)
-    if not self.model_dir:
-      raise ImgrecError("--model_dir is required: where the embedder goes.")
 
   @classmethod
   def from_dict(cls, data):
@@ -908,13 +903,9 @@ class FaceTrainConfig(FaceSection, RunSection, RecipeSection, ModelSection,
 @dataclasses.dataclass(frozen=True)
 class FaceModelConfig(Config):
   """The embedder an imgrec-faces command uses (`imgrec-faces export`)."""
-  model_dir: str | None = field(None, "Output folder of imgrec-faces train.")
-
-  def _check_relations(self, check_files):
-    super()._check_relations(check_files)
-    if not self.model_dir:
-      raise ImgrecError("--model_dir is required: the output folder of "
-                        "imgrec-faces train.")
+  model_dir: str | None = field(None, "Output folder of imgrec-faces train.",
+                                required="the output folder of imgrec-faces "
+                                "train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -949,15 +940,10 @@ class FacePhotosConfig(FaceModelConfig):
 
 @dataclasses.dataclass(frozen=True)
 class _GallerySection(Config):
-  """The gallery file of a command that needs one (`needs_gallery`)."""
-  needs_gallery = True
-  gallery: str | None = field(None, "Gallery file (JSON) of enrolled people.")
-
-  def _check_relations(self, check_files):
-    super()._check_relations(check_files)
-    if self.needs_gallery and not self.gallery:
-      raise ImgrecError("--gallery is required: the JSON file of enrolled "
-                        "people (imgrec-faces enroll makes it).")
+  """The gallery file of a command that needs one."""
+  gallery: str | None = field(
+      None, "Gallery file (JSON) of enrolled people.", required=(
+          "the JSON file of enrolled people (imgrec-faces enroll makes it)"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -965,14 +951,8 @@ class _PeopleSection(Config):
   """The identity folders a command measures on."""
   data_dir: str | None = field(
       None, "Identity folders of people the embedder never trained on, "
-      "root/<person>/*.")
-
-  def _check_relations(self, check_files):
-    super()._check_relations(check_files)
-    if not self.data_dir:
-      raise ImgrecError("--data_dir is required: identity folders, "
-                        "root/<person>/*, of people the embedder never "
-                        "trained on.")
+      "root/<person>/*.", required="identity folders, root/<person>/*, of "
+      "people the embedder never trained on")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1009,14 +989,16 @@ class FaceIdentifyConfig(_GallerySection, FacePhotosConfig):
 class FaceVerifyConfig(_GallerySection, FacePhotosConfig):
   """What `imgrec-faces verify` compares: two photos, decided at the
   gallery's calibrated threshold when --gallery is given."""
-  needs_gallery = False
+  gallery: str | None = _like(_GallerySection, "gallery", required=None)
 
 
 @dataclasses.dataclass(frozen=True)
 class PredictConfig(Config):
   """How `imgrec-predict` runs and prints."""
   model: str | None = field(None, "A .keras or .tflite file, a SavedModel "
-                            "folder, or an imgrec-train model_dir.")
+                            "folder, or an imgrec-train model_dir.",
+                            required="a .keras or .tflite file, a SavedModel "
+                            "folder, or an imgrec-train model_dir")
   top_k: int = field(1, "Classes to show per image.", check=_at_least(1))
   format: str = field("table", "Output format.", choices=("table", "json"))
   max_image_pixels: int = field(
@@ -1035,6 +1017,3 @@ class PredictConfig(Config):
   chunk_size: int = field(64, "Images read and classified at a time (a "
                           "folder streams through).", check=_positive)
 
-  def _check_relations(self, check_files):
-    if not self.model:
-      raise ImgrecError("--model is required.")

@@ -326,33 +326,67 @@ def _from_pixels(pixels, pixel_rows, labels, spec, input_context):
   store = tf.convert_to_tensor(pixels, tf.uint8)
   rows = tf.constant(list(pixel_rows), tf.int64)
   targets = tf.one_hot(tf.constant(labels, tf.int32), spec.num_classes)
-  ds, num_images, batch_size = _shard(
-      tf.data.Dataset.range(len(pixel_rows)), len(pixel_rows),
-      spec.batch_size, input_context)
+  return indexed_dataset(
+      len(pixel_rows), lambda i: (tf.gather(store, tf.gather(rows, i)),
+                                  tf.gather(targets, i)),
+      spec, input_context=input_context)
+
+
+def indexed_dataset(num_examples, take, spec, *, input_context=None,
+                    augment_one=None, batch_augment=True):
+  """Batches of examples read by their index: decoded images, cached clips.
+
+  The image pipeline's sharding, shuffling (of indices, so nothing is copied
+  into a shuffle buffer), per-example augmentation, batching, batch-level
+  augmentation and mixing, for any example `take` reads.
+
+  Args:
+    num_examples: how many examples the split holds.
+    take: `fn(index)` -> (example, one-hot label), on an int64 scalar tensor.
+    spec: a `PipelineSpec`.
+    input_context: a tf.distribute.InputContext (see `make_dataset`).
+    augment_one: `fn(example, seed)` -> example, the per-example training
+      augmentation; default: `imgrec.data.augment.augment_image` with the
+      spec's flip.
+    batch_augment: apply the spec's batch-level augmentation (image
+      batches only).
+
+  Returns:
+    A tf.data.Dataset of (examples [B, ...], float32 [B, num_classes]).
+  """
+  ds, num_examples, batch_size = _shard(
+      tf.data.Dataset.range(num_examples), num_examples, spec.batch_size,
+      input_context)
   if spec.training:
-    ds = ds.shuffle(max(num_images, 1), seed=spec.seed,
+    ds = ds.shuffle(max(num_examples, 1), seed=spec.seed,
                     reshuffle_each_iteration=True)
-  take = lambda i: (tf.gather(store, tf.gather(rows, i)),
-                    tf.gather(targets, i))
   if spec.training and spec.augment != "none":
+    augment_one = augment_one or (lambda x, s: augment_lib.augment_image(
+        x, s, flip=spec.flip))
     seeds = tf.data.Dataset.random(seed=spec.seed,
                                    rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip(ds, seeds).map(
-        lambda i, s: (augment_lib.augment_image(take(i)[0], s,
-                                                flip=spec.flip),
-                      tf.gather(targets, i)), **spec.map_options)
+
+    def take_augmented(i, seed):
+      x, y = take(i)
+      return augment_one(x, seed), y
+
+    ds = tf.data.Dataset.zip(ds, seeds).map(take_augmented,
+                                            **spec.map_options)
   else:
     ds = ds.map(take, **spec.map_options)
   return _batch_and_finish(ds, spec, batch_size,
-                           spec.drops_remainder(num_images, batch_size))
+                           spec.drops_remainder(num_examples, batch_size),
+                           batch_augment=batch_augment)
 
 
-def _batch_and_finish(ds, spec, batch_size, drop_remainder):
+def _batch_and_finish(ds, spec, batch_size, drop_remainder,
+                      batch_augment=True):
   """Batches, then batch-level augmentation and mixing, then prefetch."""
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   augmenter = mixer = None
   if spec.training:
-    augmenter = augment_lib.build_augmenter(spec.augment, seed=spec.seed)
+    if batch_augment:
+      augmenter = augment_lib.build_augmenter(spec.augment, seed=spec.seed)
     mixer = augment_lib.build_mixer(spec.mixup, spec.cutmix, seed=spec.seed)
     # tf.data's autotuner thread costs training on few cores: at the end of
     # an epoch it often holds the last batch back 0.3-0.6 s, and fit from

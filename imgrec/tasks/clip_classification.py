@@ -85,42 +85,31 @@ class ClipClassificationTask(classification.ClassificationTask):
     paths = [p for s in found.splits.values() for p in s.paths]
     got = self.cache.get_all(paths)
     bad = {p: str(e) for p, e in got.items() if isinstance(e, ImgrecError)}
-    per_class = {}
-    for split in found.splits.values():
-      for path, label in zip(split.paths, split.labels):
-        name = found.class_names[label]
-        total, broken = per_class.get(name, (0, 0))
-        per_class[name] = (total + 1, broken + (path in bad))
-    report = {"kind": "video", "totals": {
-        "files": len(paths), "usable": len(paths) - len(bad),
-        "skipped": len(bad)},
-              "clip": {"frames": self.config.clip_frames,
-                       "image_size": list(self.spec.image_size),
-                       "channels": self.spec.channels,
-                       "cache": self.cache.directory},
-              "skipped": [{"path": p, "reason": "unreadable_video",
-                           "detail": why} for p, why in sorted(bad.items())]}
     if report_path:
-      fileio.write_json(report_path, report, ensure_ascii=False, indent=1)
+      fileio.write_json(report_path, self._data_report(paths, bad),
+                        ensure_ascii=False, indent=1)
     for path, why in sorted(bad.items()):
       logger.warning("skipped clip: %s", why)
-    limit = (self.config.max_bad_fraction if max_bad_fraction is None
-             else max_bad_fraction)
-    problems = [f"{name}: {broken} of {total}" for name, (total, broken)
-                in sorted(per_class.items())
-                if total and broken / total > limit]
-    if problems:
-      where = f" Every skipped clip and why: {report_path}." if (
-          report_path) else ""
-      raise ImgrecError(f"Too many unreadable clips in {found.root}: "
-                        f"{'; '.join(problems)}. Fix or remove them, or raise "
-                        f"--max_bad_fraction.{where}")
+    _check_bad_fraction(found, bad, report_path, self.config.max_bad_fraction
+                        if max_bad_fraction is None else max_bad_fraction)
     splits = {}
     for name, split in found.splits.items():
       keep = [i for i, p in enumerate(split.paths) if p not in bad]
       splits[name] = folder_lib.Split([split.paths[i] for i in keep],
                                       [split.labels[i] for i in keep])
     return dataclasses.replace(found, splits=splits)
+
+  def _data_report(self, paths, bad):
+    """data_report.json of a clip folder: totals, sampling, skipped clips."""
+    return {"kind": "video",
+            "totals": {"files": len(paths), "usable": len(paths) - len(bad),
+                       "skipped": len(bad)},
+            "clip": {"frames": self.config.clip_frames,
+                     "image_size": list(self.spec.image_size),
+                     "channels": self.spec.channels,
+                     "cache": self.cache.directory},
+            "skipped": [{"path": p, "reason": "unreadable_video",
+                         "detail": why} for p, why in sorted(bad.items())]}
 
   def _find(self, data_dir, **kwargs):
     return folder_lib.find_images(data_dir, carve=False, kind="video",
@@ -165,36 +154,24 @@ class ClipClassificationTask(classification.ClassificationTask):
         loaded[i] = clip
       return clip
 
-    ds = tf.data.Dataset.from_tensor_slices(
-        (tf.range(len(paths), dtype=tf.int64),
-         tf.constant(split.labels, tf.int32)))
-    batch_size = config.batch_size
-    if input_context is not None and input_context.num_input_pipelines > 1:
-      shards = input_context.num_input_pipelines
-      ds = ds.shard(shards, input_context.input_pipeline_id).take(
-          len(paths) // shards)
-      batch_size = input_context.get_per_replica_batch_size(batch_size)
-    if training:
-      ds = ds.shuffle(max(1, len(paths)), seed=config.seed,
-                      reshuffle_each_iteration=True)
+    labels = tf.one_hot(tf.constant(split.labels, tf.int32), num_classes)
 
-    def read(i, y):
+    def take(i):
       clip = tf.numpy_function(load, [i], tf.uint8, stateful=False)
       clip.set_shape(shape)
-      return clip, tf.one_hot(y, num_classes)
+      return clip, tf.gather(labels, i)
 
-    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=config.deterministic or not training)
-    if training and self.spec.augment.level != "none":
-      seeds = tf.data.Dataset.random(seed=config.seed,
-                                     rerandomize_each_iteration=True)
-      ds = tf.data.Dataset.zip(ds, seeds).map(
-          lambda xy, s: (_augment_clip(xy[0], s, self.spec.augment.flip),
-                         xy[1]), num_parallel_calls=tf.data.AUTOTUNE)
-    drop = training and len(paths) >= batch_size
-    ds = ds.batch(batch_size, drop_remainder=drop)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    augment = self.spec.augment
+    spec = pipeline.PipelineSpec(
+        num_classes=num_classes, image_size=self.spec.image_size,
+        batch_size=config.batch_size, channels=self.spec.channels,
+        training=training, augment=augment.level, flip=augment.flip,
+        seed=config.seed, deterministic=config.deterministic or not training)
+    ds = pipeline.indexed_dataset(
+        len(paths), take, spec, input_context=input_context,
+        augment_one=lambda clip, seed: _augment_clip(clip, seed, spec.flip),
+        batch_augment=False)
+    return ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
 
   def model_pixels(self, path):
     """One clip as the model sees it: float32 [T, H, W, C]."""
@@ -285,3 +262,21 @@ def _augment_clip(clip, seed, flip):
     clip = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5,
                    lambda: tf.reverse(clip, [1]), lambda: clip)
   return clip
+
+
+def _check_bad_fraction(found, bad, report_path, limit):
+  """Refuses a folder where a class lost more than `limit` of its clips."""
+  per_class = {}
+  for split in found.splits.values():
+    for path, label in zip(split.paths, split.labels):
+      name = found.class_names[label]
+      total, broken = per_class.get(name, (0, 0))
+      per_class[name] = (total + 1, broken + (path in bad))
+  problems = [f"{name}: {broken} of {total}" for name, (total, broken)
+              in sorted(per_class.items()) if total and broken / total > limit]
+  if problems:
+    where = f" Every skipped clip and why: {report_path}." if (
+        report_path) else ""
+    raise ImgrecError(f"Too many unreadable clips in {found.root}: "
+                      f"{'; '.join(problems)}. Fix or remove them, or raise "
+                      f"--max_bad_fraction.{where}")

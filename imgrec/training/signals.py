@@ -6,9 +6,10 @@ completed one (`imgrec.training.resume`).
 
 import logging
 import signal
-import threading
 
 import keras
+
+from imgrec import signals as signals_lib
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class TrainingInterrupted(Exception):
   def __init__(self, signum, epochs_done, epochs):
     self.signum = signum
     self.signal_name = signal.Signals(signum).name
-    self.exit_code = 128 + signum
+    self.exit_code = signals_lib.exit_code(signum)
     self.epochs_done = epochs_done
     super().__init__(
         f"interrupted by {self.signal_name} after {epochs_done} of {epochs} "
@@ -51,39 +52,28 @@ class GracefulInterrupt(keras.callbacks.Callback):
     signals: the signals to handle.
   """
 
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+  def __init__(self, signals=signals_lib.STOP_SIGNALS):
     super().__init__()
-    self._signals = tuple(signals)
-    self._previous = {}
+    self._recorder = signals_lib.SignalRecorder(signals)
     self._epoch = 0
     self._epochs_done = None
-    self.received = None
 
-  def _handle(self, signum, frame):
-    del frame
-    self.received = signum
-    self._restore_handlers()
-
-  def _restore_handlers(self):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    self._previous.clear()
+  @property
+  def received(self):
+    """The signal number that came during fit, or None."""
+    return self._recorder.received
 
   def _check(self, epochs_done):
     if self.received is not None:
-      self._restore_handlers()
+      self._recorder.restore()
       raise TrainingInterrupted(self.received, epochs_done,
                                 self.params.get("epochs"))
 
   def on_train_begin(self, logs=None):
-    self.received = None
     self._epochs_done = None
-    if threading.current_thread() is not threading.main_thread():
+    if not self._recorder.install():
       logger.warning("not in the main thread: SIGTERM/SIGINT stop training "
                      "without a clean exit")
-      return
-    for signum in self._signals:
-      self._previous[signum] = signal.signal(signum, self._handle)
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
@@ -99,7 +89,7 @@ class GracefulInterrupt(keras.callbacks.Callback):
     self._check(self._epoch)
 
   def on_train_end(self, logs=None):
-    self._restore_handlers()
+    self._recorder.restore()
     # None: fit had no epoch left to run.
     self._check(self.params.get("epochs") if self._epochs_done is None
                 else self._epochs_done)
