@@ -81,3 +81,50 @@ def face_run(tmp_path_factory):
   result = trainer.train(FaceTrainConfig(**TINY_FACES, data_dir=data,
                                          model_dir=str(tmp / "run")))
   return tmp, result
+
+
+def write_odd_kinds(directory):
+  """Files of every odd kind, made from toy images; {name: path}."""
+  rng = np.random.default_rng(5)
+  red, green = toy_image(rng, "red", 24), toy_image(rng, "green", 24)
+  out = {}
+
+  def put(name, image, fmt, **kw):
+    path = os.path.join(directory, name)
+    image.save(path, fmt, **kw)
+    out[name] = path
+
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Turned: red's horizontal stripes become vertical.
+  put("exif6.jpg", Image.fromarray(red), "JPEG", quality=95,
+      exif=exif.tobytes())
+  # Green hidden under transparent pixels: a viewer shows white there.
+  rgba = np.dstack([green, np.full((24, 24), 255, np.uint8)])
+  rgba[:, :12, 3] = 0
+  rgba[:, 12:16, 3] = 100
+  put("rgba.png", Image.fromarray(rgba, "RGBA"), "PNG")
+  put("cmyk.jpg", Image.fromarray(red).convert("CMYK"), "JPEG", quality=95)
+  deep = rng.integers(0, 65536, (24, 24), dtype=np.uint16)
+  put("gray16.png", Image.fromarray(deep), "PNG")
+  palette = Image.fromarray(green).quantize(8)
+  put("palette.png", palette, "PNG")
+  put("palette_transparent.png", palette, "PNG", transparency=0)
+  put("photo.mpo", Image.fromarray(red), "MPO", quality=95, save_all=True,
+      append_images=[Image.fromarray(green)])
+  put("rgba.webp", Image.fromarray(rgba, "RGBA"), "WEBP", lossless=True)
+  # Large enough to decode at 1/4 scale for a 16-pixel model.
+  big = np.kron(red, np.ones((5, 7, 1), np.uint8))[:120, :160]
+  put("big.jpg", Image.fromarray(big), "JPEG", quality=95)
+  return out
+
+
+def pixel_probe_model(size=16, classes=3):
+  """A linear map of every pixel to softmax classes: unlike a trained toy
+  model, any pixel an entry point decodes differently moves its answer."""
+  import keras  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  return keras.Sequential([
+      keras.Input((size, size, 3)), keras.layers.Rescaling(1 / 255.0),
+      keras.layers.Flatten(),
+      keras.layers.Dense(classes, activation="softmax", kernel_initializer=(
+          keras.initializers.RandomNormal(stddev=0.05)))])

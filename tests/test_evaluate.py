@@ -18,6 +18,7 @@ from imgrec import tasks
 from imgrec.config import EvaluateConfig
 from imgrec.config import ExportConfig
 from imgrec.config import TrainConfig
+from imgrec.data import pixels
 from imgrec.errors import ImgrecError
 from imgrec.evaluation import evaluate as evaluate_lib
 from imgrec.export import exporter
@@ -176,7 +177,7 @@ def test_ensemble_export_is_one_model_measured_like_a_run(runs):
   images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype(
       np.float32)
   members = [tasks.load_model(RunFolder(d).best_model_path) for d in dirs]
-  small = tasks.preprocess(images.astype(np.uint8), (12, 12), 3)
+  small = pixels.preprocess(images.astype(np.uint8), (12, 12), 3)
   expected = (members[0].predict(images, verbose=0)
               + members[1].predict(small, verbose=0)) / 2
   np.testing.assert_allclose(model.predict(images, verbose=0), expected,

@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import toy_image
+from conftest import pixel_probe_model
+from conftest import write_odd_kinds
 from conftest import write_toy_folder
 from imgrec import tasks
 from imgrec.config import EvaluateConfig
@@ -193,41 +194,6 @@ def test_export_and_every_format_agree(run, tmp_path):
 # --- The decode policy through every entry point --------------------------------
 
 
-def _odd_kinds(directory):
-  """Files of every odd kind, made from toy images; {name: path}."""
-  rng = np.random.default_rng(5)
-  red, green = toy_image(rng, "red", 24), toy_image(rng, "green", 24)
-  out = {}
-
-  def put(name, image, fmt, **kw):
-    path = os.path.join(directory, name)
-    image.save(path, fmt, **kw)
-    out[name] = path
-
-  exif = Image.Exif()
-  exif[0x0112] = 6  # Turned: red's horizontal stripes become vertical.
-  put("exif6.jpg", Image.fromarray(red), "JPEG", quality=95,
-      exif=exif.tobytes())
-  # Green hidden under transparent pixels: a viewer shows white there.
-  rgba = np.dstack([green, np.full((24, 24), 255, np.uint8)])
-  rgba[:, :12, 3] = 0
-  rgba[:, 12:16, 3] = 100
-  put("rgba.png", Image.fromarray(rgba, "RGBA"), "PNG")
-  put("cmyk.jpg", Image.fromarray(red).convert("CMYK"), "JPEG", quality=95)
-  deep = rng.integers(0, 65536, (24, 24), dtype=np.uint16)
-  put("gray16.png", Image.fromarray(deep), "PNG")
-  palette = Image.fromarray(green).quantize(8)
-  put("palette.png", palette, "PNG")
-  put("palette_transparent.png", palette, "PNG", transparency=0)
-  put("photo.mpo", Image.fromarray(red), "MPO", quality=95, save_all=True,
-      append_images=[Image.fromarray(green)])
-  put("rgba.webp", Image.fromarray(rgba, "RGBA"), "WEBP", lossless=True)
-  # Large enough to decode at 1/4 scale for a 16-pixel model.
-  big = np.kron(red, np.ones((5, 7, 1), np.uint8))[:120, :160]
-  put("big.jpg", Image.fromarray(big), "JPEG", quality=95)
-  return out
-
-
 @pytest.fixture(scope="module")
 def probe(run, tmp_path_factory):
   """A run folder whose model answers to every pixel, exported.
@@ -241,13 +207,7 @@ def probe(run, tmp_path_factory):
   folder.makedirs()
   folder.write_config(trained.read_config().replace(model_dir=folder.path))
   folder.write_labels(trained.read_labels())
-  keras.utils.set_random_seed(0)
-  model = keras.Sequential([
-      keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255.0),
-      keras.layers.Flatten(),
-      keras.layers.Dense(3, activation="softmax", kernel_initializer=(
-          keras.initializers.RandomNormal(stddev=0.05)))])
-  model.save(folder.best_model_path)
+  pixel_probe_model().save(folder.best_model_path)
   exporter.export_run(folder)
   return folder
 
@@ -255,7 +215,7 @@ def probe(run, tmp_path_factory):
 def test_odd_files_give_the_same_answer_through_every_entry_point(probe,
                                                                   tmp_path):
   folder = probe
-  files = _odd_kinds(str(tmp_path))
+  files = write_odd_kinds(str(tmp_path))
   names = sorted(files)
   paths = [files[n] for n in names]
   keras_probs = Classifier.load(folder.path + "/best.keras").predict_proba(

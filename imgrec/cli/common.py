@@ -177,7 +177,9 @@ def run_config_main(config_cls, main, *, exclude=(), argv=None,
     main: `fn(config, argv)`.
     exclude: fields that get no flag.
     argv: the command line (default: sys.argv).
-    tensorflow: the command uses TensorFlow (imported quietly up front).
+    tensorflow: the command uses TensorFlow (imported quietly up front),
+      or `fn(config)` saying whether this run does (a TFLite model runs
+      without it).
   """
   names = flags_lib.define_flags(config_cls, exclude=exclude)
 
@@ -190,7 +192,7 @@ def run_config_main(config_cls, main, *, exclude=(), argv=None,
     try:
       config = flags_lib.config_from_flags(config_cls, names)
       config.validate(check_files=False)
-      if tensorflow:
+      if tensorflow(config) if callable(tensorflow) else tensorflow:
         import_tensorflow_quietly()
       elif not flags.FLAGS["verbosity"].present:
         from imgrec.data import decode  # pylint: disable=g-import-not-at-top

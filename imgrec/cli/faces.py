@@ -168,7 +168,15 @@ def run():
                 "[flags] (imgrec-faces COMMAND --helpfull lists the flags).")
   record, main = COMMANDS[command]
   # absl parses flags anywhere on the line; the command stays argv[1].
-  common.run_config_main(record, lambda config, argv: main(config, argv[2:]))
+  common.run_config_main(record, lambda config, argv: main(config, argv[2:]),
+                         tensorflow=_needs_tensorflow)
+
+
+def _needs_tensorflow(config):
+  """TFLite embedders of pre-cropped faces run on LiteRT alone; the face
+  detector (MTCNN), training and the other runtimes are Keras models."""
+  return not (getattr(config, "runtime", None) == "tflite" and
+              not getattr(config, "detect", True))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 
 from imgrec.cli import common
 from imgrec.config import PredictConfig
+from imgrec.inference import model_files
 
 
 def _benchmark(clf, paths, config):
@@ -46,7 +47,8 @@ def main(config, argv):
   config.validate()
   if len(argv) < 2 and not config.benchmark:
     common.fail("Give image files or folders to classify after the flags.")
-  if config.num_threads:  # Before TensorFlow runs anything.
+  if config.num_threads and model_files.needs_tensorflow(config.model):
+    # Before TensorFlow runs anything.
     from imgrec.inference import benchmark  # pylint: disable=g-import-not-at-top
     benchmark.set_tensorflow_threads(config.num_threads)
   from imgrec.data import folder  # pylint: disable=g-import-not-at-top
@@ -67,7 +69,20 @@ def main(config, argv):
   if config.benchmark:
     _benchmark(clf, paths, config)
     return
-  failures, first = len(videos), True
+  failures = len(videos) + _print_predictions(clf, paths, config)
+  if failures:
+    total = len(paths) + len(videos)
+    if failures == total:
+      common.fail(f"none of the {total} inputs could be classified (each is "
+                  "named above).")
+    sys.stderr.write(f"imgrec-predict: {failures} of {total} inputs could not "
+                     "be classified (each is named above).\n")
+    sys.exit(1)
+
+
+def _print_predictions(clf, paths, config):
+  """Prints each file's classes as it comes; returns how many failed."""
+  failures, first = 0, True
   if config.format == "json":
     print("[")
   for prediction in clf.predict_iter(paths, top_k=config.top_k,
@@ -85,14 +100,7 @@ def main(config, argv):
       print(f"{prediction.source}  {tops}", flush=True)
   if config.format == "json":
     print("\n]" if not first else "]")
-  if failures:
-    total = len(paths) + len(videos)
-    if failures == total:
-      common.fail(f"none of the {total} inputs could be classified (each is "
-                  "named above).")
-    sys.stderr.write(f"imgrec-predict: {failures} of {total} inputs could not "
-                     "be classified (each is named above).\n")
-    sys.exit(1)
+  return failures
 
 
 def _videos_apart(clf, config, paths):
@@ -112,7 +120,9 @@ def _videos_apart(clf, config, paths):
 
 
 def run():
-  common.run_config_main(PredictConfig, main)
+  common.run_config_main(
+      PredictConfig, main,
+      tensorflow=lambda config: model_files.needs_tensorflow(config.model))
 
 
 if __name__ == "__main__":

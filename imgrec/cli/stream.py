@@ -34,6 +34,7 @@ from imgrec import fileio
 from imgrec.cli import common
 from imgrec.config import StreamConfig
 from imgrec.errors import ImgrecError
+from imgrec.inference import model_files
 
 
 def _check_out(config, source):
@@ -176,7 +177,9 @@ def _is_file(source):
 
 
 def run():
-  common.run_config_main(StreamConfig, main)
+  common.run_config_main(
+      StreamConfig, main,
+      tensorflow=lambda config: model_files.needs_tensorflow(config.model))
 
 
 if __name__ == "__main__":

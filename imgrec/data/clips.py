@@ -26,6 +26,7 @@ import numpy as np
 
 from imgrec import fileio
 from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+from imgrec.data import pixels
 from imgrec.data import video
 from imgrec.errors import ImgrecError
 
@@ -33,7 +34,6 @@ logger = logging.getLogger("imgrec")
 
 # Bump when what decode_clip returns for the same file and sampling changes.
 CACHE_VERSION = 1
-_LUMA = np.array([0.2989, 0.587, 0.114], np.float32)  # tf.image's luma.
 
 
 def sample_indices(count, frames):
@@ -62,11 +62,6 @@ def _decode_at(path, wanted, image_size, rgb_out, max_pixels):
   return out, losses.read
 
 
-def _gray(rgb):
-  gray = np.round(rgb.astype(np.float32) @ _LUMA)
-  return np.clip(gray, 0, 255).astype(np.uint8)[..., np.newaxis]
-
-
 def decode_clip(path, *, frames, image_size, channels=3,
                 max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """The clip's sampled frames, resized: uint8 [frames, H, W, channels].
@@ -83,7 +78,8 @@ def decode_clip(path, *, frames, image_size, channels=3,
       frames, or has frames too large.
   """
   path = os.fspath(path)
-  rgb_out = _gray if channels == 1 else np.ascontiguousarray
+  rgb_out = (lambda rgb: pixels.to_channels(rgb, 1)) if channels == 1 else (
+      np.ascontiguousarray)
   count = video.count_frames(path, max_pixels)
   if count < 1:
     raise ImgrecError(f"{path} holds no video frames (empty or cut short).")

@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 
 from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+from imgrec.data import pixels
 from imgrec.errors import ImgrecError
 
 IMAGE_EXTENSIONS = frozenset({
@@ -63,6 +64,10 @@ READ_REASONS = ("exif_orientation", "transparency", "16_bit",
 _ORIENTATION_TAG = 0x0112
 DCT_SCALING = os.environ.get("IMGREC_JPEG_DCT_SCALING", "1") != "0"
 _RATIOS = (1, 2, 4, 8)
+# The exact integer IDCT (libjpeg's JDCT_ISLOW), which Pillow uses: the
+# policy's JPEG pixels. TensorFlow's default ("") is the fast one, a few
+# levels off; training alone decodes with it (`pipeline.decode_plain`).
+EXACT_IDCT = "INTEGER_ACCURATE"
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
@@ -251,6 +256,13 @@ def ratio_index_of_shape(shape, target_size):
   return index
 
 
+def jpeg_scale(width, height, target_size):
+  """`jpeg_ratio` of a JPEG of `width` x `height`, in Python: 1, 2, 4 or 8."""
+  need = max(int(s) for s in target_size)
+  shorter = min(width, height)
+  return max(r for r in _RATIOS if (shorter + r - 1) // r >= need or r == 1)
+
+
 def jpeg_ratio(contents, target_size):
   """The DCT scale denominator (1, 2, 4 or 8) of a JPEG for `target_size`.
 
@@ -262,7 +274,7 @@ def jpeg_ratio(contents, target_size):
                                                           target_size))
 
 
-def decode_jpeg_for(contents, target_size=None, dct_method=""):
+def decode_jpeg_for(contents, target_size=None, dct_method=EXACT_IDCT):
   """`tf.io.decode_jpeg` of RGB, DCT-scaled for `target_size` when given."""
   tf = import_tensorflow()
   if target_size is None or not DCT_SCALING:
@@ -315,6 +327,8 @@ def jpeg_shorter_side(path, window=1 << 17):
 def _ops():
   from imgrec.data import ops  # pylint: disable=g-import-not-at-top
   return ops
+
+
 
 
 def _leading_bytes(contents, count):
@@ -601,8 +615,8 @@ def decode_bytes(contents, channels=3, max_pixels=None, target_size=None):
     value = _jpeg_orientation(contents)
     return tf.cond(
         tf.equal(value, 1), lambda: decode_jpeg_for(contents, target_size),
-        lambda: _apply_orientation(tf.io.decode_jpeg(contents, channels=3),
-                                   value))
+        lambda: _apply_orientation(tf.io.decode_jpeg(
+            contents, channels=3, dct_method=EXACT_IDCT), value))
 
   def webp():
     # TensorFlow decodes a WebP only with the channels it has.
@@ -636,19 +650,24 @@ def pillow_rgb(image):
     gray = np.clip(samples, 0, 255).astype(np.uint8)
     return np.repeat(gray.reshape(image.size[1], image.size[0], 1), 3, -1)
   if has_transparency(image):
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.int32)
-    rgb, alpha = rgba[..., :3], rgba[..., 3:]
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return pixels.composite_on_white(np.asarray(image.convert("RGBA")))
   return np.asarray(image.convert("RGB"), dtype=np.uint8).reshape(
       image.size[1], image.size[0], 3)
 
 
-def read_pillow(file, channels=3):
-  """Reads an image file with Pillow under the policy.
+def read_pillow(file, channels=3, target_size=None):
+  """Reads an image file with Pillow under the policy: the pixels
+  `decode_bytes` gives, without TensorFlow.
+
+  JPEGs decode with the exact IDCT and, for a `target_size`, DCT-scaled as
+  `jpeg_ratio` says (Pillow's `draft`, libjpeg's same scaled IDCT); 16-bit
+  colour PNGs are read at 16 bits (Pillow keeps only the high byte) and
+  rounded as the policy says.
 
   Args:
     file: a path or a binary file object.
     channels: 1 or 3.
+    target_size: the (height, width) the image will be resized to, if known.
 
   Returns:
     uint8 numpy array [H, W, channels].
@@ -657,11 +676,55 @@ def read_pillow(file, channels=3):
     The errors of Pillow (`UnidentifiedImageError`, `OSError`, ...).
   """
   from PIL import Image, ImageOps  # pylint: disable=g-import-not-at-top
-  with Image.open(file) as image:
-    rgb = pillow_rgb(ImageOps.exif_transpose(image))
-  if channels == 3:
-    return rgb
-  return np.asarray(_ops().to_channels(rgb, channels))
+  with warnings.catch_warnings():
+    # The caller checked the header's pixel count against its own limit.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    image = Image.open(file)
+  with image:
+    rgb = None
+    if image.format in ("JPEG", "MPO"):
+      _draft_for(image, target_size)
+    elif (image.format == "PNG" and _png_bit_depth(image) == 16 and
+          image.mode in ("RGB", "RGBA", "LA")):
+      rgb = _deep_png_rgb(image)
+    if rgb is None:
+      rgb = pillow_rgb(ImageOps.exif_transpose(image))
+  return pixels.to_channels(rgb, channels)
+
+
+def _draft_for(image, target_size):
+  """Asks Pillow to decode an upright JPEG DCT-scaled for `target_size`."""
+  if target_size is None or not DCT_SCALING or orientation(image) != 1:
+    return
+  width, height = image.size
+  r = jpeg_scale(width, height, target_size)
+  if r > 1:
+    # Pillow picks the largest scale whose size is at least the one asked:
+    # exactly 1/r for (width // r, height // r).
+    image.draft(image.mode if image.mode == "CMYK" else "RGB",
+                (width // r, height // r))
+
+
+def _deep_png_rgb(image):
+  """A 16-bit colour PNG (any EXIF orientation left as stored: TensorFlow
+  reads these) as the policy's uint8 RGB, or None without PyAV (Pillow's
+  8 bits are used then)."""
+  try:
+    import av  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  if orientation(image) != 1:
+    return None
+  alpha = image.mode in ("RGBA", "LA")
+  fp = image.fp
+  fp.seek(0)
+  with av.open(fp, format="png_pipe") as container:
+    frame = next(container.decode(video=0))
+    deep = frame.to_ndarray(format="rgba64le" if alpha else "rgb48le")
+  rounded = (deep.astype(np.int64) * 255 + 32767) // 65535
+  if not alpha:
+    return rounded.astype(np.uint8)
+  return pixels.composite_on_white(rounded)
 
 
 def open_plan(path, max_pixels=None):
@@ -699,8 +762,9 @@ def read_file(path, channels=3, max_pixels=DEFAULT_MAX_IMAGE_PIXELS,
               target_size=None):
   """Reads one image file under the policy, as every entry point does.
 
-  The file's plan decides the reader; a file TensorFlow should read but
-  cannot (damage Pillow tolerates) is read by Pillow, as the scan does.
+  Pillow reads every kind (`read_pillow`): the pixels TensorFlow's policy
+  decoder gives (`tests/test_decode.py` holds them equal), without
+  importing TensorFlow.
 
   Args:
     path: the image file.
@@ -721,17 +785,10 @@ def read_file(path, channels=3, max_pixels=DEFAULT_MAX_IMAGE_PIXELS,
   if not os.path.isfile(path):
     raise ImgrecError(f"{path} is not a regular file (a folder, FIFO or "
                       "device): give image files.")
-  how = open_plan(path, max_pixels)
-  if how is not None and how.reader == "tf":
-    tf = import_tensorflow()
-    try:
-      return decode_function(channels, target_size)(
-          tf.io.read_file(path)).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-      pass  # Pillow reads more variants, and names the problem.
+  open_plan(path, max_pixels)  # The header's pixel count, before decoding.
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    return read_pillow(path, channels)
+    return read_pillow(path, channels, target_size)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise ImgrecError(f"Cannot read image {path}: {e}. Remove or replace "
                       "the file.") from e

@@ -68,8 +68,9 @@ def decode_and_resize(path, image_size, channels=3, plain=False, dct=True):
   contents = tf.io.read_file(path)
   target = image_size if dct else None
   if plain:
-    image = ops.to_channels(decode_plain(contents, target_size=target,
-                                         dct_method=""), channels)
+    image = ops.to_channels(decode_plain(
+        contents, target_size=target, dct_method=decode_lib.EXACT_IDCT),
+                            channels)
   else:
     image = decode_lib.decode_bytes(contents, channels, target_size=target)
   return ops.resize(image, image_size)
@@ -83,7 +84,7 @@ def decode_plain(contents, all_jpeg=False, target_size=None,
   policy says (the scan converts the others once). Training decodes JPEGs
   with the fast integer IDCT: within a level or two of the exact decode,
   well under the augmentation noise, and quicker; evaluation passes the
-  exact one (""). With `target_size` a JPEG is decoded DCT-scaled, as the
+  exact one (`decode.EXACT_IDCT`, the policy's pixels). With `target_size` a JPEG is decoded DCT-scaled, as the
   decode policy says. For an all-JPEG file list the per-image format test
   (a tf.cond) is skipped.
   """

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from imgrec.data import pixels
+
 from imgrec.config import FACE_RUNTIMES
 from imgrec.errors import ImgrecError
 from imgrec.run_folder import RunFolder
@@ -25,12 +27,7 @@ def tflite_name(variant="float"):
 def model_pixels(faces, channels):
   """uint8 RGB crops [N, S, S, 3] -> float32 model input (gray: the
   pipeline's rounded luma)."""
-  faces = np.asarray(faces)
-  if channels == 3:
-    return faces.astype(np.float32)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from imgrec.data import ops  # pylint: disable=g-import-not-at-top
-  return ops.to_channels(tf.constant(faces), 1).numpy().astype(np.float32)
+  return pixels.to_channels(np.asarray(faces), channels).astype(np.float32)
 
 
 def _unit(x):

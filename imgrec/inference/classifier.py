@@ -6,7 +6,9 @@
 
 Files are read under imgrec's one decode policy (`imgrec.data.decode`) and
 resized as the training pipeline and the SavedModel signatures do, so every
-format gives the same answer for the same image.
+format gives the same answer for the same image. On a `.tflite` file nothing
+imports TensorFlow or Keras: Pillow decodes, NumPy resizes
+(`imgrec.data.pixels`) and LiteRT runs the model.
 """
 
 import dataclasses
@@ -14,11 +16,11 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from imgrec import tasks
 from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
 from imgrec.data import decode
+from imgrec.data import pixels
 from imgrec.errors import ImgrecError
 from imgrec.inference import model_files
 from imgrec.run_folder import INPUT_SPEC_NAME
@@ -112,6 +114,7 @@ class _SavedModelBackend:
   takes_raw = True
 
   def __init__(self, path, trust_model=False):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     model_files.check_saved_model(path, trust=trust_model)
     try:
       self.loaded = tf.saved_model.load(path)
@@ -137,7 +140,7 @@ class _SavedModelBackend:
   def raw(self, examples):
     """Probabilities [N, C] of uint8 examples (images [N, H, W, 3], clips
     [N, T, H, W, 3]) of one size."""
-    out = self.fn(**{self._input: tf.constant(examples)})
+    out = self.fn(**{self._input: np.asarray(examples, np.uint8)})
     return out["probabilities"].numpy()
 
   def labels(self):
@@ -196,7 +199,7 @@ def _as_image(item, where):
     image = _check_float_pixels(image, where)
   image = image.astype(np.uint8)
   if image.shape[-1] == 4:
-    image = np.asarray(decode.composite_on_white(image))
+    image = pixels.composite_on_white(image)
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
   return image
@@ -324,7 +327,7 @@ class Classifier:
     if getattr(self._backend, "takes_raw", False):
       return list(images)
     spec = self._backend.input
-    return tasks.preprocess(images, spec.image_size, spec.channels).numpy()
+    return pixels.preprocess(images, spec.image_size, spec.channels)
 
   def run(self, prepared):
     """Probabilities [N, num_classes] of a `prepare`d batch: the model alone."""

@@ -11,6 +11,12 @@ import os
 
 from imgrec.errors import ImgrecError
 
+
+def needs_tensorflow(path):
+  """Whether loading the model at `path` imports TensorFlow: everything but
+  a .tflite file, which LiteRT runs alone."""
+  return not os.fspath(path or "").lower().endswith(".tflite")
+
 # Ops that touch files, run Python, or otherwise reach outside the graph.
 SIDE_EFFECT_OPS = frozenset({
     "ReadFile", "WriteFile", "MatchingFiles", "MatchingFilesDataset",

@@ -28,7 +28,6 @@ _LAZY = {
     "model_input": "imgrec.tasks.select",
     "model_input_spec": "imgrec.tasks.select",
     "ModelInput": "imgrec.tasks.base",
-    "preprocess": "imgrec.tasks.image_classification",
     "read_image": "imgrec.tasks.image_classification",
     "resolve": "imgrec.tasks.classification",
 }

@@ -19,8 +19,28 @@ name or on a tensor's rank.
 """
 
 import dataclasses
+import importlib.util
+import sys
 
 from imgrec.run_folder import TRAIN_COMMAND
+
+
+def lazy_import(name):
+  """The module `name`, executed when one of its attributes is first read.
+
+  Task modules import models, ops and the input pipeline (TensorFlow and
+  Keras) this way: asking which task takes a model's input (a TFLite
+  file's, for `Classifier`) then loads neither.
+  """
+  if name in sys.modules:
+    return sys.modules[name]
+  spec = importlib.util.find_spec(name)
+  loader = importlib.util.LazyLoader(spec.loader)
+  spec.loader = loader
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  loader.exec_module(module)
+  return module
 
 
 def input_shape_of(model_or_shape):

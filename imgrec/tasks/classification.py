@@ -12,13 +12,14 @@ import os
 import re
 
 from imgrec import datasets
-from imgrec import models
 from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.run_folder import RESUME_NEUTRAL
 from imgrec.run_folder import RunFolder
 from imgrec.tasks import base
+
+models = base.lazy_import("imgrec.models")
 
 logger = logging.getLogger(__name__)
 

@@ -20,18 +20,19 @@ import zipfile
 
 import numpy as np
 
-from imgrec import models
 from imgrec.config import TrainConfig
 from imgrec.data import decode
 from imgrec.data import folder as folder_lib
-from imgrec.data import ops
-from imgrec.data import pipeline
 from imgrec.data import scan
 from imgrec.errors import ImgrecError
 from imgrec.tasks import base
 from imgrec.tasks import classification
 from imgrec.tasks import registry
 from imgrec.tasks.data import find_data
+
+models = base.lazy_import("imgrec.models")
+ops = base.lazy_import("imgrec.data.ops")
+pipeline = base.lazy_import("imgrec.data.pipeline")
 
 logger = logging.getLogger(__name__)
 
@@ -244,13 +245,6 @@ def load_model(path):
     first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     raise ImgrecError(f"Cannot load model file {path}: {first}. It is "
                       "damaged or not an imgrec model.") from e
-
-
-def preprocess(images, image_size, channels):
-  """uint8 images of any size ([H, W, 3] each) -> float32 batch the model takes."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.stack([ops.resize(ops.to_channels(tf.constant(im), channels),
-                              image_size) for im in images])
 
 
 def read_image(path):

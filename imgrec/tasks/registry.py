@@ -78,3 +78,20 @@ def list_tasks():
 def tasks():
   """The registered task classes, in name order."""
   return [_TASKS[name] for name in list_tasks()]
+
+
+def find(predicate):
+  """The first registered task class for which `predicate(cls)` holds, or
+  None.
+
+  Tasks registered so far are asked first, then imgrec's own modules are
+  imported one at a time, only as far as the answer needs (which task
+  takes a TFLite file's input is known without importing the others).
+  """
+  for module in (None, *_BUILTIN):
+    if module is not None:
+      importlib.import_module(module)
+    for name in sorted(_TASKS):
+      if predicate(_TASKS[name]):
+        return _TASKS[name]
+  return None

@@ -52,9 +52,9 @@ def for_input_shape(shape):
   Raises:
     ImgrecError: no registered task takes it.
   """
-  for task in registry.tasks():
-    if task.accepts_input_shape(shape):
-      return task
+  task = registry.find(lambda cls: cls.accepts_input_shape(shape))
+  if task is not None:
+    return task
   raise ImgrecError(f"No imgrec task takes a model input of shape "
                     f"{tuple(shape)}.")
 
