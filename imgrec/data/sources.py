@@ -49,7 +49,7 @@ class ListedImageFolder(folder_lib.ImageFolder):
   missing: list = dataclasses.field(default_factory=list)
 
 
-def _listing(items, count=None):
+def listing(items, count=None):
   """Joins up to _MAX_LISTED items, saying how many more there are."""
   count = len(items) if count is None else count
   text = "; ".join(str(i) for i in items[:_MAX_LISTED])
@@ -61,23 +61,24 @@ def _listing(items, count=None):
 # --- Labels CSV --------------------------------------------------------------
 
 
-def _csv_columns(header, csv_path):
-  """The header's column names, lower case; refuses a header without
-  `path` and `label` or naming a column twice."""
+def _csv_columns(header, csv_path, required=("path", "label")):
+  """The header's column names, lower case; refuses a header without the
+  `required` columns or naming a column twice."""
+  expected = ",".join(required)
   if header is None:
     raise ImgrecError(f"Labels CSV {csv_path} is empty. Write a header "
-                      "line `path,label` and one row per image.")
+                      f"line `{expected}` and one row per image.")
   columns = [c.strip().lower() for c in header]
   dupes = sorted({c for c in columns if c and columns.count(c) > 1})
   if dupes:
     raise ImgrecError(f"Labels CSV {csv_path} line 1: column(s) "
                       f"{', '.join(dupes)} appear twice in the header "
                       f"{header!r}. Keep one of each.")
-  missing = [c for c in ("path", "label") if c not in columns]
+  missing = [c for c in required if c not in columns]
   if missing:
     raise ImgrecError(
         f"Labels CSV {csv_path} line 1: no {' or '.join(missing)} "
-        f"column. Found the header {header!r}; expected `path,label` "
+        f"column. Found the header {header!r}; expected `{expected}` "
         "(and optionally `split`) as the first line.")
   return columns
 
@@ -101,13 +102,14 @@ def _csv_read_error(e, csv_path, line):
                      f"{e}.")
 
 
-def _read_csv_rows(csv_path):
-  """Returns (columns, [(line, {column: value})]) of a UTF-8 CSV."""
+def read_csv_rows(csv_path, required=("path", "label")):
+  """Returns (columns, [(line, {column: value})]) of a UTF-8 CSV whose
+  header names the `required` columns."""
   reader = None
   try:
     with open(csv_path, encoding="utf-8-sig", newline="") as f:
       reader = csv.reader(f, strict=True)
-      columns = _csv_columns(next(reader, None), csv_path)
+      columns = _csv_columns(next(reader, None), csv_path, required)
       rows = []
       for values in reader:
         if not any(v.strip() for v in values):
@@ -127,7 +129,7 @@ def _outside(path, base):
   return not (real == base or real.startswith(base + os.sep))
 
 
-def _csv_split(row, has_split):
+def csv_split(row, has_split):
   """The imgrec split a CSV row names; raises ValueError saying why not."""
   if not has_split:
     return "train"
@@ -140,18 +142,33 @@ def _csv_split(row, has_split):
   return split
 
 
-def _csv_entries(csv_path, rows, has_split):
-  """[(line, absolute path, label, split)] of the rows; refuses bad rows."""
+def _single_label(row):
+  if not row["label"]:
+    raise ValueError(f"empty label for {row['path']!r}")
+  return row["label"]
+
+
+def csv_entries(csv_path, rows, has_split, label_of=_single_label,
+                usage="every row needs a path and a label"):
+  """[(line, absolute path, label, split)] of the rows; refuses bad rows.
+
+  Args:
+    csv_path: the CSV (relative paths are relative to its folder).
+    rows: `read_csv_rows`' rows.
+    has_split: the CSV has a split column (else every row is "train").
+    label_of: `fn(row)` -> the row's label(s), raising ValueError to say why
+      a row's labels are bad.
+    usage: what a row needs, for the message.
+  """
   base = os.path.dirname(csv_path)
   problems, entries, first_line = [], [], {}
   for line, row in rows:
-    path, label = row["path"], row["label"]
+    path = row["path"]
     try:
       if not path:
         raise ValueError("empty path")
-      if not label:
-        raise ValueError(f"empty label for {path!r}")
-      split = _csv_split(row, has_split)
+      label = label_of(row)
+      split = csv_split(row, has_split)
       full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
       if full in first_line:
         raise ValueError(f"{path!r} is already listed on line "
@@ -163,12 +180,11 @@ def _csv_entries(csv_path, rows, has_split):
     entries.append((line, full, label, split))
   if problems:
     raise ImgrecError(f"Labels CSV {csv_path} has {len(problems)} bad "
-                      f"row(s): {_listing(problems)}. Fix or remove them; "
-                      "every row needs a path and a label, and a file may be "
-                      "listed once.")
+                      f"row(s): {listing(problems)}. Fix or remove them; "
+                      f"{usage}, and a file may be listed once.")
   if not entries:
     raise ImgrecError(f"Labels CSV {csv_path} has a header but no rows. Add "
-                      "one `path,label` row per image.")
+                      "one row per image.")
   return entries
 
 
@@ -184,7 +200,7 @@ def _csv_class_names(csv_path, entries, min_classes):
   return class_names
 
 
-def _unusable(full, base, allow_outside):
+def unusable(full, base, allow_outside):
   """(reason, why) a listed file cannot be used, or (reason, None)."""
   if not allow_outside and _outside(full, base):
     return OUTSIDE_REASON, ("is outside the CSV's folder (pass "
@@ -204,7 +220,7 @@ def _csv_splits(csv_path, entries, class_names, allow_outside):
   index = {c: i for i, c in enumerate(class_names)}
   splits, missing = {}, []
   for line, full, label, split in entries:
-    reason, why = _unusable(full, base, allow_outside)
+    reason, why = unusable(full, base, allow_outside)
     if why:
       missing.append({"path": full, "split": split, "class": label,
                       "reason": reason,
@@ -217,7 +233,7 @@ def _csv_splits(csv_path, entries, class_names, allow_outside):
   if missing:
     logger.warning("%d file(s) listed in %s do not exist and are skipped: %s",
                    len(missing), csv_path,
-                   _listing([m["path"] for m in missing]))
+                   listing([m["path"] for m in missing]))
   splits.setdefault("train", folder_lib.Split([], []))
   return splits, missing
 
@@ -279,8 +295,8 @@ def read_labels_csv(csv_path, *, min_classes=2, allow_outside=False):
   if not csv_path:
     raise ImgrecError("No labels CSV given. Pass --labels_csv=<file.csv>.")
   csv_path = os.path.abspath(os.path.expanduser(csv_path))
-  columns, rows = _read_csv_rows(csv_path)
-  entries = _csv_entries(csv_path, rows, "split" in columns)
+  columns, rows = read_csv_rows(csv_path)
+  entries = csv_entries(csv_path, rows, "split" in columns)
   class_names = _csv_class_names(csv_path, entries, min_classes)
   splits, missing = _csv_splits(csv_path, entries, class_names,
                                 allow_outside)
@@ -553,7 +569,7 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
   if lacking:
     raise ImgrecError(
         f"TFDS dataset {name!r}, split {mapping['train']!r}: class(es) "
-        f"{_listing([repr(c) for c in lacking])} have no training example. "
+        f"{listing([repr(c) for c in lacking])} have no training example. "
         "Pick a train split holding every class with split_names.")
   return folder_lib.ImageFolder(root=root, class_names=class_names,
                                 splits=splits, layout="tfds")

@@ -1,0 +1,151 @@
+"""Multi-label data and metrics: the labels CSV, iterative stratification,
+average precision, per-class thresholds."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgrec.data import multilabel
+from imgrec.errors import ImgrecError
+from imgrec.metrics import multilabel as metrics
+
+
+def _brute_ap(y, s):
+  """AP by its definition: for each distinct score t from the top, the
+  recall gained by predicting score >= t times the precision there."""
+  ap, last_recall = 0.0, 0.0
+  for t in sorted(set(s), reverse=True):
+    kept = s >= t
+    recall = (y & kept).sum() / y.sum()
+    ap += (recall - last_recall) * (y & kept).sum() / kept.sum()
+    last_recall = recall
+  return ap
+
+
+def test_average_precision_by_hand_and_by_definition():
+  y = np.array([1, 0, 1, 0], bool)
+  assert metrics.average_precision(y, [0.9, 0.8, 0.7, 0.1]) == pytest.approx(
+      0.5 * 1 + 0.5 * 2 / 3)
+  assert metrics.average_precision([1, 0], [0.5, 0.5]) == 0.5  # A tie.
+  assert np.isnan(metrics.average_precision([0, 0], [0.3, 0.2]))
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    y = rng.random(40) < 0.3
+    y[0] = True
+    s = np.round(rng.random(40), 1)  # Many ties.
+    assert metrics.average_precision(y, s) == pytest.approx(_brute_ap(y, s))
+
+
+def test_the_threshold_maximizes_f1_between_two_scores():
+  assert metrics.best_f1_threshold([1, 1, 0, 0], [0.9, 0.6, 0.4, 0.1]) == (
+      pytest.approx(0.5))
+  # A class absent from validation keeps the default.
+  assert metrics.best_f1_threshold([0, 0], [0.9, 0.1]) == (
+      metrics.DEFAULT_THRESHOLD)
+  rng = np.random.default_rng(1)
+  y = rng.random(200) < 0.2
+  s = np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1)
+  t = metrics.best_f1_threshold(y, s)
+  best = max(2 * (y & (s >= c)).sum() / ((s >= c).sum() + y.sum())
+             for c in np.unique(s))
+  assert 2 * (y & (s >= t)).sum() / ((s >= t).sum() + y.sum()) == (
+      pytest.approx(best))
+
+
+def test_summary_counts_every_figure():
+  targets = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0]])
+  scores = np.array([[.9, .2, .1], [.8, .7, .2], [.1, .1, .3], [.6, .9, .1]])
+  out = metrics.summary(targets, scores, [0.5, 0.5, 0.5], ["a", "b", "c"])
+  # Predicted: a on rows 0, 1, 3 (one wrong); b on rows 1, 3.
+  assert out["per_class"]["a"]["precision"] == pytest.approx(2 / 3)
+  assert out["per_class"]["a"]["recall"] == 1.0
+  assert out["per_class"]["b"]["f1"] == 1.0
+  assert out["per_class"]["c"]["support"] == 0
+  assert out["per_class"]["c"]["ap"] is None
+  assert out["map"] == pytest.approx(np.mean([
+      metrics.average_precision(targets[:, 0], scores[:, 0]), 1.0]))
+  assert out["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 1))
+  assert out["macro_f1"] == pytest.approx((0.8 + 1.0) / 2)
+  assert out["subset_accuracy"] == 0.75
+  assert out["hamming_loss"] == pytest.approx(1 / 12)
+  assert out["cardinality"] == {"true": 1.0, "predicted": 1.25}
+
+
+def _label_matrix(rng, rows=600, labels=12):
+  """Labels of very different frequencies, some rare, some co-occurring."""
+  p = np.geomspace(0.4, 0.01, labels)
+  targets = rng.random((rows, labels)) < p
+  targets[:, 1] |= targets[:, 0] & (rng.random(rows) < 0.5)
+  return targets.astype(np.uint8)
+
+
+def test_iterative_stratification_keeps_every_labels_share():
+  rng = np.random.default_rng(2)
+  targets = _label_matrix(rng)
+  fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+  splits = np.array(multilabel.iterative_split(targets, fractions, seed=3))
+  assert splits.tolist() == multilabel.iterative_split(targets, fractions, 3)
+  assert abs((splits == "train").mean() - 0.7) < 0.01
+
+  def off(assigned):
+    """Images each label has too many or too few in each split, summed."""
+    return sum(np.abs(targets[assigned == name].sum(0)
+                      - share * targets.sum(0)).sum()
+               for name, share in fractions.items())
+
+  random = rng.choice(list(fractions), len(targets),
+                      p=list(fractions.values()))
+  assert off(splits) < 0.25 * off(random)
+  common = targets.sum(0) >= 100
+  for name, share in fractions.items():
+    inside = targets[splits == name][:, common].sum(0)
+    assert np.all(np.abs(inside / targets[:, common].sum(0) - share) <= 0.01)
+
+
+def test_too_rare_labels_are_named_in_one_line():
+  targets = np.array([[1, 0], [1, 1], [1, 0]])
+  with pytest.raises(ImgrecError, match=r"'?b'? \(1\)"):
+    multilabel.check_label_counts(["a", "b"], targets, 0.1, 0.1, "labels.csv")
+  multilabel.check_label_counts(["a", "b"], targets, 0.0, 0.0, "labels.csv")
+
+
+def _write(tmp_path, text, images=("a.png", "b.png", "c.png")):
+  for name in images:
+    Image.new("RGB", (8, 8)).save(tmp_path / name)
+  path = tmp_path / "labels.csv"
+  path.write_text(text, encoding="utf-8")
+  return str(path)
+
+
+def test_csv_reads_label_sets_and_empty_cells(tmp_path):
+  path = _write(tmp_path, "path,labels,split\na.png,car person,train\n"
+                "b.png,,val\nc.png,person,test\nmissing.png,car,train\n")
+  rows = multilabel.read_multilabel_csv(path)
+  assert rows.class_names == ["car", "person"]
+  assert [os.path.basename(p) for p in rows.paths] == ["a.png", "b.png",
+                                                       "c.png"]
+  np.testing.assert_array_equal(rows.targets, [[1, 1], [0, 0], [0, 1]])
+  assert rows.splits == ["train", "val", "test"]
+  assert [os.path.basename(m["path"]) for m in rows.missing] == [
+      "missing.png"]
+  other = multilabel.read_multilabel_csv(_write(
+      tmp_path, "path,labels\na.png,car|person\n"), label_delim="|")
+  assert other.class_names == ["car", "person"] and other.splits is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty"),
+    ("path,label\na.png,car\n", "no labels column"),
+    ("path,labels\na.png,car car\n", "line 2: label\\(s\\) 'car' appear twice"),
+    ("path,labels\na.png,\"car,person\"\n", "line 2: .*--label_delim=','"),
+    ("path,labels\na.png,\nb.png,\n", "every labels cell is empty"),
+    ("path,labels\na.png,car\na.png,dog\n", "line 3: 'a.png' is already"),
+    ("path,labels\n,car\n", "line 2: empty path"),
+    ("path,labels\n", "no rows"),
+])
+def test_bad_csvs_fail_in_one_line_naming_the_row(tmp_path, text, message):
+  with pytest.raises(ImgrecError, match=message) as e:
+    multilabel.read_multilabel_csv(_write(tmp_path, text))
+  assert "\n" not in str(e.value)
