@@ -13,9 +13,11 @@ Measures, each over `--runs` fresh processes (median), in one run:
   from start to the first row on stdout;
 * `imgrec-predict` over a folder of `--photos` JPEGs (500x375): images/s;
 * the answers: probabilities of `Classifier` on the .tflite file (Pillow
-  decode, NumPy resize, LiteRT) against the SavedModel's `serving_bytes`
-  (TensorFlow's graph decoder and resize) on the MNIST test PNGs, the ORL
-  faces and the photos: top-1 agreement and the largest difference.
+  decode, NumPy resize, LiteRT) against the previous version's path
+  (TensorFlow's graph decoder, Pillow for PGM and the other kinds
+  TensorFlow cannot read, the SavedModel's resize) on the MNIST test PNGs,
+  the ORL faces and the photos: top-1 agreement and the largest
+  difference.
 
 The model is a small image run (32 pixels, 1 epoch on `shapes`) trained in
 `--work` unless `--model_dir` names one (with export/model.tflite).
@@ -70,8 +72,11 @@ def _env(root):
 def _timed(argv, env, first_line=False):
   """(wall seconds to exit or to the first stdout line, peak RSS in MB)."""
   start = time.perf_counter()
+  # Not in the checkout: `python -m` puts the working folder first on the
+  # path, before PYTHONPATH's checkout.
   proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True)
+                          stderr=subprocess.DEVNULL, text=True,
+                          cwd=os.path.dirname(argv[-1]))
   if first_line:
     proc.stdout.readline()
     seconds = time.perf_counter() - start
@@ -144,28 +149,36 @@ def _model_dir(work):
 
 
 def _agreement(run, folders):
-  """Classifier(tflite) against serving_bytes on every image of `folders`."""
+  """Classifier(tflite) against the path of the previous version: the
+  graph decoder (Pillow for kinds TensorFlow cannot read), then the
+  SavedModel's serving_default (TensorFlow's resize), on every image."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from imgrec.data import decode  # pylint: disable=g-import-not-at-top
   from imgrec.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
   serve = tf.saved_model.load(os.path.join(run, "export", "saved_model"))
-  serve = serve.signatures["serving_bytes"]
+  serve = serve.signatures["serving_default"]
   clf = Classifier.load(os.path.join(run, "export", "model.tflite"))
+  graph_decode = decode.decode_function(3, clf.image_size)
+
+  def reference(path):
+    if decode.open_plan(path).reader == "tf":
+      image = graph_decode(tf.io.read_file(path)).numpy()
+    else:
+      image = decode.read_pillow(path, 3)
+    return serve(images=tf.constant(image[None]))["probabilities"].numpy()[0]
+
   out = {}
   for name, root in folders.items():
     if not os.path.isdir(root):
       continue
     paths = folder_lib.expand_image_paths([root], "image")
-    worst, same = 0.0, 0
-    for i in range(0, len(paths), 64):
-      chunk = paths[i:i + 64]
-      lite = clf.predict_proba(chunk)
-      graph = serve(image_bytes=tf.constant(
-          [open(p, "rb").read() for p in chunk]))["probabilities"].numpy()
-      worst = max(worst, float(np.abs(lite - graph).max()))
-      same += int((lite.argmax(1) == graph.argmax(1)).sum())
-    out[name] = {"images": len(paths), "top1_same": same,
-                 "max_abs_diff": worst}
+    lite = np.concatenate([clf.predict_proba(paths[i:i + 64])
+                           for i in range(0, len(paths), 64)])
+    graph = np.stack([reference(p) for p in paths])
+    out[name] = {"images": len(paths),
+                 "top1_same": int((lite.argmax(1) == graph.argmax(1)).sum()),
+                 "max_abs_diff": float(np.abs(lite - graph).max())}
   return out
 
 
@@ -179,6 +192,12 @@ def main(argv):
   runs, py = _RUNS.value, sys.executable
   results = {"runs": runs, "cpus": os.cpu_count(),
              "load_before": os.getloadavg()}
+  for name, root in (("now", None), ("before", _BEFORE.value)):
+    if name == "now" or root:
+      where = subprocess.run(
+          [py, "-c", "import imgrec; print(imgrec.__file__)"], env=_env(root),
+          cwd=work, capture_output=True, text=True, check=True).stdout
+      results[f"imgrec_{name}"] = where.strip()
   results["anchor_litert"] = _median([py, "-c", _ANCHOR, tflite, one],
                                      _env(None), runs)
   roots = {"now": None}
