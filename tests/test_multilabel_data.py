@@ -149,3 +149,62 @@ def test_bad_csvs_fail_in_one_line_naming_the_row(tmp_path, text, message):
   with pytest.raises(ImgrecError, match=message) as e:
     multilabel.read_multilabel_csv(_write(tmp_path, text))
   assert "\n" not in str(e.value)
+
+
+def test_asymmetric_loss_by_hand_and_as_cross_entropy():
+  import keras  # pylint: disable=g-import-not-at-top
+  from imgrec.models.losses import AsymmetricLoss  # pylint: disable=g-import-not-at-top
+  y = np.array([[1, 0, 0], [0, 1, 1]], np.float32)
+  p = np.array([[0.8, 0.3, 0.02], [0.6, 0.9, 0.4]], np.float32)
+  pm = np.maximum(p - 0.05, 0)
+  by_hand = -(y * np.log(p) + (1 - y) * pm ** 4 * np.log(1 - pm)).sum(1)
+  np.testing.assert_allclose(AsymmetricLoss(reduction=None)(y, p), by_hand,
+                             rtol=1e-5)
+  # A negative scored under the clip costs nothing.
+  assert float(AsymmetricLoss()([[0.0]], [[0.04]])) == pytest.approx(0, abs=1e-6)
+  # No focusing, no clip: binary cross-entropy summed over the labels.
+  plain = AsymmetricLoss(gamma_neg=0, clip=0, reduction=None)(y, p)
+  bce = keras.losses.BinaryCrossentropy(reduction=None)(y[..., None],
+                                                         p[..., None])
+  np.testing.assert_allclose(plain, np.asarray(bce).sum(1), rtol=1e-4)
+  again = keras.losses.deserialize(keras.losses.serialize(AsymmetricLoss(3)))
+  assert again.gamma_neg == 3.0 and again.clip == 0.05
+  with pytest.raises(ValueError, match="clip"):
+    AsymmetricLoss(clip=1.5)
+
+
+def test_a_sigmoid_head_gives_each_label_its_own_probability():
+  from imgrec import models  # pylint: disable=g-import-not-at-top
+  model = models.create_model("simple_cnn", 1, (16, 16, 3), head="sigmoid")
+  out = model(np.zeros((2, 16, 16, 3), np.float32))
+  assert out.shape == (2, 1) and model.layers[-1].dtype == "float32"
+  three = models.create_model("mlp", 3, (8, 8, 1), head="sigmoid")
+  assert np.asarray(three(np.full((1, 8, 8, 1), 128.0))).sum() != (
+      pytest.approx(1.0))
+  with pytest.raises(ValueError, match="head"):
+    models.create_model("mlp", 3, (8, 8, 1), head="relu")
+  with pytest.raises(ValueError, match=">= 2"):
+    models.check_model("mlp", 1, (8, 8, 1))
+
+
+def test_the_pipeline_carries_label_vectors(tmp_path):
+  from imgrec.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
+  from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
+  paths = []
+  for i in range(6):
+    paths.append(str(tmp_path / f"{i}.png"))
+    Image.new("RGB", (12, 10), (40 * i, 0, 0)).save(paths[-1])
+  rows = [[1, 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 1], [0, 0, 1], [1, 0, 0]]
+  split = folder_lib.Split(paths, rows)
+  spec = pipeline.PipelineSpec(num_classes=3, image_size=(8, 8), batch_size=6,
+                               multi_hot=True, scanned=False)
+  (_, y), = list(pipeline.make_dataset(split, spec))
+  np.testing.assert_array_equal(y.numpy(), rows)
+  mixed = pipeline.PipelineSpec(num_classes=3, image_size=(8, 8),
+                                batch_size=6, multi_hot=True, scanned=False,
+                                training=True, mixup=0.4, seed=1)
+  (_, y), = list(pipeline.make_dataset(split, mixed))
+  y = y.numpy()
+  assert y.dtype == np.float32 and y.shape == (6, 3)
+  assert ((y > 0) & (y < 1)).any()  # Label vectors mixed.
+  assert y.min() >= 0 and y.max() <= 1

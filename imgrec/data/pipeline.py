@@ -171,6 +171,9 @@ class PipelineSpec:
     scanned: the files went through the data scan, which leaves only files
       TensorFlow's plain decoder reads as the decode policy says; else every
       file is decoded under the full policy.
+    multi_hot: the split's labels are label vectors ([num_classes] 0/1 rows,
+      multi-label) instead of class indices; batches carry them as float32
+      (MixUp and CutMix mix them as they mix one-hot rows).
   """
   num_classes: int
   image_size: tuple
@@ -187,6 +190,7 @@ class PipelineSpec:
   deterministic: bool = True
   drop_remainder: bool | None = None
   scanned: bool = True
+  multi_hot: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "image_size",
@@ -197,6 +201,13 @@ class PipelineSpec:
     if self.flip not in FLIP_MODES:
       raise ImgrecError(f"flip must be one of {FLIP_MODES}. "
                         f"Received: flip={self.flip!r}")
+
+  def targets(self, labels):
+    """The float32 target rows of a split's labels."""
+    if self.multi_hot:
+      return tf.constant(labels, tf.float32, shape=[len(labels),
+                                                    self.num_classes])
+    return tf.one_hot(tf.constant(labels, tf.int32), self.num_classes)
 
   @property
   def map_options(self):
@@ -236,7 +247,7 @@ def make_dataset(split, spec, *, input_context=None, pixels=None):
                         input_context)
   paths, labels = list(split.paths), list(split.labels)
   ds = tf.data.Dataset.from_tensor_slices(
-      (tf.constant(paths, tf.string), tf.constant(labels, tf.int32)))
+      (tf.constant(paths, tf.string), spec.targets(labels)))
   ds, num_images, batch_size = _shard(ds, len(paths), spec.batch_size,
                                       input_context)
   # Evaluation decodes exactly as serving does (float pixels, exact IDCT),
@@ -251,7 +262,7 @@ def make_dataset(split, spec, *, input_context=None, pixels=None):
                      bytes_per_pixel=spec.channels * (
                          1 if spec.training else 4),
                      epochs=spec.epochs)
-  decode = lambda p, y: (decode_fn(p), tf.one_hot(y, spec.num_classes))
+  decode = lambda p, y: (decode_fn(p), y)
   if cache is not None:
     ds = ds.map(decode, **spec.map_options)
     if cache != "memory" and input_context is not None:
@@ -281,12 +292,13 @@ def _decode_fn(spec, all_jpeg, dct):
 
 
 def _augmented(ds, spec, decode, all_jpeg, dct):
-  """Per-image augmentation of (path, label) or, when cached, (image, one-hot).
+  """Per-image augmentation of (path, target row) or, when cached, (image,
+  target row).
 
   Args:
     ds: the dataset.
     spec: the PipelineSpec.
-    decode: `fn(path, label)` when the elements are files to decode, else
+    decode: `fn(path, target)` when the elements are files to decode, else
       None.
     all_jpeg: every file is a JPEG the plain decoder reads.
     dct: some image may decode DCT-scaled.
@@ -300,7 +312,7 @@ def _augmented(ds, spec, decode, all_jpeg, dct):
     # then augment measured 0.84x).
     return ds.map(lambda py, s: (augment_lib.decode_augment_jpeg(
         py[0], s, spec.image_size, spec.channels, flip=spec.flip, dct=dct),
-                                 tf.one_hot(py[1], spec.num_classes)),
+                                 py[1]),
                   **spec.map_options)
   augment_pair = lambda xy, s: (
       augment_lib.augment_image(xy[0], s, flip=spec.flip), xy[1])
@@ -326,7 +338,7 @@ def _from_pixels(pixels, pixel_rows, labels, spec, input_context):
   """`make_dataset` over images already decoded into a uint8 tensor."""
   store = tf.convert_to_tensor(pixels, tf.uint8)
   rows = tf.constant(list(pixel_rows), tf.int64)
-  targets = tf.one_hot(tf.constant(labels, tf.int32), spec.num_classes)
+  targets = spec.targets(labels)
   return indexed_dataset(
       len(pixel_rows), lambda i: (tf.gather(store, tf.gather(rows, i)),
                                   tf.gather(targets, i)),

@@ -221,21 +221,31 @@ def _options(name, input_shape, kwargs):
   return input_shape, options
 
 
-def _check_num_classes(num_classes):
+# Output activations of a classifier head: one class of several (softmax),
+# or each label on its own (sigmoid, multi-label).
+HEADS = ("softmax", "sigmoid")
+
+
+def _check_num_classes(num_classes, head="softmax"):
+  if head not in HEADS:
+    raise ValueError(f"`head` must be one of {HEADS}. Received: head={head!r}")
+  least = 2 if head == "softmax" else 1
   if (isinstance(num_classes, bool) or not isinstance(num_classes, int) or
-      num_classes < 2):
+      num_classes < least):
     raise ValueError(
-        "`num_classes` must be an integer >= 2 (outputs are softmax "
+        f"`num_classes` must be an integer >= {least} (outputs are {head} "
         f"probabilities). Received: num_classes={num_classes!r}")
 
 
-def check_model(name, num_classes, input_shape=None, **kwargs):
+def check_model(name, num_classes, input_shape=None, head="softmax",
+                **kwargs):
   """Checks that `create_model` with these arguments would build, without building.
 
   Args:
     name: Registered model name.
     num_classes: Number of classes.
     input_shape: `(height, width, channels)` or None for the model's own.
+    head: "softmax" or "sigmoid" (see `create_model`).
     **kwargs: Model-specific options.
 
   Returns:
@@ -247,7 +257,7 @@ def check_model(name, num_classes, input_shape=None, **kwargs):
     TypeError: For a keyword argument the model does not accept.
   """
   _lookup(name)
-  _check_num_classes(num_classes)
+  _check_num_classes(num_classes, head)
   return check_backbone(name, input_shape, **kwargs)
 
 
@@ -307,7 +317,8 @@ def _build_backbone(name, input_shape, options):
   return keras.Model(body.input, features, name=f"{name}_backbone")
 
 
-def create_model(name, num_classes, input_shape=None, **kwargs):
+def create_model(name, num_classes, input_shape=None, head="softmax",
+                 **kwargs):
   """Builds a registered classifier: its backbone and a softmax head.
 
   Every model takes one input named `"image"` of float32 raw pixels in
@@ -317,13 +328,16 @@ def create_model(name, num_classes, input_shape=None, **kwargs):
   and ends in a float32 softmax `Dense` named `"predictions"`, so
   probabilities and the loss computed from them keep full precision under
   a mixed-precision policy. The model is flat: the backbone's layers are
-  the classifier's own.
+  the classifier's own. With `head="sigmoid"` (multi-label) each output is
+  a label's own probability.
 
   Args:
     name: Registered model name (see `list_models()`).
     num_classes: Number of classes, at least 2.
     input_shape: `(height, width, channels)`. Defaults to the model's
       `input_size` with its default number of channels.
+    head: "softmax" (one class of `num_classes`, at least 2) or "sigmoid"
+      (independent labels, at least 1).
     **kwargs: Model-specific options, e.g. `dropout`, `edges`, `width`,
       `depth`, `weights`, `freeze_backbone`.
 
@@ -336,7 +350,7 @@ def create_model(name, num_classes, input_shape=None, **kwargs):
     TypeError: For a keyword argument the model does not accept.
   """
   _lookup(name)
-  _check_num_classes(num_classes)
+  _check_num_classes(num_classes, head)
   input_shape, options = _options(name, input_shape, kwargs)
   backbone = _build_backbone(name, input_shape, options)
   dropout = options["dropout"]
@@ -346,7 +360,7 @@ def create_model(name, num_classes, input_shape=None, **kwargs):
   if dropout > 0:
     x = layers.Dropout(dropout, name="head_dropout")(x)
   outputs = layers.Dense(
-      num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+      num_classes, activation=head, dtype="float32", name="predictions")(x)
   return keras.Model(backbone.input, outputs, name=name)
 
 
