@@ -146,6 +146,8 @@ def _export(config, args):
   print(f"saved_model: {out['saved_model']}")
   for path in out["tflite"].values():
     print(f"tflite: {path}")
+  for path in out["face_detector"].values():
+    print(f"face detector: {path}")
 
 
 # Each command: its record (its flags) and what it does with the record and
@@ -173,10 +175,17 @@ def run():
 
 
 def _needs_tensorflow(config):
-  """TFLite embedders of pre-cropped faces run on LiteRT alone; the face
-  detector (MTCNN), training and the other runtimes are Keras models."""
-  return not (getattr(config, "runtime", None) == "tflite" and
-              not getattr(config, "detect", True))
+  """TFLite embedders run on LiteRT alone, and so does the face detector
+  when the export holds its TFLite files (an older export detects with the
+  Keras MTCNN); training and the other runtimes are Keras models."""
+  if getattr(config, "runtime", None) != "tflite":
+    return True
+  if not getattr(config, "detect", True):
+    return False
+  from imgrec.inference import face_detect_lite  # pylint: disable=g-import-not-at-top
+  from imgrec.run_folder import RunFolder  # pylint: disable=g-import-not-at-top
+  return not face_detect_lite.has_detector(
+      RunFolder(config.model_dir).export_dir)
 
 
 if __name__ == "__main__":

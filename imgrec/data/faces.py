@@ -86,7 +86,8 @@ class FaceResult:
     return self.status == "ok"
 
 
-def _check_rgb(rgb):
+def check_rgb(rgb):
+  """Raises ValueError unless `rgb` is a uint8 array [height, width, 3]."""
   if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and
           rgb.ndim == 3 and rgb.shape[2] == 3):
     shape, dtype = getattr(rgb, "shape", None), getattr(rgb, "dtype", None)
@@ -144,6 +145,11 @@ class FaceDetector:
         self._mtcnn = self._new_mtcnn()
     return self
 
+  def mtcnn_stages(self):
+    """mtcnn's stages (PNet, RNet, ONet), each holding its Keras `model`:
+    what `imgrec-faces export` converts for LiteRT."""
+    return list(self.build()._mtcnn.stages)
+
   @staticmethod
   def _new_mtcnn():
     _require_mtcnn()
@@ -178,35 +184,67 @@ class FaceDetector:
       ValueError: `rgb` is not an RGB uint8 array.
       ImgrecError: the detector failed on this image, or cannot be loaded.
     """
-    _check_rgb(rgb)
-    height, width = rgb.shape[:2]
-    if height == 0 or width == 0:
-      return []
-    mtcnn = self.build()._mtcnn
-    try:
-      found = mtcnn.detect_faces(rgb)
-    except Exception as e:  # pylint: disable=broad-except
-      # Whatever mtcnn raises on one image concerns that image only: the
-      # caller reports it and goes on with the next.
-      raise ImgrecError(f"The face detector failed on a {width}x{height} "
-                        f"image: {type(e).__name__}: {e}") from e
-    faces = []
-    for item in found:
-      confidence = float(item["confidence"])
-      if confidence < self.min_confidence:
-        continue
-      x, y, w, h = (int(round(float(v))) for v in item["box"])
-      x0, y0 = min(max(x, 0), width), min(max(y, 0), height)
-      x1, y1 = min(max(x + w, 0), width), min(max(y + h, 0), height)
-      if x1 <= x0 or y1 <= y0:
-        continue
-      points = item["keypoints"]
-      faces.append(Face(
-          box=(x0, y0, x1 - x0, y1 - y0), confidence=confidence,
-          left_eye=tuple(float(v) for v in points["left_eye"]),
-          right_eye=tuple(float(v) for v in points["right_eye"])))
-    faces.sort(key=lambda face: (-face.area, -face.confidence))
-    return faces
+    return find_faces(lambda image: self.build()._mtcnn.detect_faces(image),
+                      rgb, self.min_confidence)
+
+
+def find_faces(find, rgb, min_confidence):
+  """The Faces a detector's `find` gives for one image.
+
+  Both detectors (`FaceDetector`, and the LiteRT one of
+  `imgrec.inference.face_detect_lite`) find what mtcnn's `detect_faces`
+  returns, and both go through this one check and conversion.
+
+  Args:
+    find: fn(rgb) -> [{"box": (x, y, w, h), "confidence", "keypoints":
+      {"left_eye", "right_eye", ...}}].
+    rgb: uint8 array [height, width, 3].
+    min_confidence: findings scoring lower are left out.
+
+  Returns:
+    A list of Face, boxes clipped to the image (empty ones left out), the
+    largest box first; empty for an image with no pixels (`find` is then
+    not called).
+
+  Raises:
+    ValueError: `rgb` is not an RGB uint8 array.
+    ImgrecError: `find` failed on this image.
+  """
+  check_rgb(rgb)
+  height, width = rgb.shape[:2]
+  if height == 0 or width == 0:
+    return []
+  try:
+    found = find(rgb)
+  except ImgrecError:
+    raise  # The detector cannot load: not this image's fault.
+  except Exception as e:  # pylint: disable=broad-except
+    # Whatever a detector raises on one image concerns that image only:
+    # the caller reports it and goes on with the next.
+    raise ImgrecError(f"The face detector failed on a {width}x{height} "
+                      f"image: {type(e).__name__}: {e}") from e
+  return faces_of(found, width, height, min_confidence)
+
+
+def faces_of(found, width, height, min_confidence):
+  """The Faces of `find_faces`'s findings in a width x height image."""
+  faces = []
+  for item in found:
+    confidence = float(item["confidence"])
+    if confidence < min_confidence:
+      continue
+    x, y, w, h = (int(round(float(v))) for v in item["box"])
+    x0, y0 = min(max(x, 0), width), min(max(y, 0), height)
+    x1, y1 = min(max(x + w, 0), width), min(max(y + h, 0), height)
+    if x1 <= x0 or y1 <= y0:
+      continue
+    points = item["keypoints"]
+    faces.append(Face(
+        box=(x0, y0, x1 - x0, y1 - y0), confidence=confidence,
+        left_eye=tuple(float(v) for v in points["left_eye"]),
+        right_eye=tuple(float(v) for v in points["right_eye"])))
+  faces.sort(key=lambda face: (-face.area, -face.confidence))
+  return faces
 
 
 def align_crop(rgb, face, size, margin=0.2):
@@ -236,7 +274,7 @@ def align_crop(rgb, face, size, margin=0.2):
     ValueError: bad `rgb`, `size` or `margin`.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  _check_rgb(rgb)
+  check_rgb(rgb)
   if rgb.shape[0] == 0 or rgb.shape[1] == 0:
     raise ValueError(f"The image has no pixels. Received: shape={rgb.shape}")
   _check_size(size)
@@ -278,7 +316,7 @@ def whole_square(rgb, size):
     (uint8 array [size, size, 3], (0, 0, width, height)).
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  _check_rgb(rgb)
+  check_rgb(rgb)
   _check_size(size)
   height, width = rgb.shape[:2]
   if not height or not width:
@@ -325,7 +363,9 @@ def load_faces(paths, size, detect=True, detector=None, several="skip",
       pictures that already are face crops (ORL, LFW crops): each is then
       resized whole to the square (`whole_square`), and no
       detector is built.
-    detector: a FaceDetector; a new one (minimum confidence 0.9) if None.
+    detector: a FaceDetector, or any object with its `detect` and
+      `min_confidence` (`face_detect_lite.LiteFaceDetector`); a new
+      FaceDetector (minimum confidence 0.9) if None.
     several: what to do with an image holding more than one face: "skip"
       it (status "several_faces") or take the "largest" (status "ok",
       `count` says how many there were).
@@ -345,7 +385,8 @@ def load_faces(paths, size, detect=True, detector=None, several="skip",
     raise ValueError(f"several must be one of {SEVERAL_FACES}. Received: "
                      f"several={several!r}")
   if detect:
-    _require_mtcnn()
+    if detector is None or isinstance(detector, FaceDetector):
+      _require_mtcnn()
     detector = detector if detector is not None else FaceDetector()
   results = []
   for path in paths:

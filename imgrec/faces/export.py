@@ -7,18 +7,24 @@ return the embedding before its L2 normalization (normalize it before
 matching, as `Embedder` does). Both go through imgrec's one export path
 (`export.saved_model.write_saved_model`, `export.tflite`: metadata in every
 file); int8 goes through the export's calibration and integer check.
+The face detector's networks go beside them (`export_face_detector`), so
+that `--runtime=tflite` detects faces on LiteRT too.
 """
 
 import logging
 import os
+import tempfile
 
 import numpy as np
 
+from imgrec import fileio
 from imgrec import tasks
+from imgrec.data import faces as faces_lib
 from imgrec.errors import ImgrecError
 from imgrec.export import saved_model as saved_model_lib
 from imgrec.export import tflite as tflite_lib
 from imgrec.faces import embedder as embedder_lib
+from imgrec.inference import face_detect_lite
 from imgrec.run_folder import RunFolder
 
 logger = logging.getLogger("imgrec")
@@ -38,7 +44,8 @@ def export_embedder(model_dir, variants=("float",), calibration_faces=None):
       run's training crops).
 
   Returns:
-    {"saved_model": path, "tflite": {variant: path}}.
+    {"saved_model": path, "tflite": {variant: path}, "face_detector":
+    {network: path}} (the detector: `export_face_detector`).
   """
   run = RunFolder(model_dir)
   info = run.read_embedder_info()
@@ -78,7 +85,48 @@ def export_embedder(model_dir, variants=("float",), calibration_faces=None):
           flatbuffer, path, model_input=converter.input,
           name=f"imgrec face embedder {info.get('name', '')}".strip(),
           description=task.describe(variant), output=_OUTPUT)
+  out["face_detector"] = export_face_detector(run.export_dir)
   return out
+
+
+def export_face_detector(export_dir):
+  """Writes MTCNN's three networks as TFLite files, for detection on LiteRT.
+
+  The networks are the ones `FaceDetector` builds (the mtcnn package's
+  weights); `face_detect_lite.LiteFaceDetector` runs the files. PNet keeps
+  a free height and width (LiteRT resizes its input to each pyramid level),
+  RNet and ONet a free batch. Each goes through a SavedModel staged beside
+  the output, as `tflite.Converter` does, and is written atomically.
+
+  Returns:
+    {network: path}.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  stages = faces_lib.FaceDetector().mtcnn_stages()
+  paths = face_detect_lite.detector_paths(export_dir)
+  os.makedirs(export_dir, exist_ok=True)
+  for network, stage in zip(face_detect_lite.NETWORKS, stages):
+    signature = [tf.TensorSpec(face_detect_lite.INPUT_SHAPES[network],
+                               tf.float32, name=face_detect_lite.INPUT_NAME)]
+    with tempfile.TemporaryDirectory(prefix=fileio.TEMP_PREFIX,
+                                     dir=export_dir) as staged:
+      saved_model_lib.archive(stage.model, [(
+          "serving_default", _named_outputs(stage.model, network),
+          signature)]).write_out(staged, verbose=False)
+      flatbuffer = tf.lite.TFLiteConverter.from_saved_model(staged).convert()
+    with fileio.atomic_write(paths[network], "wb") as f:
+      f.write(flatbuffer)
+  return paths
+
+
+def _named_outputs(model, network):
+  """The serving function of one MTCNN network: its outputs by name."""
+  names = face_detect_lite.OUTPUTS[network]
+
+  def serve(images):
+    return dict(zip(names, model(images)))
+
+  return serve
 
 
 def _training_faces(run, size, limit=200):

@@ -13,6 +13,7 @@ validation EER threshold, and say which decided.
 """
 
 import hashlib
+import logging
 import os
 
 import numpy as np
@@ -28,11 +29,13 @@ from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.faces import gallery as gallery_lib
 from imgrec.faces.embedder import Embedder
+from imgrec.inference import face_detect_lite
 from imgrec.metrics import verification as metrics
 from imgrec.run_folder import RunFolder
 
 GALLERY_CALIBRATION = "gallery calibration"
 EMBEDDER_EER = "embedder validation EER"
+logger = logging.getLogger("imgrec")
 _HASH_BLOCK = 1 << 20
 
 
@@ -52,7 +55,7 @@ class Recognizer:
   def faces(self, paths):
     """(FaceResults in order, embeddings [n ok, D] of the ok ones)."""
     if self.config.detect and self._detector is None:
-      self._detector = faces_lib.FaceDetector()
+      self._detector = face_detector(self.config)
     results = faces_lib.load_faces(
         list(paths), self.embedder.image_size, detect=self.config.detect,
         detector=self._detector, several=self.config.several,
@@ -62,6 +65,26 @@ class Recognizer:
     size = self.embedder.image_size
     faces = np.stack(ok) if ok else np.zeros((0, size, size, 3), np.uint8)
     return results, self.embedder.embed(faces, flip=self.config.flip)
+
+
+def face_detector(config):
+  """The face detector of a command's run: MTCNN on LiteRT for
+  `--runtime=tflite` (the files `imgrec-faces export` writes beside the
+  TFLite embedder, no TensorFlow), the Keras MTCNN otherwise. Both find
+  the same faces (tests/test_face_detect_lite.py).
+
+  An export made before the detector files were written still works: it
+  detects with the Keras MTCNN, after one line saying how to do without.
+  """
+  if config.runtime == "tflite":
+    export_dir = RunFolder(config.model_dir).export_dir
+    if face_detect_lite.has_detector(export_dir):
+      return face_detect_lite.LiteFaceDetector(export_dir)
+    logger.warning(
+        "%s holds no face detector files: detecting with the Keras MTCNN "
+        "(TensorFlow). Run imgrec-faces export --model_dir=%s again to "
+        "detect on LiteRT.", export_dir, config.model_dir)
+  return faces_lib.FaceDetector()
 
 
 def _same_file(a, b):
