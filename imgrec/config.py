@@ -601,16 +601,39 @@ class ClipSection(Config):
                               "of the model over time.", check=_at_least(2))
 
 
+MULTILABEL_LOSSES = ("bce", "asl")
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(ClipSection, RunSection, RecipeSection, ModelSection,
-                  DataConfig):
+class MultiLabelSection(Config):
+  """The multi-label task's own settings (`--task=multilabel`)."""
+  section = "multilabel"
+  label_delim: str = field(
+      " ", "Multi-label: what joins the labels of a --labels_csv cell "
+      "(path,labels[,split]).", check=lambda v: None if v else
+      "must be one or more characters")
+  loss: str = field(
+      "bce", "Multi-label loss: bce (binary cross-entropy) or asl (the "
+      "asymmetric loss of Ridnik et al. 2021, for many negatives an image).",
+      choices=MULTILABEL_LOSSES)
+  threshold: float | None = field(
+      None, "Multi-label: one threshold for every label instead of each "
+      "label's own, chosen on the validation split for its best F1.",
+      check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(MultiLabelSection, ClipSection, RunSection, RecipeSection,
+                  ModelSection, DataConfig):
   """Everything that defines a training run, by concern: data, model,
   recipe, run, and the task's own section (config.json nests them so)."""
   task: str = field("auto", "image (one image, one label), clip (a video "
                     "clip, one label: a frame model then a model over "
-                    "time), or auto: clip when --data_dir holds videos. "
-                    "Also the registered names (image_classification, "
-                    "clip_classification).")
+                    "time), multilabel (every label an image holds, from "
+                    "--labels_csv), or auto: clip when --data_dir holds "
+                    "videos. Also the registered names "
+                    "(image_classification, clip_classification, "
+                    "multilabel_classification).")
 
   def _check_relations(self, check_files):
     super()._check_relations(check_files)

@@ -389,6 +389,9 @@ class RunFolder:
   training_path = _in_run("training.json")
   ensemble_path = _in_run("ensemble.json")
   face_config_path = _in_run("face_config.json")
+  # Multi-label runs: each label's decision threshold, chosen on the
+  # validation split (every consumer of the run decides with them).
+  thresholds_path = _in_run("thresholds.json")
   embedder_info_path = _in_run("embedder.json")
   face_report_path = _in_run("face_report.json")
   roc_path = _in_run("roc.png")
@@ -765,7 +768,7 @@ class RunFolder:
                  self.training_path, self.ensemble_path,
                  self.best_model_path, self.face_config_path,
                  self.embedder_info_path, self.face_report_path,
-                 self.roc_path, *self._export_names()):
+                 self.roc_path, self.thresholds_path, *self._export_names()):
       if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
       else:

@@ -208,3 +208,88 @@ def test_the_pipeline_carries_label_vectors(tmp_path):
   assert y.dtype == np.float32 and y.shape == (6, 3)
   assert ((y > 0) & (y < 1)).any()  # Label vectors mixed.
   assert y.min() >= 0 and y.max() <= 1
+
+
+_COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 230)}
+
+
+def write_multilabel_csv(root, count=72, seed=0, split_column=False):
+  """Images holding 0-3 coloured squares on grey noise; labels.csv names the
+  colours each holds."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(root / "img", exist_ok=True)
+  lines = ["path,labels" + (",split" if split_column else "")]
+  for i in range(count):
+    image = rng.integers(90, 160, (24, 24, 3)).astype(np.uint8)
+    held = [c for c in _COLOURS if rng.random() < 0.5]
+    for name in held:
+      y, x = rng.integers(0, 16, 2)
+      image[y:y + 8, x:x + 8] = _COLOURS[name]
+    Image.fromarray(image).save(root / "img" / f"{i:03d}.png")
+    split = ("," + ("train" if i % 4 < 2 else ("val" if i % 4 == 2 else
+                                                "test"))
+             if split_column else "")
+    lines.append(f"img/{i:03d}.png,{' '.join(held)}{split}")
+  (root / "labels.csv").write_text("\n".join(lines) + "\n")
+  return str(root / "labels.csv")
+
+
+def test_a_multilabel_run_trains_tunes_thresholds_and_reports(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.run_folder import RunFolder  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  csv_path = write_multilabel_csv(tmp_path / "data", count=96)
+  result = trainer.train(TrainConfig(
+      task="multilabel", labels_csv=csv_path, model_dir=str(tmp_path / "run"),
+      image_size=16, epochs=8, batch_size=8, learning_rate=3e-3,
+      val_split=0.25, test_split=0.25, verbose=0, seed=1))
+  run = RunFolder(result["model_dir"])
+  assert run.read_task() == "multilabel_classification"
+  thresholds = json.load(open(run.thresholds_path))
+  assert thresholds["class_names"] == ["blue", "green", "red"]
+  assert thresholds["source"] == "validation F1"
+  assert all(0 < t < 1 for t in thresholds["thresholds"])
+  report = json.load(open(run.report_path()))
+  ml = report["multilabel"]
+  assert report["split"] == "test" and report["num_examples"] == 24
+  # Colour presence is easy: the run must have learned it.
+  assert ml["map"] > 0.8, ml
+  assert set(ml["per_class"]["red"]) == {"ap", "threshold", "precision",
+                                         "recall", "f1", "support", "ece"}
+  splits = json.load(open(run.splits_path))["splits"]
+  assert len(splits["train"]["labels"][0]) == 3  # Label rows.
+  # Iterative stratification kept each colour in every split.
+  for name in ("train", "val", "test"):
+    assert np.all(np.array(splits[name]["labels"]).sum(0) > 0), name
+
+
+def test_multilabel_settings_are_refused_for_other_tasks(tmp_path):
+  from imgrec import tasks  # pylint: disable=g-import-not-at-top
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ImgrecError, match="--loss is for --task=multilabel"):
+    tasks.for_config(TrainConfig(loss="asl", data_dir=str(tmp_path)))
+  with pytest.raises(ImgrecError, match="reads --labels_csv"):
+    tasks.for_config(TrainConfig(task="multilabel", data_dir=str(tmp_path)))
+
+
+def test_commands_a_multilabel_run_cannot_serve_yet_say_so(tmp_path):
+  from imgrec import tasks  # pylint: disable=g-import-not-at-top
+  from imgrec.config import EvaluateConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  from imgrec.run_folder import RunFolder  # pylint: disable=g-import-not-at-top
+  run = RunFolder(tmp_path / "run")
+  run.makedirs()
+  run.write_config(TrainConfig(task="multilabel_classification",
+                               labels_csv=str(tmp_path / "labels.csv"),
+                               model_dir=run.path))
+  for call in (lambda: evaluate_lib.evaluate(EvaluateConfig(
+                   model_dir=run.path)),
+               lambda: exporter.export_run(run),
+               lambda: Classifier.load(run.path)):
+    with pytest.raises(ImgrecError, match="cannot .* a multilabel_"):
+      call()
+  assert tasks.get_task("multilabel").commands == frozenset()

@@ -4,6 +4,7 @@
     imgrec-train --data_dir=photos --model=mobilenet_v2 --weights=imagenet
     imgrec-train --labels_csv=photos/labels.csv
     imgrec-train --tfds=mnist --tfds_data_dir=~/tensorflow_datasets
+    imgrec-train --task=multilabel --labels_csv=photos/labels.csv  # path,labels
 
 Every flag is a field of `imgrec.TrainConfig`.
 """
@@ -18,12 +19,9 @@ def main(config, argv):
   result = trainer.train(config)
   if common.training_went_elsewhere(result, "imgrec-train"):
     return
-  report = result.get("report")
   print(f"\nmodel_dir: {result['model_dir']}")
-  if report:
-    print(f"test accuracy: {report['accuracy']:.4f} "
-          f"({report['num_examples']} examples), top-{report['k']}: "
-          f"{report['top_k_accuracy']:.4f}")
+  if result.get("summary"):
+    print(result["summary"])  # The task's one line about its report.
   if "export" in result:
     print(f"saved_model: {result['export']['saved_model']}")
     for path in result["export"]["tflite"].values():

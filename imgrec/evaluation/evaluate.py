@@ -57,6 +57,7 @@ class Member:
     run = RunFolder(model_dir)
     overrides = {"batch_size": batch_size} if batch_size else {}
     task = tasks.for_run(run, **overrides)
+    task.check_command("evaluate")
     class_names = run.read_labels()
     return cls(run, task, tasks.load_model(run.require_best_model()),
                class_names)

@@ -111,6 +111,7 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
     interrupt.ExportInterrupted: `stop` saw SIGTERM or SIGINT.
   """
   stop = stop or interrupt.BetweenSteps(signals=())
+  tasks.get_task(run.read_task()).check_command("export")
   if model is None:
     model = tasks.load_model(run.require_best_model())
   for variant in quantizations:  # Before any file is read or written.

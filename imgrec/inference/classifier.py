@@ -260,6 +260,8 @@ class Classifier:
     if os.path.isdir(path) and not os.path.isfile(
         os.path.join(path, "saved_model.pb")):
       run = RunFolder(path)
+      if run.exists():
+        tasks.get_task(run.read_task()).check_command("predict")
       for candidate in (run.saved_model_dir, run.best_model_path):
         if os.path.exists(candidate):
           return cls.load(candidate, trust_model=trust_model,

@@ -28,6 +28,7 @@ _LAZY = {
     "model_input": "imgrec.tasks.select",
     "model_input_spec": "imgrec.tasks.select",
     "ModelInput": "imgrec.tasks.base",
+    "MultiLabelTask": "imgrec.tasks.multilabel",
     "read_image": "imgrec.tasks.image_classification",
     "resolve": "imgrec.tasks.classification",
 }

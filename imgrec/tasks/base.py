@@ -22,6 +22,7 @@ import dataclasses
 import importlib.util
 import sys
 
+from imgrec.errors import ImgrecError
 from imgrec.run_folder import TRAIN_COMMAND
 
 
@@ -117,6 +118,18 @@ class Task:
   def resolve(cls, config, *, check_files=True):
     """Validates `config` and derives the frozen spec, reading no data."""
     raise NotImplementedError
+
+  # What else a finished run of this task can do: "evaluate" (imgrec-evaluate),
+  # "export" (imgrec-export), "predict" (Classifier on its model_dir).
+  commands = frozenset({"evaluate", "export", "predict"})
+
+  @classmethod
+  def check_command(cls, command):
+    """Raises ImgrecError naming what this task's runs cannot do yet."""
+    if command not in cls.commands:
+      raise ImgrecError(
+          f"imgrec cannot {command} a {cls.name} run yet; its report.json "
+          "holds the figures of its test split.")
 
   @classmethod
   def from_config(cls, config):

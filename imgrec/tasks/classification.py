@@ -206,9 +206,18 @@ class ClassificationTask(base.Task):
   """
 
   resume_neutral = RESUME_NEUTRAL
+  multilabel = False  # Independent labels (sigmoid) instead of one class.
 
   @classmethod
   def resolve(cls, config, *, check_files=True):
+    if not cls.multilabel:
+      given = [f"--{name}" for name, default in (
+          ("label_delim", " "), ("loss", "bce"), ("threshold", None))
+               if getattr(config, name) != default]
+      if given:
+        raise ImgrecError(
+            f"{', '.join(given)} {'are' if len(given) > 1 else 'is'} for "
+            f"--task=multilabel (this run's task is {cls.name}).")
     return resolve(config, check_files=check_files)
 
   @classmethod
@@ -253,6 +262,20 @@ class ClassificationTask(base.Task):
       else:
         unknown[name] = unknown.get(name, 0) + 1
     return folder_lib.Split(paths, labels), unknown
+
+  def pipeline_spec(self, num_classes, training, cache=True, **extra):
+    """The `PipelineSpec` of one split of images under the run's recipe
+    (`extra` sets more of its fields)."""
+    from imgrec.data import pipeline  # pylint: disable=g-import-not-at-top
+    config, augment = self.config, self.spec.augment
+    return pipeline.PipelineSpec(
+        num_classes=num_classes, image_size=self.spec.image_size,
+        batch_size=config.batch_size, channels=self.spec.channels,
+        training=training, augment=augment.level, flip=augment.flip,
+        mixup=augment.mixup, cutmix=augment.cutmix, seed=config.seed,
+        cache=self.spec.cache if cache else None, epochs=config.epochs,
+        deterministic=config.deterministic or not training,
+        scanned=config.scan, **extra)
 
   def build_losses(self):
     import keras  # pylint: disable=g-import-not-at-top

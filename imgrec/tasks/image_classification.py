@@ -121,15 +121,7 @@ class ImageClassificationTask(classification.ClassificationTask):
       pixels: the folder's `pixels`: a training split whose images the scan
         kept is read from there instead of its files.
     """
-    config, augment = self.config, self.spec.augment
-    spec = pipeline.PipelineSpec(
-        num_classes=num_classes, image_size=self.spec.image_size,
-        batch_size=config.batch_size, channels=self.spec.channels,
-        training=training, augment=augment.level, flip=augment.flip,
-        mixup=augment.mixup, cutmix=augment.cutmix, seed=config.seed,
-        cache=self.spec.cache if cache else None, epochs=config.epochs,
-        deterministic=config.deterministic or not training,
-        scanned=config.scan)
+    spec = self.pipeline_spec(num_classes, training, cache)
     return pipeline.make_dataset(split, spec, input_context=input_context,
                                  pixels=pixels if training else None)
 

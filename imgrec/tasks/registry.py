@@ -17,7 +17,8 @@ _ALIASES = {}
 # imgrec's own tasks, imported (so registered) on the first lookup.
 _BUILTIN = ("imgrec.tasks.image_classification",
             "imgrec.tasks.clip_classification",
-            "imgrec.tasks.face_embedding")
+            "imgrec.tasks.face_embedding",
+            "imgrec.tasks.multilabel")
 
 
 def _load_builtin():
