@@ -706,9 +706,10 @@ class RunFolder:
       return False
     old = (self.read_face_config() if face else self.read_config()).to_dict()
     new = config.to_dict()
-    if new.get("data_dir") is None and not (new.get("labels_csv") or
-                                            new.get("tfds")):
-      new["data_dir"] = old.get("data_dir")  # The built-in data's folder.
+    if not (new.get("data_dir") or new.get("labels_csv") or new.get("tfds")):
+      # The built-in data's folder (or, for label sets, its labels CSV).
+      new["data_dir"] = old.get("data_dir")
+      new["labels_csv"] = old.get("labels_csv")
     for key in ("data_dir", "labels_csv", "tfds_data_dir", "init_from"):
       for d in (old, new):
         if d.get(key):

@@ -7,10 +7,19 @@ from imgrec.datasets.motion import load_motion
 from imgrec.datasets.shapes import SHAPE_CLASSES
 from imgrec.datasets.shapes import generate_shapes
 from imgrec.datasets.shapes import load_shapes
+from imgrec.datasets.shapes_multilabel import generate_shapes_multilabel
+from imgrec.datasets.shapes_multilabel import load_shapes_multilabel
 
 BUILTIN_DATASETS = {
     "shapes": load_shapes,
+    # Returns its labels CSV (path,labels,split), for --task=multilabel.
+    "shapes_multilabel": load_shapes_multilabel,
 }
+
+
+# Built-in datasets of a task other than image classification: with
+# --task=auto, a run on one of them is of that task.
+BUILTIN_TASKS = {"shapes_multilabel": "multilabel_classification"}
 
 
 def list_builtin():
@@ -44,8 +53,10 @@ __all__ = [
     "SHAPE_CLASSES",
     "generate_motion_clips",
     "generate_shapes",
+    "generate_shapes_multilabel",
     "list_builtin",
     "load_builtin",
     "load_motion",
     "load_shapes",
+    "load_shapes_multilabel",
 ]

@@ -98,15 +98,23 @@ def write_tree(root, counts, classes, name, write, num_workers,
   Returns:
     `root`.
   """
-  jobs = list(class_files(root, counts, classes, name))
+  run_jobs(lambda job: write(*job), list(class_files(root, counts, classes,
+                                                     name)),
+           num_workers, min_jobs_for_workers)
+  return root
+
+
+def run_jobs(fn, jobs, num_workers, min_jobs_for_workers):
+  """Calls `fn(job)` for every job, in `num_workers` threads when there are
+  at least `min_jobs_for_workers` jobs (see `write_tree` for why threads)."""
+  jobs = list(jobs)
   if num_workers == 1 or len(jobs) < min_jobs_for_workers:
     for job in jobs:
-      write(*job)
-    return root
+      fn(job)
+    return
   with concurrent.futures.ThreadPoolExecutor(num_workers) as executor:
-    for _ in executor.map(lambda job: write(*job), jobs):
+    for _ in executor.map(fn, jobs):
       pass
-  return root
 
 
 def class_files(root, counts, classes, name):

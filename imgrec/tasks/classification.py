@@ -218,6 +218,11 @@ class ClassificationTask(base.Task):
         raise ImgrecError(
             f"{', '.join(given)} {'are' if len(given) > 1 else 'is'} for "
             f"--task=multilabel (this run's task is {cls.name}).")
+    own = datasets.BUILTIN_TASKS.get(config.dataset, cls.name)
+    if own != cls.name and not (config.data_dir or config.labels_csv or
+                                config.tfds):
+      raise ImgrecError(f"The built-in dataset {config.dataset} is for "
+                        f"--task={own}, not {cls.name}.")
     return resolve(config, check_files=check_files)
 
   @classmethod

@@ -34,6 +34,9 @@ pipeline = base.lazy_import("imgrec.data.pipeline")
 
 logger = logging.getLogger("imgrec")
 
+# Built-in datasets of label sets (`imgrec.datasets`).
+MULTILABEL_BUILTINS = ("shapes_multilabel",)
+
 
 @registry.register_task("multilabel_classification", aliases=("multilabel",))
 class MultiLabelTask(classification.ClassificationTask):
@@ -50,12 +53,26 @@ class MultiLabelTask(classification.ClassificationTask):
 
   @classmethod
   def resolve(cls, config, *, check_files=True):
-    if not config.labels_csv or config.data_dir or config.tfds:
+    if config.data_dir or config.tfds:
       raise ImgrecError(
           "--task=multilabel reads --labels_csv=FILE (columns path,labels "
-          "and optionally split; labels joined by --label_delim), not "
-          "--data_dir or --tfds.")
+          "and optionally split; labels joined by --label_delim), or the "
+          "built-in shapes_multilabel, not --data_dir or --tfds.")
+    if not config.labels_csv and config.dataset not in MULTILABEL_BUILTINS:
+      # The single-label default ("shapes") means its multi-label twin.
+      config = config.replace(dataset="shapes_multilabel")
     return super().resolve(config, check_files=check_files)
+
+  def _labels_csv(self):
+    """The run's labels CSV: --labels_csv, else the built-in dataset's."""
+    if self.config.labels_csv:
+      return os.path.abspath(self.config.labels_csv)
+    from imgrec import datasets  # pylint: disable=g-import-not-at-top
+    return datasets.load_builtin(self.config.dataset, seed=0)
+
+  def config_to_record(self, folder):
+    """config.json names the labels CSV the run read (a built-in one too)."""
+    return self.config.replace(labels_csv=self._labels_csv())
 
   # --- Data ------------------------------------------------------------------
 
@@ -66,7 +83,7 @@ class MultiLabelTask(classification.ClassificationTask):
       An ImageFolder whose splits' labels are 0/1 rows, one per class.
     """
     config = self.config
-    csv_path = os.path.abspath(config.labels_csv)
+    csv_path = self._labels_csv()
     rows = data_lib.read_multilabel_csv(
         csv_path, label_delim=config.label_delim,
         allow_outside=config.allow_outside)
@@ -97,7 +114,7 @@ class MultiLabelTask(classification.ClassificationTask):
     results = scan.scan_files(
         rows.paths, max_image_pixels=config.max_image_pixels,
         prepared_dir=scan.default_prepared_dir(
-            os.path.dirname(os.path.abspath(config.labels_csv))),
+            os.path.dirname(self._labels_csv())),
         progress=False) if config.scan else None
     keep = [i for i in range(len(rows.paths))
             if results is None or results[i].ok]
@@ -112,7 +129,7 @@ class MultiLabelTask(classification.ClassificationTask):
     total = len(rows.paths) + len(rows.missing)
     if total and len(skipped) / total > config.max_bad_fraction:
       raise ImgrecError(
-          f"{len(skipped)} of {total} files listed in {config.labels_csv} "
+          f"{len(skipped)} of {total} files listed in {self._labels_csv()} "
           "are unusable (broken, missing or not images), more than "
           f"--max_bad_fraction={config.max_bad_fraction}."
           + (f" Each one and why: {report_path}." if report_path else ""))

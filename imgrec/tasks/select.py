@@ -14,6 +14,10 @@ def task_kind(config):
   data holds (videos: clip classification)."""
   if config.task != "auto":
     return registry.canonical_name(config.task)
+  if not (config.data_dir or config.labels_csv or config.tfds):
+    from imgrec import datasets  # pylint: disable=g-import-not-at-top
+    if config.dataset in datasets.BUILTIN_TASKS:
+      return datasets.BUILTIN_TASKS[config.dataset]
   if config.data_dir and os.path.isdir(config.data_dir):
     if folder_lib.data_kind(config.data_dir) == "video":
       return "clip_classification"
