@@ -130,6 +130,24 @@ def read_multilabel_csv(csv_path, *, label_delim=" ", allow_outside=False):
       splits if has_split else None, missing)
 
 
+def rows_of_folder(found):
+  """The MultiLabelRows of an ImageFolder whose labels are class indices or
+  lists of them (`sources.load_tfds` of a Sequence of ClassLabel): a
+  single class is a label set of one."""
+  paths, targets, splits = [], [], []
+  for name, split in found.splits.items():
+    for path, labels in zip(split.paths, split.labels):
+      row = np.zeros(len(found.class_names), np.uint8)
+      row[labels if isinstance(labels, (list, tuple)) else [labels]] = 1
+      paths.append(path)
+      targets.append(row)
+      splits.append(name)
+  return MultiLabelRows(
+      list(found.class_names), paths,
+      np.array(targets, np.uint8).reshape(-1, len(found.class_names)),
+      splits, [])
+
+
 def iterative_split(targets, fractions, seed):
   """Assigns each row of a label matrix to a split, keeping label shares.
 

@@ -449,15 +449,18 @@ def _export_split(tfds, builder, expression, split_dir, key, dir_names,
     files, labels = [], []
     unlabeled = 0
     for index, example in enumerate(ds.as_numpy_iterator()):
-      label = int(example[label_key])
-      if label < 0:  # ClassLabel's "no label".
-        unlabeled += 1
-        continue
+      if key.get("label_sets"):  # A list of class indices; empty is legal.
+        label, folder = sorted({int(l) for l in example[label_key]}), 0
+      else:
+        label = folder = int(example[label_key])
+        if label < 0:  # ClassLabel's "no label".
+          unlabeled += 1
+          continue
       data = example[image_key]
       # TFDS stores images as PNG or JPEG: keep the bytes, so JPEGs are not
       # re-encoded.
       ext = ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"
-      rel = os.path.join(dir_names[label], f"{index:0{width}d}{ext}")
+      rel = os.path.join(dir_names[folder], f"{index:0{width}d}{ext}")
       with open(os.path.join(tmp, rel), "wb") as f:
         f.write(data)
       files.append(rel)
@@ -469,8 +472,65 @@ def _export_split(tfds, builder, expression, split_dir, key, dir_names,
   return manifest
 
 
+def _check_tfds_training_classes(name, expression, class_names, labels,
+                                 label_sets):
+  """Refuses a train split without an example of every class."""
+  present = {i for label in labels for i in (label if label_sets else
+                                             [label])}
+  lacking = [c for i, c in enumerate(class_names) if i not in present]
+  if lacking:
+    raise ImgrecError(
+        f"TFDS dataset {name!r}, split {expression!r}: class(es) "
+        f"{listing([repr(c) for c in lacking])} have no training example. "
+        "Pick a train split holding every class with split_names.")
+
+
+def _tfds_labels(tfds, features, name, image_key, label_key):
+  """(the label feature's key, class names, whether labels are sets) of a
+  TFDS dataset's features; refuses missing or other features.
+
+  `label_key` None: "label" when the dataset has it, else its only feature
+  of class labels (a ClassLabel, or a Sequence of one).
+  """
+  if label_key is None:
+    labelled = [k for k in features.keys() if isinstance(
+        features[k], tfds.features.ClassLabel) or (isinstance(
+            features[k], tfds.features.Sequence) and isinstance(
+                features[k].feature, tfds.features.ClassLabel))]
+    label_key = ("label" if "label" in features.keys() or len(labelled) != 1
+                 else labelled[0])
+
+  def feature(key, kind, what):
+    found = features[key] if key in features.keys() else None
+    if not isinstance(found, kind):
+      kinds = kind if isinstance(kind, tuple) else (kind,)
+      raise ImgrecError(
+          f"TFDS dataset {name!r} has no {what} feature {key!r} (its "
+          f"features: {', '.join(sorted(features.keys()))}). Pass the "
+          "feature's name, a "
+          f"{' or '.join(f'tfds.features.{k.__name__}' for k in kinds)}.")
+    return found
+
+  feature(image_key, tfds.features.Image, "image")
+  label_feature = feature(label_key, (tfds.features.ClassLabel,
+                                      tfds.features.Sequence), "class label")
+  label_sets = isinstance(label_feature, tfds.features.Sequence)
+  if label_sets:
+    label_feature = label_feature.feature
+    if not isinstance(label_feature, tfds.features.ClassLabel):
+      raise ImgrecError(f"TFDS dataset {name!r}: {label_key!r} is a sequence "
+                        "of something other than class labels; imgrec reads "
+                        "a ClassLabel or a Sequence of ClassLabel.")
+  class_names = list(label_feature.names)
+  folder_lib.check_class_names(class_names, f"TFDS dataset {name!r}")
+  if len(class_names) < 2:
+    raise ImgrecError(f"TFDS dataset {name!r} has {len(class_names)} class "
+                      f"in {label_key!r}; a classifier needs at least 2.")
+  return label_key, class_names, label_sets
+
+
 def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
-              label_key="label", cache_dir=None):
+              label_key=None, cache_dir=None):
   """Exports a locally prepared TFDS dataset to image files and lists them.
 
   The dataset must already be prepared in `data_dir` (`tfds build NAME
@@ -487,8 +547,12 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
       "train[:90%]", "val": "train[90%:]", "test": "test"}. Default: train,
       validation (or val) and test, those the dataset has.
     image_key: the image feature (a `tfds.features.Image`).
-    label_key: the label feature (a `tfds.features.ClassLabel`); its names
-      are the class names. Examples labelled -1 (no label) are left out.
+    label_key: the label feature (default: "label", else the dataset's
+      only feature of class labels): a `tfds.features.ClassLabel` (one class
+      an image; examples labelled -1, no label, are left out), or a
+      `tfds.features.Sequence` of one (label sets, for multi-label runs: the
+      splits' labels are then lists of class indices, an empty list a
+      background image). Its names are the class names.
     cache_dir: where exported files go. Default: `default_tfds_cache_dir()`.
 
   Returns:
@@ -513,30 +577,15 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
         f"pointing at the folder where `tfds build {name}` wrote the "
         "dataset (default ~/tensorflow_datasets).")
   builder = _tfds_builder(tfds, name, data_dir)
-  features = builder.info.features
-
-  def feature(key, kind, what):
-    found = features[key] if key in features.keys() else None
-    if not isinstance(found, kind):
-      raise ImgrecError(
-          f"TFDS dataset {name!r} has no {what} feature {key!r} (its "
-          f"features: {', '.join(sorted(features.keys()))}). Pass the "
-          f"feature's name, a tfds.features.{kind.__name__}.")
-    return found
-
-  feature(image_key, tfds.features.Image, "image")
-  label_feature = feature(label_key, tfds.features.ClassLabel, "class label")
-  class_names = list(label_feature.names)
-  folder_lib.check_class_names(class_names, f"TFDS dataset {name!r}")
-  if len(class_names) < 2:
-    raise ImgrecError(f"TFDS dataset {name!r} has {len(class_names)} class "
-                      f"in {label_key!r}; a classifier needs at least 2.")
+  label_key, class_names, label_sets = _tfds_labels(
+      tfds, builder.info.features, name, image_key, label_key)
   mapping = _resolve_splits(set(builder.info.splits.keys()), split_names,
                             name)
 
   root = os.path.join(os.path.abspath(cache_dir or default_tfds_cache_dir()),
                       *builder.info.full_name.split("/"))
-  dir_names = _safe_dir_names(class_names)
+  # Label sets have no class folders: their files go to one folder.
+  dir_names = ["images"] if label_sets else _safe_dir_names(class_names)
   splits = {}
   for split in folder_lib.SPLITS:
     if split not in mapping:
@@ -546,6 +595,8 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
            "data_dir": builder.data_dir, "tfds_split": mapping[split],
            "image_key": image_key, "label_key": label_key,
            "class_names": class_names, "dir_names": dir_names}
+    if label_sets:  # (Single-label markers of earlier exports still match.)
+      key["label_sets"] = True
     split_dir = os.path.join(root, split)
     manifest = _read_marker(split_dir, key)
     if manifest is None:
@@ -564,12 +615,7 @@ def load_tfds(name, data_dir=None, *, split_names=None, image_key="image",
           [os.path.join(split_dir, f) for f in manifest["files"]],
           list(manifest["labels"]))
 
-  present = set(splits["train"].labels)
-  lacking = [c for i, c in enumerate(class_names) if i not in present]
-  if lacking:
-    raise ImgrecError(
-        f"TFDS dataset {name!r}, split {mapping['train']!r}: class(es) "
-        f"{listing([repr(c) for c in lacking])} have no training example. "
-        "Pick a train split holding every class with split_names.")
+  _check_tfds_training_classes(name, mapping["train"], class_names,
+                               splits["train"].labels, label_sets)
   return folder_lib.ImageFolder(root=root, class_names=class_names,
                                 splits=splits, layout="tfds")

@@ -23,6 +23,7 @@ from imgrec.data import decode
 from imgrec.data import folder as folder_lib
 from imgrec.data import multilabel as data_lib
 from imgrec.data import scan
+from imgrec.data import sources
 from imgrec.errors import ImgrecError
 from imgrec.metrics import multilabel as metrics
 from imgrec.tasks import base
@@ -53,12 +54,14 @@ class MultiLabelTask(classification.ClassificationTask):
 
   @classmethod
   def resolve(cls, config, *, check_files=True):
-    if config.data_dir or config.tfds:
+    if config.data_dir:
       raise ImgrecError(
           "--task=multilabel reads --labels_csv=FILE (columns path,labels "
-          "and optionally split; labels joined by --label_delim), or the "
-          "built-in shapes_multilabel, not --data_dir or --tfds.")
-    if not config.labels_csv and config.dataset not in MULTILABEL_BUILTINS:
+          "and optionally split; labels joined by --label_delim), a TFDS "
+          "dataset of label sets (--tfds), or the built-in "
+          "shapes_multilabel; not --data_dir.")
+    if (not (config.labels_csv or config.tfds) and
+        config.dataset not in MULTILABEL_BUILTINS):
       # The single-label default ("shapes") means its multi-label twin.
       config = config.replace(dataset="shapes_multilabel")
     return super().resolve(config, check_files=check_files)
@@ -72,49 +75,75 @@ class MultiLabelTask(classification.ClassificationTask):
 
   def config_to_record(self, folder):
     """config.json names the labels CSV the run read (a built-in one too)."""
+    if self.config.tfds:
+      return self.config
     return self.config.replace(labels_csv=self._labels_csv())
 
   # --- Data ------------------------------------------------------------------
 
   def build_folder(self, report_path=None):
-    """Reads the CSV, checks every file (the data scan) and splits.
+    """Reads the label sets, checks every file (the data scan) and splits:
+    the CSV's or the TFDS dataset's splits, the missing val and test splits
+    carved from training by iterative stratification.
 
     Returns:
       An ImageFolder whose splits' labels are 0/1 rows, one per class.
     """
-    config = self.config
-    csv_path = self._labels_csv()
-    rows = data_lib.read_multilabel_csv(
-        csv_path, label_delim=config.label_delim,
-        allow_outside=config.allow_outside)
-    keep, paths = self._scan(rows, report_path)
+    rows, source = self._read_rows()
+    keep, paths = self._scan(rows, source, report_path)
     targets = rows.targets[keep]
-    if rows.splits is None:
-      fractions = {"train": 1 - config.val_split - config.test_split,
-                   "val": config.val_split, "test": config.test_split}
-      data_lib.check_label_counts(rows.class_names, targets, config.val_split,
-                                  config.test_split, csv_path)
-      names = data_lib.iterative_split(
-          targets, {k: v for k, v in fractions.items() if v > 0}, config.seed)
-    else:
-      names = [rows.splits[i] for i in keep]
+    names = self._carve(["train"] * len(keep) if rows.splits is None else
+                        [rows.splits[i] for i in keep], targets,
+                        rows.class_names, source)
     splits = {name: folder_lib.Split([], []) for name in ("train", "val",
                                                            "test")}
     for path, target, name in zip(paths, targets, names):
       splits[name].paths.append(path)
       splits[name].labels.append([int(v) for v in target])
-    _check_training_labels(rows.class_names, splits["train"], csv_path)
-    return folder_lib.ImageFolder(os.path.dirname(csv_path),
-                                  rows.class_names, splits, "csv")
+    _check_training_labels(rows.class_names, splits["train"], source)
+    root = source if os.path.isdir(source) else os.path.dirname(source)
+    return folder_lib.ImageFolder(root, rows.class_names, splits,
+                                  "tfds" if self.config.tfds else "csv")
 
-  def _scan(self, rows, report_path):
+  def _read_rows(self):
+    """(MultiLabelRows, where they come from: the CSV or the TFDS export)."""
+    config = self.config
+    if config.tfds:
+      found = sources.load_tfds(config.tfds, config.tfds_data_dir)
+      return data_lib.rows_of_folder(found), found.root
+    csv_path = self._labels_csv()
+    return data_lib.read_multilabel_csv(
+        csv_path, label_delim=config.label_delim,
+        allow_outside=config.allow_outside), csv_path
+
+  def _carve(self, names, targets, class_names, source):
+    """`names` with the missing val/test splits carved from training."""
+    config = self.config
+    missing = {split: share for split, share in (
+        ("val", config.val_split), ("test", config.test_split))
+               if share > 0 and split not in names}
+    if not missing:
+      return names
+    train = [i for i, name in enumerate(names) if name == "train"]
+    data_lib.check_label_counts(class_names, targets[train],
+                                missing.get("val", 0), missing.get("test", 0),
+                                source)
+    carved = data_lib.iterative_split(
+        targets[train], {"train": 1 - sum(missing.values()), **missing},
+        config.seed)
+    names = list(names)
+    for i, name in zip(train, carved):
+      names[i] = name
+    return names
+
+  def _scan(self, rows, source, report_path):
     """(indices of the usable rows, the path each is read from); writes the
     data report and refuses too many broken files."""
     config = self.config
     results = scan.scan_files(
         rows.paths, max_image_pixels=config.max_image_pixels,
         prepared_dir=scan.default_prepared_dir(
-            os.path.dirname(self._labels_csv())),
+            source if os.path.isdir(source) else os.path.dirname(source)),
         progress=False) if config.scan else None
     keep = [i for i in range(len(rows.paths))
             if results is None or results[i].ok]
@@ -129,7 +158,7 @@ class MultiLabelTask(classification.ClassificationTask):
     total = len(rows.paths) + len(rows.missing)
     if total and len(skipped) / total > config.max_bad_fraction:
       raise ImgrecError(
-          f"{len(skipped)} of {total} files listed in {self._labels_csv()} "
+          f"{len(skipped)} of {total} files listed in {source} "
           "are unusable (broken, missing or not images), more than "
           f"--max_bad_fraction={config.max_bad_fraction}."
           + (f" Each one and why: {report_path}." if report_path else ""))
