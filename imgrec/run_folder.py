@@ -229,7 +229,8 @@ def truncate_history(path, num_epochs):
 
 # Evaluation pictures, each `<name>.png` (a dataset after the first of a
 # several-dataset evaluation: `<name>_<section>.png`).
-PICTURES = ("confusion_matrix", "reliability", "mistakes", "curves")
+PICTURES = ("confusion_matrix", "reliability", "mistakes", "curves",
+            "pr_curves", "label_cooccurrence")  # The last two: label sets.
 
 
 class ReportFolder:

@@ -1,4 +1,4 @@
-"""Finished runs side by side: accuracy, macro F1, ECE, size, time and latency.
+"""Finished runs side by side: accuracy (mAP), macro F1, ECE, size, time and latency.
 
     rows, skipped = collect_runs(["runs/mnist-simple_cnn", "runs/"])
     print(format_markdown(rows))
@@ -8,6 +8,11 @@ trained, evaluated or loaded into TensorFlow. A figure a run did not record
 (an older report without "ece", a run without training.json) is None, shown
 as "-". Latency is one image through the Keras model when report.json has
 it, else the float TFLite file's from the export report.
+
+A run of label sets (report.json's "multilabel" section) has no accuracy:
+it shows its mAP and micro F1 in columns of their own (which the table has
+only when it holds such a run), "-" in accuracy and ECE, and sorts after
+the single-label runs, by mAP.
 
 Every file is read bounded (at most `MAX_JSON_BYTES`, a regular file) and
 every value checked for its type and range: a run folder with a damaged or
@@ -49,13 +54,15 @@ class RunSummary:
     model: the registered model name.
     seed: the run's --seed.
     epochs: the run's --epochs.
-    accuracy: test accuracy, a fraction.
+    accuracy: test accuracy, a fraction; None for label sets.
     macro_f1: macro-averaged F1 on the test split, or None.
     ece: expected calibration error, or None.
     num_params: the model's parameters, or None.
     train_seconds: training time (all sessions of a resumed run), or None.
     latency_ms: median latency of one image, or None.
     latency_source: "keras" or "tflite" (the float file), or None.
+    map: mean average precision of label sets on the test split, or None.
+    micro_f1: micro-averaged F1 of label sets, or None.
   """
   name: str
   path: str
@@ -63,13 +70,15 @@ class RunSummary:
   model: str
   seed: int
   epochs: int
-  accuracy: float
+  accuracy: float | None
   macro_f1: float | None = None
   ece: float | None = None
   num_params: int | None = None
   train_seconds: float | None = None
   latency_ms: float | None = None
   latency_source: str | None = None
+  map: float | None = None
+  micro_f1: float | None = None
 
 
 def _not_a_folder(path):
@@ -265,6 +274,25 @@ def _model_name(run, config):
   return f"ensemble({'+'.join(models)})"
 
 
+def _scores(report):
+  """The RunSummary fields of report.json's figures: accuracy, macro F1
+  and ECE, or for label sets mAP, micro and macro F1."""
+  label_sets = report.get("multilabel")
+  if label_sets is None:
+    return {"accuracy": _fraction(report, "accuracy", "report.json",
+                                  required=True),
+            "macro_f1": _fraction(report, "macro_f1", "report.json"),
+            "ece": _fraction(report, "ece", "report.json")}
+  where = "report.json multilabel"
+  if not isinstance(label_sets, dict):
+    raise ImgrecError(f"report.json: multilabel must be an object. "
+                      f"Received: multilabel={short_repr(label_sets)}")
+  return {"accuracy": None, "map": _fraction(label_sets, "map", where),
+          "micro_f1": _fraction(label_sets, "micro_f1", where,
+                                required=True),
+          "macro_f1": _fraction(label_sets, "macro_f1", where)}
+
+
 def summarize_run(path):
   """The figures of one run folder, each checked for its type and range.
 
@@ -285,15 +313,12 @@ def summarize_run(path):
   if report is None:
     raise ImgrecError("no report.json: training unfinished or the run was "
                       "not evaluated (imgrec-evaluate writes it)")
-  accuracy = _fraction(report, "accuracy", "report.json", required=True)
   training = _read_json(run, run.training_path) or {}
   latency, source = _latency(run, report)
   return RunSummary(
       name=os.path.basename(os.path.normpath(path)), path=path,
       data=_data_name(config), model=_model_name(run, config),
-      seed=config.seed, epochs=config.epochs, accuracy=accuracy,
-      macro_f1=_fraction(report, "macro_f1", "report.json"),
-      ece=_fraction(report, "ece", "report.json"),
+      seed=config.seed, epochs=config.epochs, **_scores(report),
       num_params=_number(training, "num_params", "training.json",
                          high=MAX_PARAMS, integer=True),
       train_seconds=_number(training, "train_seconds", "training.json"),
@@ -301,13 +326,17 @@ def summarize_run(path):
 
 
 def sort_rows(rows, key="accuracy"):
-  """Rows by accuracy (best first; ties by name) or by name.
+  """Rows by accuracy (best first; ties by name), runs of label sets after
+  them by mAP; or by name.
 
   Raises:
     ValueError: `key` is not one of SORT_KEYS.
   """
   if key == "accuracy":
-    return sorted(rows, key=lambda r: (-r.accuracy, r.name, r.path))
+    return sorted(rows, key=lambda r: (
+        r.accuracy is None,
+        -(r.map or 0.0) if r.accuracy is None else -r.accuracy,
+        r.name, r.path))
   if key == "name":
     return sorted(rows, key=lambda r: (r.name, r.path))
   raise ValueError(f"Unknown sort key. Expected one of {SORT_KEYS}. "
@@ -389,6 +418,8 @@ def csv_table(header, rows):
 
 MARKDOWN_HEADER = ("run", "data", "model", "accuracy %", "macro F1", "ECE",
                    "params", "train s", "latency ms")
+# After "accuracy %" when a run of label sets is in the table.
+LABEL_SET_HEADER = ("mAP %", "micro F1")
 
 
 LATENCY_NOTE = ("latency ms: median of one image, Keras model; (tflite): the "
@@ -412,12 +443,23 @@ def format_markdown(rows):
   Returns:
     The table text, ending in a newline.
   """
-  cells = [(r.name, r.data, r.model, f"{100 * r.accuracy:.2f}",
-            format_value(r.macro_f1, ".4f"), format_value(r.ece, ".4f"),
-            format_value(r.num_params, ","),
-            format_value(r.train_seconds, ".1f"),
-            format_latency(r.latency_ms, r.latency_source)) for r in rows]
-  return markdown_table(MARKDOWN_HEADER, cells) + f"\n{LATENCY_NOTE}\n"
+  label_sets = any(r.micro_f1 is not None for r in rows)
+  header = MARKDOWN_HEADER
+  if label_sets:  # Columns of their own, next to accuracy.
+    header = header[:4] + LABEL_SET_HEADER + header[4:]
+  cells = []
+  for r in rows:
+    row = [r.name, r.data, r.model,
+           format_value(None if r.accuracy is None else 100 * r.accuracy,
+                        ".2f")]
+    if label_sets:
+      row += [format_value(None if r.map is None else 100 * r.map, ".2f"),
+              format_value(r.micro_f1, ".4f")]
+    cells.append((*row, format_value(r.macro_f1, ".4f"),
+                  format_value(r.ece, ".4f"), format_value(r.num_params, ","),
+                  format_value(r.train_seconds, ".1f"),
+                  format_latency(r.latency_ms, r.latency_source)))
+  return markdown_table(header, cells) + f"\n{LATENCY_NOTE}\n"
 
 
 CSV_HEADER = tuple(f.name for f in dataclasses.fields(RunSummary))
@@ -426,7 +468,8 @@ CSV_HEADER = tuple(f.name for f in dataclasses.fields(RunSummary))
 def format_csv(rows):
   """The rows as CSV: one column per RunSummary field, full precision.
 
-  Accuracy, macro F1 and ECE are fractions; a figure a run did not record
-  is an empty cell.
+  Accuracy, macro F1, ECE, mAP and micro F1 are fractions; a figure a run
+  did not record (accuracy and ECE of label sets, mAP of a single-label
+  run) is an empty cell.
   """
   return csv_table(CSV_HEADER, [dataclasses.astuple(r) for r in rows])

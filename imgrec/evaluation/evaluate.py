@@ -23,6 +23,7 @@ from imgrec.config import EvaluateConfig
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.evaluation import report as report_lib
+from imgrec.metrics import multilabel as multilabel_metrics
 from imgrec.run_folder import ReportFolder
 from imgrec.run_folder import RunFolder
 
@@ -34,6 +35,8 @@ _LATENCY_RUNS = 30
 _CAPTIONS = {"confusion_matrix": "Confusion matrix",
              "reliability": "Reliability diagram",
              "mistakes": "Most confident mistakes",
+             "pr_curves": "Precision-recall curves (the classes of lowest AP)",
+             "label_cooccurrence": "Label co-occurrence (true vs predicted)",
              "curves": "Training curves"}
 
 
@@ -91,8 +94,10 @@ class Member:
     paths, labels = self.run.read_split(name)
     if not paths:
       return None
-    to_name = [self.class_names[l] for l in labels]
-    return paths, to_name
+    if self.task.multilabel:  # A 0/1 row: the names of the labels held.
+      return paths, [tuple(c for c, v in zip(self.class_names, row) if v)
+                     for row in labels]
+    return paths, [self.class_names[l] for l in labels]
 
 
 class _progress:  # pylint: disable=invalid-name
@@ -138,10 +143,14 @@ def shared_split(members, name):
   return first
 
 
-def to_split(paths_and_names, class_names):
-  """(paths, class names) -> folder.Split in `class_names` order."""
+def to_split(paths_and_names, class_names, multilabel=False):
+  """(paths, class names) -> folder.Split in `class_names` order (with
+  `multilabel`, each name a tuple of names and each label a 0/1 row)."""
   index = {c: i for i, c in enumerate(class_names)}
   paths, names = paths_and_names
+  if multilabel:
+    return folder_lib.Split(list(paths), [
+        [int(c in held) for c in class_names] for held in names])
   return folder_lib.Split(list(paths), [index[c] for c in names])
 
 
@@ -229,6 +238,12 @@ class _Evaluation:
     for m in members:
       m.align(self.class_names)
     self.tta, self.top_k, self.weighting = tuple(tta), top_k, weights
+    self.multilabel = members[0].task.multilabel
+    if self.multilabel and weights != "equal":
+      raise ImgrecError("--ensemble_weights=val_accuracy weighs single-label "
+                        "runs by accuracy: a multilabel ensemble takes "
+                        "--ensemble_weights=equal (the mean of the sigmoid "
+                        "scores).")
     self.member_val_accuracy = [None] * len(members)
     self.weights = [1.0 / len(members)] * len(members)
     if weights == "val_accuracy":
@@ -236,17 +251,79 @@ class _Evaluation:
       self.weights = ensemble_weights(members, weights,
                                       self.member_val_accuracy)
     self.val = None
-    if val_split is not None and len(val_split):
+    # A single multilabel run keeps its own thresholds: no validation pass.
+    if (val_split is not None and len(val_split)
+        and not (self.multilabel and len(members) == 1)):
       probabilities = _combine(
           [m.predict(val_split, self.tta, "validation").mean(axis=0)
            for m in self.members], self.weights)
       self.val = (val_split.labels, probabilities)
+    if self.multilabel:
+      self.thresholds, self.threshold_source = self._thresholds()
+
+  def _thresholds(self):
+    """(thresholds, source): the run's thresholds.json; an ensemble's tuned
+    on the validation split its members share (F1-best per label, as
+    training does), else the mean of its members' thresholds."""
+    own = [m.task.read_thresholds(m.run, self.class_names)
+           for m in self.members]
+    if len(self.members) == 1:
+      return own[0]
+    if self.val is not None:
+      labels, scores = self.val
+      return (multilabel_metrics.best_f1_thresholds(labels, scores).tolist(),
+              "validation F1 of the ensemble")
+    return (np.mean([t for t, _ in own], axis=0).tolist(),
+            "mean of the members' thresholds")
+
+  def _label_set_figures(self, labels, scores):
+    """{"map", "micro_f1"} of label sets at the evaluation's thresholds."""
+    summary = multilabel_metrics.summary(labels, scores, self.thresholds,
+                                         self.class_names)
+    return {"map": summary["map"], "micro_f1": summary["micro_f1"]}
+
+  def _label_set_section(self, split, split_name, views):
+    """The report section of label sets: `label_set_report` of the run's
+    task, with TTA and ensemble figures (mAP, micro F1) against their
+    baselines."""
+    member_scores = [v.mean(axis=0) for v in views]
+    scores = _combine(member_scores, self.weights)
+    section = self.members[0].task.label_set_report(
+        split_name, split.labels, scores, self.thresholds, self.class_names,
+        self.threshold_source)
+    figures = {"map": section["multilabel"]["map"],
+               "micro_f1": section["multilabel"]["micro_f1"]}
+    if self.tta:
+      without = self._label_set_figures(
+          split.labels, _combine([v[0] for v in views], self.weights))
+      section["tta"] = {"mode": ",".join(self.tta),
+                        "views": int(views[0].shape[0]), **figures,
+                        "map_without": without["map"],
+                        "micro_f1_without": without["micro_f1"]}
+    if len(self.members) > 1:
+      section["ensemble"] = {
+          "weights": self.weighting, **figures,
+          "members": [{"model_dir": m.run.path, "model": m.task.config.model,
+                       "weight": w,
+                       **self._label_set_figures(split.labels, p)}
+                      for m, w, p in zip(self.members, self.weights,
+                                         member_scores)]}
+    return section
 
 
   def section(self, split, data_dir, split_name, unknown=None):
     """The report section of one dataset."""
     views = [m.predict(split, self.tta, f"{split_name} of {data_dir}")
              for m in self.members]
+    if self.multilabel:
+      section = self._label_set_section(split, split_name, views)
+      held = np.asarray(split.labels).reshape(-1, len(self.class_names))
+      section["data"] = {
+          "data_dir": data_dir, "split": split_name,
+          "missing_classes": [c for c, n in zip(self.class_names,
+                                                held.sum(axis=0)) if not n],
+          "unknown_classes": dict(unknown or {})}
+      return section
     labels = split.labels
     member_probs = [v.mean(axis=0) for v in views]
     probabilities = _combine(member_probs, self.weights)
@@ -311,6 +388,10 @@ def format_text(report):
   for s in sections:
     data = s.get("data") or {}
     head = f"== {data.get('data_dir', '')} ({data.get('split', '')}) =="
+    if "multilabel" in s:
+      parts.append("\n".join([head, report_lib.format_label_sets(s).rstrip(
+          "\n")]))
+      continue
     text = [head, report_lib.format_report(s).rstrip("\n")]
     if data.get("missing_classes"):
       text.append(f"classes with no images here: "
@@ -363,11 +444,15 @@ def draw_pictures(report, history_path=None):
   taken, out = set(), []
   for i, s in enumerate(sections):
     slug = None if i == 0 else _slug(s["data"]["data_dir"], taken)
-    drawn = {
-        "confusion_matrix": pictures.confusion_matrix_png(s),
-        "reliability": pictures.reliability_png(s),
-        "mistakes": pictures.mistakes_png(s["mistakes"], tasks.read_image),
-    }
+    if "multilabel" in s:
+      drawn = {"pr_curves": pictures.pr_curves_png(s),
+               "label_cooccurrence": pictures.label_cooccurrence_png(s)}
+    else:
+      drawn = {
+          "confusion_matrix": pictures.confusion_matrix_png(s),
+          "reliability": pictures.reliability_png(s),
+          "mistakes": pictures.mistakes_png(s["mistakes"], tasks.read_image),
+      }
     if i == 0 and history_path:
       drawn["curves"] = pictures.curves_png(history_path)
     out.append((slug, {k: v for k, v in drawn.items() if v is not None}))
@@ -383,9 +468,18 @@ def _to_tensorboard(logs_dir, report, drawn):
       for name, png in pics.items():
         image = tf.io.decode_png(png, channels=3)[tf.newaxis]
         tf.summary.image(f"{name}/{slug}" if slug else name, image, step=0)
-    for key in ("accuracy", "macro_f1", "ece"):
-      tf.summary.scalar(f"evaluation/{key}", report[key], step=0)
+    for key, value in headline(report).items():
+      if value is not None:
+        tf.summary.scalar(f"evaluation/{key}", value, step=0)
   writer.close()
+
+
+def headline(report):
+  """The headline figures of a report: {name: value or None}."""
+  if "multilabel" in report:
+    return {k: report["multilabel"][k]
+            for k in ("map", "micro_f1", "macro_f1", "subset_accuracy")}
+  return {k: report[k] for k in ("accuracy", "macro_f1", "ece")}
 
 
 def write_outputs(folder, report, *, pictures=True, history_path=None,
@@ -512,7 +606,7 @@ def _calibration_split(members, class_names):
     logger.warning("no calibration temperature: the members held out "
                    "different validation images")
     return None
-  return val and to_split(val, class_names)
+  return val and to_split(val, class_names, members[0].task.multilabel)
 
 
 def _data_split(members, data_dir, split_name, class_names):
@@ -525,17 +619,23 @@ def _data_split(members, data_dir, split_name, class_names):
     ImgrecError: no images of the model's classes there.
   """
   own = members[0].task.config.data_dir
+  multilabel = members[0].task.multilabel
+  if multilabel and data_dir is not None:
+    raise ImgrecError(
+        f"--data_dir={data_dir}: a multilabel run is evaluated on its own "
+        "splits (--split=test, val or train); other labels CSVs cannot be "
+        "evaluated yet.")
   same_data = data_dir is None or (
       own and os.path.abspath(data_dir) == os.path.abspath(own))
   unknown = {}
   if same_data and os.path.isfile(members[0].run.splits_path):
     own_split = shared_split(members, split_name)
-    split = (to_split(own_split, class_names) if own_split
+    split = (to_split(own_split, class_names, multilabel) if own_split
              else folder_lib.Split([], []))
   else:
     split, unknown = members[0].task.build_eval_split(
         data_dir or own, split_name, class_names)
-  where = data_dir or own
+  where = data_dir or own or members[0].task.config.labels_csv
   if unknown:
     logger.warning("%s: left out %d images of classes the model does not "
                    "know (%s)", where, sum(unknown.values()),

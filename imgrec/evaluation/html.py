@@ -149,13 +149,22 @@ def _is_number(value):
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _figures(record):
+  """(key, header) of the two figures of a TTA or ensemble record: mAP and
+  micro F1 for label sets, else accuracy and macro F1."""
+  if "map" in record:
+    return ("map", "mAP"), ("micro_f1", "micro F1")
+  return ("accuracy", "accuracy"), ("macro_f1", "macro F1")
+
+
 def _tta(tta):
-  accuracy, without = tta.get("accuracy"), tta.get("accuracy_without")
-  change = (accuracy - without
-            if _is_number(accuracy) and _is_number(without) else None)
+  (key, header), _ = _figures(tta)
+  value, without = tta.get(key), tta.get(f"{key}_without")
+  change = (value - without
+            if _is_number(value) and _is_number(without) else None)
   return _records("Test-time augmentation", [dict(tta, change=change)],
-                  [("mode", "mode", "text"), ("accuracy", "accuracy", "number"),
-                   ("accuracy_without", "accuracy without", "number"),
+                  [("mode", "mode", "text"), (key, header, "number"),
+                   (f"{key}_without", f"{header} without", "number"),
                    ("change", "change", "signed")])
 
 
@@ -164,13 +173,71 @@ def _ensemble(ensemble):
   weights = [m.get("weight") for m in members]
   total = (sum(weights) if weights and all(map(_is_number, weights))
            else None)
-  combined = {"model_dir": "ensemble", "accuracy": ensemble.get("accuracy"),
-              "macro_f1": ensemble.get("macro_f1"), "weight": total}
+  (first, first_header), (second, second_header) = _figures(ensemble)
+  combined = {"model_dir": "ensemble", first: ensemble.get(first),
+              second: ensemble.get(second), "weight": total}
   return _records("Ensemble", members + [combined],
                   [("model_dir", "model", "text"),
-                   ("accuracy", "accuracy", "number"),
-                   ("macro_f1", "macro F1", "number"),
+                   (first, first_header, "number"),
+                   (second, second_header, "number"),
                    ("weight", "weight", "number")])
+
+
+def _label_set_summary(report):
+  """The headline figures of a report of label sets."""
+  ml = report["multilabel"]
+  cardinality = ml.get("cardinality") or {}
+  rows = [("Examples", report.get("num_examples"), "count"),
+          ("Mean average precision (mAP)", ml.get("map"), "number"),
+          ("Micro F1", ml.get("micro_f1"), "number"),
+          ("Macro F1", ml.get("macro_f1"), "number"),
+          ("Subset accuracy (exact label set)", ml.get("subset_accuracy"),
+           "number"),
+          ("Hamming loss", ml.get("hamming_loss"), "number"),
+          ("Labels an image, true", cardinality.get("true"), "number"),
+          ("Labels an image, predicted", cardinality.get("predicted"),
+           "number"),
+          ("Thresholds", report.get("threshold_source"), "text")]
+  return ["<h3>Summary</h3>" + _table(
+      [("metric", "text"), ("value", "formatted")],
+      [(label, _format(value, kind)) for label, value, kind in rows])]
+
+
+def _worst_classes(report, per_class, badness, what):
+  """(["<h3>Per class</h3>", a note when cut], the classes to list): all of
+  them, or the _MAX_CLASS_ROWS worst by `badness(row)` (smallest first;
+  ties in label order); ([], []) without classes."""
+  names = [n for n in report.get("class_names") or per_class
+           if n in per_class]
+  if not names:
+    return [], []
+  parts = ["<h3>Per class</h3>"]
+  if len(names) > _MAX_CLASS_ROWS:
+    position = {name: i for i, name in enumerate(names)}
+    names = sorted(names, key=lambda n: (*badness(per_class[n]), position[n])
+                   )[:_MAX_CLASS_ROWS]
+    parts.append(_note(f"The {_MAX_CLASS_ROWS} classes {what} of "
+                       f"{len(position)}, worst first."))
+  return parts, names
+
+
+def _label_set_classes(report):
+  """Per-class AP, threshold, P/R/F1, support and ECE; the classes of lowest
+  AP only when there are many (a class without examples has no AP)."""
+  per_class = report["multilabel"].get("per_class") or {}
+  parts, names = _worst_classes(
+      report, per_class,
+      lambda row: (row.get("ap") is not None, row.get("ap") or 0.0),
+      "of lowest AP")
+  if not names:
+    return []
+  keys = ("ap", "threshold", "precision", "recall", "f1", "support", "ece")
+  parts.append(_table(
+      [("class", "text"), ("AP", "number"), ("threshold", "number"),
+       ("precision", "number"), ("recall", "number"), ("F1", "number"),
+       ("support", "count"), ("ECE", "number")],
+      [(name, *(per_class[name].get(k) for k in keys)) for name in names]))
+  return parts
 
 
 def _pictures(pictures):
@@ -188,18 +255,12 @@ def _pictures(pictures):
 def _per_class(report):
   """Per-class metrics, the worst classes only when there are many."""
   per_class = report.get("per_class") or {}
-  names = [n for n in report.get("class_names") or per_class
-           if n in per_class]
+  parts, names = _worst_classes(
+      report, per_class,
+      lambda row: (row.get("f1") or 0.0, -(row.get("support") or 0)),
+      "with the lowest F1")
   if not names:
     return []
-  parts = ["<h3>Per class</h3>"]
-  if len(names) > _MAX_CLASS_ROWS:
-    position = {name: i for i, name in enumerate(names)}
-    names = sorted(names, key=lambda n: (per_class[n].get("f1") or 0.0,
-                                         -(per_class[n].get("support") or 0),
-                                         position[n]))[:_MAX_CLASS_ROWS]
-    parts.append(_note(f"The {_MAX_CLASS_ROWS} classes with the lowest F1 of "
-                       f"{len(position)}, worst first."))
   rows = [(name, per_class[name].get("precision"),
            per_class[name].get("recall"), per_class[name].get("f1"),
            per_class[name].get("support"), per_class[name].get("roc_auc"))
@@ -244,14 +305,15 @@ def _section(report, pictures, heading, anchor):
   if data:
     parts.append(_note(f"data: {data.get('data_dir', 'n/a')} \u00b7 "
                        f"split: {data.get('split', 'n/a')}"))
+  label_sets = isinstance(report.get("multilabel"), dict)
   if "num_examples" in report:
-    parts += _summary(report)
+    parts += _label_set_summary(report) if label_sets else _summary(report)
   if isinstance(report.get("tta"), dict):
     parts += _tta(report["tta"])
   if isinstance(report.get("ensemble"), dict):
     parts += _ensemble(report["ensemble"])
   parts += _pictures(pictures)
-  parts += _per_class(report)
+  parts += _label_set_classes(report) if label_sets else _per_class(report)
   parts += _records("Top confusions", report.get("top_confusions"),
                     _CONFUSION_COLUMNS)
   parts += _records("Most confident mistakes", report.get("mistakes"),

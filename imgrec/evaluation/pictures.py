@@ -127,33 +127,126 @@ def confusion_matrix_png(report, max_classes=30):
   normalized = report.get("confusion_matrix_normalized")
   normalized = (_normalized_rows(counts) if normalized is None
                 else np.asarray(normalized, np.float64))
-  title = "Confusion matrix (rows: true class, normalized)"
-  if num_classes > max_classes:
+  return _heatmap(normalized, counts, names, max_classes,
+                  "Confusion matrix (rows: true class, normalized)",
+                  "most confused", "class", "fraction of true class")
+
+
+def _heatmap(shares, counts, names, max_classes, title, kept, what,
+             colour_label):
+  """PNG of a [C, C] matrix of shares in [0, 1] (rows: true `what`,
+  columns: predicted), annotated when there are few classes; past
+  `max_classes` only the classes most off the diagonal of `counts`, in
+  label order, and the title says they are the `kept` ones."""
+  if len(names) > max_classes:
     keep = most_confused(counts, max_classes)
-    normalized = normalized[np.ix_(keep, keep)]
+    shares = shares[np.ix_(keep, keep)]
+    plural = what + ("es" if what.endswith("s") else "s")
+    title += f"\n{len(keep)} {kept} of {len(names)} {plural}"
     names = [names[i] for i in keep]
-    title += f"\n{len(keep)} most confused of {num_classes} classes"
   shown = len(names)
   side = min(14.0, max(5.0, 2.5 + 0.3 * shown))
   figure = _new_figure(side + 1.5, side)
   axes = figure.add_subplot()
-  image = axes.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0,
+  image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0,
                       interpolation="nearest", aspect="equal")
-  figure.colorbar(image, ax=axes, shrink=0.8, label="fraction of true class")
+  figure.colorbar(image, ax=axes, shrink=0.8, label=colour_label)
   labels = [_short(name) for name in names]
   font = 9 if shown <= 20 else 7
   axes.set_xticks(np.arange(shown), labels, rotation=90, fontsize=font,
                   **_LITERAL)
   axes.set_yticks(np.arange(shown), labels, fontsize=font, **_LITERAL)
-  axes.set_xlabel("predicted class")
-  axes.set_ylabel("true class")
+  axes.set_xlabel(f"predicted {what}")
+  axes.set_ylabel(f"true {what}")
   figure.suptitle(title)
   if shown <= _ANNOTATE_MAX_CLASSES:
-    for (row, column), value in np.ndenumerate(normalized):
+    for (row, column), value in np.ndenumerate(shares):
       if value > 0:
         axes.text(column, row, f"{value:.2f}", ha="center", va="center",
                   fontsize=8, color="white" if value > 0.5 else "black")
   return _png(figure)
+
+
+def pr_curves_png(report):
+  """Precision-recall curves of a report of label sets, one line a class.
+
+  Args:
+    report: a report with `pr_curves` ({name: {"recall", "precision"}}, the
+      classes of lowest AP, worst first) and `multilabel.per_class` (each
+      class's `ap`, shown in the legend).
+
+  Returns:
+    PNG bytes, or None when there is no curve (no class has a positive
+    example).
+  """
+  curves = report.get("pr_curves") or {}
+  if not curves:
+    return None
+  per_class = (report.get("multilabel") or {}).get("per_class") or {}
+  total = len(report.get("class_names") or curves)
+  figure = _new_figure(9.0 if len(curves) > 10 else 7.0, 6.0)
+  axes = figure.add_subplot()
+  colours = _palette(len(curves))
+  for colour, (name, curve) in zip(colours, curves.items()):
+    ap = _number((per_class.get(name) or {}).get("ap"))
+    # Steps, as average precision sums them (each point's precision over
+    # the recall it adds; no interpolation), from recall 0.
+    axes.step([0.0, *curve["recall"]], [curve["precision"][0],
+                                        *curve["precision"]], where="pre",
+              color=colour, linewidth=1.2, label=f"{_short(name)} (AP {ap})")
+  axes.set_xlim(0, 1.0)
+  axes.set_ylim(0, 1.02)
+  axes.set_xlabel("recall")
+  axes.set_ylabel("precision")
+  axes.grid(alpha=0.3)
+  title = "Precision-recall per class"
+  if total > len(curves):
+    title += f"\n{len(curves)} classes of lowest AP of {total}"
+  axes.set_title(title)
+  legend = axes.legend(fontsize=7 if len(curves) > 10 else 8,
+                       loc="center left", bbox_to_anchor=(1.01, 0.5),
+                       ncol=2 if len(curves) > 15 else 1)
+  for text in legend.get_texts():
+    text.set_parse_math(False)  # A class name is a name, not a formula.
+  return _png(figure)
+
+
+def _palette(count):
+  """`count` distinct colours (tab10, then tab20's and the rest)."""
+  from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+  cmap = colormaps["tab20" if count > 10 else "tab10"]
+  return [cmap(i % cmap.N) for i in range(count)]
+
+
+def label_cooccurrence_png(report, max_classes=30):
+  """Heatmap of true vs predicted labels of a report of label sets.
+
+  Cell (i, j): the share of the images holding label i on which label j is
+  predicted; the diagonal is each label's recall, the rest shows which
+  labels the model adds to which.
+
+  Args:
+    report: a report with `class_names`, `label_cooccurrence` ([C, C]
+      counts, rows: true label, columns: predicted) and
+      `multilabel.per_class` (each class's `support`).
+    max_classes: above this many classes only those most involved off the
+      diagonal are shown, in label order, and the title says so.
+
+  Returns:
+    PNG bytes, or None when the report has no classes.
+  """
+  names = list(report.get("class_names") or [])
+  if not names or report.get("label_cooccurrence") is None:
+    return None
+  counts = np.asarray(report["label_cooccurrence"], np.int64)
+  per_class = (report.get("multilabel") or {}).get("per_class") or {}
+  support = np.array([(per_class.get(n) or {}).get("support", 0) or 0
+                      for n in names], np.float64)[:, None]
+  shares = np.divide(counts, support, out=np.zeros(counts.shape),
+                     where=support > 0)
+  return _heatmap(shares, counts, names, max_classes,
+                  "Labels predicted on the images of each true label",
+                  "most involved", "label", "share of the true label's images")
 
 
 def _bins(bins):
@@ -285,8 +378,9 @@ def mistakes_png(mistakes, read_image, columns=4):
 def curves_png(history_path):
   """Training curves of a run from its Keras CSVLogger file.
 
-  One panel for loss, one for accuracy (with top-k when logged), training
-  and validation in each, and one for the learning rate when it was logged.
+  One panel for loss, one for accuracy (with top-k when logged) or the
+  precision-recall AUC of label sets, training and validation in each,
+  and one for the learning rate when it was logged.
 
   Args:
     history_path: the CSVLogger file (`epoch,accuracy,loss,...`).
@@ -305,6 +399,7 @@ def curves_png(history_path):
   panels = collections.OrderedDict()
   panels["loss"] = ["loss", "val_loss"]
   panels["accuracy"] = ["accuracy", "val_accuracy", "top_k", "val_top_k"]
+  panels["precision-recall AUC"] = ["pr_auc", "val_pr_auc"]  # Label sets.
   panels["learning rate"] = ["learning_rate", "lr"]
   drawable = collections.OrderedDict()
   for title, names in panels.items():

@@ -252,3 +252,40 @@ def format_report(report):
     lines.append(f"{c:<{width}}" + "".join(f"{v:>{cell}d}" for v in row)
                  + f"   [{i}]")
   return "\n".join(lines) + "\n"
+
+
+def format_label_sets(report):
+  """Renders a report of label sets (`"multilabel"` section, with its
+  optional `tta` and `ensemble`) as plain text."""
+  ml = report["multilabel"]
+  names = report["class_names"]
+  width = max([len("class")] + [len(c) for c in names])
+  cardinality = ml["cardinality"]
+  lines = [
+      f"examples: {report['num_examples']}   mAP: {_fmt(ml['map'])}   "
+      f"micro F1: {ml['micro_f1']:.4f}   macro F1: {_fmt(ml['macro_f1'])}",
+      f"subset accuracy: {ml['subset_accuracy']:.4f}   Hamming loss: "
+      f"{ml['hamming_loss']:.4f}   labels an image: "
+      f"{cardinality['true']:.3f} true, {cardinality['predicted']:.3f} "
+      "predicted",
+      f"thresholds: {report.get('threshold_source', 'n/a')}", "",
+      f"{'class':<{width}}  {'AP':>6}  threshold  precision  recall      f1"
+      "  support     ECE"]
+  for c in names:
+    m = ml["per_class"][c]
+    lines.append(f"{c:<{width}}  {_fmt(m['ap']):>6}  {m['threshold']:9.4f}  "
+                 f"{m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:6.4f}"
+                 f"  {m['support']:7d}  {m['ece']:6.4f}")
+  if "tta" in report:
+    t = report["tta"]
+    lines += ["", f"test-time augmentation {t['mode']} ({t['views']} views):"
+              f" mAP {_fmt(t['map'])} vs {_fmt(t['map_without'])} without;"
+              f" micro F1 {t['micro_f1']:.4f} vs {t['micro_f1_without']:.4f}"]
+  if "ensemble" in report:
+    e = report["ensemble"]
+    lines += ["", "ensemble (mean of sigmoid scores)   mAP  micro F1  weight"]
+    for m in e["members"]:
+      lines.append(f"  {m['model_dir']}  {_fmt(m['map'])}  "
+                   f"{m['micro_f1']:.4f}  {m['weight']:.3f}")
+    lines.append(f"  ensemble  {_fmt(e['map'])}  {e['micro_f1']:.4f}")
+  return "\n".join(lines) + "\n"

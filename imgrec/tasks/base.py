@@ -99,9 +99,13 @@ class Task:
     command: the command a run folder of the task is marked with
       (`RunFolder.start`): runs of one command replace each other only
       with --overwrite.
+    multilabel: an example holds any number of labels (a 0/1 row of class
+      columns, a sigmoid score and a threshold each) instead of one class:
+      the evaluator reports label sets (`label_set_report`).
   """
 
   name = None
+  multilabel = False
   aliases = ()
   config_cls = None
   noun = "examples"

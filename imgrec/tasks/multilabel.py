@@ -13,6 +13,7 @@ written to `thresholds.json`, and `report.json` holds the `"multilabel"`
 section (`imgrec.metrics.multilabel.summary`) of the test split.
 """
 
+import json
 import logging
 import os
 
@@ -28,6 +29,7 @@ from imgrec.errors import ImgrecError
 from imgrec.metrics import multilabel as metrics
 from imgrec.tasks import base
 from imgrec.tasks import classification
+from imgrec.tasks import image_classification
 from imgrec.tasks import registry
 
 models = base.lazy_import("imgrec.models")
@@ -49,8 +51,8 @@ class MultiLabelTask(classification.ClassificationTask):
 
   noun = "images"
   multilabel = True
-  # Evaluation, export and prediction of label sets come next (issue 24).
-  commands = frozenset()
+  # Export and prediction of label sets come next (issue 24).
+  commands = frozenset({"evaluate"})
 
   @classmethod
   def resolve(cls, config, *, check_files=True):
@@ -221,14 +223,75 @@ class MultiLabelTask(classification.ClassificationTask):
 
   # --- End of training ---------------------------------------------------------
 
+  def predict_views(self, model, split, num_classes, tta=(), progress=None):
+    """Sigmoid scores [V, N, C] of a split under test-time augmentation,
+    view 0 the plain image (the views of an image run's
+    `ImageClassificationTask.predict_views`)."""
+    if not len(split):
+      return np.zeros((1, 0, num_classes), np.float32)
+    return image_classification.ImageClassificationTask.predict_views(
+        self, model, split, num_classes, tta, progress)
+
   def scores(self, model, split, num_classes):
     """Sigmoid scores [N, C] of a split, in file order."""
-    if not len(split):
-      return np.zeros((0, num_classes), np.float32)
-    ds = self.build_inputs(split, num_classes=num_classes, training=False,
-                           cache=False)
-    return np.concatenate([np.asarray(model.predict_on_batch(x))
-                           for x, _ in ds])
+    return self.predict_views(model, split, num_classes)[0]
+
+  @staticmethod
+  def read_thresholds(run, class_names):
+    """(thresholds in `class_names` order, how they were chosen) from the
+    run's thresholds.json.
+
+    Raises:
+      ImgrecError: the file is missing or damaged, or names other classes.
+    """
+    path = run.thresholds_path
+    try:
+      with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+      given = dict(zip(data["class_names"], data["thresholds"]))
+      thresholds = [float(given[name]) for name in class_names]
+    except FileNotFoundError:
+      raise ImgrecError(f"No thresholds at {path}: the run's training did "
+                        "not finish (imgrec-train writes it at the end)."
+                        ) from None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+      raise ImgrecError(f"{path} is damaged or names other labels than "
+                        f"the run's ({type(e).__name__}: {e}).") from None
+    return thresholds, str(data.get("source", "thresholds.json"))
+
+  @classmethod
+  def label_set_report(cls, split_name, targets, scores, thresholds,
+                       class_names, source):
+    """report.json of label sets, as training's end and imgrec-evaluate
+    write it.
+
+    Args:
+      split_name: the split's name in the report.
+      targets: [N, C] 0/1.
+      scores: [N, C] sigmoid scores.
+      thresholds: [C] (a label is predicted at score >= its threshold).
+      class_names: C names.
+      source: how the thresholds were chosen.
+
+    Returns:
+      {"task", "split", "num_examples", "class_names", "threshold_source",
+      "multilabel" (`imgrec.metrics.multilabel.summary`), "pr_curves"
+      ({name: {"recall", "precision"}} of the worst classes by AP, at most
+      PR_CURVE_CLASSES), "label_cooccurrence" ([C, C] images holding label
+      i (row) on which label j (column) is predicted)}.
+    """
+    targets = np.asarray(targets, np.int64).reshape(-1, len(class_names))
+    scores = np.asarray(scores, np.float64).reshape(targets.shape)
+    summary = metrics.summary(targets, scores, thresholds, class_names)
+    predicted = scores >= np.asarray(thresholds, np.float64)[None, :]
+    return {"task": cls.name, "split": split_name,
+            "num_examples": int(len(targets)),
+            "class_names": list(class_names), "threshold_source": source,
+            "multilabel": summary,
+            "pr_curves": pr_curves(targets, scores, class_names,
+                                   summary["per_class"]),
+            "label_cooccurrence": (targets.T @ predicted.astype(np.int64)
+                                   ).tolist()}
 
   def finish(self, run, model, folder):
     """Chooses the thresholds on the validation split, writes them, and
@@ -251,19 +314,46 @@ class MultiLabelTask(classification.ClassificationTask):
     chosen = folder.splits.get(split_name, folder_lib.Split([], []))
     if not len(chosen):
       return {"thresholds": thresholds}
-    summary = metrics.summary(np.array(chosen.labels),
-                              self.scores(model, chosen, count), thresholds,
-                              names)
-    report = {"task": self.name, "split": split_name,
-              "num_examples": len(chosen), "class_names": names,
-              "threshold_source": source, "multilabel": summary}
+    report = self.label_set_report(split_name, chosen.labels,
+                                   self.scores(model, chosen, count),
+                                   thresholds, names, source)
     fileio.write_json(run.report_path(), report, indent=2)
+    summary = report["multilabel"]
     line = (f"{split_name} mAP: {summary['map'] or 0.0:.4f}, micro-F1: "
             f"{summary['micro_f1']:.4f}, macro-F1: "
             f"{summary['macro_f1'] or 0.0:.4f} ({len(chosen)} images, "
             f"thresholds: {source})")
     logger.info("%s", line)
     return {"thresholds": thresholds, "report": report, "summary": line}
+
+
+# Precision-recall curves kept in a report (the classes of lowest AP) and
+# points kept of each curve.
+PR_CURVE_CLASSES = 30
+_PR_CURVE_POINTS = 200
+
+
+def pr_curves(targets, scores, class_names, per_class,
+              max_classes=PR_CURVE_CLASSES):
+  """{name: {"recall", "precision"}} of the `max_classes` classes of lowest
+  AP (those with a positive image), worst first: one point at each distinct
+  score from the highest down (`score >= it` predicts the class), thinned
+  to at most _PR_CURVE_POINTS."""
+  aps = [(per_class[n]["ap"], c, n) for c, n in enumerate(class_names)
+         if per_class[n]["ap"] is not None]
+  out = {}
+  for _, c, name in sorted(aps)[:max_classes]:
+    y, s = targets[:, c].astype(bool), scores[:, c]
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    ends = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # Ends of ties.
+    tp = np.cumsum(y)[ends]
+    keep = np.unique(np.linspace(0, len(ends) - 1, _PR_CURVE_POINTS
+                                 ).round().astype(int))
+    out[name] = {"recall": np.round(tp[keep] / y.sum(), 5).tolist(),
+                 "precision": np.round(tp[keep] / (ends[keep] + 1), 5
+                                       ).tolist()}
+  return out
 
 
 def _check_training_labels(class_names, train, csv_path):
