@@ -107,8 +107,10 @@ def _print_rows(items, config, bar):
       print(_segment_line(item, config.format), flush=True)
       continue
     count += 1
-    raw += last_label is not None and item["label"] != last_label
-    last_label = item["label"]
+    # A frame's raw answer: its label, or its set of labels.
+    label = item["label"] if "label" in item else frozenset(item["labels"])
+    raw += last_label is not None and label != last_label
+    last_label = label
     if bar is not None:
       bar.update(1)
     if config.format == "jsonl":

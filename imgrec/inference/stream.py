@@ -206,9 +206,26 @@ def _summary(feed, classified, lags, seconds):
 
 
 def _row(step, index, **extra):
+  if isinstance(step, smoothing.LabelSetStep):
+    return {"t": round(step.t, 4), "frame": index,
+            "labels": list(step.labels), "scores": step.scores,
+            "smoothed_labels": list(step.smoothed_labels),
+            "smoothed_scores": step.smoothed_scores, **extra}
   return {"t": round(step.t, 4), "frame": index, "label": step.label,
           "score": step.score, "smoothed_label": step.smoothed_label,
           "smoothed_score": step.smoothed_score, **extra}
+
+
+def _smoother(classifier, mode, window, min_hold):
+  """A multi-label model's (one with thresholds) LabelSetSmoother, else a
+  TemporalSmoother."""
+  thresholds = getattr(classifier, "thresholds", None)
+  if thresholds is not None:
+    return smoothing.LabelSetSmoother(classifier.class_names, thresholds,
+                                      mode=mode, window=window,
+                                      min_hold=min_hold)
+  return smoothing.TemporalSmoother(classifier.class_names, mode=mode,
+                                    window=window, min_hold=min_hold)
 
 
 def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
@@ -239,7 +256,9 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
   Yields:
     {"t", "frame", "label", "score", "smoothed_label", "smoothed_score"},
     with `realtime` "lag": seconds behind the source when the result came
-    out, and with `keep` "kept".
+    out, and with `keep` "kept". A multi-label model's rows have label sets
+    instead: {"t", "frame", "labels", "scores", "smoothed_labels",
+    "smoothed_scores"} (`smoothing.LabelSetSmoother`; not backdated).
   """
   if realtime:
     yield from _classify_live(classifier, frames, batch_size=batch_size,
@@ -247,9 +266,9 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
                               progress=progress, paced=paced, stats=stats,
                               keep=keep)
     return
-  smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
-                                        window=window, min_hold=min_hold)
-  held = smoothing.Backdated(smoother) if backdate else None
+  smoother = _smoother(classifier, mode, window, min_hold)
+  held = smoothing.Backdated(smoother) if backdate and isinstance(
+      smoother, smoothing.TemporalSmoother) else None
   frames = prefetched(frames, depth=2 * batch_size)
   pending = collections.deque()  # (frame index, kept) of the steps to come.
   batch, size, done = [], 0, 0
@@ -285,8 +304,7 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
 
 def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
                    progress, paced, stats, keep):
-  smoother = smoothing.TemporalSmoother(classifier.class_names, mode=mode,
-                                        window=window, min_hold=min_hold)
+  smoother = _smoother(classifier, mode, window, min_hold)
   feed = LiveFeed(frames, keep=batch_size, paced=paced)
   lags, done, first = _Sample(), 0, None
   try:
@@ -314,7 +332,12 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
 
 
 def caption(row):
-  """The text drawn on a classified frame: its time, steady label and score."""
+  """The text drawn on a classified frame: its time and steady label and
+  score (each steady label and its score, for label sets)."""
+  if "smoothed_labels" in row:
+    held = ", ".join(f"{label} {row['smoothed_scores'][label]:.2f}"
+                     for label in row["smoothed_labels"])
+    return f"{row['t']:7.2f} s  {held or '-'}"
   return (f"{row['t']:7.2f} s  {row['smoothed_label']} "
           f"{row['smoothed_score']:.2f}")
 
@@ -356,15 +379,24 @@ def with_segments(rows, end=None):
       typical frame gap).
 
   Yields:
-    The rows, and {"segment": True, "start", "end", "label", "score"} dicts.
+    The rows, and {"segment": True, "start", "end", "label", "score"} dicts
+    (for label sets, one a stretch a label is in the steady set).
   """
-  segments = smoothing.Segments()
+  segments = label_sets = None
   for row in rows:
-    closed = segments.add(row["t"], row["smoothed_label"],
-                          row["smoothed_score"])
-    if closed:
-      yield closed
+    if "smoothed_labels" in row:
+      label_sets = label_sets or smoothing.LabelSegments()
+      yield from label_sets.add(row["t"], row["smoothed_labels"],
+                                row["smoothed_scores"])
+    else:
+      segments = segments or smoothing.Segments()
+      closed = segments.add(row["t"], row["smoothed_label"],
+                            row["smoothed_score"])
+      if closed:
+        yield closed
     yield row
-  last = segments.close(end)
+  if label_sets:
+    yield from label_sets.close(end)
+  last = segments.close(end) if segments else None
   if last:
     yield last
