@@ -386,9 +386,9 @@ class DataConfig(Config):
       "shapes", "Built-in dataset used when --data_dir, --labels_csv and "
       "--tfds are not given.")
   labels_csv: str | None = field(
-      None, "CSV file with path,label columns (and optionally split: "
-      "train/val/test); relative paths are relative to the CSV's folder. "
-      "Instead of --data_dir.")
+      None, "CSV file with path,label columns (path,labels, label sets, for "
+      "--task=multilabel) and optionally split (train/val/test); relative "
+      "paths are relative to the CSV's folder. Instead of --data_dir.")
   tfds: str | None = field(
       None, "TensorFlow Datasets name (e.g. mnist, imagenette/320px), already "
       "prepared in --tfds_data_dir; nothing is downloaded. Instead of "
@@ -432,7 +432,8 @@ class DataConfig(Config):
     if check_files and self.labels_csv and not os.path.isfile(
         self.labels_csv):
       raise self._bad("labels_csv", "no such file; expected a CSV with "
-                      "path,label columns")
+                      "path,label columns (path,labels for --task="
+                      "multilabel)")
     if self.val_split + self.test_split >= 1:
       raise ImgrecError(
           "--val_split + --test_split must be below 1: training needs the "
