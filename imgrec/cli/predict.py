@@ -5,7 +5,8 @@
         --num_threads=1 some/images/
 
 Folders stream through `--chunk_size` images at a time; results print as
-they come. A clip model classifies video files (one label a clip); an
+they come. A multi-label model prints each image's labels above their
+thresholds (JSON items: {"source", "labels", "scores"}). A clip model classifies video files (one label a clip); an
 image model's videos go to imgrec-stream.
 
 Exit status: 0 when every input was classified; 1 when some could not be
@@ -96,11 +97,19 @@ def _print_predictions(clf, paths, config):
             end="")
       first = False
     else:
-      tops = "  ".join(f"{l} {p:.3f}" for l, p in prediction.top_k)
-      print(f"{prediction.source}  {tops}", flush=True)
+      print(f"{prediction.source}  {_table_row(prediction)}", flush=True)
   if config.format == "json":
     print("\n]" if not first else "]")
   return failures
+
+
+def _table_row(prediction):
+  """A prediction's classes with their scores: a multi-label model's labels
+  above their thresholds ("(none)" when no label is), else the top k."""
+  if prediction.labels is not None:
+    return "  ".join(f"{l} {prediction.scores[l]:.3f}"
+                     for l in prediction.labels) or "(none)"
+  return "  ".join(f"{l} {p:.3f}" for l, p in prediction.top_k)
 
 
 def _videos_apart(clf, config, paths):

@@ -37,6 +37,15 @@ def _split(run, name):
     return folder_lib.Split([], [])
 
 
+def _thresholds_file(run, class_names, thresholds):
+  """{name: content} of the run's thresholds file, for the SavedModel's
+  folder (`Classifier` finds it there); empty without thresholds."""
+  if thresholds is None:
+    return {}
+  return {os.path.basename(run.thresholds_path): {
+      "class_names": list(class_names), "thresholds": thresholds}}
+
+
 def _int8(converter, task, model, run, class_names, *, calibration_images,
           int8_io, int8_granularity, max_int8_drop, path):
   """Calibrates and checks the int8 model; returns (bytes, report extras)."""
@@ -44,8 +53,9 @@ def _int8(converter, task, model, run, class_names, *, calibration_images,
   if not len(train):
     raise ImgrecError(f"int8 export calibrates on the training split, and "
                       f"{run.splits_path} lists no training images.")
-  picked = int8_lib.stratified_sample(train.labels, calibration_images,
-                                      len(class_names), task.config.seed)
+  picked = int8_lib.stratified_rows(
+      task.class_members(train.labels, len(class_names)), calibration_images,
+      task.config.seed)
   calibration = converter.calibrate(
       [task.model_pixels(train.paths[i]) for i in picked])
   check_name = "val"
@@ -54,8 +64,10 @@ def _int8(converter, task, model, run, class_names, *, calibration_images,
     check_name, check_split = "test", _split(run, "test")
   if not len(check_split):
     check_name, check_split = "train", train
-  check = int8_lib.CheckSet.build(check_name, check_split, task.model_pixels,
-                                  model, len(class_names), task.config.seed)
+  check = int8_lib.CheckSet.build(
+      check_name, check_split, task.model_pixels, model, len(class_names),
+      task.config.seed, quality=task.export_quality,
+      members=task.class_members(check_split.labels, len(class_names)))
   flatbuffer, kept, granularity, steps = int8_lib.quantize_within(
       calibration, check, max_drop=max_int8_drop, io=int8_io,
       granularity=int8_granularity)
@@ -65,7 +77,8 @@ def _int8(converter, task, model, run, class_names, *, calibration_images,
       "calibration_images": len(picked), "kept_float": kept,
       "float_ops": [f"{op} {name}" for op, name in float_ops],
       "check": {"split": check_name, "num_examples": len(check.labels),
-                "keras_accuracy": check.keras_accuracy,
+                "metric": check.metric,
+                f"keras_{check.metric}": check.keras_accuracy,
                 "max_drop_points": max_int8_drop, "steps": steps}}
 
 
@@ -122,13 +135,15 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   for variant in quantizations:
     task.check_quantization(variant)
   class_names = run.read_labels()
+  thresholds = task.thresholds(class_names)
   spec = tasks.model_input(model)
   max_pixels = task.config.max_image_pixels
   run.remove_export_report()  # Written anew last, once every file is.
   out = {"saved_model": saved_model_lib.write_saved_model(
       model, run.saved_model_dir, task.serving_endpoints(
           model, class_names, top_k=top_k, max_image_pixels=max_pixels),
-      input_spec=spec.to_json(), class_names=class_names),
+      input_spec=spec.to_json(), class_names=class_names,
+      json_files=_thresholds_file(run, class_names, thresholds)),
          "tflite": {}, "report": None, "report_path": None}
   extras = {}
   with tflite_lib.Converter(task.tflite_model(model),
@@ -147,7 +162,8 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
       out["tflite"][variant] = tflite_lib.write_tflite(
           flatbuffer, path, model_input=converter.input,
           name=task.config.model,
-          description=task.describe(variant), class_names=class_names)
+          description=task.describe(variant), class_names=class_names,
+          output=task.scores_metadata(), thresholds=thresholds)
   write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
   test = _split(run, "test")
   stop.check()

@@ -35,61 +35,104 @@ def stratified_sample(labels, count, num_classes, seed=0):
   Raises:
     ImgrecError: `count` smaller than the number of classes.
   """
+  members = np.eye(num_classes, dtype=bool)[np.asarray(labels, np.int64)]
+  return stratified_rows(members, count, seed)
+
+
+def stratified_rows(members, count, seed=0):
+  """`stratified_sample` of items that may hold several classes or none.
+
+  Args:
+    members: bool [N, C], the classes each item holds (a task's
+      `class_members`).
+    count: how many to take (all when fewer).
+    seed: shuffle seed.
+
+  Classes take turns, then items holding none; an item is taken once.
+
+  Raises:
+    ImgrecError: `count` smaller than the number of classes.
+  """
+  members = np.asarray(members, bool)
+  num_classes = members.shape[1]
   if count < num_classes:
     raise ImgrecError(
         f"--calibration_images={count} is fewer than the model's "
         f"{num_classes} classes: int8 calibration needs at least one image "
         f"per class. Pass --calibration_images={max(num_classes, 200)}.")
   rng = np.random.default_rng(seed)
-  by_class = [list(rng.permutation(np.flatnonzero(np.asarray(labels) == c)))
-              for c in range(num_classes)]
-  picked = []
-  while len(picked) < count and any(by_class):
-    for queue in by_class:
+  queues = [list(rng.permutation(np.flatnonzero(members[:, c])))
+            for c in range(num_classes)]
+  empty = np.flatnonzero(~members.any(1))
+  if len(empty):
+    queues.append(list(rng.permutation(empty)))
+  picked, taken = [], set()
+  while len(picked) < count and any(queues):
+    for queue in queues:
+      while queue and queue[0] in taken:
+        queue.pop(0)
       if queue and len(picked) < count:
+        taken.add(queue[0])
         picked.append(int(queue.pop(0)))
   return sorted(picked)
 
 
+def top1_accuracy(labels, scores):
+  """("accuracy", top-1 accuracy): the figure single-label int8 is held to."""
+  return "accuracy", float(np.mean(np.argmax(scores, 1) == labels))
+
+
 @dataclasses.dataclass
 class CheckSet:
-  """Pixels and labels on which int8 is held to the Keras model."""
+  """Pixels and labels on which int8 is held to the Keras model.
+
+  `keras_accuracy` and `accuracy` are the `metric` the task holds exports
+  to (top-1 accuracy, or a multi-label model's mAP), in 0..1.
+  """
   split: str
   pixels: np.ndarray  # float32 [N, H, W, C], the model's input.
   labels: np.ndarray
   keras_accuracy: float
+  quality: object = top1_accuracy  # (labels, scores) -> (metric, value).
+  metric: str = "accuracy"
 
   @classmethod
-  def build(cls, split_name, split, decode, model, num_classes, seed=0):
+  def build(cls, split_name, split, decode, model, num_classes, seed=0, *,
+            members=None, quality=top1_accuracy):
     """A stratified sample of `split` (as many as fit in memory), decoded.
 
     Args:
       split_name: reported name.
       split: a folder.Split.
       decode: path -> float32 [H, W, C] model-input pixels.
-      model: the Keras model (its accuracy is the reference).
+      model: the Keras model (its figure is the reference).
       num_classes: the model's classes.
       seed: sampling seed.
+      members: bool [N, C], the classes each example holds (default: one
+        each, its integer label).
+      quality: (labels, scores) -> (metric name, value), e.g. a task's
+        `export_quality`.
     """
     first = np.asarray(decode(split.paths[0]), np.float32)
     limit = max(num_classes, _CHECK_BYTES // first.nbytes)
+    if members is None:
+      members = np.eye(num_classes, dtype=bool)[np.asarray(split.labels)]
     keep = (range(len(split)) if len(split) <= limit else
-            stratified_sample(split.labels, limit, num_classes, seed))
+            stratified_rows(members, limit, seed))
     pixels = np.stack([first if i == 0 else
                        np.asarray(decode(split.paths[i]), np.float32)
                        for i in keep])
     labels = np.asarray([split.labels[i] for i in keep])
     predicted = np.asarray(model.predict(pixels, verbose=0, batch_size=64))
-    return cls(split_name, pixels, labels,
-               float(np.mean(predicted.argmax(1) == labels)))
+    metric, value = quality(labels, predicted)
+    return cls(split_name, pixels, labels, value, quality, metric)
 
   def accuracy(self, flatbuffer):
-    """Accuracy of TFLite bytes on the set, through LiteRT."""
+    """The figure of TFLite bytes on the set, through LiteRT."""
     from imgrec.inference import litert  # pylint: disable=g-import-not-at-top
     runner = litert.TFLiteRunner(interpreter=litert.make_interpreter(
         model_content=flatbuffer, num_threads=os.cpu_count()))
-    predicted = runner(self.pixels).argmax(1)
-    return float(np.mean(predicted == self.labels))
+    return self.quality(self.labels, runner(self.pixels))[1]
 
 
 GRANULARITIES = ("auto", "per_channel", "per_tensor")

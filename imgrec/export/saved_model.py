@@ -38,7 +38,7 @@ def archive(model, endpoints):
 
 
 def write_saved_model(model, path, endpoints, *, input_spec,
-                      class_names=None):
+                      class_names=None, json_files=None):
   """Writes `model` as a SavedModel serving `endpoints`.
 
   The folder is written under a temporary name and renamed into place, so a
@@ -53,6 +53,8 @@ def write_saved_model(model, path, endpoints, *, input_spec,
       the input (e.g. `ModelInput.to_json()`).
     class_names: written as `labels.txt` (None: the model does not
       classify).
+    json_files: {file name: JSON value} written beside (a multi-label
+      model's thresholds).
 
   Returns:
     `path`.
@@ -63,4 +65,6 @@ def write_saved_model(model, path, endpoints, *, input_spec,
     if class_names is not None:
       write_labels_file(os.path.join(tmp, LABELS_NAME), class_names)
     fileio.write_json(os.path.join(tmp, INPUT_SPEC_NAME), input_spec)
+    for name, value in (json_files or {}).items():
+      fileio.write_json(os.path.join(tmp, name), value, indent=2)
   return path

@@ -327,7 +327,7 @@ def check_integer(flatbuffer, path="the int8 model", keep_float=()):
 
 
 def write_tflite(flatbuffer, path, *, model_input, name, description,
-                 class_names=None, output=None):
+                 class_names=None, output=None, thresholds=None):
   """Writes TFLite bytes with their metadata (and labels), atomically.
 
   Args:
@@ -339,8 +339,11 @@ def write_tflite(flatbuffer, path, *, model_input, name, description,
     description: one sentence in the metadata (a task's `describe`).
     class_names: labels, packed into the file; None for a model that does
       not classify.
-    output: (name, description) of the output of a model that does not
+    output: (name, description) of the output: of a classifier's scores
+      (default: softmax probabilities), or of a model that does not
       classify.
+    thresholds: each class's decision threshold, packed beside the labels
+      (a multi-label model's); None for none.
 
   Returns:
     `path`.
@@ -352,8 +355,10 @@ def write_tflite(flatbuffer, path, *, model_input, name, description,
       image_size=model_input.image_size, channels=3,
       frames=model_input.frames,
       float_input=np.dtype(details["dtype"]) == np.float32, version="1",
-      labels=class_names is not None, output=output)
-  data = tflite_metadata.attach(flatbuffer, metadata, class_names)
+      labels=class_names is not None, output=output,
+      thresholds=thresholds is not None)
+  data = tflite_metadata.attach(flatbuffer, metadata, class_names,
+                                thresholds)
   with fileio.atomic_write(path, "wb") as f:
     f.write(data)
   return path

@@ -31,31 +31,60 @@ from imgrec.run_folder import RunFolder
 
 @dataclasses.dataclass
 class Prediction:
-  """The classification of one image (or why it could not be classified)."""
+  """The classification of one image (or why it could not be classified).
+
+  A multi-label model (one with per-label thresholds) also fills `labels`
+  and `scores`; its `label`, `index` and `score` are then those of the best
+  label above its threshold (None when no label is), and `top_k` still the
+  highest scores.
+  """
   label: str | None
   index: int | None
   score: float | None
   top_k: list  # [(label, probability), ...], best first.
   source: str | None = None  # File path, when the input was a file.
   error: str | None = None  # Set, and the rest empty, when it failed.
+  labels: list | None = None  # Labels above their thresholds, best first.
+  scores: dict | None = None  # {label: sigmoid score}, in class order.
 
   def to_dict(self):
-    out = {"source": self.source, "label": self.label, "index": self.index,
-           "score": self.score,
-           "top_k": [{"label": l, "probability": p} for l, p in self.top_k]}
+    if self.labels is not None:
+      out = {"source": self.source, "labels": self.labels,
+             "scores": self.scores}
+    else:
+      out = {"source": self.source, "label": self.label, "index": self.index,
+             "score": self.score,
+             "top_k": [{"label": l, "probability": p} for l, p in self.top_k]}
     if self.error:
       out["error"] = self.error
     return out
 
 
+def _folders_beside(path):
+  """Where a model's files lie: beside a model file or in/above a model
+  folder (an export inside its run folder), nearest first."""
+  base = path if os.path.isdir(path) else os.path.dirname(path)
+  return (base, os.path.dirname(base), os.path.dirname(os.path.dirname(base)))
+
+
 def _find_labels(path):
   """Looks for labels.txt beside a model file or in/above a model folder."""
-  base = path if os.path.isdir(path) else os.path.dirname(path)
-  for candidate in (base, os.path.dirname(base),
-                    os.path.dirname(os.path.dirname(base))):
+  for candidate in _folders_beside(path):
     f = os.path.join(candidate, LABELS_NAME)
     if os.path.isfile(f):
       return read_labels_file(f)
+  return None
+
+
+def _find_thresholds(path, class_names):
+  """The per-label thresholds of a multi-label model, in `class_names`
+  order, from its run's thresholds.json (in a SavedModel folder, or found as
+  labels.txt is); None when there is none (a single-label model)."""
+  for candidate in _folders_beside(path):
+    folder = RunFolder(candidate)
+    if os.path.isfile(folder.thresholds_path):
+      return tasks.MultiLabelTask.read_thresholds(
+          folder, class_names)[0] if class_names else None
   return None
 
 
@@ -97,6 +126,12 @@ class _TFLiteBackend:
     from imgrec.inference import tflite_metadata  # pylint: disable=g-import-not-at-top
     return tflite_metadata.read_labels(self.path)
 
+  def thresholds(self):
+    """{label: threshold} packed in the file (a multi-label model's), or
+    None."""
+    from imgrec.inference import tflite_metadata  # pylint: disable=g-import-not-at-top
+    return tflite_metadata.read_thresholds(self.path)
+
 
 def _exported_image_size(path):
   """The input size a SavedModel's imgrec_input.json names, else None (not
@@ -130,6 +165,14 @@ class _SavedModelBackend:
                         f"serving_default takes {sorted(inputs)}; imgrec's "
                         "take one input (images or clips).")
     (self._input, signature), = inputs.items()
+    outputs = self.fn.structured_outputs
+    # A classifier's class probabilities, or a multi-label model's scores.
+    self._output = next((k for k in ("probabilities", "scores")
+                         if k in outputs), None)
+    if self._output is None:
+      raise ImgrecError(f"Cannot load SavedModel {path}: its serving_default "
+                        f"returns {sorted(outputs)}; imgrec's return "
+                        "probabilities or scores.")
     shape = signature.shape.as_list() if signature.shape.rank else []
     # The task that takes this input says what it is; the size is in
     # imgrec_input.json (the signature takes any size).
@@ -141,7 +184,7 @@ class _SavedModelBackend:
     """Probabilities [N, C] of uint8 examples (images [N, H, W, 3], clips
     [N, T, H, W, 3]) of one size."""
     out = self.fn(**{self._input: np.asarray(examples, np.uint8)})
-    return out["probabilities"].numpy()
+    return out[self._output].numpy()
 
   def labels(self):
     return None
@@ -205,20 +248,39 @@ def _as_image(item, where):
   return image
 
 
+def _thresholds(backend, path, class_names):
+  """A model's per-label thresholds in class order: packed in its file (a
+  TFLite file's metadata), else its run's; None for a single-label model."""
+  packed = getattr(backend, "thresholds", lambda: None)()
+  if packed is None:
+    return _find_thresholds(path, class_names)
+  missing = [c for c in class_names or [] if c not in packed]
+  if missing or not class_names:
+    raise ImgrecError(f"{path} holds thresholds for the labels "
+                      f"{sorted(packed)}, not for its labels "
+                      f"{class_names}: export it again.")
+  return [packed[c] for c in class_names]
+
+
 class Classifier:
   """Classifies images with a trained imgrec model in any exported format.
 
   Inputs: file paths (read under imgrec's decode policy, refused from the
   header when larger than `max_image_pixels`), or arrays of raw 0..255
   pixels (uint8, or floats/ints in that range).
+
+  A multi-label model's run gives each label a threshold (`thresholds`, in
+  class order): its predictions carry every label above its threshold.
   """
 
   def __init__(self, backend, class_names, path,
-               max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+               max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, thresholds=None):
     self._backend = backend
     self.class_names = list(class_names) if class_names else None
     self.path = path
     self.max_image_pixels = max_image_pixels
+    self.thresholds = (None if thresholds is None else
+                       np.asarray(thresholds, np.float64))
 
   @property
   def format(self):
@@ -279,7 +341,8 @@ class Classifier:
       raise ImgrecError(f"Unknown model format: {path}. Expected a .keras or "
                         ".tflite file or a SavedModel folder.")
     labels = backend.labels() or _find_labels(path)
-    return cls(backend, labels, path, max_image_pixels)
+    return cls(backend, labels, path, max_image_pixels,
+               _thresholds(backend, path, labels))
 
   @property
   def clip_frames(self):
@@ -384,20 +447,34 @@ class Classifier:
           raise
         failures[i] = Prediction(None, None, None, [], source=(
             os.fspath(item) if isinstance(item, (str, os.PathLike)) else None),
-                                 error=str(e))
+                                 error=str(e), **self._no_label_sets())
     out = dict(failures)
     if loaded:
       probabilities = self._probabilities([im for _, im, _ in loaded])
       names = self.class_names or [str(i)
                                    for i in range(probabilities.shape[1])]
-      k = min(top_k, probabilities.shape[1])
       for (i, _, source), p in zip(loaded, probabilities):
-        order = np.argsort(-p, kind="stable")[:k]
-        out[i] = Prediction(
-            label=names[order[0]], index=int(order[0]),
-            score=float(p[order[0]]),
-            top_k=[(names[j], float(p[j])) for j in order], source=source)
+        out[i] = self._prediction(p, names, top_k, source)
     return [out[i] for i in range(len(items))]
+
+  def _prediction(self, p, names, top_k, source):
+    """The Prediction of one example's outputs `p`."""
+    order = np.argsort(-p, kind="stable")
+    top = [(names[j], float(p[j])) for j in order[:top_k]]
+    if self.thresholds is None:
+      return Prediction(label=names[order[0]], index=int(order[0]),
+                        score=float(p[order[0]]), top_k=top, source=source)
+    above = [int(j) for j in order if p[j] >= self.thresholds[j]]
+    best = above[0] if above else None
+    return Prediction(
+        label=None if best is None else names[best], index=best,
+        score=None if best is None else float(p[best]), top_k=top,
+        source=source, labels=[names[j] for j in above],
+        scores={n: float(v) for n, v in zip(names, p)})
+
+  def _no_label_sets(self):
+    """The label-set fields of a failed prediction."""
+    return {} if self.thresholds is None else {"labels": [], "scores": {}}
 
   def predict_iter(self, inputs, top_k=5, chunk_size=64):
     """Classifies an iterable of inputs `chunk_size` at a time, lazily.

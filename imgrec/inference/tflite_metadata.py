@@ -15,6 +15,7 @@ zip archive appended after the flatbuffer, where readers look for it.
 """
 
 import io
+import json
 import zipfile
 
 import flatbuffers
@@ -23,11 +24,15 @@ from imgrec.inference import tflite_internals
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
+# A multi-label model's per-label thresholds: JSON {"class_names",
+# "thresholds"}, as the run's thresholds.json. The schema has no type for
+# them: an associated file of type UNKNOWN, which other readers pass over.
+THRESHOLDS_FILE = "thresholds.json"
 _IDENTIFIER = b"M001"
 _MIN_PARSER_VERSION = "1.0.0"
 
 # Enum values and union tags of metadata_schema.fbs.
-_TENSOR_AXIS_LABELS = 2
+_UNKNOWN_FILE, _TENSOR_AXIS_LABELS = 0, 2
 _RGB, _GRAYSCALE = 1, 2
 _IMAGE_PROPERTIES = 2  # ContentProperties union tag.
 _FEATURE_PROPERTIES = 1
@@ -99,24 +104,32 @@ def _input_tensor(b, *, image_size, channels, float_input, frames):
   return _table(b, fields)
 
 
-def _output_tensor(b, output, labels):
-  """The output's TensorMetadata: class probabilities with the labels file,
-  or another output (`output` = (name, description)) without."""
+def _associated_file(b, name, description, kind):
+  name, description = _strings(b, [name, description])
+  return _table(b, [(0, "offset", name), (1, "offset", description),
+                    (2, "int8", kind)])
+
+
+def _output_tensor(b, output, labels, thresholds):
+  """The output's TensorMetadata: class scores with the labels file (and
+  the thresholds file), or another output without."""
   if not labels:
     name, text = _strings(b, output)
     return _table(b, [(0, "offset", name), (1, "offset", text)])
-  label_name, label_desc = _strings(b, [LABELS_FILE, "Class names, one a "
-                                        "line, in output order."])
-  labels_file = _table(b, [(0, "offset", label_name),
-                           (1, "offset", label_desc),
-                           (2, "int8", _TENSOR_AXIS_LABELS)])
+  files = [_associated_file(b, LABELS_FILE, "Class names, one a line, in "
+                            "output order.", _TENSOR_AXIS_LABELS)]
+  if thresholds:
+    files.append(_associated_file(
+        b, THRESHOLDS_FILE, "Each label's decision threshold (JSON: "
+        "class_names, thresholds): the label is present when its score "
+        "reaches it.", _UNKNOWN_FILE))
   content = _table(b, [(0, "uint8", _FEATURE_PROPERTIES),
                        (1, "offset", _empty_table(b))])
-  name, text = _strings(b, ["probabilities", "Probability of each class "
-                            "(softmax)."])
+  name, text = _strings(b, output or ("probabilities", "Probability of each "
+                                      "class (softmax)."))
   return _table(b, [(0, "offset", name), (1, "offset", text),
                     (3, "offset", content), (5, "offset", _stats(b, 1.0, 0.0)),
-                    (6, "offset", _vector(b, [labels_file]))])
+                    (6, "offset", _vector(b, files))])
 
 
 def _stats(b, high, low):
@@ -125,7 +138,8 @@ def _stats(b, high, low):
 
 
 def build_metadata(*, name, description, image_size, channels, float_input,
-                   version, frames=None, labels=True, output=None):
+                   version, frames=None, labels=True, output=None,
+                   thresholds=False):
   """The ModelMetadata flatbuffer of an imgrec model.
 
   Args:
@@ -137,10 +151,12 @@ def build_metadata(*, name, description, image_size, channels, float_input,
       0, std 1, so readers feed pixels as they are); else uint8.
     version: the model's version string.
     frames: the input is a clip of this many frames; None for an image.
-    labels: the output is class probabilities, labeled by the associated
-      labels file (`attach` packs it).
-    output: (name, description) of an output that is not class
-      probabilities (`labels` False).
+    labels: the output is class scores, labeled by the associated labels
+      file (`attach` packs it).
+    output: (name, description) of the output: of class scores (default
+      softmax probabilities), or of an output without labels.
+    thresholds: the output's labels each have a threshold, in the
+      associated thresholds file (`attach` packs it).
 
   Returns:
     bytes.
@@ -148,7 +164,7 @@ def build_metadata(*, name, description, image_size, channels, float_input,
   b = flatbuffers.Builder(1024)
   input_md = _input_tensor(b, image_size=image_size, channels=channels,
                            float_input=float_input, frames=frames)
-  output_md = _output_tensor(b, output, labels)
+  output_md = _output_tensor(b, output, labels, thresholds)
   sub_name = b.CreateString(("clip_classifier" if frames else
                              "image_classifier") if labels else "model")
   subgraph = _table(b, [(0, "offset", sub_name),
@@ -169,16 +185,19 @@ def _empty_table(builder):
   return builder.EndObject()
 
 
-def attach(flatbuffer, metadata, class_names=None):
+def attach(flatbuffer, metadata, class_names=None, thresholds=None):
   """Returns the TFLite model with `metadata` and the labels file inside.
 
   Args:
     flatbuffer: the converter's model bytes.
     metadata: bytes from `build_metadata`.
     class_names: written as the associated labels file (None: no labels).
+    thresholds: each class's threshold, written as the associated
+      thresholds file (None: none).
 
   Returns:
-    bytes: the model flatbuffer, then a zip holding the labels file.
+    bytes: the model flatbuffer, then a zip holding the labels file (and
+    the thresholds file).
   """
   schema = tflite_internals.tflite_schema()
   model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(flatbuffer, 0))
@@ -197,18 +216,38 @@ def attach(flatbuffer, metadata, class_names=None):
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a") as archive:
       archive.writestr(LABELS_FILE, "".join(f"{n}\n" for n in class_names))
+      if thresholds is not None:
+        archive.writestr(THRESHOLDS_FILE, json.dumps({
+            "class_names": list(class_names),
+            "thresholds": [float(t) for t in thresholds]}, indent=2))
   return out.getvalue()
 
 
-def read_labels(path_or_bytes):
-  """The class names packed into a TFLite file, or None."""
+def _packed(path_or_bytes, name):
+  """The text of a file packed into a TFLite file, or None."""
   data = path_or_bytes
   if isinstance(path_or_bytes, str):
     with open(path_or_bytes, "rb") as f:
       data = f.read()
   try:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-      text = archive.read(LABELS_FILE).decode("utf-8")
+      return archive.read(name).decode("utf-8")
   except (zipfile.BadZipFile, KeyError):
     return None
+
+
+def read_labels(path_or_bytes):
+  """The class names packed into a TFLite file, or None."""
+  text = _packed(path_or_bytes, LABELS_FILE)
+  if text is None:
+    return None
   return [line.rstrip("\n") for line in text.splitlines() if line.strip()]
+
+
+def read_thresholds(path_or_bytes):
+  """{class name: threshold} packed into a TFLite file, or None."""
+  text = _packed(path_or_bytes, THRESHOLDS_FILE)
+  if text is None:
+    return None
+  data = json.loads(text)
+  return dict(zip(data["class_names"], map(float, data["thresholds"])))

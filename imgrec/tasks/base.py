@@ -22,6 +22,8 @@ import dataclasses
 import importlib.util
 import sys
 
+import numpy as np
+
 from imgrec.errors import ImgrecError
 from imgrec.run_folder import TRAIN_COMMAND
 
@@ -281,3 +283,29 @@ class Task:
   def describe(self, variant):
     """One sentence for a TFLite file's metadata."""
     return f"imgrec {self.name} model ({variant})."
+
+  def scores_metadata(self):
+    """(name, description) of a classifier's output in TFLite metadata."""
+    return ("probabilities", "Probability of each class (softmax).")
+
+  def thresholds(self, class_names):
+    """Each class's decision threshold in `class_names` order, or None (one
+    class an example: the top one).
+
+    With thresholds, every class is decided on its own (present when its
+    score reaches its threshold): the SavedModel, the TFLite metadata,
+    `Classifier` and the export report give label sets.
+    """
+    del class_names
+    return None
+
+  def class_members(self, labels, num_classes):
+    """bool [N, C]: the classes each example of a split's `labels` holds
+    (one each for integer labels)."""
+    return np.eye(num_classes, dtype=bool)[np.asarray(labels, np.int64)]
+
+  def export_quality(self, labels, scores):
+    """(name, value): the figure an exported model is held to against the
+    Keras model (int8's --max_int8_drop), here top-1 accuracy."""
+    hits = np.argmax(scores, 1) == np.asarray(labels)
+    return "accuracy", float(np.mean(hits)) if len(hits) else 0.0

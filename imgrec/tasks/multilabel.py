@@ -51,8 +51,7 @@ class MultiLabelTask(classification.ClassificationTask):
 
   noun = "images"
   multilabel = True
-  # Export and prediction of label sets come next (issue 24).
-  commands = frozenset({"evaluate"})
+  commands = frozenset({"evaluate", "export", "predict"})
 
   @classmethod
   def resolve(cls, config, *, check_files=True):
@@ -217,10 +216,6 @@ class MultiLabelTask(classification.ClassificationTask):
     del folder  # `finish` reports (the single-label report does not apply).
     return None
 
-  @property
-  def exports_after_training(self):
-    return False  # Multi-label exports are not written yet.
-
   # --- End of training ---------------------------------------------------------
 
   def predict_views(self, model, split, num_classes, tta=(), progress=None):
@@ -326,6 +321,66 @@ class MultiLabelTask(classification.ClassificationTask):
     logger.info("%s", line)
     return {"thresholds": thresholds, "report": report, "summary": line}
 
+  # --- Serving -------------------------------------------------------------------
+
+  @classmethod
+  def from_run(cls, run, **overrides):
+    """The task of a finished run; its thresholds are the run's."""
+    task = super().from_run(run, **overrides)
+    task.run = run
+    return task
+
+  def thresholds(self, class_names):
+    """The run's thresholds.json, in `class_names` order (its run folder's
+    when the task was made `from_run`, else the config's model_dir)."""
+    from imgrec.run_folder import RunFolder  # pylint: disable=g-import-not-at-top
+    run = getattr(self, "run", None) or RunFolder(self.config.model_dir)
+    return self.read_thresholds(run, class_names)[0]
+
+  def class_members(self, labels, num_classes):
+    return np.asarray(labels, bool).reshape(-1, num_classes)
+
+  def export_quality(self, labels, scores):
+    """("map", mean average precision over the labels present)."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores)
+    aps = [metrics.average_precision(labels[:, c], scores[:, c])
+           for c in range(labels.shape[1]) if labels[:, c].any()]
+    return "map", float(np.mean(aps)) if aps else 0.0
+
+  def serving_endpoints(self, model, class_names, *, top_k,
+                        max_image_pixels):
+    """The image task's signatures (uint8 `images` of any size, encoded
+    `image_bytes`; resized and decoded in the graph), deciding each label.
+
+    Both return:
+      scores: float32 [N, C], each label's sigmoid score.
+      above: bool [N, C], score >= the label's threshold (thresholds.json).
+      labels: string [N, C], the labels above their thresholds, best score
+        first, then "" (a dense tensor: every row is C wide).
+      num_labels: int32 [N], how many labels are above their thresholds.
+    """
+    decide = label_sets(class_names, self.thresholds(class_names))
+    endpoints = image_classification.ImageClassificationTask.serving_endpoints(
+        self, model, class_names, top_k=1, max_image_pixels=max_image_pixels)
+
+    def deciding(fn):
+      return lambda inputs: decide(fn(inputs)["probabilities"])
+
+    return [(name, deciding(fn), signature)
+            for name, fn, signature in endpoints]
+
+  def describe(self, variant):
+    return (f"imgrec {self.config.model} multi-label image classifier "
+            f"({variant}): raw pixels 0..255 in, a sigmoid score per label "
+            "out; a label is present when its score reaches its threshold "
+            "(the run's, packed beside the labels).")
+
+  def scores_metadata(self):
+    return ("scores", "Sigmoid score of each label, independent of the "
+            "others (not softmax probabilities): the image holds every label "
+            "whose score reaches its threshold (the thresholds file packed "
+            "beside the labels).")
+
 
 # Precision-recall curves kept in a report (the classes of lowest AP) and
 # points kept of each curve.
@@ -354,6 +409,26 @@ def pr_curves(targets, scores, class_names, per_class,
                  "precision": np.round(tp[keep] / (ends[keep] + 1), 5
                                        ).tolist()}
   return out
+
+
+def label_sets(class_names, thresholds):
+  """scores [N, C] -> the multi-label serving outputs (TensorFlow ops; see
+  `MultiLabelTask.serving_endpoints`)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  names = tf.constant(list(class_names), tf.string)
+  limits = tf.constant(thresholds, tf.float32)
+  count = len(class_names)
+
+  def outputs(scores):
+    scores = tf.cast(scores, tf.float32)
+    above = scores >= limits
+    ranked = tf.math.top_k(tf.where(above, scores, -1.0), k=count).indices
+    kept = tf.gather(above, ranked, batch_dims=1)
+    return {"scores": scores, "above": above,
+            "labels": tf.where(kept, tf.gather(names, ranked), ""),
+            "num_labels": tf.reduce_sum(tf.cast(above, tf.int32), 1)}
+
+  return outputs
 
 
 def _check_training_labels(class_names, train, csv_path):
