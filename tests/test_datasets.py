@@ -128,7 +128,7 @@ def _shape_mask(pixels):
 
 def test_render_shape_covers_a_bounded_area_per_class(monkeypatch):
   # A flat background makes the shape segmentable by colour alone.
-  monkeypatch.setattr(shapes, "_background", lambda rng, size: np.full(
+  monkeypatch.setattr(shapes, "textured_background", lambda rng, size: np.full(
       (size, size, 3), 128.0))
   size = 64
   mean_fraction = {}
@@ -168,7 +168,7 @@ def test_shape_geometry(name):
   centre = np.array([32.0, 32.0])
   for i in range(10):
     rng = np.random.default_rng(i)
-    fill, _ = shapes._shape_masks(rng, name, size, centre, radius,
+    fill, _ = shapes.shape_masks(rng, name, size, centre, radius,
                                   rng.uniform(0, 2 * np.pi))
     area = fill.sum() / radius**2
     low, high = _AREA_OVER_R2[name]
@@ -179,9 +179,9 @@ def test_shape_geometry(name):
 
 def test_rotation_changes_polygons_but_not_area():
   centre = np.array([32.0, 32.0])
-  a, _ = shapes._shape_masks(
+  a, _ = shapes.shape_masks(
       np.random.default_rng(0), "triangle", 64, centre, 20.0, 0.0)
-  b, _ = shapes._shape_masks(
+  b, _ = shapes.shape_masks(
       np.random.default_rng(0), "triangle", 64, centre, 20.0, 1.0)
   assert np.abs(a - b).sum() > 50
   assert abs(a.sum() - b.sum()) < 0.02 * a.sum()
@@ -294,5 +294,6 @@ def test_load_builtin(tmp_path):
 
 
 def test_load_builtin_unknown_name_lists_known_names():
-  with pytest.raises(ValueError, match=r"\['shapes'\].*mnist"):
+  with pytest.raises(ValueError,
+                     match=r"\['shapes', 'shapes_multilabel'\].*mnist"):
     datasets.load_builtin("mnist")

@@ -78,27 +78,27 @@ def render_shape(rng, shape_name, image_size=64):
   if shape_name not in SHAPE_CLASSES:
     raise ValueError(f"Unknown shape. Expected one of {SHAPE_CLASSES}. "
                      f"Received: shape_name={shape_name!r}")
-  _check_image_size(image_size)
+  check_image_size(image_size)
 
-  background = _background(rng, image_size)
+  background = textured_background(rng, image_size)
 
   radius = 0.5 * image_size * rng.uniform(_MIN_SIZE_FRACTION,
                                           _MAX_SIZE_FRACTION)
   margin = radius * (1.0 - _MAX_OVERHANG)
   centre = rng.uniform(margin, image_size - margin, size=2)
   angle = rng.uniform(0.0, 2.0 * np.pi)
-  fill_mask, outline_mask = _shape_masks(rng, shape_name, image_size, centre,
+  fill_mask, outline_mask = shape_masks(rng, shape_name, image_size, centre,
                                          radius, angle)
 
   # Shading on the shape keeps "flat colour" from being a class cue.
   shading = rng.uniform(0.0, 0.25) if rng.random() < 0.5 else 0.0
   gains = (1.0 - shading, 1.0 + shading)
-  fill = _contrasting_colour(rng, background, centre, radius, gains)
+  fill = fill_colour(rng, background, centre, radius, gains)
   fill_layer = fill * _linear_ramp(rng, image_size, *gains)
   image = background * (1.0 - fill_mask) + fill_layer * fill_mask
 
   if outline_mask is not None:
-    outline = _distinct_colour(rng, fill)
+    outline = outline_colour(rng, fill)
     image = image * (1.0 - outline_mask) + outline * outline_mask
 
   noise_std = rng.uniform(1.0, 6.0)
@@ -130,7 +130,7 @@ def generate_shapes(root, *, seed, image_size=64, counts, num_workers=None):
     ValueError: If an argument is invalid.
   """
   _build.check_seed(seed)
-  _check_image_size(image_size)
+  check_image_size(image_size)
   _check_counts(counts)
   num_workers = _build.check_workers(num_workers)
 
@@ -177,7 +177,7 @@ def load_shapes(data_dir=None,
   """
   counts = dict(zip(SPLITS, (train_per_class, val_per_class, test_per_class)))
   _build.check_seed(seed)
-  _check_image_size(image_size)
+  check_image_size(image_size)
   _check_counts(counts)
   data_dir = _build.data_home(data_dir)
   name = (f"shapes-v{DATASET_VERSION}-s{seed}-{image_size}px-"
@@ -211,7 +211,7 @@ def _write_image(path, seed, split, class_name, index, image_size):
   Image.fromarray(pixels, mode="RGB").save(path, format="PNG")
 
 
-def _background(rng, size):
+def textured_background(rng, size):
   """Returns a float (size, size, 3) gradient with random textures on top."""
   base = rng.uniform(0.0, 255.0, size=3)
   # A bounded colour change across the image keeps some fill colour able to
@@ -274,7 +274,7 @@ def _smooth_noise(rng, size):
   return np.stack(channels, axis=-1)
 
 
-def _shape_masks(rng, shape_name, image_size, centre, radius, angle):
+def shape_masks(rng, shape_name, image_size, centre, radius, angle):
   """Returns anti-aliased (fill, outline) coverage masks in [0, 1].
 
   The outline mask is None when the shape is drawn without an outline.
@@ -350,7 +350,7 @@ def _rotation(angle):
   return np.array([[c, -s], [s, c]])
 
 
-def _contrasting_colour(rng, background, centre, radius, gains):
+def fill_colour(rng, background, centre, radius, gains):
   """Picks a fill colour far from the background around the shape.
 
   Args:
@@ -382,7 +382,7 @@ def _contrasting_colour(rng, background, centre, radius, gains):
   return _build.contrasting_colour(rng, contrast_of, len(local) // 20)
 
 
-def _distinct_colour(rng, colour):
+def outline_colour(rng, colour):
   for _ in range(_build.COLOUR_TRIES):
     candidate = rng.uniform(0.0, 255.0, size=3)
     if np.linalg.norm(candidate - colour) >= 80.0:
@@ -393,7 +393,7 @@ def _distinct_colour(rng, colour):
 _is_int = _build.is_int
 
 
-def _check_image_size(image_size):
+def check_image_size(image_size):
   if not _is_int(image_size) or image_size < _MIN_IMAGE_SIZE:
     raise ValueError(f"image_size must be an integer >= {_MIN_IMAGE_SIZE}. "
                      f"Received: image_size={image_size!r}")

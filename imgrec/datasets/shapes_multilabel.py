@@ -42,20 +42,20 @@ def render_scene(rng, image_size=64):
   """Draws one scene; returns (uint8 [size, size, 3] pixels, shape names)."""
   count = rng.choice(len(_COUNT_PROBABILITIES), p=_COUNT_PROBABILITIES)
   names = sorted(rng.choice(shapes.SHAPE_CLASSES, count, replace=False))
-  background = _clutter(rng, shapes._background(rng, image_size))  # pylint: disable=protected-access
+  background = _clutter(rng, shapes.textured_background(rng, image_size))
   image = background
   placed = []
   for name in names:
     radius = image_size * rng.uniform(_MIN_RADIUS, _MAX_RADIUS)
     centre = _free_spot(rng, image_size, radius, placed)
     placed.append((centre, radius))
-    fill_mask, outline_mask = shapes._shape_masks(  # pylint: disable=protected-access
+    fill_mask, outline_mask = shapes.shape_masks(
         rng, name, image_size, centre, radius, rng.uniform(0, 2 * np.pi))
-    fill = shapes._contrasting_colour(rng, background, centre, radius,  # pylint: disable=protected-access
+    fill = shapes.fill_colour(rng, background, centre, radius,
                                       (1.0, 1.0))
     image = image * (1.0 - fill_mask) + fill * fill_mask
     if outline_mask is not None:
-      outline = shapes._distinct_colour(rng, fill)  # pylint: disable=protected-access
+      outline = shapes.outline_colour(rng, fill)
       image = image * (1.0 - outline_mask) + outline * outline_mask
   image = image + rng.normal(0.0, rng.uniform(1.0, 5.0), size=image.shape)
   return np.clip(np.rint(image), 0, 255).astype(np.uint8), names
@@ -103,7 +103,7 @@ def generate_shapes_multilabel(root, *, seed, image_size=64, counts,
     num_workers: Threads that render and encode; do not change the output.
   """
   _build.check_seed(seed)
-  shapes._check_image_size(image_size)  # pylint: disable=protected-access
+  shapes.check_image_size(image_size)
   _build.check_split_counts(counts, "counts", "Images")
   num_workers = _build.check_workers(num_workers)
   root = os.fspath(root)
@@ -135,7 +135,7 @@ def load_shapes_multilabel(data_dir=None, *, seed=0, image_size=64,
   `shapes.load_shapes` for where it lives and how it is made safely)."""
   counts = {"train": train, "val": val, "test": test}
   _build.check_seed(seed)
-  shapes._check_image_size(image_size)  # pylint: disable=protected-access
+  shapes.check_image_size(image_size)
   _build.check_split_counts(counts, "counts", "Images")
   name = (f"shapes_multilabel-v{DATASET_VERSION}-s{seed}-{image_size}px-"
           f"{train}-{val}-{test}")
