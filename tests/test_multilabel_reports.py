@@ -272,3 +272,24 @@ def test_evaluate_split_and_report_run_serve_label_sets(trained, tmp_path):
                                      history_path=run.history_path)
   assert sorted(map(os.path.basename, files["pictures"])) == [
       "curves.png", "label_cooccurrence.png", "pr_curves.png"]
+
+
+@pytest.mark.slow
+def test_training_end_writes_the_report_pictures_and_html(tmp_path):
+  from test_multilabel_data import write_multilabel_csv  # pylint: disable=g-import-not-at-top
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.run_folder import RunFolder  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  csv_path = write_multilabel_csv(tmp_path / "data", count=48)
+  result = trainer.train(TrainConfig(
+      task="multilabel", labels_csv=csv_path, model_dir=str(tmp_path / "run"),
+      image_size=16, epochs=2, batch_size=8, val_split=0.25, test_split=0.25,
+      verbose=0, seed=2))
+  run = RunFolder(result["model_dir"])
+  on_disk = json.load(open(run.report_path()))
+  assert on_disk["multilabel"] == result["report"]["multilabel"]
+  assert set(on_disk["pictures"]) == {"pr_curves", "label_cooccurrence",
+                                      "curves"}
+  page = open(run.reports.html_path, encoding="utf-8").read()
+  assert "Mean average precision (mAP)" in page
+  assert result["summary"].startswith("test mAP: ")

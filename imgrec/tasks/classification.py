@@ -306,6 +306,12 @@ class ClassificationTask(base.Task):
         return name, folder.splits[name]
     return None
 
+  def summary_line(self, report):
+    """One line of a report's headline figures (imgrec-train's last)."""
+    return (f"{report['data']['split']} accuracy: {report['accuracy']:.4f} "
+            f"({report['num_examples']} examples), top-{report['k']}: "
+            f"{report['top_k_accuracy']:.4f}")
+
   def describe(self, variant):
     """One sentence for a TFLite file's metadata."""
     return (f"imgrec {self.config.model} {self.noun[:-1]} classifier "

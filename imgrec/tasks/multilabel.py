@@ -212,10 +212,6 @@ class MultiLabelTask(classification.ClassificationTask):
     del split, num_classes  # Class weights are for one label an image.
     return None
 
-  def report_split(self, folder):
-    del folder  # `finish` reports (the single-label report does not apply).
-    return None
-
   # --- End of training ---------------------------------------------------------
 
   def predict_views(self, model, split, num_classes, tta=(), progress=None):
@@ -288,9 +284,18 @@ class MultiLabelTask(classification.ClassificationTask):
             "label_cooccurrence": (targets.T @ predicted.astype(np.int64)
                                    ).tolist()}
 
+  def summary_line(self, report):
+    """The headline figures of a report on label sets."""
+    ml = report["multilabel"]
+    return (f"{report['data']['split']} mAP: {ml['map'] or 0.0:.4f}, "
+            f"micro-F1: {ml['micro_f1']:.4f}, macro-F1: "
+            f"{ml['macro_f1'] or 0.0:.4f} ({report['num_examples']} images, "
+            f"thresholds: {report['threshold_source']})")
+
   def finish(self, run, model, folder):
-    """Chooses the thresholds on the validation split, writes them, and
-    reports the test split (the validation split when there is no test)."""
+    """Chooses the thresholds on the validation split and writes them; the
+    trainer then reports `report_split` (the test split, else validation)
+    with them, as imgrec-evaluate does."""
     names, count = folder.class_names, len(folder.class_names)
     val = folder.splits.get("val", folder_lib.Split([], []))
     if self.config.threshold is not None:
@@ -305,21 +310,7 @@ class MultiLabelTask(classification.ClassificationTask):
     fileio.write_json(run.thresholds_path, {
         "class_names": names, "thresholds": thresholds, "source": source},
                       indent=2)
-    split_name = "test" if len(folder.splits.get("test", ())) else "val"
-    chosen = folder.splits.get(split_name, folder_lib.Split([], []))
-    if not len(chosen):
-      return {"thresholds": thresholds}
-    report = self.label_set_report(split_name, chosen.labels,
-                                   self.scores(model, chosen, count),
-                                   thresholds, names, source)
-    fileio.write_json(run.report_path(), report, indent=2)
-    summary = report["multilabel"]
-    line = (f"{split_name} mAP: {summary['map'] or 0.0:.4f}, micro-F1: "
-            f"{summary['micro_f1']:.4f}, macro-F1: "
-            f"{summary['macro_f1'] or 0.0:.4f} ({len(chosen)} images, "
-            f"thresholds: {source})")
-    logger.info("%s", line)
-    return {"thresholds": thresholds, "report": report, "summary": line}
+    return {"thresholds": thresholds}
 
   # --- Serving -------------------------------------------------------------------
 

@@ -298,12 +298,8 @@ def _finalize(task, run, chief, prepared, history, start):
         data_dir=p.folder.root, split_name=split_name, run=run)
     evaluate_lib.report_run(run, report)
     result["report"] = report
-    result["summary"] = (
-        f"{split_name} accuracy: {report['accuracy']:.4f} "
-        f"({report['num_examples']} examples), top-{report['k']}: "
-        f"{report['top_k_accuracy']:.4f}")
-    logger.info("test accuracy %.4f on %d %s", report["accuracy"],
-                report["num_examples"], task.noun)
+    result["summary"] = task.summary_line(report)
+    logger.info("%s", result["summary"])
   if task.exports_after_training:
     from imgrec.export import exporter  # pylint: disable=g-import-not-at-top
     # Measured without the single-thread timings (imgrec-export adds them).
