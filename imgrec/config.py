@@ -283,11 +283,10 @@ class Config:
     Raises:
       ImgrecError: naming the first bad field and what to pass instead.
     """
-    for f in dataclasses.fields(self):
+    fields = dataclasses.fields(self)
+    # A value the user gave is named before a flag they left out.
+    for f in fields:
       value = getattr(self, f.name)
-      if f.metadata.get("required") and not value:
-        raise ImgrecError(f"--{f.name} is required: "
-                          f"{f.metadata['required']}.")
       if value is None:
         continue
       choices, check = f.metadata.get("choices"), f.metadata.get("check")
@@ -298,6 +297,10 @@ class Config:
         why = _finite(check)(value)
         if why:
           raise self._bad(f.name, why)
+    for f in fields:
+      if f.metadata.get("required") and not getattr(self, f.name):
+        raise ImgrecError(f"--{f.name} is required: "
+                          f"{f.metadata['required']}.")
     self._check_relations(check_files)
     return self
 

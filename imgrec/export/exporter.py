@@ -124,13 +124,14 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
     interrupt.ExportInterrupted: `stop` saw SIGTERM or SIGINT.
   """
   stop = stop or interrupt.BetweenSteps(signals=())
-  tasks.get_task(run.read_task()).check_command("export")
-  if model is None:
-    model = tasks.load_model(run.require_best_model())
   for variant in quantizations:  # Before any file is read or written.
     tflite_lib.check_variant(variant)
+  if model is None:
+    tasks.get_task(run.read_task()).check_command("export")
+    model = tasks.load_model(run.require_best_model())
   if "int8" in quantizations:
     tflite_lib.check_int8_supported(model)
+  tasks.get_task(run.read_task()).check_command("export")
   task = tasks.for_run(run)
   for variant in quantizations:
     task.check_quantization(variant)
