@@ -147,6 +147,7 @@ def test_missing_detector_files_are_one_line(tmp_path):
   assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # Trains and exports a face run.
 def test_an_old_export_detects_with_keras_and_says_so(face_run, tmp_path,
                                                       caplog):
   _, result = face_run

@@ -234,6 +234,7 @@ def write_multilabel_csv(root, count=72, seed=0, split_column=False):
   return str(root / "labels.csv")
 
 
+@pytest.mark.slow  # A whole run.
 def test_a_multilabel_run_trains_tunes_thresholds_and_reports(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top

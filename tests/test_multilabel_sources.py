@@ -68,6 +68,7 @@ def test_tfds_label_sets_export_once_with_their_sets(tfds_sets, tmp_path):
   assert [] in found.splits["train"].labels
 
 
+@pytest.mark.slow  # A whole run.
 def test_a_multilabel_run_reads_tfds_and_carves_val(tfds_sets, tmp_path,
                                                      monkeypatch):
   from imgrec.training import trainer  # pylint: disable=g-import-not-at-top

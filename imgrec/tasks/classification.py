@@ -11,7 +11,6 @@ import logging
 import os
 import re
 
-from imgrec import datasets
 from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
@@ -19,6 +18,7 @@ from imgrec.run_folder import RESUME_NEUTRAL
 from imgrec.run_folder import RunFolder
 from imgrec.tasks import base
 
+datasets = base.lazy_import("imgrec.datasets")
 models = base.lazy_import("imgrec.models")
 
 logger = logging.getLogger(__name__)

@@ -23,16 +23,16 @@ import numpy as np
 from imgrec.config import TrainConfig
 from imgrec.data import decode
 from imgrec.data import folder as folder_lib
-from imgrec.data import scan
 from imgrec.errors import ImgrecError
 from imgrec.tasks import base
 from imgrec.tasks import classification
 from imgrec.tasks import registry
-from imgrec.tasks.data import find_data
 
 models = base.lazy_import("imgrec.models")
 ops = base.lazy_import("imgrec.data.ops")
 pipeline = base.lazy_import("imgrec.data.pipeline")
+scan = base.lazy_import("imgrec.data.scan")
+task_data = base.lazy_import("imgrec.tasks.data")
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class ImageClassificationTask(classification.ClassificationTask):
     Returns:
       An ImageFolder with train, val and test splits.
     """
-    found = find_data(self.config)
+    found = task_data.find_data(self.config)
     found = self._scan(found, report_path, fill=self._fill(found))
     config = self.config
     return folder_lib.carve_splits(found, config.val_split, config.test_split,
