@@ -663,7 +663,8 @@ class EvaluateConfig(Config):
       "evaluate their ensemble (averaged probabilities) against each member.",
       required="the output folder of imgrec-train")
   data_dir: str | None = field(
-      None, "Evaluate on this folder instead of the run's own split; several, "
+      None, "Evaluate on this folder instead of the run's own split (a "
+      "multi-label run: a labels CSV, path,labels[,split]); several, "
       "comma-separated, give a section each and a comparison table. Classes "
       "are matched by name.")
   split: str = field("test", "Split to use.", choices=SPLITS)

@@ -241,7 +241,7 @@ def test_evaluate_tta_and_an_ensemble_of_label_sets(trained):
 def test_evaluate_refuses_what_label_sets_do_not_have_in_one_line(trained):
   from imgrec.config import EvaluateConfig  # pylint: disable=g-import-not-at-top
   root, _ = trained
-  with pytest.raises(ImgrecError, match="evaluated on its own splits"):
+  with pytest.raises(ImgrecError, match="labels CSV.*not a folder"):
     evaluate_lib.evaluate(EvaluateConfig(model_dir=str(root / "run"),
                                          data_dir=str(root / "data")))
   copy = root / "copy2"
@@ -250,6 +250,57 @@ def test_evaluate_refuses_what_label_sets_do_not_have_in_one_line(trained):
     evaluate_lib.evaluate(EvaluateConfig(
         model_dir=f"{root / 'run'},{copy}", ensemble_weights="val_accuracy",
         report_dir=str(root / "ens2")))
+
+
+@pytest.mark.slow
+def test_evaluate_other_labels_csvs_gives_a_section_each(trained, tmp_path):
+  from test_multilabel_data import write_multilabel_csv  # pylint: disable=g-import-not-at-top
+  from imgrec.config import EvaluateConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  from imgrec.metrics import multilabel as metrics  # pylint: disable=g-import-not-at-top
+  root, _ = trained
+  other = write_multilabel_csv(tmp_path / "other", count=24, seed=5,
+                               split_column=True)
+  with open(other, "a", encoding="utf-8") as f:  # An unknown label, a wreck.
+    f.write("extra.png,red purple,test\nbroken.png,red,test\n")
+  shutil.copy(tmp_path / "other" / "img" / "000.png",
+              tmp_path / "other" / "extra.png")
+  (tmp_path / "other" / "broken.png").write_bytes(b"not a png")
+  own = str(root / "data" / "labels.csv")
+  run = str(root / "run")
+  report = evaluate_lib.evaluate(EvaluateConfig(
+      model_dir=run, data_dir=f"{other},{own}", report_dir=str(
+          tmp_path / "rep")))
+  first, second = report["datasets"]
+  # The other CSV's test rows (i % 4 == 3: 6), less the unknown-label image
+  # and the broken file; the run's own CSV has no split column: all rows.
+  assert first["num_examples"] == 6 and second["num_examples"] == 64
+  assert first["data"]["unknown_classes"] == {"purple": 1}
+  # The section's figures are the model's scores at the run's thresholds.
+  with open(other, encoding="utf-8") as f:
+    rows = [r for r in csv.DictReader(f) if r["split"] == "test"][:6]
+  model = Classifier.load(os.path.join(run, "best.keras"))
+  names = model.class_names
+  scores = model.predict_proba([str(tmp_path / "other" / r["path"])
+                                for r in rows])
+  targets = np.array([[n in r["labels"].split() for n in names]
+                      for r in rows], np.float32)
+  thresholds = json.load(open(os.path.join(run, "thresholds.json")))
+  expected = metrics.summary(targets, scores, thresholds["thresholds"], names)
+  for key in ("map", "micro_f1", "hamming_loss"):
+    assert first["multilabel"][key] == pytest.approx(expected[key], abs=1e-5)
+  assert [r["map"] for r in report["comparison"]] == [
+      first["multilabel"]["map"], second["multilabel"]["map"]]
+  text = open(tmp_path / "rep" / "report.txt", encoding="utf-8").read()
+  assert "images | mAP | micro F1 | macro F1" in text
+  page = open(tmp_path / "rep" / "report.html", encoding="utf-8").read()
+  assert "Comparison of the data sets" in page and "purple (1)" in page
+  # The report never goes into a data folder, a CSV's folder included.
+  with pytest.raises(ImgrecError, match="inside the data folder"):
+    evaluate_lib.evaluate(EvaluateConfig(
+        model_dir=run, data_dir=other,
+        report_dir=str(tmp_path / "other" / "rep")))
+  assert not (tmp_path / "other" / "rep").exists()
 
 
 @pytest.mark.slow

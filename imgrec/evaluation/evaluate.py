@@ -361,12 +361,21 @@ class _Evaluation:
 
 
 def _comparison(sections):
-  return [{"data_dir": s["data"]["data_dir"], "split": s["data"]["split"],
-           "num_examples": s["num_examples"], "accuracy": s["accuracy"],
-           "macro_f1": s["macro_f1"], "ece": s["ece"],
-           "missing_classes": s["data"]["missing_classes"],
-           "unknown_classes": s["data"]["unknown_classes"]}
-          for s in sections]
+  """One row a dataset: accuracy, macro F1 and ECE, or for label sets mAP,
+  micro and macro F1."""
+  rows = []
+  for s in sections:
+    if "multilabel" in s:
+      figures = {k: s["multilabel"][k] for k in ("map", "micro_f1",
+                                                 "macro_f1")}
+    else:
+      figures = {k: s[k] for k in ("accuracy", "macro_f1", "ece")}
+    rows.append({"data_dir": s["data"]["data_dir"],
+                 "split": s["data"]["split"],
+                 "num_examples": s["num_examples"], **figures,
+                 "missing_classes": s["data"]["missing_classes"],
+                 "unknown_classes": s["data"]["unknown_classes"]})
+  return rows
 
 
 def _assemble(sections, latency=None):
@@ -415,16 +424,25 @@ def format_text(report):
       text.append(f"  ensemble  {e['accuracy']:.4f}  {e['macro_f1']:.4f}")
     parts.append("\n".join(text))
   if "comparison" in report:
-    rows = ["data_dir | split | images | accuracy | macro F1 | ECE"]
-    rows += [f"{r['data_dir']} | {r['split']} | {r['num_examples']} | "
-             f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['ece']:.4f}"
-             for r in report["comparison"]]
-    parts.append("comparison\n" + "\n".join(rows))
+    parts.append("comparison\n" + "\n".join(_comparison_lines(
+        report["comparison"])))
   if report.get("latency_ms"):
     lat = report["latency_ms"]
     parts.append(f"latency, one image (Keras): median {lat['median']:.2f} ms,"
                  f" p90 {lat['p90']:.2f} ms")
   return "\n\n".join(parts) + "\n"
+
+
+def _comparison_lines(rows):
+  """report.txt's comparison table (mAP columns for label sets)."""
+  if rows and "map" in rows[0]:
+    head, keys = "mAP | micro F1 | macro F1", ("map", "micro_f1", "macro_f1")
+  else:
+    head, keys = "accuracy | macro F1 | ECE", ("accuracy", "macro_f1", "ece")
+  return [f"data_dir | split | images | {head}"] + [
+      f"{r['data_dir']} | {r['split']} | {r['num_examples']} | " + " | ".join(
+          f"{r[k] if r[k] is not None else float('nan'):.4f}" for k in keys)
+      for r in rows]
 
 
 def _slug(data_dir, taken):
@@ -575,6 +593,8 @@ def _check_outside_data(report_dir, data_dirs):
     if not data_dir:
       continue
     root = os.path.realpath(data_dir)
+    if os.path.isfile(root):  # A labels CSV: its folder holds the data.
+      root = os.path.dirname(root)
     if os.path.commonpath([target, root]) == root:
       raise ImgrecError(f"--report_dir={report_dir} is inside the data folder "
                         f"{data_dir}, and imgrec never writes into data. "
@@ -620,11 +640,6 @@ def _data_split(members, data_dir, split_name, class_names):
   """
   own = members[0].task.config.data_dir
   multilabel = members[0].task.multilabel
-  if multilabel and data_dir is not None:
-    raise ImgrecError(
-        f"--data_dir={data_dir}: a multilabel run is evaluated on its own "
-        "splits (--split=test, val or train); other labels CSVs cannot be "
-        "evaluated yet.")
   same_data = data_dir is None or (
       own and os.path.abspath(data_dir) == os.path.abspath(own))
   unknown = {}
@@ -674,7 +689,8 @@ def evaluate(config, write=True):
   members = [Member.load(d, config.batch_size) for d in model_dirs]
   if write and elsewhere:
     _check_outside_data(report_dir, list(config.data_dirs) + [
-        m.task.config.data_dir for m in members])
+        m.task.config.data_dir for m in members] + [
+            getattr(m.task.config, "labels_csv", None) for m in members])
     # Another run's folder, or another report's, is never written over.
     ReportFolder(report_dir).claim(model_dirs)
   class_names = members[0].class_names

@@ -283,18 +283,24 @@ def _listed(names):
 
 
 def _comparison(rows):
+  label_sets = bool(rows) and "map" in rows[0]
+  figures = ((("mAP", "map"), ("micro F1", "micro_f1"),
+              ("macro F1", "macro_f1")) if label_sets else
+             (("accuracy", "accuracy"), ("macro F1", "macro_f1"),
+              ("ECE", "ece")))
   table_rows = []
   for row in rows:
     unknown = row.get("unknown_classes") or {}
     table_rows.append((
-        row.get("data_dir"), row.get("num_examples"), row.get("accuracy"),
-        row.get("macro_f1"), row.get("ece"),
+        row.get("data_dir"), row.get("num_examples"),
+        *(row.get(key) for _, key in figures),
         _listed(row.get("missing_classes") or []),
         _listed(f"{name} ({count})" for name, count in unknown.items())))
   table = _table([("data", "text"), ("examples", "count"),
-                  ("accuracy", "number"), ("macro F1", "number"),
-                  ("ECE", "number"), ("missing classes", "text"),
-                  ("unknown classes (examples)", "text")], table_rows)
+                  *((title, "number") for title, _ in figures),
+                  ("missing classes", "text"),
+                  (("unknown labels (images)" if label_sets else
+                    "unknown classes (examples)"), "text")], table_rows)
   return [f'<h2 id="comparison">Comparison of the data sets</h2>{table}']
 
 

@@ -137,10 +137,60 @@ class MultiLabelTask(classification.ClassificationTask):
       names[i] = name
     return names
 
-  def _scan(self, rows, source, report_path):
+  def build_eval_split(self, data_dir, split, class_names):
+    """The images of another labels CSV, their label sets in this run's
+    label order (`imgrec-evaluate --data_dir=other.csv`).
+
+    The CSV's `split` rows if it has a split column holding that split,
+    else all of its rows. Labels are matched by name; an image holding a
+    label the model does not know is left out (its set cannot be judged)
+    and counted under that label; broken files are skipped.
+
+    Returns:
+      (folder.Split of 0/1 rows, {label the model does not know: images}).
+
+    Raises:
+      ImgrecError: `data_dir` is not a labels CSV, or the CSV is bad.
+    """
+    if not os.path.isfile(data_dir):
+      raise ImgrecError(
+          f"--data_dir={data_dir}: a multi-label run is evaluated on a labels "
+          "CSV (columns path,labels[,split], labels joined by "
+          f"{self.config.label_delim!r}), not a folder.")
+    rows = data_lib.read_multilabel_csv(
+        data_dir, label_delim=self.config.label_delim,
+        allow_outside=self.config.allow_outside)
+    chosen = range(len(rows.paths))
+    if rows.splits is not None and split in rows.splits:
+      chosen = [i for i in chosen if rows.splits[i] == split]
+    index = {c: i for i, c in enumerate(class_names)}
+    keep, unknown = [], {}
+    for i in chosen:
+      held = [rows.class_names[j] for j in np.flatnonzero(rows.targets[i])]
+      strangers = [name for name in held if name not in index]
+      for name in strangers:
+        unknown[name] = unknown.get(name, 0) + 1
+      if not strangers:
+        keep.append(i)
+    usable, paths = self._scan(data_lib.MultiLabelRows(
+        rows.class_names, [rows.paths[i] for i in keep],
+        rows.targets[keep], None, rows.missing), data_dir, None,
+                               max_bad_fraction=1.0)
+    labels = []
+    for i in np.asarray(keep, np.int64)[usable]:
+      row = [0] * len(class_names)
+      for j in np.flatnonzero(rows.targets[i]):
+        row[index[rows.class_names[j]]] = 1
+      labels.append(row)
+    return folder_lib.Split(paths, labels), unknown
+
+  def _scan(self, rows, source, report_path, max_bad_fraction=None):
     """(indices of the usable rows, the path each is read from); writes the
-    data report and refuses too many broken files."""
+    data report and refuses more broken files than `max_bad_fraction`
+    (default: the run's --max_bad_fraction)."""
     config = self.config
+    if max_bad_fraction is None:
+      max_bad_fraction = config.max_bad_fraction
     results = scan.scan_files(
         rows.paths, max_image_pixels=config.max_image_pixels,
         prepared_dir=scan.default_prepared_dir(
@@ -157,11 +207,11 @@ class MultiLabelTask(classification.ClassificationTask):
                      "usable": len(keep), "skipped": len(skipped)},
           "skipped": skipped}, ensure_ascii=False, indent=1)
     total = len(rows.paths) + len(rows.missing)
-    if total and len(skipped) / total > config.max_bad_fraction:
+    if total and len(skipped) / total > max_bad_fraction:
       raise ImgrecError(
           f"{len(skipped)} of {total} files listed in {source} "
           "are unusable (broken, missing or not images), more than "
-          f"--max_bad_fraction={config.max_bad_fraction}."
+          f"--max_bad_fraction={max_bad_fraction}."
           + (f" Each one and why: {report_path}." if report_path else ""))
     paths = [rows.paths[i] if results is None else results[i].decode_path
              for i in keep]
