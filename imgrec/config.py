@@ -434,9 +434,10 @@ class DataConfig(Config):
       raise self._bad("tfds_data_dir", "only used with --tfds=NAME")
     if check_files and self.labels_csv and not os.path.isfile(
         self.labels_csv):
-      raise self._bad("labels_csv", "no such file; expected a CSV with "
-                      "path,label columns (path,labels for --task="
-                      "multilabel)")
+      raise self._bad("labels_csv", (
+          "not a regular file" if os.path.exists(self.labels_csv) else
+          "no such file") + "; expected a CSV with path,label columns "
+                      "(path,labels for --task=multilabel)")
     if self.val_split + self.test_split >= 1:
       raise ImgrecError(
           "--val_split + --test_split must be below 1: training needs the "
@@ -702,7 +703,10 @@ class EvaluateConfig(Config):
                         ("--data_dir", self.data_dirs)):
       # One folder by any spelling: `./a/`, a link to it.
       if len({os.path.realpath(p) for p in paths}) != len(paths):
-        raise ImgrecError(f"{name} names a folder twice: {', '.join(paths)}.")
+        kind = ("CSV" if any(p.lower().endswith(".csv") for p in paths)
+                else "folder")
+        raise ImgrecError(f"{name} names one {kind} twice: "
+                          f"{', '.join(paths)}.")
 
 
 COMPARE_FORMATS = ("markdown", "csv")

@@ -144,6 +144,9 @@ def test_csv_reads_label_sets_and_empty_cells(tmp_path):
     ("path,labels\na.png,car\na.png,dog\n", "line 3: 'a.png' is already"),
     ("path,labels\n,car\n", "line 2: empty path"),
     ("path,labels\n", "no rows"),
+    # Labels joined by unquoted commas: cells past the header, not lost.
+    ("path,labels\na.png,car\nb.png,car,person\n",
+     "line 3: 3 cells under a header of 2.*quoted"),
 ])
 def test_bad_csvs_fail_in_one_line_naming_the_row(tmp_path, text, message):
   with pytest.raises(ImgrecError, match=message) as e:

@@ -41,6 +41,27 @@ def test_cooccurrence_counts_true_rows_against_predicted_columns():
   assert report["multilabel"]["per_class"]["a"]["support"] == 2
 
 
+def test_cooccurrence_of_many_labels_keeps_the_most_present():
+  rng = np.random.default_rng(0)
+  names = [f"l{i:03d}" for i in range(task_lib.COOCCURRENCE_MAX_LABELS + 50)]
+  targets = rng.random((40, len(names))) < 0.05
+  targets[:, 7] = True  # Held everywhere: kept.
+  predicted = targets.copy()
+  out = task_lib.cooccurrence(targets, predicted, names)
+  kept = out["label_cooccurrence_labels"]
+  assert len(kept) == task_lib.COOCCURRENCE_MAX_LABELS and "l007" in kept
+  assert kept == sorted(kept)  # In label order.
+  counts = np.asarray(out["label_cooccurrence"])
+  i = kept.index("l007")
+  assert counts.shape == (len(kept),) * 2 and counts[i, i] == 40
+  assert pictures.label_cooccurrence_png(
+      {"class_names": names, "multilabel": {"per_class": {
+          n: {"support": int(targets[:, k].sum())}
+          for k, n in enumerate(names)}}, **out})[:4] == b"\x89PNG"
+  few = task_lib.cooccurrence(targets[:, :3], predicted[:, :3], names[:3])
+  assert "label_cooccurrence_labels" not in few
+
+
 def test_pr_curves_are_the_worst_classes_by_ap_and_match_their_ap():
   targets, scores = _random_case(n=80, c=40)
   names = [f"class{i}" for i in range(40)]

@@ -202,6 +202,30 @@ def test_thresholds_of_other_labels_are_refused(served, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("value", ["NaN", "1.5", "-0.1"])
+def test_thresholds_outside_zero_one_are_refused(served, tmp_path, value):
+  run, _ = served
+  shutil.copy(run.best_model_path, tmp_path / "best.keras")
+  shutil.copy(run.labels_path, tmp_path / "labels.txt")
+  (tmp_path / "thresholds.json").write_text(
+      '{"class_names": ["blue", "green", "red"], "thresholds": [%s, 0.5, '
+      '0.5]}' % value)
+  with pytest.raises(ImgrecError, match=r"numbers in \[0, 1\].*blue"):
+    Classifier.load(tmp_path / "best.keras")
+
+
+@pytest.mark.slow
+def test_a_multilabel_model_without_thresholds_is_refused(served, tmp_path,
+                                                          monkeypatch):
+  run, _ = served
+  shutil.copy(run.best_model_path, tmp_path / "best.keras")
+  shutil.copy(run.labels_path, tmp_path / "labels.txt")
+  monkeypatch.chdir(tmp_path)  # A relative path: its folder is ".".
+  with pytest.raises(ImgrecError, match="multi-label model.*thresholds.json"):
+    Classifier.load("best.keras")
+
+
+@pytest.mark.slow
 def test_predict_prints_label_sets_without_tensorflow(served, tmp_path):
   run, _ = served
   paths = run.read_split("test")[0][:6]

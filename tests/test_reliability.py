@@ -420,6 +420,10 @@ def test_classifier_input_contract(exported, item, message):
   if item is None:
     with pytest.raises(ImgrecError, match=message):
       clf.predict(item)
+    for number in (5, 2.5):  # Not a list of inputs: one line, no TypeError.
+      for call in (clf.predict, clf.predict_proba):
+        with pytest.raises(ImgrecError, match="Expected an image path"):
+          call(number)
     return
   with pytest.raises(ImgrecError, match=f"Input 0.*{message}"):
     clf.predict(item)

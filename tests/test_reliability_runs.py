@@ -226,7 +226,7 @@ def test_ensemble_member_named_twice_is_refused(tmp_path, monkeypatch,
     exporter.export(ExportConfig(ensemble=f"runs/a,{spelling}",
                                  model_dir="runs/ab"))
   assert not os.path.exists("runs/ab")
-  with pytest.raises(ImgrecError, match="names a folder twice"):
+  with pytest.raises(ImgrecError, match="names one folder twice"):
     EvaluateConfig(model_dir=f"runs/a,{spelling}").validate()
 
 

@@ -114,6 +114,11 @@ def read_csv_rows(csv_path, required=("path", "label")):
       for values in reader:
         if not any(v.strip() for v in values):
           continue
+        if any(v.strip() for v in values[len(columns):]):
+          raise ImgrecError(
+              f"{csv_path}, line {reader.line_num}: {len(values)} cells "
+              f"under a header of {len(columns)}; a cell holding a comma "
+              'must be quoted ("red,green").')
         # Short rows leave the last columns empty; they are checked later.
         rows.append((reader.line_num,
                      {c: (values[i].strip() if i < len(values) else "")

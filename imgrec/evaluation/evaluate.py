@@ -652,9 +652,10 @@ def _data_split(members, data_dir, split_name, class_names):
         data_dir or own, split_name, class_names)
   where = data_dir or own or members[0].task.config.labels_csv
   if unknown:
-    logger.warning("%s: left out %d images of classes the model does not "
-                   "know (%s)", where, sum(unknown.values()),
-                   ", ".join(sorted(unknown)))
+    logger.warning("%s: left out images of classes the model does not "
+                   "know: %s", where, ", ".join(
+                       f"{name} ({count})" for name, count in sorted(
+                           unknown.items())))
   if not len(split):
     raise ImgrecError(f"No images to evaluate in the {split_name} split "
                       f"of {where}" + (

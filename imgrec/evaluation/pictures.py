@@ -227,7 +227,8 @@ def label_cooccurrence_png(report, max_classes=30):
 
   Args:
     report: a report with `class_names`, `label_cooccurrence` ([C, C]
-      counts, rows: true label, columns: predicted) and
+      counts, rows: true label, columns: predicted; of the labels
+      `label_cooccurrence_labels` names when there are many) and
       `multilabel.per_class` (each class's `support`).
     max_classes: above this many classes only those most involved off the
       diagonal are shown, in label order, and the title says so.
@@ -235,7 +236,9 @@ def label_cooccurrence_png(report, max_classes=30):
   Returns:
     PNG bytes, or None when the report has no classes.
   """
-  names = list(report.get("class_names") or [])
+  # Past COOCCURRENCE_MAX_LABELS labels the counts are of those it names.
+  names = list(report.get("label_cooccurrence_labels")
+               or report.get("class_names") or [])
   if not names or report.get("label_cooccurrence") is None:
     return None
   counts = np.asarray(report["label_cooccurrence"], np.int64)

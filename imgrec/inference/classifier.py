@@ -63,6 +63,7 @@ class Prediction:
 def _folders_beside(path):
   """Where a model's files lie: beside a model file or in/above a model
   folder (an export inside its run folder), nearest first."""
+  path = os.path.abspath(path)  # "run/best.keras" has the parents of run.
   base = path if os.path.isdir(path) else os.path.dirname(path)
   return (base, os.path.dirname(base), os.path.dirname(os.path.dirname(base)))
 
@@ -248,18 +249,54 @@ def _as_image(item, where):
   return image
 
 
+def _as_list(inputs):
+  """A list of inputs, or an ImgrecError for what holds none (a number)."""
+  try:
+    return list(inputs)
+  except TypeError:
+    raise ImgrecError(
+        "Expected an image path, an image array or a list of them. "
+        f"Received: {type(inputs).__name__} {inputs!r:.80}") from None
+
+
+def _scores_each_label(backend):
+  """Whether a Keras or SavedModel model has a sigmoid (multi-label) head."""
+  model = getattr(backend, "model", None)
+  if model is None:  # A SavedModel names its multi-label output "scores".
+    return getattr(backend, "_output", None) == "scores"
+  try:
+    layer = model.get_layer("predictions")
+  except ValueError:
+    return False
+  return getattr(getattr(layer, "activation", None), "__name__",
+                 None) == "sigmoid"
+
+
 def _thresholds(backend, path, class_names):
   """A model's per-label thresholds in class order: packed in its file (a
   TFLite file's metadata), else its run's; None for a single-label model."""
   packed = getattr(backend, "thresholds", lambda: None)()
   if packed is None:
-    return _find_thresholds(path, class_names)
+    found = _find_thresholds(path, class_names)
+    if found is None and _scores_each_label(backend):
+      raise ImgrecError(
+          f"{path} scores each label on its own (a multi-label model), but no "
+          "thresholds.json lies beside it or in its run folder to decide the "
+          "labels; imgrec-train writes one at the end of a run.")
+    return found
   missing = [c for c in class_names or [] if c not in packed]
   if missing or not class_names:
     raise ImgrecError(f"{path} holds thresholds for the labels "
                       f"{sorted(packed)}, not for its labels "
                       f"{class_names}: export it again.")
-  return [packed[c] for c in class_names]
+  try:
+    ordered = [float(packed[c]) for c in class_names]
+  except (TypeError, ValueError):
+    ordered = [float("nan")]
+  if not all(0.0 <= t <= 1.0 for t in ordered):
+    raise ImgrecError(f"{path} holds thresholds outside [0, 1]: export it "
+                      "again.")
+  return ordered
 
 
 class Classifier:
@@ -413,7 +450,7 @@ class Classifier:
         it).
     """
     single = isinstance(inputs, (str, os.PathLike, np.ndarray))
-    items = [inputs] if single else list(inputs)
+    items = [inputs] if single else _as_list(inputs)
     images = [self._read(item, i)[0] for i, item in enumerate(items)]
     return self._probabilities(images)
 
@@ -437,7 +474,7 @@ class Classifier:
                         f"top_k={top_k!r}")
     single = isinstance(inputs, (str, os.PathLike, np.ndarray)) or (
         inputs is None)
-    items = [inputs] if single else list(inputs)
+    items = [inputs] if single else _as_list(inputs)
     loaded, failures = [], {}
     for i, item in enumerate(items):
       try:

@@ -176,6 +176,10 @@ class MultiLabelTask(classification.ClassificationTask):
         rows.class_names, [rows.paths[i] for i in keep],
         rows.targets[keep], None, rows.missing), data_dir, None,
                                max_bad_fraction=1.0)
+    if len(usable) < len(keep):
+      logger.warning("%s: skipped %d of its %d images that cannot be read "
+                     "(broken, missing or not images)", data_dir,
+                     len(keep) - len(usable), len(keep))
     labels = []
     for i in np.asarray(keep, np.int64)[usable]:
       row = [0] * len(class_names)
@@ -298,6 +302,12 @@ class MultiLabelTask(classification.ClassificationTask):
     except (OSError, ValueError, TypeError, KeyError) as e:
       raise ImgrecError(f"{path} is damaged or names other labels than "
                         f"the run's ({type(e).__name__}: {e}).") from None
+    bad = [f"{name}: {value}" for name, value in zip(class_names, thresholds)
+           if not 0.0 <= value <= 1.0]  # NaN fails too.
+    if bad:
+      raise ImgrecError(f"{path} is damaged: thresholds must be numbers in "
+                        f"[0, 1] (a sigmoid score); it holds "
+                        f"{', '.join(bad[:5])}.")
     return thresholds, str(data.get("source", "thresholds.json"))
 
   @classmethod
@@ -319,7 +329,9 @@ class MultiLabelTask(classification.ClassificationTask):
       "multilabel" (`imgrec.metrics.multilabel.summary`), "pr_curves"
       ({name: {"recall", "precision"}} of the worst classes by AP, at most
       PR_CURVE_CLASSES), "label_cooccurrence" ([C, C] images holding label
-      i (row) on which label j (column) is predicted)}.
+      i (row) on which label j (column) is predicted; past
+      COOCCURRENCE_MAX_LABELS labels, of the labels most present, named by
+      "label_cooccurrence_labels")}.
     """
     targets = np.asarray(targets, np.int64).reshape(-1, len(class_names))
     scores = np.asarray(scores, np.float64).reshape(targets.shape)
@@ -331,8 +343,7 @@ class MultiLabelTask(classification.ClassificationTask):
             "multilabel": summary,
             "pr_curves": pr_curves(targets, scores, class_names,
                                    summary["per_class"]),
-            "label_cooccurrence": (targets.T @ predicted.astype(np.int64)
-                                   ).tolist()}
+            **cooccurrence(targets, predicted, class_names)}
 
   def summary_line(self, report):
     """The headline figures of a report on label sets."""
@@ -450,6 +461,27 @@ def pr_curves(targets, scores, class_names, per_class,
                  "precision": np.round(tp[keep] / (ends[keep] + 1), 5
                                        ).tolist()}
   return out
+
+
+# Past this many labels report.json keeps the co-occurrence counts of the
+# labels most present (held or predicted) only: [C, C] grows as C^2 (10,000
+# labels would be 900 MB of JSON).
+COOCCURRENCE_MAX_LABELS = 200
+
+
+def cooccurrence(targets, predicted, class_names):
+  """{"label_cooccurrence": [K, K] images holding label i (row) on which
+  label j (column) is predicted}, with "label_cooccurrence_labels" naming
+  the K labels when they are not all `class_names`."""
+  targets = np.asarray(targets, np.int64)
+  predicted = np.asarray(predicted, np.int64)
+  if len(class_names) <= COOCCURRENCE_MAX_LABELS:
+    return {"label_cooccurrence": (targets.T @ predicted).tolist()}
+  weight = targets.sum(axis=0) + predicted.sum(axis=0)
+  keep = np.sort(np.argsort(-weight, kind="stable")[:COOCCURRENCE_MAX_LABELS])
+  return {"label_cooccurrence": (targets[:, keep].T @ predicted[:, keep]
+                                 ).tolist(),
+          "label_cooccurrence_labels": [class_names[i] for i in keep]}
 
 
 def label_sets(class_names, thresholds):
