@@ -143,6 +143,7 @@ def tflite_run(tmp_path_factory):
   return RunFolder(result["model_dir"]), data
 
 
+@pytest.mark.slow  # Trains and exports a run.
 def test_tflite_answers_as_the_graph_on_every_kind(tflite_run, tmp_path):
   folder, data = tflite_run
   files = {**write_odd_kinds(str(tmp_path)), **_more_kinds(str(tmp_path))}
