@@ -126,12 +126,14 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   stop = stop or interrupt.BetweenSteps(signals=())
   for variant in quantizations:  # Before any file is read or written.
     tflite_lib.check_variant(variant)
-  if model is None:
+  given = model is not None
+  if not given:  # The run's task may not export: say so before loading.
     tasks.get_task(run.read_task()).check_command("export")
     model = tasks.load_model(run.require_best_model())
   if "int8" in quantizations:
     tflite_lib.check_int8_supported(model)
-  tasks.get_task(run.read_task()).check_command("export")
+  if given:  # A variant this model cannot have is named first.
+    tasks.get_task(run.read_task()).check_command("export")
   task = tasks.for_run(run)
   for variant in quantizations:
     task.check_quantization(variant)
