@@ -29,7 +29,6 @@ from imgrec.faces import recognize
 from imgrec.inference import face_detect_lite as lite
 from test_tflite_without_tf import _NO_TF
 
-ORL = "/work/shared/data/orl-faces"
 
 
 @pytest.mark.parametrize("shape,size", [
@@ -105,11 +104,6 @@ def _photos(tmp_path):
       "blocks": block, "tiny": astronaut[100:118, 200:230],
       "noise": np.random.default_rng(0).integers(0, 256, (97, 131, 3),
                                                  dtype=np.uint8)}
-  if os.path.isdir(ORL):  # Real faces, where the data set is at hand.
-    for person in ("s1", "s7", "s23", "s38"):
-      for shot in ("1", "6"):
-        with Image.open(os.path.join(ORL, person, f"{shot}.pgm")) as im:
-          photos[f"orl_{person}_{shot}"] = np.asarray(im.convert("RGB"))
   return photos
 
 
