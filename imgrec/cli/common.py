@@ -162,6 +162,13 @@ def _terminate(signum, frame):
   raise Terminated()
 
 
+def model_needs_tensorflow(config):
+  """`run_config_main`'s `tensorflow` for a command given --model: only a
+  model TFLite cannot run needs TensorFlow."""
+  from imgrec.inference import model_files  # pylint: disable=g-import-not-at-top
+  return model_files.needs_tensorflow(config.model)
+
+
 def run_config_main(config_cls, main, *, exclude=(), argv=None,
                     tensorflow=True):
   """Defines the flags of `config_cls`, parses them and runs `main(config, argv)`.

@@ -129,9 +129,8 @@ def _videos_apart(clf, config, paths):
 
 
 def run():
-  common.run_config_main(
-      PredictConfig, main,
-      tensorflow=lambda config: model_files.needs_tensorflow(config.model))
+  common.run_config_main(PredictConfig, main,
+                         tensorflow=common.model_needs_tensorflow)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from imgrec import fileio
 from imgrec.cli import common
 from imgrec.config import StreamConfig
 from imgrec.errors import ImgrecError
-from imgrec.inference import model_files
 
 
 def _check_out(config, source):
@@ -179,9 +178,8 @@ def _is_file(source):
 
 
 def run():
-  common.run_config_main(
-      StreamConfig, main,
-      tensorflow=lambda config: model_files.needs_tensorflow(config.model))
+  common.run_config_main(StreamConfig, main,
+                         tensorflow=common.model_needs_tensorflow)
 
 
 if __name__ == "__main__":
