@@ -14,8 +14,9 @@ For each seed, in one run (so load from other jobs hits every side alike):
   (`--mnist_flags`), its thresholds tuned per label on the validation
   split. Anchor, the keras-io idiom for multi-label: the keras-io simple
   MNIST convnet with a sigmoid head and binary cross-entropy, `model.fit`
-  on the same train scenes (Adam, batch 128, `--anchor_epochs`), one
-  threshold 0.5; both scored by imgrec.metrics.multilabel on the same test
+  on the same train scenes (Adam, batch 128, trained to convergence:
+  Keras EarlyStopping on the validation loss, patience 5, best weights
+  restored, at most `--anchor_epochs`), one threshold 0.5; both scored by imgrec.metrics.multilabel on the same test
   scenes, and imgrec's own model once more at one threshold 0.5 (what the
   tuned thresholds alone add).
 * splits: every label's share of train/val/test under
@@ -52,7 +53,9 @@ _MNIST_FLAGS = flags.DEFINE_list(
     "mnist_flags", ["--image_size=56", "--channels=1", "--epochs=15",
                     "--flip=none"],
     "imgrec-train flags of the multi-MNIST runs.")
-_ANCHOR_EPOCHS = flags.DEFINE_integer("anchor_epochs", 15, "Anchor epochs.")
+_ANCHOR_EPOCHS = flags.DEFINE_integer(
+    "anchor_epochs", 100, "The anchor's most epochs (it stops early when "
+    "its validation loss has not improved for 5).")
 _PARTS = flags.DEFINE_list("parts", ["builtin", "mnist", "splits"],
                            "What to measure.")
 
@@ -153,12 +156,16 @@ def anchor(csv_path, seed):
       layers.Flatten(), layers.Dropout(0.5),
       layers.Dense(10, activation="sigmoid")])
   model.compile(loss="binary_crossentropy", optimizer="adam")
-  model.fit(*data["train"], batch_size=128, epochs=_ANCHOR_EPOCHS.value,
-            validation_data=data["val"], verbose=0)
+  history = model.fit(
+      *data["train"], batch_size=128, epochs=_ANCHOR_EPOCHS.value,
+      validation_data=data["val"], verbose=0,
+      callbacks=[keras.callbacks.EarlyStopping(
+          monitor="val_loss", patience=5, restore_best_weights=True)])
   x, y = data["test"]
   scores = model.predict(x, verbose=0)
   section = metrics.summary(y, scores, [0.5] * 10, [str(d) for d in range(10)])
-  return _figures(section, time.time() - start)
+  return _figures(section, time.time() - start) | {
+      "epochs": len(history.history["loss"])}
 
 
 def at_half(csv_path, model_dir):

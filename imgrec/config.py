@@ -172,6 +172,16 @@ _TYPE_WORDS = {bool: "True or False", int: "an integer", float: "a number",
                str: "a string", tuple: "a list or tuple"}
 
 
+class TaskDefault(int):
+  """The default of an int field that a run's task may set otherwise
+  (`Config.with_task_defaults`): `epochs` is 20 unless the task has its own
+  number. A value the user gives, even the same number, is a plain int and
+  stays."""
+
+  def __repr__(self):
+    return int.__repr__(self)
+
+
 @functools.cache
 def _field_types(cls):
   """{field name: the types its hint allows} of a config record class."""
@@ -231,6 +241,8 @@ class Config:
   def __post_init__(self):
     for name, kinds in _field_types(type(self)).items():
       value = getattr(self, name)
+      if isinstance(value, TaskDefault):
+        continue  # The record's own default, kept marked for the task.
       try:
         typed = _as_type(value, kinds)
       except TypeError as e:
@@ -310,6 +322,20 @@ class Config:
   def replace(self, **changes):
     """A copy with `changes` applied (configs are frozen)."""
     return dataclasses.replace(self, **changes)
+
+  def with_task_defaults(self, **defaults):
+    """A copy in which every field still at its `TaskDefault` takes the
+    task's number from `defaults` (or its own, unmarked); the values the
+    user gave stay as they are."""
+    changes = {}
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if isinstance(value, TaskDefault):
+        changes[f.name] = int(defaults.get(f.name, value))
+    unknown = set(defaults) - {f.name for f in dataclasses.fields(self)}
+    if unknown:
+      raise ValueError(f"task defaults for unknown fields: {sorted(unknown)}")
+    return self.replace(**changes) if changes else self
 
   def to_dict(self):
     return {f.name: _plain(getattr(self, f.name))
@@ -491,7 +517,9 @@ class RecipeSection(Config):
   """How the model is trained: epochs, optimizer, schedule, augmentation,
   regularization, precision and staged fine-tuning."""
   section = "recipe"
-  epochs: int = field(20, "Training epochs.", check=_at_least(1))
+  epochs: int = field(TaskDefault(20), "Training epochs (default: 20, and 30 "
+                      "for --task=multilabel, whose one sigmoid a class "
+                      "converges later).", check=_at_least(1))
   batch_size: int = field(32, "Global batch size.", check=_at_least(1))
   optimizer: str = field("adam", "Optimizer.", choices=OPTIMIZERS)
   learning_rate: float = field(3e-3, "Peak learning rate (after the "
@@ -903,7 +931,7 @@ class FaceTrainConfig(FaceSection, RunSection, RecipeSection, ModelSection,
       "resumes."), required="where the embedder goes")
   export: bool = _like(RunSection, "export", False, flag=False)
   top_k: int = _like(RunSection, "top_k", flag=False)
-  epochs: int = _like(RecipeSection, "epochs", 40)
+  epochs: int = _like(RecipeSection, "epochs", 40, help="Training epochs.")
   batch_size: int = _like(RecipeSection, "batch_size", check=_at_least(2))
   optimizer: str = _like(RecipeSection, "optimizer", "adamw")
   learning_rate: float = _like(RecipeSection, "learning_rate", 2e-3)

@@ -70,3 +70,32 @@ def test_runs_of_earlier_versions_read_as_their_task(tmp_path, recorded,
   # A rerun with the same settings resumes: the recorded name is no change.
   assert run.check_resumable(TrainConfig(data_dir="d", model_dir=str(
       tmp_path), task=expected))
+
+
+def test_a_task_s_own_default_applies_only_where_the_user_gave_none():
+  # epochs: 20 by default, 30 for a multi-label run; a number the user
+  # gives stays, even the record's own default.
+  assert tasks.for_config(TrainConfig()).config.epochs == 20
+  multilabel = tasks.for_config(TrainConfig(task="multilabel")).config
+  assert multilabel.epochs == 30 and type(multilabel.epochs) is int
+  assert json.loads(multilabel.to_json())["recipe"]["epochs"] == 30
+  for given in (20, 7):
+    assert tasks.for_config(TrainConfig(task="multilabel", epochs=given)
+                           ).config.epochs == given
+    assert tasks.for_config(TrainConfig.from_dict(
+        {"task": "multilabel", "epochs": given})).config.epochs == given
+  assert tasks.for_config(TrainConfig.from_dict(
+      {"task": "multilabel"})).config.epochs == 30
+
+
+def test_a_given_epochs_flag_is_the_user_s_own(tmp_path):
+  from absl import flags
+  from imgrec.cli import flags as flags_lib
+  values = flags.FlagValues()
+  names = flags_lib.define_flags(TrainConfig, flag_values=values)
+  values(["imgrec-train", "--task=multilabel"])
+  left_out = flags_lib.config_from_flags(TrainConfig, names, values)
+  assert tasks.for_config(left_out).config.epochs == 30
+  values(["imgrec-train", "--task=multilabel", "--epochs=20"])
+  given = flags_lib.config_from_flags(TrainConfig, names, values)
+  assert tasks.for_config(given).config.epochs == 20

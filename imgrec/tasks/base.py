@@ -104,6 +104,8 @@ class Task:
     multilabel: an example holds any number of labels (a 0/1 row of class
       columns, a sigmoid score and a threshold each) instead of one class:
       the evaluator reports label sets (`label_set_report`).
+    recipe_defaults: the task's own numbers for config fields whose default
+      is a `config.TaskDefault` (epochs), used where the user gave none.
   """
 
   name = None
@@ -113,6 +115,7 @@ class Task:
   noun = "examples"
   resume_neutral = frozenset()
   command = TRAIN_COMMAND
+  recipe_defaults = {}
 
   def __init__(self, spec):
     self.spec = spec
@@ -139,13 +142,14 @@ class Task:
 
   @classmethod
   def from_config(cls, config):
-    return cls(cls.resolve(config))
+    return cls(cls.resolve(config.with_task_defaults(**cls.recipe_defaults)))
 
   @classmethod
   def from_run(cls, run, **overrides):
     """The task of a finished run (a RunFolder), with some fields changed."""
     config = cls.read_config(run).replace(**overrides)
-    return cls(cls.resolve(config, check_files=False))
+    return cls(cls.resolve(config.with_task_defaults(**cls.recipe_defaults),
+                           check_files=False))
 
   @classmethod
   def read_config(cls, run):
