@@ -655,9 +655,30 @@ class MultiLabelSection(Config):
       check=lambda v: None if 0 < v < 1 else "must be in (0, 1)")
 
 
+# Open-set scores (`imgrec.metrics.open_set.SCORES`): what a classifier
+# answers "unknown" below.
+UNKNOWN_SCORES = ("energy", "max_softmax", "prototype")
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(MultiLabelSection, ClipSection, RunSection, RecipeSection,
-                  ModelSection, DataConfig):
+class OpenSetSection(Config):
+  """How a single-label classifier answers "unknown": an image of no class
+  it knows."""
+  section = "open_set"
+  unknown_score: str = field(
+      "energy", "Open set: the score an image is answered \"unknown\" below: "
+      "energy (logsumexp of the logits), max_softmax (the top probability) "
+      "or prototype (cosine similarity with the nearest class's mean "
+      "embedding).", choices=UNKNOWN_SCORES)
+  known_recall: float = field(
+      0.95, "Open set: the share of the validation split's (known) images "
+      "the \"unknown\" threshold keeps.",
+      check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(OpenSetSection, MultiLabelSection, ClipSection, RunSection,
+                  RecipeSection, ModelSection, DataConfig):
   """Everything that defines a training run, by concern: data, model,
   recipe, run, and the task's own section (config.json nests them so)."""
   task: str = field("auto", "image (one image, one label), clip (a video "
@@ -713,6 +734,14 @@ class EvaluateConfig(Config):
       "run's folder or other models' report is refused.")
   pictures: bool = field(True, "Draw confusion_matrix.png, reliability.png, "
                          "mistakes.png and curves.png, and write report.html.")
+  unknown_dir: str | None = field(
+      None, "A folder of images of no class the run knows (searched "
+      "recursively): the report's open_set section measures how the run's "
+      "unknown score tells them from the evaluated known images.")
+  calibrate_unknown: bool = field(
+      False, "With --unknown_dir: store in the run (open_set.json) the "
+      "threshold that best separates those images from the run's validation "
+      "images; every consumer of the run then answers \"unknown\" with it.")
 
   @property
   def model_dirs(self):
@@ -727,6 +756,12 @@ class EvaluateConfig(Config):
     return tuple(m for m in split_paths(self.tta) if m != "none")
 
   def _check_relations(self, check_files):
+    if self.calibrate_unknown and not self.unknown_dir:
+      raise self._bad("calibrate_unknown", "needs --unknown_dir, the folder "
+                      "of images of no known class to calibrate on")
+    if self.unknown_dir and len(self.model_dirs) > 1:
+      raise self._bad("unknown_dir", "measures one run's open set; pass one "
+                      "--model_dir")
     for name, paths in (("--model_dir", self.model_dirs),
                         ("--data_dir", self.data_dirs)):
       # One folder by any spelling: `./a/`, a link to it.

@@ -393,6 +393,10 @@ class RunFolder:
   # Multi-label runs: each label's decision threshold, chosen on the
   # validation split (every consumer of the run decides with them).
   thresholds_path = _in_run("thresholds.json")
+  # Single-label runs: the open-set score and the threshold an image is
+  # answered "unknown" below, and each class's prototype (mean embedding).
+  open_set_path = _in_run("open_set.json")
+  prototypes_path = _in_run("prototypes.npy")
   embedder_info_path = _in_run("embedder.json")
   face_report_path = _in_run("face_report.json")
   roc_path = _in_run("roc.png")
@@ -770,7 +774,8 @@ class RunFolder:
                  self.training_path, self.ensemble_path,
                  self.best_model_path, self.face_config_path,
                  self.embedder_info_path, self.face_report_path,
-                 self.roc_path, self.thresholds_path, *self._export_names()):
+                 self.roc_path, self.thresholds_path, self.open_set_path,
+                 self.prototypes_path, *self._export_names()):
       if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
       else:

@@ -100,7 +100,12 @@ def test_tflite_files_carry_labels_and_input_description(run):
   folder, _ = run
   for variant in VARIANTS:
     data = open(folder.tflite_path(variant), "rb").read()
-    assert tflite_metadata.read_labels(data) == CLASSES
+    # The last column is the open set's "unknown" decision.
+    assert tflite_metadata.read_labels(data) == CLASSES + ["unknown"]
+    packed = tflite_metadata.read_open_set(data)
+    assert packed["unknown_label"] == "unknown"
+    assert packed["threshold"] == json.load(open(folder.open_set_path))[
+        "threshold"]
     model = tflite_schema.Model.GetRootAs(data, 0)
     entries = {model.Metadata(i).Name(): model.Metadata(i).Buffer()
                for i in range(model.MetadataLength())}
@@ -117,6 +122,7 @@ def test_tflite_files_carry_labels_and_input_description(run):
     assert output.associatedFiles[0].name == b"labels.txt"
     assert output.associatedFiles[0].type == (
         schema.AssociatedFileType.TENSOR_AXIS_LABELS)
+    assert output.associatedFiles[1].name == b"open_set.json"
     if variant == "int8":  # uint8 ends: raw pixels, no normalization.
       assert not image.processUnits
     else:
@@ -140,8 +146,10 @@ def test_mediapipe_names_the_same_class_as_imgrec(run):
                                          data=image))
                 .classifications[0].categories[0] for image in images]
     assert [c.category_name for c in theirs] == [p.label for p in ours]
+    # An image of no known class is "unknown" (score 1) to MediaPipe too.
     np.testing.assert_allclose([c.score for c in theirs],
-                               [p.score for p in ours], atol=1e-5)
+                               [1.0 if p.unknown else p.score for p in ours],
+                               atol=1e-5)
 
 
 def test_int8_is_integer_with_raw_uint8_pixels_in(run):
@@ -262,10 +270,12 @@ def test_every_format_gives_the_same_structure_and_labels(run):
     assert clf.class_names == CLASSES, path
     predictions = clf.predict(images, top_k=2)
     assert [sorted(p.to_dict()) for p in predictions] == [
-        ["index", "label", "score", "source", "top_k"]] * len(images)
+        ["index", "label", "score", "source", "top_k", "unknown",
+         "unknown_score"]] * len(images)
     results[path] = [p.label for p in predictions]
+  # The open set's decision too: the same answers in every float format.
   assert results[folder.tflite_path("float")] == results[
-      folder.best_model_path]
+      folder.best_model_path] == results[folder.saved_model_dir]
 
 
 def test_predict_benchmarks_and_streams_a_folder(run, tmp_path):

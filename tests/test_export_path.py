@@ -128,7 +128,7 @@ def _check_clip_files(run, out):
   the SavedModel's imgrec_input.json."""
   assert set(out["tflite"]) == {"float"}
   for path in out["tflite"].values():
-    assert tflite_metadata.read_labels(path) == CLASSES
+    assert tflite_metadata.read_labels(path) == CLASSES + ["unknown"]
     meta = _tflite_metadata(path)
     assert b"clip classifier" in meta.description
     clip = meta.subgraphMetadata[0].inputTensorMetadata[0]

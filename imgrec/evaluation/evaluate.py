@@ -426,11 +426,26 @@ def format_text(report):
   if "comparison" in report:
     parts.append("comparison\n" + "\n".join(_comparison_lines(
         report["comparison"])))
+  if "open_set" in report:
+    parts.append(_open_set_lines(report["open_set"]))
   if report.get("latency_ms"):
     lat = report["latency_ms"]
     parts.append(f"latency, one image (Keras): median {lat['median']:.2f} ms,"
                  f" p90 {lat['p90']:.2f} ms")
   return "\n\n".join(parts) + "\n"
+
+
+def _open_set_lines(o):
+  """report.txt's open-set table: every score, the run's marked."""
+  lines = [f"open set: {o['known']} known vs {o['unknown']} unknown images "
+           f"({o['unknown_dir']})", "  score        AUROC   FPR95"]
+  for kind, f in o["scores"].items():
+    mark = "  (the run's)" if kind == o["score"] else ""
+    lines.append(f"  {kind:<12} {f['auroc']:.4f}  {f['fpr95']:.4f}{mark}")
+  lines.append(f"  at the run's threshold {o['threshold']:.4g} "
+               f"({o['source']}): known kept {o['known_recall']:.4f}, "
+               f"unknown rejected {o['unknown_rejected']:.4f}")
+  return "\n".join(lines)
 
 
 def _comparison_lines(rows):
@@ -699,12 +714,17 @@ def evaluate(config, write=True):
       members, tta=config.tta_modes, weights=config.ensemble_weights,
       top_k=members[0].task.config.top_k,
       val_split=_calibration_split(members, class_names))
-  sections = []
+  sections, splits = [], []
   for data_dir in config.data_dirs or (None,):
     split, unknown, where = _data_split(members, data_dir, config.split,
                                         class_names)
+    splits.append(split)
     sections.append(evaluation.section(split, where, config.split, unknown))
   report = _assemble(sections, measure_latency(members))
+  if config.unknown_dir:
+    from imgrec.evaluation import unknown as unknown_lib  # pylint: disable=g-import-not-at-top
+    report["open_set"] = unknown_lib.section(
+        members[0], splits[0], config.unknown_dir, config.calibrate_unknown)
   if write and report_dir:
     if single and not elsewhere:
       run = members[0].run

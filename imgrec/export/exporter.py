@@ -26,6 +26,7 @@ from imgrec.export import tflite as tflite_lib
 from imgrec.run_folder import LABELS_NAME
 from imgrec.run_folder import RunFolder
 from imgrec.run_folder import write_labels_file
+from imgrec.tasks import open_set
 
 logger = logging.getLogger("imgrec")
 
@@ -67,7 +68,8 @@ def _int8(converter, task, model, run, class_names, *, calibration_images,
   check = int8_lib.CheckSet.build(
       check_name, check_split, task.model_pixels, model, len(class_names),
       task.config.seed, quality=task.export_quality,
-      members=task.class_members(check_split.labels, len(class_names)))
+      members=task.class_members(check_split.labels, len(class_names)),
+      outputs=lambda raw: task.class_scores(raw, len(class_names)))
   flatbuffer, kept, granularity, steps = int8_lib.quantize_within(
       calibration, check, max_drop=max_int8_drop, io=int8_io,
       granularity=int8_granularity)
@@ -142,11 +144,18 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
   spec = tasks.model_input(model)
   max_pixels = task.config.max_image_pixels
   run.remove_export_report()  # Written anew last, once every file is.
+  served = task.serving_model(model)
+  found = task.open_set()
+  packed = None if found is None else {
+      "score": found.score, "threshold": found.threshold,
+      "unknown_label": open_set.unknown_label(class_names)}
   out = {"saved_model": saved_model_lib.write_saved_model(
-      model, run.saved_model_dir, task.serving_endpoints(
-          model, class_names, top_k=top_k, max_image_pixels=max_pixels),
+      served, run.saved_model_dir, task.serving_endpoints(
+          served, class_names, top_k=top_k, max_image_pixels=max_pixels),
       input_spec=spec.to_json(), class_names=class_names,
-      json_files=_thresholds_file(run, class_names, thresholds)),
+      json_files={**_thresholds_file(run, class_names, thresholds),
+                  **({} if packed is None else {
+                      os.path.basename(run.open_set_path): packed})}),
          "tflite": {}, "report": None, "report_path": None}
   extras = {}
   with tflite_lib.Converter(task.tflite_model(model),
@@ -165,8 +174,10 @@ def export_run(run, *, model=None, top_k=5, quantizations=("float",),
       out["tflite"][variant] = tflite_lib.write_tflite(
           flatbuffer, path, model_input=converter.input,
           name=task.config.model,
-          description=task.describe(variant), class_names=class_names,
-          output=task.scores_metadata(), thresholds=thresholds)
+          description=task.describe(variant),
+          class_names=task.tflite_labels(class_names),
+          output=task.scores_metadata(), thresholds=thresholds,
+          open_set=packed)
   write_labels_file(os.path.join(run.export_dir, LABELS_NAME), class_names)
   test = _split(run, "test")
   stop.check()

@@ -95,10 +95,11 @@ class CheckSet:
   keras_accuracy: float
   quality: object = top1_accuracy  # (labels, scores) -> (metric, value).
   metric: str = "accuracy"
+  outputs: object = None  # TFLite outputs -> class scores (None: as they are).
 
   @classmethod
   def build(cls, split_name, split, decode, model, num_classes, seed=0, *,
-            members=None, quality=top1_accuracy):
+            members=None, quality=top1_accuracy, outputs=None):
     """A stratified sample of `split` (as many as fit in memory), decoded.
 
     Args:
@@ -112,6 +113,8 @@ class CheckSet:
         each, its integer label).
       quality: (labels, scores) -> (metric name, value), e.g. a task's
         `export_quality`.
+      outputs: the TFLite file's outputs -> the class scores the Keras
+        model gives (a task's `class_scores`); None: the same.
     """
     first = np.asarray(decode(split.paths[0]), np.float32)
     limit = max(num_classes, _CHECK_BYTES // first.nbytes)
@@ -125,14 +128,17 @@ class CheckSet:
     labels = np.asarray([split.labels[i] for i in keep])
     predicted = np.asarray(model.predict(pixels, verbose=0, batch_size=64))
     metric, value = quality(labels, predicted)
-    return cls(split_name, pixels, labels, value, quality, metric)
+    return cls(split_name, pixels, labels, value, quality, metric, outputs)
 
   def accuracy(self, flatbuffer):
     """The figure of TFLite bytes on the set, through LiteRT."""
     from imgrec.inference import litert  # pylint: disable=g-import-not-at-top
     runner = litert.TFLiteRunner(interpreter=litert.make_interpreter(
         model_content=flatbuffer, num_threads=os.cpu_count()))
-    return self.quality(self.labels, runner(self.pixels))[1]
+    scores = runner(self.pixels)
+    if self.outputs is not None:
+      scores = self.outputs(scores)
+    return self.quality(self.labels, scores)[1]
 
 
 GRANULARITIES = ("auto", "per_channel", "per_tensor")

@@ -327,7 +327,8 @@ def check_integer(flatbuffer, path="the int8 model", keep_float=()):
 
 
 def write_tflite(flatbuffer, path, *, model_input, name, description,
-                 class_names=None, output=None, thresholds=None):
+                 class_names=None, output=None, thresholds=None,
+                 open_set=None):
   """Writes TFLite bytes with their metadata (and labels), atomically.
 
   Args:
@@ -344,6 +345,9 @@ def write_tflite(flatbuffer, path, *, model_input, name, description,
       classify.
     thresholds: each class's decision threshold, packed beside the labels
       (a multi-label model's); None for none.
+    open_set: {"score", "threshold", "unknown_label"} of a model whose last
+      output column is the "unknown" decision, packed beside the labels;
+      None for none.
 
   Returns:
     `path`.
@@ -356,9 +360,9 @@ def write_tflite(flatbuffer, path, *, model_input, name, description,
       frames=model_input.frames,
       float_input=np.dtype(details["dtype"]) == np.float32, version="1",
       labels=class_names is not None, output=output,
-      thresholds=thresholds is not None)
+      thresholds=thresholds is not None, open_set=open_set is not None)
   data = tflite_metadata.attach(flatbuffer, metadata, class_names,
-                                thresholds)
+                                thresholds, open_set)
   with fileio.atomic_write(path, "wb") as f:
     f.write(data)
   return path

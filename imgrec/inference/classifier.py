@@ -27,6 +27,7 @@ from imgrec.run_folder import INPUT_SPEC_NAME
 from imgrec.run_folder import LABELS_NAME
 from imgrec.run_folder import read_labels_file
 from imgrec.run_folder import RunFolder
+from imgrec.tasks import open_set
 
 
 @dataclasses.dataclass
@@ -46,6 +47,12 @@ class Prediction:
   error: str | None = None  # Set, and the rest empty, when it failed.
   labels: list | None = None  # Labels above their thresholds, best first.
   scores: dict | None = None  # {label: sigmoid score}, in class order.
+  # A model with an open set: whether the image is of no known class (then
+  # `label` is the unknown label, `index` and `score` None, `top_k` still
+  # the known classes), and its unknown score (None where the format gives
+  # only the decision: a TFLite file).
+  unknown: bool | None = None
+  unknown_score: float | None = None
 
   def to_dict(self):
     if self.labels is not None:
@@ -55,6 +62,9 @@ class Prediction:
       out = {"source": self.source, "label": self.label, "index": self.index,
              "score": self.score,
              "top_k": [{"label": l, "probability": p} for l, p in self.top_k]}
+    if self.unknown is not None:
+      out["unknown"] = self.unknown
+      out["unknown_score"] = self.unknown_score
     if self.error:
       out["error"] = self.error
     return out
@@ -89,15 +99,44 @@ def _find_thresholds(path, class_names):
   return None
 
 
+def _find_open_set(path, class_names):
+  """The open set of a single-label model's run (found as labels.txt is),
+  or None."""
+  for candidate in _folders_beside(path):
+    folder = RunFolder(candidate)
+    if os.path.isfile(folder.open_set_path) and class_names:
+      return open_set.read(folder, len(class_names))
+  return None
+
+
 class _KerasBackend:
   format = "keras"
 
   def __init__(self, path):
     self.model = tasks.load_model(path)
     self.input = tasks.model_input(self.model)
+    self.path = path
+    self._scorer = None
+
+  def use_open_set(self, found):
+    """Scores the run's open set from now on (`open_set.scoring_model`)."""
+    try:
+      self._scorer = open_set.scoring_model(self.model, found)
+    except ValueError:  # No classifier head: the open set does not apply.
+      self._scorer = None
+    return self._scorer is not None
 
   def __call__(self, pixels):
-    return np.asarray(self.model(pixels, training=False), np.float32)
+    return self.scored(pixels)[0]
+
+  def scored(self, pixels):
+    """(probabilities [N, C], knownness [N] or None, unknown [N] or None)."""
+    if self._scorer is None:
+      return np.asarray(self.model(pixels, training=False), np.float32), \
+          None, None
+    out = self._scorer(pixels, training=False)
+    knownness = np.asarray(out["knownness"], np.float32)
+    return np.asarray(out["probabilities"], np.float32), knownness, None
 
   def labels(self):
     return None
@@ -118,14 +157,34 @@ class _TFLiteBackend:
                         "again.") from e
     self.input = self.runner.input
     self.path = path
+    from imgrec.inference import tflite_metadata  # pylint: disable=g-import-not-at-top
+    try:
+      self.packed_open_set = tflite_metadata.read_open_set(path)
+    except ValueError as e:
+      raise ImgrecError(f"{path} holds a damaged open set ({e}): export it "
+                        "again.") from None
 
   def __call__(self, pixels):
-    return self.runner(pixels)
+    return self.scored(pixels)[0]
+
+  def scored(self, pixels):
+    """(probabilities [N, C], None, unknown [N] or None): a file with an
+    open set gives its decision (the last column), not the score."""
+    out = self.runner(pixels)
+    if self.packed_open_set is None:
+      return out, None, None
+    probabilities, unknown = open_set.split_unknown_column(
+        out, out.shape[-1] - 1)
+    return probabilities, None, unknown
 
   def labels(self):
-    """The labels packed in the file's metadata (imgrec and MediaPipe files)."""
+    """The labels packed in the file's metadata (imgrec and MediaPipe
+    files), without the "unknown" column's."""
     from imgrec.inference import tflite_metadata  # pylint: disable=g-import-not-at-top
-    return tflite_metadata.read_labels(self.path)
+    labels = tflite_metadata.read_labels(self.path)
+    if labels and self.packed_open_set is not None:
+      return labels[:-1]
+    return labels
 
   def thresholds(self):
     """{label: threshold} packed in the file (a multi-label model's), or
@@ -166,6 +225,7 @@ class _SavedModelBackend:
                         f"serving_default takes {sorted(inputs)}; imgrec's "
                         "take one input (images or clips).")
     (self._input, signature), = inputs.items()
+    self.path = path
     outputs = self.fn.structured_outputs
     # A classifier's class probabilities, or a multi-label model's scores.
     self._output = next((k for k in ("probabilities", "scores")
@@ -184,8 +244,29 @@ class _SavedModelBackend:
   def raw(self, examples):
     """Probabilities [N, C] of uint8 examples (images [N, H, W, 3], clips
     [N, T, H, W, 3]) of one size."""
+    return self.raw_scored(examples)[0]
+
+  def raw_scored(self, examples):
+    """(probabilities [N, C], knownness [N] or None, unknown [N] or None)
+    of uint8 examples of one size: a SavedModel with an open set returns
+    its score and decision."""
     out = self.fn(**{self._input: np.asarray(examples, np.uint8)})
-    return out[self._output].numpy()
+    if "knownness" not in out:
+      return out[self._output].numpy(), None, None
+    return (out[self._output].numpy(), out["knownness"].numpy(),
+            out["unknown"].numpy())
+
+  def open_set(self):
+    """The open set the SavedModel folder holds (its decisions are in its
+    outputs), or None."""
+    if "knownness" not in self.fn.structured_outputs:
+      return None
+    try:
+      with open(os.path.join(self.path, "open_set.json"),
+                encoding="utf-8") as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return {}
 
   def labels(self):
     return None
@@ -272,6 +353,35 @@ def _scores_each_label(backend):
                  None) == "sigmoid"
 
 
+def _open_set_of(backend, path, class_names):
+  """{"score", "threshold", "unknown_label"} of a single-label model with
+  an open set (packed in a TFLite file, held by a SavedModel folder, or its
+  run's for a Keras model), else None."""
+  if not class_names:
+    return None
+  label = open_set.unknown_label(class_names)
+  if backend.format == "tflite":
+    packed = backend.packed_open_set
+  elif backend.format == "saved_model":
+    packed = backend.open_set()
+  else:
+    found = _find_open_set(path, class_names)
+    if found is None or not backend.use_open_set(found):
+      return None
+    packed = {"score": found.score, "threshold": found.threshold}
+  if packed is None:
+    return None
+  try:
+    threshold = float(packed.get("threshold", "nan"))
+  except (TypeError, ValueError, AttributeError):
+    threshold = float("nan")
+  if backend.format != "saved_model" and not np.isfinite(threshold):
+    raise ImgrecError(f"{path} holds a damaged open set ({packed!r:.120}): "
+                      "export it again.")
+  return {"score": packed.get("score"), "threshold": threshold,
+          "unknown_label": label}
+
+
 def _thresholds(backend, path, class_names):
   """A model's per-label thresholds in class order: packed in its file (a
   TFLite file's metadata), else its run's; None for a single-label model."""
@@ -308,16 +418,24 @@ class Classifier:
 
   A multi-label model's run gives each label a threshold (`thresholds`, in
   class order): its predictions carry every label above its threshold.
+
+  A single-label model whose run has an open set (`open_set`: {"score",
+  "threshold", "unknown_label"}) answers the unknown label for an image of
+  no class it knows, in every format: the Keras model scores it from its
+  run's open_set.json, an exported SavedModel and TFLite file carry the
+  same decision.
   """
 
   def __init__(self, backend, class_names, path,
-               max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, thresholds=None):
+               max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS, thresholds=None,
+               open_set_record=None):
     self._backend = backend
     self.class_names = list(class_names) if class_names else None
     self.path = path
     self.max_image_pixels = max_image_pixels
     self.thresholds = (None if thresholds is None else
                        np.asarray(thresholds, np.float64))
+    self.open_set = open_set_record
 
   @property
   def format(self):
@@ -378,8 +496,10 @@ class Classifier:
       raise ImgrecError(f"Unknown model format: {path}. Expected a .keras or "
                         ".tflite file or a SavedModel folder.")
     labels = backend.labels() or _find_labels(path)
-    return cls(backend, labels, path, max_image_pixels,
-               _thresholds(backend, path, labels))
+    thresholds = _thresholds(backend, path, labels)
+    return cls(backend, labels, path, max_image_pixels, thresholds,
+               None if thresholds is not None else
+               _open_set_of(backend, path, labels))
 
   @property
   def clip_frames(self):
@@ -442,6 +562,27 @@ class Classifier:
   def _probabilities(self, images):
     return self.run(self.prepare(images))
 
+  def run_scored(self, prepared):
+    """(probabilities [N, C], knownness [N] or None, unknown bool [N] or
+    None) of a `prepare`d batch: with an open set, how known each example
+    looks (where the format gives it) and whether it is of no known
+    class."""
+    if getattr(self._backend, "takes_raw", False):
+      if len({im.shape for im in prepared}) == 1:
+        parts = [self._backend.raw_scored(np.stack(prepared))]
+      else:
+        parts = [self._backend.raw_scored(im[None]) for im in prepared]
+      probabilities, knownness, unknown = (
+          None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
+          for i in range(3))
+    else:
+      probabilities, knownness, unknown = self._backend.scored(prepared)
+    if self.open_set is None:
+      return probabilities, None, None
+    if unknown is None and knownness is not None:
+      unknown = knownness < self.open_set["threshold"]
+    return probabilities, knownness, unknown
+
   def predict_proba(self, inputs):
     """Returns class probabilities [N, num_classes] for images or paths.
 
@@ -487,20 +628,31 @@ class Classifier:
                                  error=str(e), **self._no_label_sets())
     out = dict(failures)
     if loaded:
-      probabilities = self._probabilities([im for _, im, _ in loaded])
+      probabilities, knownness, unknown = self.run_scored(
+          self.prepare([im for _, im, _ in loaded]))
       names = self.class_names or [str(i)
                                    for i in range(probabilities.shape[1])]
-      for (i, _, source), p in zip(loaded, probabilities):
-        out[i] = self._prediction(p, names, top_k, source)
+      for row, ((i, _, source), p) in enumerate(zip(loaded, probabilities)):
+        out[i] = self._prediction(
+            p, names, top_k, source,
+            None if knownness is None else float(knownness[row]),
+            None if unknown is None else bool(unknown[row]))
     return [out[i] for i in range(len(items))]
 
-  def _prediction(self, p, names, top_k, source):
-    """The Prediction of one example's outputs `p`."""
+  def _prediction(self, p, names, top_k, source, knownness=None,
+                  unknown=None):
+    """The Prediction of one example's outputs `p` (and, with an open set,
+    its knownness and whether it is of no known class)."""
     order = np.argsort(-p, kind="stable")
     top = [(names[j], float(p[j])) for j in order[:top_k]]
+    if unknown:
+      return Prediction(label=self.open_set["unknown_label"], index=None,
+                        score=None, top_k=top, source=source, unknown=True,
+                        unknown_score=knownness)
     if self.thresholds is None:
       return Prediction(label=names[order[0]], index=int(order[0]),
-                        score=float(p[order[0]]), top_k=top, source=source)
+                        score=float(p[order[0]]), top_k=top, source=source,
+                        unknown=unknown, unknown_score=knownness)
     above = [int(j) for j in order if p[j] >= self.thresholds[j]]
     best = above[0] if above else None
     return Prediction(
@@ -511,6 +663,8 @@ class Classifier:
 
   def _no_label_sets(self):
     """The label-set fields of a failed prediction."""
+    if self.open_set is not None:
+      return {"unknown": None}
     return {} if self.thresholds is None else {"labels": [], "scores": {}}
 
   def predict_iter(self, inputs, top_k=5, chunk_size=64):

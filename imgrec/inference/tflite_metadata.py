@@ -28,6 +28,9 @@ LABELS_FILE = "labels.txt"
 # "thresholds"}, as the run's thresholds.json. The schema has no type for
 # them: an associated file of type UNKNOWN, which other readers pass over.
 THRESHOLDS_FILE = "thresholds.json"
+# A single-label model's open set: JSON {"score", "threshold",
+# "unknown_label"}; the output's last column is the "unknown" decision.
+OPEN_SET_FILE = "open_set.json"
 _IDENTIFIER = b"M001"
 _MIN_PARSER_VERSION = "1.0.0"
 
@@ -110,7 +113,7 @@ def _associated_file(b, name, description, kind):
                     (2, "int8", kind)])
 
 
-def _output_tensor(b, output, labels, thresholds):
+def _output_tensor(b, output, labels, thresholds, open_set=False):
   """The output's TensorMetadata: class scores with the labels file (and
   the thresholds file), or another output without."""
   if not labels:
@@ -123,6 +126,11 @@ def _output_tensor(b, output, labels, thresholds):
         b, THRESHOLDS_FILE, "Each label's decision threshold (JSON: "
         "class_names, thresholds): the label is present when its score "
         "reaches it.", _UNKNOWN_FILE))
+  if open_set:
+    files.append(_associated_file(
+        b, OPEN_SET_FILE, "The open set (JSON: score, threshold, "
+        "unknown_label): the last column is 1 when the image is of no known "
+        "class.", _UNKNOWN_FILE))
   content = _table(b, [(0, "uint8", _FEATURE_PROPERTIES),
                        (1, "offset", _empty_table(b))])
   name, text = _strings(b, output or ("probabilities", "Probability of each "
@@ -139,7 +147,7 @@ def _stats(b, high, low):
 
 def build_metadata(*, name, description, image_size, channels, float_input,
                    version, frames=None, labels=True, output=None,
-                   thresholds=False):
+                   thresholds=False, open_set=False):
   """The ModelMetadata flatbuffer of an imgrec model.
 
   Args:
@@ -157,6 +165,8 @@ def build_metadata(*, name, description, image_size, channels, float_input,
       softmax probabilities), or of an output without labels.
     thresholds: the output's labels each have a threshold, in the
       associated thresholds file (`attach` packs it).
+    open_set: the output's last column is an "unknown" decision, described
+      by the associated open-set file (`attach` packs it).
 
   Returns:
     bytes.
@@ -164,7 +174,7 @@ def build_metadata(*, name, description, image_size, channels, float_input,
   b = flatbuffers.Builder(1024)
   input_md = _input_tensor(b, image_size=image_size, channels=channels,
                            float_input=float_input, frames=frames)
-  output_md = _output_tensor(b, output, labels, thresholds)
+  output_md = _output_tensor(b, output, labels, thresholds, open_set)
   sub_name = b.CreateString(("clip_classifier" if frames else
                              "image_classifier") if labels else "model")
   subgraph = _table(b, [(0, "offset", sub_name),
@@ -185,7 +195,8 @@ def _empty_table(builder):
   return builder.EndObject()
 
 
-def attach(flatbuffer, metadata, class_names=None, thresholds=None):
+def attach(flatbuffer, metadata, class_names=None, thresholds=None,
+           open_set=None):
   """Returns the TFLite model with `metadata` and the labels file inside.
 
   Args:
@@ -194,6 +205,7 @@ def attach(flatbuffer, metadata, class_names=None, thresholds=None):
     class_names: written as the associated labels file (None: no labels).
     thresholds: each class's threshold, written as the associated
       thresholds file (None: none).
+    open_set: a dict, written as the associated open-set file (None: none).
 
   Returns:
     bytes: the model flatbuffer, then a zip holding the labels file (and
@@ -220,6 +232,8 @@ def attach(flatbuffer, metadata, class_names=None, thresholds=None):
         archive.writestr(THRESHOLDS_FILE, json.dumps({
             "class_names": list(class_names),
             "thresholds": [float(t) for t in thresholds]}, indent=2))
+      if open_set is not None:
+        archive.writestr(OPEN_SET_FILE, json.dumps(open_set, indent=2))
   return out.getvalue()
 
 
@@ -251,3 +265,15 @@ def read_thresholds(path_or_bytes):
     return None
   data = json.loads(text)
   return dict(zip(data["class_names"], map(float, data["thresholds"])))
+
+
+def read_open_set(path_or_bytes):
+  """The open-set record packed into a TFLite file ({"score", "threshold",
+  "unknown_label"}), or None."""
+  text = _packed(path_or_bytes, OPEN_SET_FILE)
+  if text is None:
+    return None
+  data = json.loads(text)
+  if not isinstance(data, dict):
+    raise ValueError(f"{OPEN_SET_FILE} holds no JSON object")
+  return data

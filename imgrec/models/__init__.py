@@ -16,6 +16,7 @@ from imgrec.models.layers import SobelEdges
 from imgrec.models.registry import FEATURES
 from imgrec.models.registry import backbone_of
 from imgrec.models.registry import check_backbone
+from imgrec.models.registry import classifier_head
 from imgrec.models.registry import check_model
 from imgrec.models.registry import create_backbone
 from imgrec.models.registry import create_model
@@ -31,6 +32,7 @@ __all__ = [
     "SobelEdges",
     "backbone_of",
     "check_backbone",
+    "classifier_head",
     "check_model",
     "create_backbone",
     "create_model",

@@ -196,3 +196,114 @@ class FrameDifference(keras.layers.Layer):
 
   def compute_output_shape(self, input_shape):
     return input_shape
+
+
+@keras.saving.register_keras_serializable(package="imgrec")
+class OpenSetScore(keras.layers.Layer):
+  """How known each example looks, from a classifier's embedding and logits.
+
+  The scores of `imgrec.metrics.open_set` (higher: more like the known
+  classes) in the graph, so that a served model gives the same number:
+  "energy" (logsumexp of the logits), "max_softmax" (the top softmax
+  probability) or "prototype" (cosine similarity of the embedding with the
+  nearest class prototype; a zero prototype counts as -1).
+
+  Args:
+    score: one of "energy", "max_softmax", "prototype".
+    prototypes: [C, D] unit class prototypes (for "prototype").
+    **kwargs: Base `keras.layers.Layer` arguments.
+
+  Call arguments:
+    inputs: `[embeddings [B, D], logits [B, C]]`.
+
+  Returns:
+    float32 [B].
+  """
+
+  SCORES = ("energy", "max_softmax", "prototype")
+
+  def __init__(self, score, prototypes=None, **kwargs):
+    super().__init__(**kwargs)
+    if score not in self.SCORES:
+      raise ValueError(f"score must be one of {self.SCORES}. Received: "
+                       f"score={score!r}")
+    if score == "prototype" and prototypes is None:
+      raise ValueError("the prototype score needs the class prototypes.")
+    self.score = score
+    self._initial = (None if prototypes is None else
+                     np.asarray(prototypes, np.float32))
+
+  def build(self, input_shape):
+    if self._initial is not None:
+      self.prototypes = self.add_weight(
+          name="prototypes", shape=self._initial.shape, trainable=False,
+          initializer=keras.initializers.Constant(self._initial))
+
+  def call(self, inputs):
+    embeddings, logits = inputs
+    logits = ops.cast(logits, "float32")
+    if self.score == "energy":
+      return ops.logsumexp(logits, axis=-1)
+    if self.score == "max_softmax":
+      return ops.max(ops.softmax(logits, axis=-1), axis=-1)
+    embeddings = ops.cast(embeddings, "float32")
+    unit = embeddings / ops.sqrt(ops.maximum(
+        ops.sum(ops.square(embeddings), axis=-1, keepdims=True), 1e-24))
+    sims = ops.matmul(unit, ops.transpose(self.prototypes))
+    empty = ops.sum(ops.abs(self.prototypes), axis=-1) == 0
+    return ops.max(ops.where(empty[None, :], -1.0, sims), axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[1][0],)
+
+  def get_config(self):
+    config = {**super().get_config(), "score": self.score}
+    if self._initial is not None:
+      config["prototypes"] = self._initial.tolist()
+    return config
+
+
+@keras.saving.register_keras_serializable(package="imgrec")
+class UnknownColumn(keras.layers.Layer):
+  """Class probabilities and an "unknown" column, one decision in one tensor.
+
+  What a TFLite classifier with an open set outputs, so that a client that
+  takes the highest score (MediaPipe's ImageClassifier) names "unknown"
+  exactly when imgrec does: the unknown column is 1 when the example's
+  knownness is below `threshold` (by more than about 5e-7 of it), else 0
+  (between the two only within that margin); in a row it decides, the class
+  probabilities are halved (at most 0.5, below the 1 of "unknown" even
+  after int8 rounding, their order kept), elsewhere they are as they were.
+
+  Args:
+    threshold: the knownness an example needs to be answered by its class.
+    **kwargs: Base `keras.layers.Layer` arguments.
+
+  Call arguments:
+    inputs: `[probabilities [B, C], knownness [B]]`.
+
+  Returns:
+    float32 [B, C + 1].
+  """
+
+  def __init__(self, threshold, **kwargs):
+    super().__init__(**kwargs)
+    self.threshold = float(threshold)
+
+  def call(self, inputs):
+    probabilities, knownness = inputs
+    # A steep ramp, not a comparison: arithmetic that int8 kernels run (a
+    # boolean would need a float CAST). 1 below the threshold by more than
+    # half a step (about 5e-7 of it), 0 at or above it.
+    steep = float(2 ** 20) / max(abs(self.threshold), 1.0)
+    gap = ops.expand_dims(self.threshold - ops.cast(knownness, "float32"), -1)
+    unknown = ops.minimum(ops.relu(gap * steep), 1.0)
+    kept = ops.cast(probabilities, "float32") * (1.0 - 0.5 * unknown)
+    return ops.concatenate([kept, unknown], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    batch, classes = input_shape[0]
+    return (batch, None if classes is None else classes + 1)
+
+  def get_config(self):
+    return {**super().get_config(), "threshold": self.threshold}

@@ -37,6 +37,9 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 
 KINDS = ("scratch", "transfer")
 FEATURE_KINDS = ("map", "vector")
+# The classifier's last layer, a Dense from the embedding to the classes
+# (`classifier_head`).
+HEAD = "predictions"
 # The layer every backbone ends in: what `backbone_of` looks for.
 FEATURES = "features"
 
@@ -360,7 +363,7 @@ def create_model(name, num_classes, input_shape=None, head="softmax",
   if dropout > 0:
     x = layers.Dropout(dropout, name="head_dropout")(x)
   outputs = layers.Dense(
-      num_classes, activation=head, dtype="float32", name="predictions")(x)
+      num_classes, activation=head, dtype="float32", name=HEAD)(x)
   return keras.Model(backbone.input, outputs, name=name)
 
 
@@ -419,3 +422,41 @@ def backbone_of(model):
   holder = holders[0]
   return keras.Model(holder.input, holder.get_layer(FEATURES).output,
                      name=f"{holder.name}_backbone")
+
+
+def classifier_head(model):
+  """The embedding a classifier's head reads, and the head's weights.
+
+  Every classifier from `create_model` (and every clip model) ends in a
+  float32 `Dense` named `HEAD` whose activation (softmax or sigmoid) turns
+  logits into scores: its input is the model's embedding (pooled features
+  after the head's dropout, the identity at inference).
+
+  Args:
+    model: A classifier built by `create_model` or a clip model (built or
+      loaded).
+
+  Returns:
+    (embedder, kernel, bias): a functional `keras.Model` from the model's
+    input to its embedding `[batch, D]`, sharing its layers, and the head's
+    weights as float32 numpy arrays `[D, C]` and `[C]`, so that
+    `logits = embedding @ kernel + bias`.
+
+  Raises:
+    ValueError: If `model` has no such head (an ensemble, a face embedder,
+      a model from elsewhere).
+  """
+  try:
+    head = model.get_layer(HEAD)
+  except ValueError:
+    head = None
+  if not isinstance(head, layers.Dense) or not head.use_bias:
+    raise ValueError(
+        f"{model.name!r} does not end in imgrec's classifier head (a Dense "
+        f"layer named {HEAD!r} with a bias): it has no embedding to score. "
+        f"Received: model={model.name!r}")
+  embedder = keras.Model(model.input, head.input,
+                         name=f"{model.name}_embedding")
+  kernel, bias = (keras.ops.convert_to_numpy(w).astype("float32")
+                  for w in (head.kernel, head.bias))
+  return embedder, kernel, bias

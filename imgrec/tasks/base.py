@@ -148,8 +148,10 @@ class Task:
   def from_run(cls, run, **overrides):
     """The task of a finished run (a RunFolder), with some fields changed."""
     config = cls.read_config(run).replace(**overrides)
-    return cls(cls.resolve(config.with_task_defaults(**cls.recipe_defaults),
+    task = cls(cls.resolve(config.with_task_defaults(**cls.recipe_defaults),
                            check_files=False))
+    task.run = run
+    return task
 
   @classmethod
   def read_config(cls, run):
@@ -275,9 +277,28 @@ class Task:
     """[(name, function, input_signature)] of the SavedModel."""
     raise NotImplementedError
 
+  def serving_model(self, model):
+    """The Keras model the SavedModel's `serving_endpoints` call and track
+    (by default `model`)."""
+    return model
+
   def tflite_model(self, model):
     """The Keras model that converts to TFLite (by default `model`)."""
     return model
+
+  def class_scores(self, outputs, num_classes):
+    """A TFLite file's outputs [N, ...] -> the class scores [N, C] the Keras
+    model gives (by default the outputs themselves)."""
+    del num_classes
+    return outputs
+
+  def tflite_labels(self, class_names):
+    """The labels of the TFLite output's columns (by default the classes)."""
+    return class_names
+
+  def open_set(self):
+    """The run's open set (`open_set.OpenSet`: answers "unknown"), or None."""
+    return None
 
   def check_quantization(self, variant):
     """Raises ImgrecError for a TFLite variant this task's models cannot

@@ -11,12 +11,15 @@ import logging
 import os
 import re
 
+import numpy as np
+
 from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
 from imgrec.run_folder import RESUME_NEUTRAL
 from imgrec.run_folder import RunFolder
 from imgrec.tasks import base
+from imgrec.tasks import open_set
 
 datasets = base.lazy_import("imgrec.datasets")
 models = base.lazy_import("imgrec.models")
@@ -240,6 +243,28 @@ class ClassificationTask(base.Task):
     """Another folder's usable examples, in any number (broken ones out)."""
     raise NotImplementedError
 
+  def _usable(self, found):
+    """`found` (a folder.ImageFolder) with its unusable examples left out
+    (skipped and counted as the data scan does, in any number)."""
+    raise NotImplementedError
+
+  def build_unknown_split(self, unknown_dir):
+    """Every usable example anywhere under `unknown_dir`, of no class the
+    run knows (labels all 0), for the open-set figures.
+
+    Raises:
+      ImgrecError: the folder is missing or holds no usable example.
+    """
+    kind = "video" if self.noun == "clips" else "image"
+    if not os.path.isdir(unknown_dir):
+      raise ImgrecError(f"--unknown_dir {unknown_dir} is not a folder: pass "
+                        f"a folder of {self.noun} of no class the run knows.")
+    paths = folder_lib.expand_image_paths([unknown_dir], kind=kind)
+    found = self._usable(folder_lib.ImageFolder(
+        os.path.abspath(unknown_dir), ["unknown"],
+        {"train": folder_lib.Split(paths, [0] * len(paths))}, "classes"))
+    return found.splits["train"]
+
   def build_eval_split(self, data_dir, split, class_names):
     """A split of another folder, its labels in this run's class order.
 
@@ -299,6 +324,15 @@ class ClassificationTask(base.Task):
       return None
     return balanced_class_weights(split.labels, num_classes)
 
+  def finish(self, run, model, folder):
+    """Chooses the run's open set: the score and threshold an image of no
+    known class is answered "unknown" below (`open_set.fit`)."""
+    found = open_set.fit(self, run, model, folder)
+    logger.info("open set: %s >= %.4g is known (keeps %s of the %s)",
+                found.score, found.threshold, found.known_recall,
+                found.source)
+    return {"open_set": found.to_json()}
+
   def report_split(self, folder):
     """The test split, else the validation split, else None."""
     for name in ("test", "val"):
@@ -314,22 +348,91 @@ class ClassificationTask(base.Task):
 
   def describe(self, variant):
     """One sentence for a TFLite file's metadata."""
-    return (f"imgrec {self.config.model} {self.noun[:-1]} classifier "
-            f"({variant}): raw pixels 0..255 in, class probabilities out.")
+    text = (f"imgrec {self.config.model} {self.noun[:-1]} classifier "
+            f"({variant}): raw pixels 0..255 in, class probabilities out")
+    found = self.open_set()
+    if found is None:
+      return text + "."
+    return (text + ", then an \"unknown\" column (the last label): 1 when "
+            f"the {self.noun[:-1]} is of no known class ({found.score} "
+            f"below {found.threshold:.6g}), the probabilities then halved.")
+
+  def scores_metadata(self):
+    if self.open_set() is None:
+      return super().scores_metadata()
+    return ("probabilities", "Probability of each class (softmax), then the "
+            "\"unknown\" column: 1 when the image is of no known class (its "
+            "class probabilities then halved, so that \"unknown\" ranks "
+            "first), else 0.")
+
+  def open_set(self):
+    """The open set of the run the task was made from (`from_run`; else of
+    its model_dir), read once; None for a multi-label run or a run
+    without one."""
+    if self.multilabel:
+      return None
+    if not hasattr(self, "_open_set"):
+      run = getattr(self, "run", None) or (
+          RunFolder(self.config.model_dir) if self.config.model_dir
+          else None)
+      self._open_set = None
+      if run is not None and os.path.isfile(run.labels_path):
+        self._open_set = open_set.read(run, len(run.read_labels()))
+    return self._open_set
+
+  def serving_model(self, model):
+    """With an open set, `open_set.scoring_model` (probabilities and the
+    run's unknown score), else `model`."""
+    found = self.open_set()
+    return model if found is None else open_set.scoring_model(model, found)
+
+  def tflite_model(self, model):
+    """With an open set, the model with its "unknown" column
+    (`open_set.unknown_column_model`)."""
+    found = self.open_set()
+    return model if found is None else open_set.unknown_column_model(
+        model, found)
+
+  def class_scores(self, outputs, num_classes):
+    """The class probabilities of TFLite outputs (without the "unknown"
+    column of an open set, as they were before it halved them)."""
+    if np.shape(outputs)[-1] == num_classes + 1 and self.open_set():
+      return open_set.split_unknown_column(outputs, num_classes)[0]
+    return outputs
+
+  def tflite_labels(self, class_names):
+    found = self.open_set()
+    return (class_names if found is None else
+            [*class_names, open_set.unknown_label(class_names)])
 
 
-def classifier_outputs(model, class_names, top_k):
+def classifier_outputs(model, class_names, top_k, found=None):
   """The serving outputs of a classifier: pixels -> {"probabilities" float32
-  [N, C], "top_k_indices" int32 [N, k], "top_k_labels" string [N, k]}."""
+  [N, C], "top_k_indices" int32 [N, k], "top_k_labels" string [N, k]}; with
+  an open set `found` (and `model` its `serving_model`, returning
+  {"probabilities", "knownness"}) also "knownness" float32 [N] (the run's
+  unknown score), "unknown" bool [N] (below its threshold) and "label"
+  string [N] (the top class, or the unknown label)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   k = int(min(top_k, len(class_names)))
   labels = tf.constant(list(class_names), dtype=tf.string)
 
   def outputs(pixels):
-    probabilities = tf.cast(model(pixels, training=False), tf.float32)
+    if found is None:
+      probabilities = tf.cast(model(pixels, training=False), tf.float32)
+    else:
+      scored = model(pixels, training=False)
+      probabilities = tf.cast(scored["probabilities"], tf.float32)
     top = tf.math.top_k(probabilities, k=k)
-    return {"probabilities": probabilities,
-            "top_k_indices": top.indices,
-            "top_k_labels": tf.gather(labels, top.indices)}
+    out = {"probabilities": probabilities,
+           "top_k_indices": top.indices,
+           "top_k_labels": tf.gather(labels, top.indices)}
+    if found is not None:
+      knownness = tf.cast(scored["knownness"], tf.float32)
+      unknown = knownness < found.threshold
+      out.update(knownness=knownness, unknown=unknown, label=tf.where(
+          unknown, open_set.unknown_label(class_names),
+          out["top_k_labels"][:, 0]))
+    return out
 
   return outputs

@@ -124,8 +124,10 @@ class ClipClassificationTask(classification.ClassificationTask):
                                    config.seed)
 
   def _eval_folder(self, data_dir):
-    return self._decode_all(self._find(data_dir, min_classes=1),
-                            max_bad_fraction=1.0)
+    return self._usable(self._find(data_dir, min_classes=1))
+
+  def _usable(self, found):
+    return self._decode_all(found, max_bad_fraction=1.0)
 
   def build_inputs(self, split, *, num_classes, training, cache=True,
                    input_context=None, pixels=None):
@@ -205,7 +207,8 @@ class ClipClassificationTask(classification.ClassificationTask):
     from imgrec.data import ops  # pylint: disable=g-import-not-at-top
     spec = self.model_input(base.input_shape_of(model))
     size, channels = spec.image_size, spec.channels
-    outputs = classification.classifier_outputs(model, class_names, top_k)
+    outputs = classification.classifier_outputs(model, class_names, top_k,
+                                                self.open_set())
 
     def serve_clips(clips):
       shape = tf.shape(clips)

@@ -104,7 +104,10 @@ class ImageClassificationTask(classification.ClassificationTask):
 
   def _eval_folder(self, data_dir):
     """Another folder's usable files (broken ones skipped, any number)."""
-    found = folder_lib.find_images(data_dir, min_classes=1, carve=False)
+    return self._usable(folder_lib.find_images(data_dir, min_classes=1,
+                                               carve=False))
+
+  def _usable(self, found):
     return self._scan(found, max_bad_fraction=1.0)
 
   def build_inputs(self, split, *, num_classes, training, cache=True,
@@ -159,7 +162,8 @@ class ImageClassificationTask(classification.ClassificationTask):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     spec = self.model_input(base.input_shape_of(model))
     size, channels = spec.image_size, spec.channels
-    outputs = classification.classifier_outputs(model, class_names, top_k)
+    outputs = classification.classifier_outputs(model, class_names, top_k,
+                                                self.open_set())
 
     def serve_images(images):
       return outputs(ops.resize(ops.to_channels(images, channels), size))

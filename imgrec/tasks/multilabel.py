@@ -379,13 +379,6 @@ class MultiLabelTask(classification.ClassificationTask):
 
   # --- Serving -------------------------------------------------------------------
 
-  @classmethod
-  def from_run(cls, run, **overrides):
-    """The task of a finished run; its thresholds are the run's."""
-    task = super().from_run(run, **overrides)
-    task.run = run
-    return task
-
   def thresholds(self, class_names):
     """The run's thresholds.json, in `class_names` order (its run folder's
     when the task was made `from_run`, else the config's model_dir)."""
