@@ -138,7 +138,8 @@ def train(data_dir, model_dir, seed, extra):
 
 def measure(unknown_files, model_dir):
   """The open-set figures of a finished run on its known test split and the
-  unknown files."""
+  unknown files (linked into one folder, read as imgrec-evaluate
+  --unknown_dir reads it: scanned, PGMs converted)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from imgrec import tasks  # pylint: disable=g-import-not-at-top
   from imgrec.data import folder as folder_lib  # pylint: disable=g-import-not-at-top
@@ -151,13 +152,17 @@ def measure(unknown_files, model_dir):
   model = tasks.load_model(run.best_model_path)
   known_split = folder_lib.Split(*run.read_split("test"))
   known = open_set.embed(task, model, known_split)
-  unknown = open_set.embed(task, model, folder_lib.Split(
-      list(unknown_files), [0] * len(unknown_files)))
+  folder = os.path.join(model_dir, "unknown_images")
+  shutil.rmtree(folder, ignore_errors=True)
+  _link_split([(f, f"{i:05d}_{os.path.basename(f)}")
+               for i, f in enumerate(unknown_files)], folder)
+  unknown_split = task.build_unknown_split(folder)
+  unknown = open_set.embed(task, model, unknown_split)
   chosen = open_set.read(run, len(names))
   accuracy = float(np.mean(known.logits.argmax(1) == np.asarray(
       known_split.labels)))
   out = {"accuracy": accuracy, "known": len(known_split),
-         "unknown": len(unknown_files), "default": chosen.score}
+         "unknown": len(unknown_split), "default": chosen.score}
   for kind in metrics.SCORES:
     k = known.knownness(kind, chosen.prototypes)
     u = unknown.knownness(kind, chosen.prototypes)

@@ -124,3 +124,156 @@ def test_a_damaged_open_set_is_one_line(run_dir, tmp_path, damage):
 
 def test_a_run_without_an_open_set_reads_none(tmp_path):
   assert open_set.read(RunFolder(tmp_path), 3) is None
+
+
+def _noise_folder(root, count=12, size=16):
+  """Images of no known class (noise, flat grey), a broken file and a
+  text file, in nested folders."""
+  from PIL import Image
+  rng = np.random.default_rng(1)
+  (root / "deep" / "er").mkdir(parents=True)
+  for i in range(count):
+    where = root if i % 2 else root / "deep" / "er"
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                    ).save(where / f"noise{i}.png")
+  Image.new("RGB", (size, size), (128, 128, 128)).save(root / "grey.png")
+  (root / "broken.png").write_bytes(b"not an image")
+  (root / "notes.txt").write_text("not an image either")
+  return root
+
+
+def _run_cli(module, *args):
+  import subprocess
+  import sys
+  return subprocess.run([sys.executable, "-m", f"imgrec.cli.{module}", *args],
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_measures_unknown_images_and_calibrates(run_dir, tmp_path):
+  import shutil
+  run = tmp_path / "run"
+  shutil.copytree(run_dir, run)
+  unknown = _noise_folder(tmp_path / "unknown")
+  before = sorted(p.name for p in unknown.rglob("*"))
+  proc = _run_cli("evaluate", f"--model_dir={run}", f"--unknown_dir={unknown}",
+                  "--nopictures")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  report = json.load(open(run / "report.json"))
+  section = report["open_set"]
+  assert section["unknown"] == 13 and section["known"] == report[
+      "num_examples"]  # The broken file is skipped.
+  assert set(section["scores"]) == set(metrics.SCORES)
+  assert section["baseline"]["max_softmax"] == section["scores"][
+      "max_softmax"]
+  for key in ("auroc", "fpr95", "known_recall", "unknown_rejected"):
+    assert 0.0 <= section[key] <= 1.0
+  assert "open set:" in open(run / "report.txt").read()
+  assert sorted(p.name for p in unknown.rglob("*")) == before  # Untouched.
+  recorded = json.load(open(run / "open_set.json"))
+  proc = _run_cli("evaluate", f"--model_dir={run}", f"--unknown_dir={unknown}",
+                  "--calibrate_unknown", "--nopictures")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  calibrated = json.load(open(run / "open_set.json"))
+  assert calibrated["source"].startswith("calibrated on 13 unknown images")
+  assert calibrated["known_recall"] is None
+  assert calibrated["score"] == recorded["score"]
+  section = json.load(open(run / "report.json"))["open_set"]
+  assert section["threshold"] == calibrated["threshold"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--calibrate_unknown"], "needs --unknown_dir"),
+    (["--unknown_dir=MISSING"], "is not a folder"),
+    (["--unknown_dir=EMPTY"], "No image files"),
+    (["--unknown_dir=FILE"], "is not a folder"),
+])
+def test_bad_unknown_dirs_are_one_line(run_dir, tmp_path, args, message):
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "file.png").write_bytes(b"x")
+  args = [a.replace("MISSING", str(tmp_path / "missing")).replace(
+      "EMPTY", str(tmp_path / "empty")).replace(
+          "FILE", str(tmp_path / "file.png")) for a in args]
+  before = open(RunFolder(run_dir).open_set_path).read()
+  proc = _run_cli("evaluate", f"--model_dir={run_dir}", "--nopictures",
+                  f"--report_dir={tmp_path / 'report'}", *args)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert message in last and "Traceback" not in proc.stderr
+  assert open(RunFolder(run_dir).open_set_path).read() == before
+
+
+def test_predict_answers_unknown_with_the_best_known_class(run_dir, tmp_path):
+  from imgrec import Classifier
+  found = open_set.read(RunFolder(run_dir), 3)
+  clf = Classifier.load(run_dir)
+  assert clf.open_set["threshold"] == found.threshold
+  noise = _noise_folder(tmp_path / "unknown")
+  paths = sorted(str(p) for p in noise.rglob("noise*.png"))
+  predictions = clf.predict(paths, top_k=2)
+  scores = [p.unknown_score for p in predictions]
+  for p, s in zip(predictions, scores):
+    assert p.unknown == (s < found.threshold)
+    assert len(p.top_k) == 2 and p.top_k[0][0] in ("blue", "green", "red")
+    if p.unknown:
+      assert p.label == "unknown" and p.index is None and p.score is None
+    else:
+      assert p.label == p.top_k[0][0]
+  proc = _run_cli("predict", f"--model={run_dir}", "--format=json", *paths)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  items = json.loads(proc.stdout)
+  assert [i["unknown"] for i in items] == [p.unknown for p in predictions]
+  assert all(set(i) >= {"source", "label", "top_k", "unknown",
+                        "unknown_score"} for i in items)
+  # Streams smooth "unknown" as one more answer.
+  stream = clf.predict_open_proba(paths)
+  assert stream.shape == (len(paths), 4)
+  assert list(stream[:, 3] == 1.0) == [p.unknown for p in predictions]
+  assert clf.answer_names == ["blue", "green", "red", "unknown"]
+
+
+@pytest.mark.parametrize("threshold,expected", [(1e9, True), (-1e9, False)])
+def test_the_threshold_decides_every_answer(run_dir, tmp_path, threshold,
+                                            expected):
+  import shutil
+  from imgrec import Classifier
+  run = tmp_path / "run"
+  shutil.copytree(run_dir, run)
+  data = json.load(open(run / "open_set.json"))
+  (run / "open_set.json").write_text(json.dumps(data | {
+      "threshold": threshold}))
+  noise = _noise_folder(tmp_path / "unknown")
+  paths = sorted(str(p) for p in noise.rglob("noise*.png"))
+  predictions = Classifier.load(run).predict(paths, top_k=1)
+  assert [p.unknown for p in predictions] == [expected] * len(paths)
+  assert {p.label for p in predictions} <= (
+      {"unknown"} if expected else {"blue", "green", "red"})
+  assert all(p.top_k[0][0] in ("blue", "green", "red") for p in predictions)
+
+
+def test_a_class_named_unknown_keeps_its_name():
+  assert open_set.unknown_label(["cat", "unknown"]) == "<unknown>"
+  assert open_set.unknown_label(["cat", "dog"]) == "unknown"
+
+
+def test_a_stream_holds_unknown_as_one_more_answer(run_dir, tmp_path):
+  import shutil
+  from imgrec import Classifier
+  from imgrec.inference import stream
+  from imgrec.inference import video
+  run = tmp_path / "run"
+  shutil.copytree(run_dir, run)
+  data = json.load(open(run / "open_set.json"))
+  clf = Classifier.load(run)
+  rng = np.random.default_rng(0)
+  frames = [video.Frame(index=i, t=i / 10, rgb=rng.integers(
+      0, 256, (16, 16, 3), dtype=np.uint8)) for i in range(12)]
+  known = list(stream.classify_stream(clf, iter(frames), batch_size=4,
+                                      mode="none", min_hold=0.0))
+  expected = [p.label for p in clf.predict([f.rgb for f in frames])]
+  assert [r["label"] for r in known] == expected
+  (run / "open_set.json").write_text(json.dumps(data | {"threshold": 1e9}))
+  rows = list(stream.classify_stream(Classifier.load(run), iter(frames),
+                                     batch_size=4, min_hold=0.1))
+  assert {r["label"] for r in rows} == {"unknown"}
+  assert rows[-1]["smoothed_label"] == "unknown"
+  assert rows[-1]["smoothed_score"] == 1.0

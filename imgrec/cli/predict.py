@@ -105,11 +105,13 @@ def _print_predictions(clf, paths, config):
 
 def _table_row(prediction):
   """A prediction's classes with their scores: a multi-label model's labels
-  above their thresholds ("(none)" when no label is), else the top k."""
+  above their thresholds ("(none)" when no label is), else the top k, after
+  the unknown label for an image of no known class."""
   if prediction.labels is not None:
     return "  ".join(f"{l} {prediction.scores[l]:.3f}"
                      for l in prediction.labels) or "(none)"
-  return "  ".join(f"{l} {p:.3f}" for l, p in prediction.top_k)
+  top = "  ".join(f"{l} {p:.3f}" for l, p in prediction.top_k)
+  return f"{prediction.label}  ({top})" if prediction.unknown else top
 
 
 def _videos_apart(clf, config, paths):

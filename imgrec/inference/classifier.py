@@ -595,6 +595,31 @@ class Classifier:
     images = [self._read(item, i)[0] for i, item in enumerate(items)]
     return self._probabilities(images)
 
+  def predict_open_proba(self, inputs):
+    """[N, C + 1] for images or paths: the class probabilities, then the
+    open set's unknown column (1 for an image of no known class, whose class
+    probabilities are then 0): what a stream smooths in time. Without an
+    open set, `predict_proba`.
+
+    Raises:
+      ImgrecError: as `predict_proba`.
+    """
+    if self.open_set is None:
+      return self.predict_proba(inputs)
+    single = isinstance(inputs, (str, os.PathLike, np.ndarray))
+    items = [inputs] if single else _as_list(inputs)
+    images = [self._read(item, i)[0] for i, item in enumerate(items)]
+    probabilities, _, unknown = self.run_scored(self.prepare(images))
+    u = np.asarray(unknown, np.float32)[:, None]
+    return np.concatenate([probabilities * (1.0 - u), u], axis=1)
+
+  @property
+  def answer_names(self):
+    """The names of `predict_open_proba`'s columns."""
+    if self.open_set is None:
+      return self.class_names
+    return [*self.class_names, self.open_set["unknown_label"]]
+
   def predict(self, inputs, top_k=5):
     """Classifies images.
 

@@ -224,8 +224,18 @@ def _smoother(classifier, mode, window, min_hold):
     return smoothing.LabelSetSmoother(classifier.class_names, thresholds,
                                       mode=mode, window=window,
                                       min_hold=min_hold)
-  return smoothing.TemporalSmoother(classifier.class_names, mode=mode,
-                                    window=window, min_hold=min_hold)
+  # With an open set, "unknown" is one more answer to smooth and hold.
+  return smoothing.TemporalSmoother(
+      getattr(classifier, "answer_names", None) or classifier.class_names,
+      mode=mode, window=window, min_hold=min_hold)
+
+
+def _frame_scores(classifier, images):
+  """What the smoother takes of a batch of frames: the class probabilities,
+  and with an open set its unknown column (`Classifier.predict_open_proba`;
+  any object with `predict_proba` and `class_names` streams too)."""
+  scores = getattr(classifier, "predict_open_proba", None)
+  return (scores or classifier.predict_proba)(images)
 
 
 def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
@@ -279,7 +289,7 @@ def classify_stream(classifier, frames, *, batch_size=16, mode="ema",
       yield _row(step, index, **({"kept": kept} if keep else {}))
 
   def flush():
-    probabilities = classifier.predict_proba([f.rgb for f in batch])
+    probabilities = _frame_scores(classifier, [f.rgb for f in batch])
     for frame, p in zip(batch, probabilities):
       pending.append((frame.index, keep(frame.rgb) if keep else None))
       yield from rows(held.update(frame.t, p) if held else
@@ -314,7 +324,7 @@ def _classify_live(classifier, frames, *, batch_size, mode, window, min_hold,
         break
       if first is None:
         first = feed.start
-      probabilities = classifier.predict_proba([f.rgb for f in batch])
+      probabilities = _frame_scores(classifier, [f.rgb for f in batch])
       for frame, p in zip(batch, probabilities):
         lag = feed.behind(frame)
         lags.add(lag)
