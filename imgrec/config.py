@@ -666,7 +666,7 @@ class OpenSetSection(Config):
   it knows."""
   section = "open_set"
   unknown_score: str = field(
-      "energy", "Open set: the score an image is answered \"unknown\" below: "
+      "max_softmax", "Open set: the score an image is answered \"unknown\" below: "
       "energy (logsumexp of the logits), max_softmax (the top probability) "
       "or prototype (cosine similarity with the nearest class's mean "
       "embedding).", choices=UNKNOWN_SCORES)
@@ -796,6 +796,35 @@ class CompareConfig(Config):
     if self.output and self.output.lower().endswith(".csv"):
       return "csv"
     return "markdown"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtendConfig(Config):
+  """What `imgrec-extend` adds to a finished run: new classes from a few
+  images each, imprinted without retraining."""
+  model_dir: str | None = field(
+      None, "The finished imgrec-train run to extend (a single-label image "
+      "classifier).", required="the output folder of imgrec-train")
+  add_dir: str | None = field(
+      None, "The new classes: a folder of class folders (NEW/<class>/*, or "
+      "NEW/{train,val,test}/<class>/*), a few images each.",
+      required="a folder of the new classes' folders")
+  out_dir: str | None = field(
+      None, "Where the extended run goes (a new folder, or an earlier "
+      "imgrec-extend run with --overwrite); the extended run is a run of "
+      "its own.", required="a new folder for the extended run")
+  max_old_drop: float = field(
+      0.5, "Points of the old classes' validation accuracy the new classes "
+      "may take: the imprinted classes' bias is the largest within it.",
+      check=lambda v: None if 0 <= v <= 100 else "must be in [0, 100]")
+  finetune_head_epochs: int = field(
+      0, "Then train the head (every class) for this many epochs on the "
+      "embeddings, the backbone frozen (0: imprinting only).",
+      check=_non_negative)
+  export: bool = field(False, "Export the extended run (SavedModel, "
+                       "TFLite) and measure it, as imgrec-train --export.")
+  overwrite: bool = field(False, "Replace an earlier imgrec-extend run in "
+                          "--out_dir.")
 
 
 @dataclasses.dataclass(frozen=True)

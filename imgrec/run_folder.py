@@ -54,8 +54,9 @@ LABELS_NAME = "labels.txt"
 TRAIN_COMMAND = "imgrec-train"
 FACES_COMMAND = "imgrec-faces train"
 ENSEMBLE_COMMAND = "imgrec-export --ensemble"
+EXTEND_COMMAND = "imgrec-extend"
 _KINDS = {TRAIN_COMMAND: "a trained run", FACES_COMMAND: "a face embedder",
-          ENSEMBLE_COMMAND: "an ensemble"}
+          ENSEMBLE_COMMAND: "an ensemble", EXTEND_COMMAND: "an extended run"}
 _MARKER_NAME = ".imgrec-run"
 _REPORT_MARKER_NAME = ".imgrec-report"
 # Inside an exported SavedModel: the input size and channels its
@@ -389,6 +390,7 @@ class RunFolder:
   history_path = _in_run("history.csv")
   training_path = _in_run("training.json")
   ensemble_path = _in_run("ensemble.json")
+  extend_path = _in_run("extend.json")  # What imgrec-extend added, and how.
   face_config_path = _in_run("face_config.json")
   # Multi-label runs: each label's decision threshold, chosen on the
   # validation split (every consumer of the run decides with them).
@@ -771,7 +773,7 @@ class RunFolder:
     self.remove_export_report()
     for path in (self.config_path, self.labels_path, self.splits_path,
                  self.data_report_path, self.history_path,
-                 self.training_path, self.ensemble_path,
+                 self.training_path, self.ensemble_path, self.extend_path,
                  self.best_model_path, self.face_config_path,
                  self.embedder_info_path, self.face_report_path,
                  self.roc_path, self.thresholds_path, self.open_set_path,

@@ -90,7 +90,7 @@ def run_dir(tmp_path_factory):
 def test_training_writes_the_open_set(run_dir):
   run = RunFolder(run_dir)
   found = open_set.read(run, 3)
-  assert found.score == "energy" and found.known_recall == 0.95
+  assert found.score == "max_softmax" and found.known_recall == 0.95
   assert "validation split" in found.source
   assert found.prototypes.shape[0] == 3 and np.isfinite(found.threshold)
   recorded = json.loads(open(run.open_set_path, encoding="utf-8").read())
