@@ -74,9 +74,11 @@ def _mediapipe_agreement(model_dir, variants):
         sized = [np.asarray(np.round(ops.resize(im, size)), np.uint8)
                  for im in files]
         for images, counter in ((sized, "sized"), (files, "files")):
-          # The top label (a label-set model's highest score) is what
-          # MediaPipe's max_results=1 names.
-          labels = [p.top_k[0][0] for p in ours.predict(images)]
+          # The top label (a label-set model's highest score; "unknown"
+          # for an image the open set turns away) is what MediaPipe's
+          # max_results=1 names.
+          labels = [p.label if p.unknown else p.top_k[0][0]
+                    for p in ours.predict(images)]
           theirs = [client.classify(mp.Image(
               image_format=mp.ImageFormat.SRGB,
               data=np.ascontiguousarray(im))).classifications[0]

@@ -68,6 +68,7 @@ def test_extend_appends_the_new_class_and_keeps_the_old(base):
   assert RunFolder(run).read_labels() == ["blue", "green"]
 
 
+@pytest.mark.slow
 def test_a_second_extend_into_the_run_needs_overwrite(base):
   tmp, run, new = base
   out = str(tmp / "again")
@@ -80,6 +81,7 @@ def test_a_second_extend_into_the_run_needs_overwrite(base):
   assert "new classes: red" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,message", [
     ("same_out", "is --model_dir"),
     ("out_in_add", "inside --add_dir"),

@@ -149,6 +149,7 @@ def _run_cli(module, *args):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_evaluate_measures_unknown_images_and_calibrates(run_dir, tmp_path):
   import shutil
   run = tmp_path / "run"
@@ -181,6 +182,7 @@ def test_evaluate_measures_unknown_images_and_calibrates(run_dir, tmp_path):
   assert section["threshold"] == calibrated["threshold"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--calibrate_unknown"], "needs --unknown_dir"),
     (["--unknown_dir=MISSING"], "is not a folder"),
@@ -277,3 +279,13 @@ def test_a_stream_holds_unknown_as_one_more_answer(run_dir, tmp_path):
   assert {r["label"] for r in rows} == {"unknown"}
   assert rows[-1]["smoothed_label"] == "unknown"
   assert rows[-1]["smoothed_score"] == 1.0
+
+
+def test_open_set_flags_are_for_single_label_runs():
+  from imgrec import tasks
+  for given in ({"unknown_score": "energy"}, {"known_recall": 0.9}):
+    with pytest.raises(ImgrecError, match="for single-label runs"):
+      tasks.for_config(config_lib.TrainConfig(task="multilabel", **given))
+    assert tasks.for_config(config_lib.TrainConfig(**given)).config
+  with pytest.raises(ImgrecError, match="known_recall"):
+    config_lib.TrainConfig(known_recall=0.0).validate()

@@ -61,8 +61,10 @@ def unit_rows(x):
 
 def prototypes(features, labels, num_classes):
   """The prototype of each class: the unit mean of its images' unit
-  embeddings, [C, D] float32 (a class without images gets a zero row, which
-  `prototype_similarity` never takes for the nearest).
+  embeddings, [C, D] float32 (a class without images gets a zero row,
+  which `prototype_similarity` never takes for the nearest). A face
+  gallery's person templates are the same idea and the same function
+  (`verification.identity_templates`).
 
   Args:
     features: [N, D] embeddings.
@@ -70,10 +72,12 @@ def prototypes(features, labels, num_classes):
     num_classes: C.
   """
   features = unit_rows(features)
-  labels = np.asarray(labels, np.int64).reshape(-1)
-  sums = np.zeros((num_classes, features.shape[1]))
-  np.add.at(sums, labels, features)
-  return unit_rows(sums).astype(np.float32)
+  out = np.zeros((num_classes, features.shape[1]), np.float32)
+  if len(features):
+    names, templates = verification.identity_templates(
+        features, np.asarray(labels, np.int64).reshape(-1))
+    out[names] = templates
+  return out
 
 
 def prototype_similarity(features, class_prototypes):

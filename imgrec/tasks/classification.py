@@ -213,14 +213,17 @@ class ClassificationTask(base.Task):
 
   @classmethod
   def resolve(cls, config, *, check_files=True):
-    if not cls.multilabel:
-      given = [f"--{name}" for name, default in (
-          ("label_delim", " "), ("loss", "bce"), ("threshold", None))
-               if getattr(config, name) != default]
-      if given:
-        raise ImgrecError(
-            f"{', '.join(given)} {'are' if len(given) > 1 else 'is'} for "
-            f"--task=multilabel (this run's task is {cls.name}).")
+    others, whose = ((("label_delim", " "), ("loss", "bce"),
+                      ("threshold", None)), "--task=multilabel")
+    if cls.multilabel:  # A label set's "none of these" is no label above.
+      others, whose = ((("unknown_score", "max_softmax"),
+                        ("known_recall", 0.95)), "single-label runs")
+    given = [f"--{name}" for name, default in others
+             if getattr(config, name) != default]
+    if given:
+      raise ImgrecError(
+          f"{', '.join(given)} {'are' if len(given) > 1 else 'is'} for "
+          f"{whose} (this run's task is {cls.name}).")
     own = datasets.BUILTIN_TASKS.get(config.dataset, cls.name)
     if own != cls.name and not (config.data_dir or config.labels_csv or
                                 config.tfds):
@@ -328,6 +331,14 @@ class ClassificationTask(base.Task):
     """Chooses the run's open set: the score and threshold an image of no
     known class is answered "unknown" below (`open_set.fit`)."""
     found = open_set.fit(self, run, model, folder)
+    if not len(folder.splits.get("val", ())):
+      logger.warning(
+          "open set: no validation split, so the \"unknown\" threshold was "
+          "chosen on training images, which look more known than new ones: "
+          "it will turn away more than %.0f%% of known images. Keep a "
+          "validation split, or calibrate it on images of no known class "
+          "(imgrec-evaluate --unknown_dir=... --calibrate_unknown).",
+          100 * (1 - found.known_recall))
     logger.info("open set: %s >= %.4g is known (keeps %s of the %s)",
                 found.score, found.threshold, found.known_recall,
                 found.source)
