@@ -118,13 +118,15 @@ def write_odd_kinds(directory):
   return out
 
 
-def pixel_probe_model(size=16, classes=3):
+def pixel_probe_model(size=16, classes=3, head_name=None):
   """A linear map of every pixel to softmax classes: unlike a trained toy
-  model, any pixel an entry point decodes differently moves its answer."""
+  model, any pixel an entry point decodes differently moves its answer.
+  `head_name="predictions"` makes its Dense a registry classifier's head
+  (an embedding to score: the open set)."""
   import keras  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(0)
   return keras.Sequential([
       keras.Input((size, size, 3)), keras.layers.Rescaling(1 / 255.0),
       keras.layers.Flatten(),
       keras.layers.Dense(classes, activation="softmax", kernel_initializer=(
-          keras.initializers.RandomNormal(stddev=0.05)))])
+          keras.initializers.RandomNormal(stddev=0.05)), name=head_name)])

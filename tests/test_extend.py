@@ -38,6 +38,7 @@ def _cli(*args):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_extend_appends_the_new_class_and_keeps_the_old(base):
   tmp, run, new = base
   out = str(tmp / "extended")

@@ -40,8 +40,17 @@ FEATURE_KINDS = ("map", "vector")
 # The classifier's last layer, a Dense from the embedding to the classes
 # (`classifier_head`).
 HEAD = "predictions"
+
 # The layer every backbone ends in: what `backbone_of` looks for.
 FEATURES = "features"
+
+
+def model_inputs(model):
+  """What a functional model over `model`'s graph takes as its inputs: the
+  one input tensor (a Sequential model's too), or the list of several."""
+  inputs = model.inputs
+  return inputs[0] if len(inputs) == 1 else inputs
+
 
 _CFG_KEYS = ("input_size", "channels", "mean", "std", "min_size",
              "preprocessing", "features")
@@ -455,7 +464,7 @@ def classifier_head(model):
         f"{model.name!r} does not end in imgrec's classifier head (a Dense "
         f"layer named {HEAD!r} with a bias): it has no embedding to score. "
         f"Received: model={model.name!r}")
-  embedder = keras.Model(model.input, head.input,
+  embedder = keras.Model(model_inputs(model), head.input,
                          name=f"{model.name}_embedding")
   kernel, bias = (keras.ops.convert_to_numpy(w).astype("float32")
                   for w in (head.kernel, head.bias))

@@ -177,7 +177,7 @@ def scoring_outputs(model, found):
   knownness = layers.OpenSetScore(
       found.score, found.prototypes if found.score == "prototype" else None,
       dtype="float32", name="knownness")([features, z])
-  return model.output, knownness
+  return model.outputs[0], knownness
 
 
 def scoring_model(model, found):
@@ -185,7 +185,8 @@ def scoring_model(model, found):
   "knownness" [N]}."""
   import keras  # pylint: disable=g-import-not-at-top
   probabilities, knownness = scoring_outputs(model, found)
-  return keras.Model(model.input, {"probabilities": probabilities,
+  return keras.Model(models.registry.model_inputs(model),
+                     {"probabilities": probabilities,
                                     "knownness": knownness},
                      name=f"{model.name}_open_set")
 
@@ -199,7 +200,8 @@ def unknown_column_model(model, found):
   probabilities, knownness = scoring_outputs(model, found)
   out = layers.UnknownColumn(found.threshold, dtype="float32",
                              name="with_unknown")([probabilities, knownness])
-  return keras.Model(model.input, out, name=model.name)
+  return keras.Model(models.registry.model_inputs(model), out,
+                     name=model.name)
 
 
 def split_unknown_column(outputs, num_classes):

@@ -46,6 +46,22 @@ def test_tflite_answers_as_tensorflows_path_did():
   assert clf.class_names == EXPECTED["labels"]  # From the file's metadata.
 
 
+def test_the_open_set_answers_as_tensorflows_path_did():
+  clf = Classifier.load(os.path.join(DATA, "model_open_set.tflite"))
+  assert clf.class_names == EXPECTED["labels"]
+  assert clf.open_set["unknown_label"] == "unknown"
+  predictions = clf.predict(PATHS)
+  want = [EXPECTED["unknown"][n] for n in NAMES]
+  assert [p.unknown for p in predictions] == want
+  assert 0 < sum(want) < len(want)  # Both answers are tested.
+  labels = EXPECTED["labels"]
+  assert [p.label for p in predictions] == [
+      "unknown" if u else labels[int(np.argmax(EXPECTED["probabilities"][n]))]
+      for n, u in zip(NAMES, want)]
+  np.testing.assert_allclose(clf.predict_proba(PATHS), [
+      EXPECTED["probabilities"][n] for n in NAMES], rtol=0, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_the_library_loads_neither_tensorflow_nor_keras():
   code = ("import sys\n"
