@@ -91,6 +91,7 @@ def test_a_second_extend_into_the_run_needs_overwrite(base):
     ("own_images", "the run's own data"),
     ("user_folder", "holds files imgrec did not write"),
     ("missing_add", "is not a folder"),
+    ("device_out", "--out_dir=/dev/null is not a folder"),
     ("multilabel_or_face", "No training config"),
 ])
 def test_bad_extensions_are_one_line_before_any_work(base, tmp_path, case,
@@ -120,6 +121,8 @@ def test_bad_extensions_are_one_line_before_any_work(base, tmp_path, case,
     open(os.path.join(out, "mine.txt"), "w").write("keep me")
   elif case == "missing_add":
     add = str(tmp_path / "nothing")
+  elif case == "device_out":
+    out = "/dev/null"
   else:
     model_dir = str(tmp_path / "not_a_run")
     os.makedirs(model_dir)

@@ -71,6 +71,9 @@ def _check_folders(config):
     raise ImgrecError(f"--out_dir={config.out_dir} is inside --add_dir="
                       f"{config.add_dir}, and imgrec never writes into data. "
                       "Pass a folder outside it.")
+  if os.path.exists(config.out_dir) and not os.path.isdir(config.out_dir):
+    raise ImgrecError(f"--out_dir={config.out_dir} is not a folder: pass a "
+                      "new folder for the extended run.")
   if not os.path.isdir(config.add_dir):
     raise ImgrecError(f"--add_dir={config.add_dir} is not a folder: pass a "
                       "folder of class folders (NEW/<class>/*).")
