@@ -204,6 +204,7 @@ def test_bad_unknown_dirs_are_one_line(run_dir, tmp_path, args, message):
   assert open(RunFolder(run_dir).open_set_path).read() == before
 
 
+@pytest.mark.slow
 def test_predict_answers_unknown_with_the_best_known_class(run_dir, tmp_path):
   from imgrec import Classifier
   found = open_set.read(RunFolder(run_dir), 3)
