@@ -99,16 +99,21 @@ def choose(task, model, class_names, train, val):
   `--known_recall`: prototypes from the `train` split, the threshold from
   the `val` split, or from `train` when there is none (its scores are
   in-sample: the source says so)."""
-  config = task.config
-  trained = embed(task, model, train)
-  prototypes = metrics.prototypes(trained.features, train.labels,
-                                  len(class_names))
-  if val is not None and len(val):
-    held, source = embed(task, model, val), (
-        f"validation split ({len(val)} images of known classes)")
+  held = embed(task, model, val) if val is not None and len(val) else None
+  return from_embeddings(task.config, len(class_names),
+                         embed(task, model, train), train.labels, held)
+
+
+def from_embeddings(config, num_classes, trained, train_labels, held=None):
+  """`choose` on splits already embedded (`Embedded`): `trained` with its
+  labels, `held` the validation split's (None: there is none)."""
+  prototypes = metrics.prototypes(trained.features, train_labels,
+                                  num_classes)
+  if held is not None:
+    source = f"validation split ({len(held.features)} images of known classes)"
   else:
-    held, source = trained, (f"training split ({len(train)} images; the "
-                             "run has no validation split)")
+    held, source = trained, (f"training split ({len(trained.features)} "
+                             "images; the run has no validation split)")
   threshold = metrics.threshold_for_recall(
       held.knownness(config.unknown_score, prototypes), config.known_recall)
   return OpenSet(config.unknown_score, threshold, config.known_recall,

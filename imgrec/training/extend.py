@@ -231,6 +231,13 @@ def _finetune_head(kernel, bias, features, labels, epochs, seed):
   return kernel, bias
 
 
+def _under_head(parts, kernel, bias):
+  """Embedded splits, joined, with the logits of the head `kernel`, `bias`."""
+  features = np.concatenate([p.features for p in parts])
+  return open_set.Embedded(features,
+                           features.astype(np.float64) @ kernel + bias)
+
+
 def _merged(old, new, offset):
   return folder_lib.Split(list(old.paths) + list(new.paths),
                           list(old.labels) + [l + offset for l in new.labels])
@@ -268,8 +275,8 @@ def extend(config):
   start = time.perf_counter()
   old_train = open_set.embed(task, model, old["train"])
   new_train = open_set.embed(task, model, new.splits["train"])
-  held = (open_set.embed(task, model, old["val"]) if len(old["val"])
-          else old_train)
+  old_val = open_set.embed(task, model, old["val"])
+  held = old_val if len(old["val"]) else old_train
   embedded = time.perf_counter()
   _, kernel, bias = head
   old_prototypes = open_set_metrics.prototypes(
@@ -318,8 +325,16 @@ def extend(config):
         "finetune_head_epochs": config.finetune_head_epochs,
         "seconds": seconds}, indent=2)
     new_task = tasks.for_run(out)
-    open_set.write(out, open_set.choose(new_task, extended, names,
-                                        splits["train"], splits["val"]))
+    # The extended model embeds as the run's did (the same layers): its
+    # open set from the embeddings above, under the new head.
+    new_val = open_set.embed(task, model, new.splits.get(
+        "val", folder_lib.Split([], [])))
+    open_set.write(out, open_set.from_embeddings(
+        new_task.config, len(names),
+        _under_head([old_train, new_train], kernel, bias),
+        splits["train"].labels,
+        _under_head([old_val, new_val], kernel, bias)
+        if len(splits["val"]) else None))
     report = _report(new_task, out, model, extended, splits, old, names,
                      len(old_names))
   result = {"model_dir": out.path, "new_classes": list(new.class_names),
@@ -340,10 +355,9 @@ def _report(task, out, before, model, splits, old, names, num_old):
       task, model, split, names,
       val_split=splits["val"] if split_name == "test" else None,
       data_dir=out.read_splits_root(), split_name=split_name, run=out)
-  probabilities = task.predict_views(model, split, len(names))[0]
-  labels = np.asarray(split.labels)
-  old_rows = np.flatnonzero(labels < num_old)
-  new_rows = np.flatnonzero(labels >= num_old)
+  # From the report's own counts (rows: true class; columns: predicted).
+  counts = np.asarray(report["confusion_matrix"], np.int64)
+  old_total, new_total = counts[:num_old].sum(), counts[num_old:].sum()
   earlier = old[split_name]
   before_accuracy = None
   if len(earlier):
@@ -351,13 +365,15 @@ def _report(task, out, before, model, splits, old, names, num_old):
     before_accuracy = _accuracy(before_p, earlier.labels,
                                 np.arange(len(earlier)))
   report["old_classes"] = {
-      "classes": names[:num_old], "num_examples": int(len(old_rows)),
-      "accuracy": _accuracy(probabilities, labels, old_rows),
+      "classes": names[:num_old], "num_examples": int(old_total),
+      "accuracy": (float(np.trace(counts[:num_old, :num_old]) / old_total)
+                   if old_total else None),
       "accuracy_before": before_accuracy,
-      "called_new": (None if not len(old_rows) else float(np.mean(
-          np.argmax(probabilities[old_rows], axis=1) >= num_old)))}
+      "called_new": (float(counts[:num_old, num_old:].sum() / old_total)
+                     if old_total else None)}
   report["new_classes"] = {
-      "classes": names[num_old:], "num_examples": int(len(new_rows)),
-      "accuracy": _accuracy(probabilities, labels, new_rows)}
+      "classes": names[num_old:], "num_examples": int(new_total),
+      "accuracy": (float(np.trace(counts[num_old:, num_old:]) / new_total)
+                   if new_total else None)}
   evaluate_lib.report_run(out, report)
   return report
