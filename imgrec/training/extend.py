@@ -26,6 +26,7 @@ seconds it took) and `report.json`, whose `"old_classes"` and
 model's on the old classes, before).
 """
 
+import hashlib
 import logging
 import os
 import time
@@ -100,7 +101,6 @@ def _source(model_dir):
 def _file_key(path):
   try:
     with open(path, "rb") as f:
-      import hashlib  # pylint: disable=g-import-not-at-top
       return os.path.getsize(path), hashlib.sha256(f.read()).hexdigest()
   except OSError:
     return None
@@ -115,7 +115,7 @@ def _check_not_old(new_paths, run, class_names):
       sizes.setdefault(os.path.getsize(path), []).append(path)
     except OSError:
       continue
-  clashes = []
+  clashes, keys = [], {}  # keys: each new file's, hashed once.
   for split in ("train", "val", "test"):
     paths, labels = run.read_split(split)
     for path, label in zip(paths, labels):
@@ -125,8 +125,11 @@ def _check_not_old(new_paths, run, class_names):
         continue
       if candidates:
         key = _file_key(path)
+        for p in candidates:
+          if p not in keys:
+            keys[p] = _file_key(p)
         clashes += [(p, class_names[label]) for p in candidates
-                    if _file_key(p) == key]
+                    if keys[p] == key]
       if len(clashes) >= 3:
         break
   if clashes:
