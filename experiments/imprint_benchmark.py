@@ -11,8 +11,9 @@ the seed), 5 validation images each, and every test image of 8 and 9. Then:
 * imgrec: `imgrec-extend --model_dir=RUN --add_dir=NEW --out_dir=...` (the
   command a user runs): test accuracy on the old classes (and the run's
   before), on the new classes, and the seconds of imprinting apart from
-  embedding (from its report.json and extend.json). With
-  `--finetune_head_epochs=5` as well.
+  embedding (from its report.json and extend.json): the default
+  (`--new_weights=fitted`), `--new_weights=imprinted` (imprinting alone)
+  and `--finetune_head_epochs=5`.
 * anchors, in the same run: the same backbone's embeddings of the same
   images (the run's training split and the 20 new images), a softmax head
   trained on every class from scratch (Adam 1e-3, 30 epochs, batch 64),
@@ -77,7 +78,7 @@ def imgrec_extend(model_dir, new_dir, out_dir, extra=()):
   return {"old": report["old_classes"]["accuracy"],
           "old_before": report["old_classes"]["accuracy_before"],
           "new": report["new_classes"]["accuracy"],
-          "imprint_s": added["seconds"]["imprint"],
+          "add_s": added["seconds"]["imprint"] + added["seconds"]["fit"],
           "embed_s": added["seconds"]["embed"]}
 
 
@@ -145,6 +146,9 @@ def main(argv):
     row = {"seed": seed,
            "imgrec": imgrec_extend(model_dir, new_dir, os.path.join(
                work, f"extended_s{seed}")),
+           "imgrec_imprinted": imgrec_extend(
+               model_dir, new_dir, os.path.join(work, f"imprinted_s{seed}"),
+               ["--new_weights=imprinted"]),
            "imgrec_finetune5": imgrec_extend(
                model_dir, new_dir, os.path.join(work, f"extended_ft_s{seed}"),
                ["--finetune_head_epochs=5"]),

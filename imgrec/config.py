@@ -817,6 +817,12 @@ class ExtendConfig(Config):
       0.5, "Points of the old classes' validation accuracy the new classes "
       "may take: the imprinted classes' bias is the largest within it.",
       check=lambda v: None if 0 <= v <= 100 else "must be in [0, 100]")
+  new_weights: str = field(
+      "fitted", "The new classes' head columns: imprinted (each class's "
+      "prototype, scaled to the old logits; Qi et al. 2018) or fitted (from "
+      "the imprint, the new columns trained on the embeddings of every "
+      "training image, class-balanced, the old columns fixed; a second "
+      "more).", choices=("fitted", "imprinted"))
   finetune_head_epochs: int = field(
       0, "Then train the head (every class) for this many epochs on the "
       "embeddings, the backbone frozen (0: imprinting only).",

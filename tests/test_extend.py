@@ -144,10 +144,48 @@ def test_the_offset_keeps_old_images_within_the_allowed_drop():
   features = rng.normal(size=(200, 4))
   logits = rng.normal(size=(200, 3)) + 3.0
   held = open_set.Embedded(features, logits)
-  prototypes = np.eye(4)[:1].astype(np.float32)
+  kernel = np.eye(4)[:, :1]
   for drop in (0.0, 0.5, 5.0):
-    offset = extend_lib._offset(held, 1.0, prototypes, drop)
-    new_logit = features @ prototypes.T * 1.0 + offset
+    offset = extend_lib._offset(held, kernel, np.zeros(1), drop)
+    new_logit = features @ kernel + offset
     taken = np.mean(new_logit.max(axis=1) > logits.max(axis=1))
     assert taken <= drop / 100 + 1e-9
     assert taken >= drop / 100 - 1 / 200  # The largest such offset.
+
+
+def test_fitting_the_new_columns_lowers_their_loss_and_separates_them():
+  """A new class that differs from old class 0 along one tight dimension:
+  fitted from its imprint (old columns fixed), its class-balanced loss
+  falls and it takes its own images without taking class 0's."""
+  from imgrec.tasks import open_set
+  rng = np.random.default_rng(0)
+
+  def images(n, centre):  # Spread along x and y, tight along z.
+    return np.asarray(centre) + [0.5, 0.5, 0.05] * rng.normal(size=(n, 3))
+
+  old_x = np.concatenate([images(300, [3, 0, 0]), images(300, [0, 3, 0])])
+  new_x = images(10, [3, 0, 0.5])
+  labels = np.array([0] * 300 + [1] * 300 + [2] * 10)
+  old_kernel = np.array([[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+  parts = [open_set.Embedded(x, x @ old_kernel) for x in (old_x, new_x)]
+  everything = np.concatenate([old_x, new_x])
+
+  def logits(kernel, bias, x):
+    return np.concatenate([x @ old_kernel, x @ kernel + bias], axis=1)
+
+  def balanced_loss(kernel, bias):
+    z = logits(kernel, bias, everything)
+    z -= z.max(axis=1, keepdims=True)
+    nll = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(labels)), labels]
+    return sum(nll[labels == c].mean() for c in range(3))
+
+  prototype = new_x.mean(axis=0) / np.linalg.norm(new_x.mean(axis=0))
+  imprint, imprint_bias = 2.0 * prototype[:, None], np.zeros(1)
+  kernel, bias = extend_lib._fit_new_columns(parts, labels, imprint,
+                                             imprint_bias)
+  assert kernel.shape == (3, 1) and bias.shape == (1,)
+  assert balanced_loss(kernel, bias) < 0.8 * balanced_loss(imprint,
+                                                           imprint_bias)
+  test_new, test_old = images(200, [3, 0, 0.5]), images(200, [3, 0, 0])
+  assert np.mean(logits(kernel, bias, test_new).argmax(axis=1) == 2) > 0.95
+  assert np.mean(logits(kernel, bias, test_old).argmax(axis=1) == 0) > 0.95

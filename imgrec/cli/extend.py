@@ -27,7 +27,8 @@ def main(config, argv):
         (f", new classes {new['accuracy']:.4f}"
          if new["accuracy"] is not None else ""))
   print(f"seconds: embedding {seconds['embed']:.2f}, imprinting "
-        f"{seconds['imprint']:.3f}, head fine-tuning {seconds['finetune']:.2f}")
+        f"{seconds['imprint']:.3f}, fitting the new columns "
+        f"{seconds['fit']:.3f}, head fine-tuning {seconds['finetune']:.2f}")
   if "export" in result:
     print(f"saved_model: {result['export']['saved_model']}")
 
