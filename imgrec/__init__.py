@@ -21,6 +21,8 @@ _LAZY = {
     "CompareConfig": ("imgrec.config", "CompareConfig"),
     "ExportConfig": ("imgrec.config", "ExportConfig"),
     "ExtendConfig": ("imgrec.config", "ExtendConfig"),
+    "AuditConfig": ("imgrec.config", "AuditConfig"),
+    "audit": ("imgrec.training.audit", "audit"),
     "ScanConfig": ("imgrec.config", "ScanConfig"),
     "RunFolder": ("imgrec.run_folder", "RunFolder"),
 }

@@ -833,6 +833,61 @@ class ExtendConfig(Config):
                           "--out_dir.")
 
 
+AUDIT_PARTS = ("duplicates", "labels", "outliers")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditSection(Config):
+  """What `imgrec-audit` looks for and where it writes."""
+  section = "audit"
+  out: str | None = field(
+      None, "Folder for audit.json, audit.html, exclude.txt and relabel.csv "
+      "(new, empty, or an earlier audit's; never inside the data). Default: "
+      "audit/ in --prepared_dir.")
+  prepared_dir: str | None = field(
+      None, "The scan's folder (converted images, caches). Default: "
+      "~/.cache/imgrec/prepared/<name>-<hash of the data folder>.")
+  parts: tuple = field(
+      AUDIT_PARTS, "What to look for: duplicates (no model), labels "
+      "(mislabeled images, from out-of-sample probabilities), outliers "
+      "(images far from every class); labels and outliers share one "
+      "cross-validated training.", parse=_parse_names,
+      check=lambda v: None if v and set(v) <= set(AUDIT_PARTS) else
+      f"must be some of {', '.join(AUDIT_PARTS)}")
+  near_threshold: float = field(
+      0.97, "Window similarity from which two images are near duplicates "
+      "when their match stands apart from the image's other matches (0.995 "
+      "and above always).",
+      check=lambda v: None if 0.5 <= v <= 1 else "must be in [0.5, 1]")
+  folds: int = field(4, "Cross-validation folds of the labels and outliers "
+                     "parts: every image is judged by a model that did not "
+                     "train on it.", check=_at_least(2))
+  model_dir: str | None = field(
+      None, "Instead of --folds: a finished imgrec-train run of this data; "
+      "only its validation and test images are judged (its training images "
+      "are in-sample).")
+  workers: int | None = field(
+      None, "Threads of the scan and the fingerprints. Default: one per "
+      "CPU.", check=_positive)
+  progress: bool = field(True, "Show progress on a terminal.")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig(AuditSection, RecipeSection, ModelSection, DataConfig):
+  """What `imgrec-audit` audits: the data fields, the model and recipe of
+  its cross-validated training (a short recipe by default: --epochs=5), and
+  the audit's own section."""
+  epochs: int = field(5, "Training epochs of each cross-validation fold.",
+                      check=_at_least(1))
+
+  def _check_relations(self, check_files):
+    super()._check_relations(check_files)
+    _check_model_and_recipe(self, check_files)
+    if check_files and self.model_dir and not os.path.isdir(self.model_dir):
+      raise self._bad("model_dir", "no such folder; expected a finished "
+                      "imgrec-train run")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(Config):
   """What `imgrec-export` writes."""

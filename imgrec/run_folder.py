@@ -55,8 +55,10 @@ TRAIN_COMMAND = "imgrec-train"
 FACES_COMMAND = "imgrec-faces train"
 ENSEMBLE_COMMAND = "imgrec-export --ensemble"
 EXTEND_COMMAND = "imgrec-extend"
+AUDIT_COMMAND = "imgrec-audit"
 _KINDS = {TRAIN_COMMAND: "a trained run", FACES_COMMAND: "a face embedder",
-          ENSEMBLE_COMMAND: "an ensemble", EXTEND_COMMAND: "an extended run"}
+          ENSEMBLE_COMMAND: "an ensemble", EXTEND_COMMAND: "an extended run",
+          AUDIT_COMMAND: "a data audit"}
 _MARKER_NAME = ".imgrec-run"
 _REPORT_MARKER_NAME = ".imgrec-report"
 # Inside an exported SavedModel: the input size and channels its
@@ -382,6 +384,8 @@ class RunFolder:
     path: the model_dir.
   """
 
+  flag = "--model_dir"  # The flag that names the folder, in messages.
+
   config_path = _in_run("config.json")
   labels_path = _in_run(LABELS_NAME)
   splits_path = _in_run("splits.json")
@@ -459,7 +463,8 @@ class RunFolder:
     try:
       with open(self.marker_path, encoding="utf-8") as f:
         command = json.load(f).get("command")
-      if command in (TRAIN_COMMAND, FACES_COMMAND, ENSEMBLE_COMMAND):
+      if command in (TRAIN_COMMAND, FACES_COMMAND, ENSEMBLE_COMMAND,
+                     AUDIT_COMMAND):
         return command
     except (OSError, ValueError, AttributeError):
       pass
@@ -510,13 +515,13 @@ class RunFolder:
       if names:
         listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise ImgrecError(
-            f"model_dir {self.path} holds files imgrec did not write "
-            f"({listed}); it is not an imgrec run, and nothing in it is "
-            "replaced or deleted. Pass an empty or new --model_dir.")
+            f"{self.flag[2:]} {self.path} holds files imgrec did not write "
+            f"({listed}); it is not imgrec's, and nothing in it is "
+            f"replaced or deleted. Pass an empty or new {self.flag}.")
     elif kind != command and not overwrite:
-      hint = ("pass --overwrite to replace it, or another --model_dir"
-              if overwrite is not None else "pass a new --model_dir")
-      raise ImgrecError(f"model_dir {self.path} holds {_KINDS[kind]} "
+      hint = (f"pass --overwrite to replace it, or another {self.flag}"
+              if overwrite is not None else f"pass a new {self.flag}")
+      raise ImgrecError(f"{self.flag[2:]} {self.path} holds {_KINDS[kind]} "
                         f"({kind}), not {_KINDS[command]}: {hint}.")
 
   @contextlib.contextmanager
@@ -643,8 +648,8 @@ class RunFolder:
   def makedirs(self):
     """Creates the folder, or says in one line why it cannot be written."""
     if os.path.exists(self.path) and not os.path.isdir(self.path):
-      raise ImgrecError(f"model_dir {self.path} is a file, not a folder. "
-                        "Pass another --model_dir.")
+      raise ImgrecError(f"{self.flag[2:]} {self.path} is a file, not a "
+                        f"folder. Pass another {self.flag}.")
     for sub in (self._checkpoints, self.export_dir, self.logs_dir):
       if os.path.exists(sub) and not os.path.isdir(sub):
         raise ImgrecError(f"{sub} is a file where imgrec keeps a folder. "
@@ -656,8 +661,8 @@ class RunFolder:
       os.close(fd)
       os.remove(probe)
     except OSError as e:
-      raise ImgrecError(f"Cannot write into model_dir {self.path}: "
-                        f"{e.strerror or e}. Pass a writable --model_dir."
+      raise ImgrecError(f"Cannot write into {self.flag[2:]} {self.path}: "
+                        f"{e.strerror or e}. Pass a writable {self.flag}."
                         ) from e
 
   @contextlib.contextmanager
@@ -684,7 +689,7 @@ class RunFolder:
         raise ImgrecError(
             f"{self.path} is in use by another imgrec process "
             f"({holder or 'unknown'}). Wait for it to finish, or use another "
-            "--model_dir.") from None
+            f"{self.flag}.") from None
       os.ftruncate(fd, 0)
       now = datetime.datetime.now().isoformat(timespec="seconds")
       os.pwrite(fd, f"{command}, pid {os.getpid()} on "
@@ -860,3 +865,23 @@ class RunFolder:
   def write_report(self, report, text, name="report"):
     """Writes `<name>.json` and the readable `<name>.txt`; returns the JSON path."""
     return self.reports.write_report(report, text, name)
+
+
+class AuditFolder(RunFolder):
+  """The files of one imgrec-audit output folder (`--out`): a folder of
+  imgrec's like a run's (marked, locked, never one holding a user's files),
+  with the audit's outputs and the cross-validation runs it trains."""
+
+  flag = "--out"
+  audit_path = _in_run("audit.json")
+  html_path = _in_run("audit.html")
+  exclude_path = _in_run("exclude.txt")
+  relabel_path = _in_run("relabel.csv")
+  folds_dir = _in_run("folds")
+
+  def fold_dir(self, fold):
+    return os.path.join(self.folds_dir, f"fold_{fold}")
+
+  def outputs(self):
+    return (self.audit_path, self.html_path, self.exclude_path,
+            self.relabel_path)

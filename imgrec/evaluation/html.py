@@ -365,10 +365,25 @@ def render_report(report, pictures=None, title="imgrec evaluation",
       zip(datasets, pictures_by_section)):
     body += _section(section, section_pictures, _dataset_heading(section, i),
                      f"data-{i + 1}")
+  return document(title, body)
+
+
+def document(title, body, style=_STYLE):
+  """One self-contained HTML page: `body` (a list of HTML fragments, each
+  escaped by its maker) under `title`, with `style` and the page's
+  Content-Security-Policy."""
   return ("<!DOCTYPE html>\n<html lang=\"en\"><head>"
           '<meta charset="utf-8">'
           f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
           '<meta name="viewport" content="width=device-width, '
           'initial-scale=1">'
-          f"<title>{_escape(title)}</title><style>{_STYLE}</style></head>\n"
+          f"<title>{_escape(title)}</title><style>{style}</style></head>\n"
           "<body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# What other pages built like this one use.
+STYLE = _STYLE
+MAX_CLASS_ROWS = _MAX_CLASS_ROWS
+escape = _escape
+table = _table
+note = _note

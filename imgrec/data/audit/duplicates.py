@@ -1,0 +1,368 @@
+"""Exact and near duplicates among many images, without comparing all pairs.
+
+    groups, checked = find_groups(digests, windows, blurs, frames)
+
+Exact duplicates share a digest (the same decoded pixels). Near duplicates
+are found in two steps:
+
+1. Candidates from an inverted-file index (the IVF of vector search
+   libraries): the images' descriptors (`fingerprint.descriptors`) are
+   clustered by k-means into about sqrt(N) cells; each image is stored in
+   its nearest cell and looks for its `neighbours` most similar images in
+   its `probes` nearest cells. Work and memory grow as N^1.5, in blocks.
+2. Verification of each candidate pair on the full windows: the largest
+   normalized cross-correlation over shifts of one sample either way. A
+   resized, re-encoded, slightly cropped or brightened copy of an image
+   scores above 0.99 with it; two different images rarely do.
+
+Pairs that pass are joined into groups (union-find).
+"""
+
+import numpy as np
+
+from imgrec.data.audit import fingerprint as fingerprint_lib
+
+# Below this many images every pair of descriptors is compared.
+BRUTE_FORCE_BELOW = 4096
+# Descriptor similarity a candidate pair needs before it is verified.
+CANDIDATE_MIN = 0.8
+# Near duplicates: one image cropped by at most this share of each side,
+# then resized, re-encoded, brightened; frames may err by TOLERANCE of a
+# side.
+MAX_CROP = 0.1
+TOLERANCE = 0.04
+# Window similarities: from NEAR_THRESHOLD a distinct best match (RATIO) is
+# a near duplicate, from CERTAIN any match is.
+NEAR_THRESHOLD = 0.97
+CERTAIN = 0.995
+RATIO = 0.2
+# Zooms of the second window the verification tries: a copy cropped by up
+# to 10% shows its content up to 1 / 0.9 times larger in its window.
+ZOOMS = (1 / 1.1, 1 / 1.05, 1.05, 1.1)
+# ... when the unzoomed window similarity is at least this.
+ZOOM_FROM = 0.7
+# Extra blur is applied in steps of this many samples.
+BLUR_STEP = 0.25
+_BLOCK = 1024
+
+
+class _UnionFind:
+
+  def __init__(self, n):
+    self.parent = np.arange(n)
+
+  def find(self, i):
+    root = i
+    while self.parent[root] != root:
+      root = self.parent[root]
+    while self.parent[i] != root:
+      self.parent[i], i = root, self.parent[i]
+    return root
+
+  def union(self, a, b):
+    ra, rb = self.find(a), self.find(b)
+    if ra != rb:
+      self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _top_k(queries, x, members, k, exclude_self, best):
+  """Updates `best` (dict query -> {member: similarity}) with each query's
+  `k` most similar `members`, in blocks of queries."""
+  if not len(members) or not len(queries):
+    return
+  stored = x[members]
+  for start in range(0, len(queries), _BLOCK):
+    q = queries[start:start + _BLOCK]
+    sims = x[q] @ stored.T
+    if exclude_self:
+      sims[members[None, :] == q[:, None]] = -np.inf
+    take = min(k, len(members))
+    top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+    for row, query in enumerate(q):
+      found = best.setdefault(int(query), {})
+      for col in top[row]:
+        if sims[row, col] >= CANDIDATE_MIN:
+          found[int(members[col])] = float(sims[row, col])
+
+
+def _kmeans(x, cells, rng, iterations=8):
+  sample = x[rng.choice(len(x), min(len(x), 64 * cells), replace=False)]
+  centroids = sample[rng.choice(len(sample), cells, replace=False)].copy()
+  for _ in range(iterations):
+    assign = np.argmax(sample @ centroids.T, axis=1)
+    for c in range(cells):
+      chosen = sample[assign == c]
+      if len(chosen):
+        mean = chosen.mean(axis=0)
+        centroids[c] = mean / max(np.linalg.norm(mean), 1e-6)
+  return centroids
+
+
+def candidate_pairs(descriptors, neighbours=5, probes=3, seed=0):
+  """Pairs (i, j), i < j, of images among each other's `neighbours` most
+  similar descriptors (similarity at least CANDIDATE_MIN).
+
+  Returns:
+    int64 [P, 2].
+  """
+  x = np.asarray(descriptors, np.float32)
+  n = len(x)
+  best = {}
+  everything = np.arange(n)
+  if n < BRUTE_FORCE_BELOW:
+    _top_k(everything, x, everything, neighbours, True, best)
+  else:
+    rng = np.random.default_rng(seed)
+    cells = int(np.ceil(np.sqrt(n)))
+    centroids = _kmeans(x, cells, rng)
+    home = np.empty(n, np.int64)
+    probed = np.empty((n, probes), np.int64)
+    for start in range(0, n, _BLOCK * 8):
+      sims = x[start:start + _BLOCK * 8] @ centroids.T
+      order = np.argsort(-sims, axis=1)
+      home[start:start + len(sims)] = order[:, 0]
+      probed[start:start + len(sims)] = order[:, :probes]
+    for cell in range(cells):
+      members = np.flatnonzero(home == cell)
+      queries = np.flatnonzero((probed == cell).any(axis=1))
+      _top_k(queries, x, members, neighbours, True, best)
+      # Keep each query's best `neighbours` across the cells it probes.
+      for query in queries:
+        found = best.get(int(query))
+        if found and len(found) > neighbours:
+          kept = sorted(found.items(), key=lambda kv: -kv[1])[:neighbours]
+          best[int(query)] = dict(kept)
+  pairs = {(min(q, m), max(q, m)) for q, found in best.items() for m in found}
+  return np.asarray(sorted(pairs), np.int64).reshape(-1, 2)
+
+
+def _blur_matrix(sigma, size):
+  """[size, size] Gaussian blur along one axis (edges renormalized)."""
+  if sigma <= 0:
+    return np.eye(size, dtype=np.float32)
+  offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
+  weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+  return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _zoom_matrix(zoom):
+  """[PADDED, PADDED] linear interpolation that enlarges a window `zoom`
+  times about its centre (shrinks it below 1)."""
+  padded = fingerprint_lib.PADDED
+  centre = (padded - 1) / 2
+  source = centre + (np.arange(padded) - centre) / zoom
+  low = np.clip(np.floor(source).astype(np.int64), 0, padded - 2)
+  frac = np.clip(source - low, 0.0, 1.0)
+  out = np.zeros((padded, padded), np.float32)
+  out[np.arange(padded), low] = 1 - frac
+  out[np.arange(padded), low + 1] += frac
+  return out
+
+
+def _box_sums(x, size, offsets):
+  """Sums of x [P, A, A] over the size x size squares at (m + dy, m + dx)
+  for dy, dx in `offsets` (m = MARGIN): [P, len, len]."""
+  m = fingerprint_lib.MARGIN
+  integral = np.zeros((x.shape[0], x.shape[1] + 1, x.shape[2] + 1))
+  integral[:, 1:, 1:] = x.cumsum(axis=1).cumsum(axis=2)
+  top = (m + offsets)[:, None]
+  left = (m + offsets)[None, :]
+  return (integral[:, top + size, left + size] - integral[:, top, left + size]
+          - integral[:, top + size, left] + integral[:, top, left])
+
+
+def _best_ncc(centre, b):
+  """The largest normalized cross-correlation of `centre` [P, WINDOW,
+  WINDOW] (zero-mean, unit-norm) with the WINDOW squares of b [P, PADDED,
+  PADDED] at every whole shift within +-(MARGIN - 1): the products by FFT
+  (exact: no shift reaches round the edge), each square's norm from
+  integral images."""
+  m, size = fingerprint_lib.MARGIN, fingerprint_lib.WINDOW
+  padded = b.shape[1]
+  a = np.zeros_like(b)
+  a[:, m:m + size, m:m + size] = centre
+  products = np.fft.irfft2(np.fft.rfft2(b) * np.conj(np.fft.rfft2(a)),
+                           s=(padded, padded))
+  offsets = np.arange(-(m - 1), m)
+  products = products[:, offsets[:, None] % padded, offsets[None, :] % padded]
+  sums = _box_sums(b, size, offsets)
+  squares = _box_sums(b * b, size, offsets)
+  norms = np.sqrt(np.maximum(squares - sums * sums / (size * size), 1e-6))
+  return (products / norms).reshape(len(b), -1).max(axis=1)
+
+
+def window_similarity(windows, blurs, pairs, block=4096):
+  """Each pair's largest normalized cross-correlation of the first's
+  central window with the second's, shifted by whole samples within
+  MARGIN - 1 and, where that is already close, zoomed (ZOOMS).
+  The sharper window is first blurred to the other's blur (a copy resized
+  to half is compared with the original seen at half the detail).
+
+  Args:
+    windows: uint8 [N, PADDED, PADDED].
+    blurs: float [N], each window's blur in samples.
+    pairs: int [P, 2].
+
+  Returns:
+    float32 [P].
+  """
+  padded = fingerprint_lib.PADDED
+  blurs = np.asarray(blurs, np.float32)
+  out = np.empty(len(pairs), np.float32)
+  # The extra blur of the sharper window, in steps of BLUR_STEP samples.
+  extra = np.sqrt(np.abs(blurs[pairs[:, 0]] ** 2 - blurs[pairs[:, 1]] ** 2))
+  levels = np.rint(extra / BLUR_STEP).astype(np.int64)
+  for level in np.unique(levels):
+    blur = _blur_matrix(level * BLUR_STEP, padded)
+    rows = np.flatnonzero(levels == level)
+    for start in range(0, len(rows), block):
+      index = rows[start:start + block]
+      chunk = pairs[index]
+      a = windows[chunk[:, 0]].astype(np.float32)
+      b = windows[chunk[:, 1]].astype(np.float32)
+      sharper_a = (blurs[chunk[:, 0]] < blurs[chunk[:, 1]])[:, None, None]
+      if level:
+        a = np.where(sharper_a, blur @ a @ blur.T, a)
+        b = np.where(sharper_a, b, blur @ b @ blur.T)
+      m, size = fingerprint_lib.MARGIN, fingerprint_lib.WINDOW
+      centre = fingerprint_lib.normalized(a[:, m:m + size, m:m + size])
+      centre = centre.reshape(len(chunk), size, size)
+      best = _best_ncc(centre, b)
+      # A copy cropped by a few percent needs a zoom: tried only where the
+      # unzoomed match is already close.
+      close = np.flatnonzero(best >= ZOOM_FROM)
+      for zoom in ZOOMS:
+        if len(close):
+          matrix = _zoom_matrix(zoom)
+          best[close] = np.maximum(best[close], _best_ncc(
+              centre[close], matrix @ b[close] @ matrix.T))
+      out[index] = best
+  return out
+
+
+def _one_way(a, b, max_crop):
+  """Whether frame b can be frame a cropped by at most `max_crop` of each
+  side's length, then resized (with TOLERANCE for the frames' errors)."""
+  (ay, ax, a_spread, a_h, a_w), (by, bx, b_spread, b_h, b_w) = a, b
+  scale = b_spread / max(a_spread, 1e-6)  # b's pixels per a's pixel.
+  for a_side, b_side, a_c, b_c in ((a_h, b_h, ay, by), (a_w, b_w, ax, bx)):
+    kept = b_side / (scale * a_side)  # The share of a's side b shows.
+    if not 1 - max_crop - TOLERANCE <= kept <= 1 + TOLERANCE:
+      return False
+    start = a_c - b_c / scale  # Where b's first pixel lies in a.
+    if not -TOLERANCE * a_side <= start <= (1 - kept + TOLERANCE) * a_side:
+      return False
+  return True
+
+
+def same_geometry(a, b, max_crop=MAX_CROP):
+  """Whether one of two frames (fingerprint.Fingerprint.frame) can be the
+  other cropped by at most `max_crop` of a side and resized."""
+  return _one_way(a, b, max_crop) or _one_way(b, a, max_crop)
+
+
+def distinct_matches(pairs, sims, n, threshold, certain, ratio=RATIO):
+  """Which verified pairs are near duplicates: every pair at `certain` or
+  above, and a pair at `threshold` or above that is distinctly the best
+  match of one of its images: its distance (1 - similarity) at most `ratio`
+  times that image's next best (Lowe's ratio test; an image with one match
+  has none next). Among lookalikes (a thousand handwritten 1s) every image
+  has many matches almost as good, and a pair of them is not a copy; a copy
+  stands apart from the image's other matches. (Several lossy copies of one
+  image are each other's runners-up: they join at `certain`.)
+
+  Args:
+    pairs: int [P, 2] of images 0..n-1.
+    sims: float [P], their window similarities.
+    n: images.
+    threshold, certain, ratio: as above.
+
+  Returns:
+    bool [P].
+  """
+  best = np.full((n, 2), -1.0)  # Each image's two best similarities.
+  for index in np.argsort(-sims, kind="stable"):
+    for image in pairs[index]:
+      if best[image, 0] < 0:
+        best[image, 0] = sims[index]
+      elif best[image, 1] < 0:
+        best[image, 1] = sims[index]
+  out = sims >= certain
+  for index in np.flatnonzero((sims >= threshold) & ~out):
+    for image in pairs[index]:
+      if best[image, 0] == sims[index]:
+        runner_up = max(best[image, 1], 0.0)
+        if 1 - sims[index] <= ratio * (1 - runner_up):
+          out[index] = True
+  return out
+
+
+def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
+                certain=CERTAIN, neighbours=8, seed=0):
+  """Groups of duplicate images.
+
+  Args:
+    digests: each image's pixel digest (str).
+    windows: each image's window (uint8 [PADDED, PADDED]) or None (flat).
+    blurs: each window's blur in samples.
+    frames: each image's frame (see fingerprint.Fingerprint): a pair must
+      be one image cropped by at most MAX_CROP and resized.
+    threshold: the window similarity from which two images are near
+      duplicates when their match is distinct (`distinct_matches`).
+    certain: the window similarity from which they always are.
+      duplicates.
+    neighbours: candidates each image is verified against.
+    seed: the index's k-means seed.
+
+  Returns:
+    (groups, pairs_checked): groups are lists of image indices (sorted; the
+    groups by their first index), each with "kind": "exact" when its
+    images share one digest, else "near", as dicts {"members", "kind",
+    "similarity"} (the smallest verified similarity that joined it; 1.0
+    for exact groups).
+  """
+  n = len(digests)
+  union = _UnionFind(n)
+  first = {}
+  for i, d in enumerate(digests):
+    if not d:
+      continue  # Unread: in no group.
+    if d in first:
+      union.union(first[d], i)
+    else:
+      first[d] = i
+  # One representative of each distinct image with ink enters the index.
+  reps = np.asarray([i for i in first.values() if windows[i] is not None],
+                    np.int64)
+  weakest = {}
+  checked = 0
+  if len(reps) > 1:
+    stacked = np.stack([windows[i] for i in reps])
+    pairs = candidate_pairs(fingerprint_lib.descriptors(stacked),
+                            neighbours=neighbours, seed=seed)
+    checked = len(pairs)
+    if checked:
+      geometric = np.asarray([same_geometry(frames[reps[a]], frames[reps[b]])
+                              for a, b in pairs], bool)
+      pairs = pairs[geometric]
+      sims = window_similarity(stacked, np.asarray(blurs)[reps], pairs)
+      kept = distinct_matches(pairs, sims, len(reps), threshold, certain)
+      for (a, b), s in zip(pairs[kept], sims[kept]):
+        union.union(int(reps[a]), int(reps[b]))
+        weakest[(int(reps[a]), int(reps[b]))] = float(s)
+  members = {}
+  for i in range(n):
+    members.setdefault(union.find(i), []).append(i)
+  lowest = {}
+  for (a, _), s in weakest.items():
+    root = union.find(a)
+    lowest[root] = min(lowest.get(root, 1.0), s)
+  groups = []
+  for root, group in sorted(members.items()):
+    if len(group) < 2:
+      continue
+    kinds = {digests[i] for i in group}
+    groups.append({"members": group,
+                   "kind": "exact" if len(kinds) == 1 else "near",
+                   "similarity": lowest.get(root, 1.0)})
+  return groups, checked

@@ -1,0 +1,56 @@
+"""Duplicates of a data set, from files to audit.json's section.
+
+    listed, summary = find_duplicates(items, read_paths, cache_path=...)
+
+`items` name each image (path as the user knows it, class, split);
+`read_paths` are the files to read (the scan's converted copies where it
+made them). The fingerprints are cached (`store`), the groups found without
+comparing all pairs (`duplicates`) and named (`report`).
+"""
+
+import time
+
+import numpy as np
+
+from imgrec.data.audit import duplicates as duplicates_lib
+from imgrec.data.audit import report as report_lib
+from imgrec.data.audit import store
+
+
+def find_duplicates(items, read_paths, *, cache_path=None, workers=1,
+                    max_image_pixels=None,
+                    near_threshold=duplicates_lib.NEAR_THRESHOLD):
+  """Groups of exact and near duplicates among `items`.
+
+  Args:
+    items: (path, class name, split) per image (`report.entries`).
+    read_paths: the file to read for each item.
+    cache_path: the fingerprint cache.
+    workers: threads.
+    max_image_pixels: the scan's pixel limit.
+    near_threshold: see `duplicates.find_groups`.
+
+  Returns:
+    (listed, summary): `report.duplicates_section`'s, the summary with
+    "seconds" {"fingerprints", "search"}, "from_cache" and "pairs_checked".
+  """
+  start = time.monotonic()
+  kwargs = {"max_image_pixels": max_image_pixels} if max_image_pixels else {}
+  prints = store.fingerprint_files(read_paths, cache_path=cache_path,
+                                   workers=workers, **kwargs)
+  printed = time.monotonic()
+  groups, checked = duplicates_lib.find_groups(
+      prints.digests, prints.window_list(), prints.blurs,
+      [tuple(f) for f in np.asarray(prints.frames)],
+      threshold=near_threshold)
+  listed, summary = report_lib.duplicates_section(items, groups)
+  summary.update({
+      "unreadable": sum(not d for d in prints.digests),
+      "flat_images": int(np.sum(~prints.has_window)) - sum(
+          not d for d in prints.digests),
+      "pairs_checked": int(checked),
+      "from_cache": prints.from_cache,
+      "seconds": {"fingerprints": round(printed - start, 3),
+                  "search": round(time.monotonic() - printed, 3)},
+  })
+  return listed, summary

@@ -1,0 +1,150 @@
+"""Fingerprints of many image files, in parallel, cached beside the scan's.
+
+    prints = fingerprint_files(paths, cache_path=..., workers=2)
+
+Each file is read under the decode policy (`decode.read_file`: the pixels
+training sees) and fingerprinted (`fingerprint.fingerprint`). Results are
+kept in one `.npz` file keyed by path, size and modification time, so an
+audit of an unchanged folder reads them back instead of decoding again;
+writing it can fail (a full disk) without failing the audit.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+
+from imgrec import fileio
+from imgrec.config import DEFAULT_MAX_IMAGE_PIXELS
+from imgrec.data import decode
+from imgrec.data.audit import fingerprint as fingerprint_lib
+from imgrec.errors import ImgrecError
+
+CACHE_NAME = "audit_fingerprints.npz"
+# Part of the cache: bump it when a fingerprint changes.
+VERSION = 1
+
+
+@dataclasses.dataclass
+class Prints:
+  """Fingerprints of N files, as arrays.
+
+  Attributes:
+    digests: N pixel digests (str); "" for a file that could not be read.
+    windows: uint8 [N, PADDED, PADDED] (zeros where `has_window` is False).
+    has_window: bool [N]: False for a flat image or an unreadable file.
+    blurs: float32 [N].
+    frames: float64 [N, 5] (centroid y, x, spread, height, width).
+    from_cache: how many came from the cache.
+  """
+  digests: list
+  windows: np.ndarray
+  has_window: np.ndarray
+  blurs: np.ndarray
+  frames: np.ndarray
+  from_cache: int = 0
+
+  def window_list(self):
+    return [w if ok else None for w, ok in zip(self.windows, self.has_window)]
+
+
+def _key(path):
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return f"{st.st_size}:{st.st_mtime_ns}:{os.path.abspath(path)}"
+
+
+def _load(cache_path):
+  """{key: row} and the cached arrays, or ({}, None) when absent or stale."""
+  if not cache_path or not os.path.isfile(cache_path):
+    return {}, None
+  try:
+    with np.load(cache_path, allow_pickle=False) as data:
+      if int(data["version"]) != VERSION or int(
+          data["padded"]) != fingerprint_lib.PADDED:
+        return {}, None
+      arrays = {k: data[k] for k in ("digests", "windows", "has_window",
+                                     "blurs", "frames")}
+      keys = json.loads(str(data["keys"]))
+  except (OSError, ValueError, KeyError):
+    return {}, None
+  return {k: i for i, k in enumerate(keys)}, arrays
+
+
+def _save(cache_path, keys, prints):
+  try:
+    with fileio.atomic_path(cache_path) as tmp:
+      with open(tmp, "wb") as f:
+        np.savez(f, version=VERSION, padded=fingerprint_lib.PADDED,
+                 keys=json.dumps(keys), digests=np.asarray(prints.digests),
+                 windows=prints.windows, has_window=prints.has_window,
+                 blurs=prints.blurs, frames=prints.frames)
+  except (OSError, ImgrecError) as e:
+    sys.stderr.write(f"imgrec: warning: cannot write the fingerprint cache "
+                     f"{cache_path}: {getattr(e, 'strerror', None) or e}\n")
+
+
+def _one(path, max_image_pixels):
+  try:
+    rgb = decode.read_file(path, channels=3, max_pixels=max_image_pixels)
+  except ImgrecError:
+    return None
+  return fingerprint_lib.fingerprint(rgb)
+
+
+def fingerprint_files(paths, *, cache_path=None, workers=1,
+                      max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+  """Fingerprints `paths` (files the scan found usable).
+
+  Args:
+    paths: image files.
+    cache_path: the `.npz` cache to read and update, if any.
+    workers: threads (Pillow and numpy release the GIL while they work).
+    max_image_pixels: files declaring more pixels are not read.
+
+  Returns:
+    A Prints, rows in the order of `paths`.
+  """
+  n = len(paths)
+  padded = fingerprint_lib.PADDED
+  prints = Prints(digests=[""] * n,
+                  windows=np.zeros((n, padded, padded), np.uint8),
+                  has_window=np.zeros(n, bool), blurs=np.zeros(n, np.float32),
+                  frames=np.zeros((n, 5), np.float64))
+  keys = [_key(p) for p in paths]
+  index, cached = _load(cache_path)
+  todo = []
+  for i, key in enumerate(keys):
+    row = index.get(key) if key else None
+    if row is None:
+      todo.append(i)
+      continue
+    prints.digests[i] = str(cached["digests"][row])
+    prints.windows[i] = cached["windows"][row]
+    prints.has_window[i] = cached["has_window"][row]
+    prints.blurs[i] = cached["blurs"][row]
+    prints.frames[i] = cached["frames"][row]
+  prints.from_cache = n - len(todo)
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    for i, found in zip(todo, pool.map(
+        lambda i: _one(paths[i], max_image_pixels), todo)):
+      if found is None:
+        keys[i] = None  # Unreadable now: checked again next time.
+        continue
+      prints.digests[i] = found.digest
+      if found.window is not None:
+        prints.windows[i] = found.window
+        prints.has_window[i] = True
+      prints.blurs[i] = found.blur
+      prints.frames[i] = found.frame
+  if cache_path and todo:
+    rows = [i for i, k in enumerate(keys) if k]
+    _save(cache_path, [keys[i] for i in rows], Prints(
+        [prints.digests[i] for i in rows], prints.windows[rows],
+        prints.has_window[rows], prints.blurs[rows], prints.frames[rows]))
+  return prints
