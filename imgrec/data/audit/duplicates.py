@@ -36,11 +36,9 @@ TOLERANCE = 0.04
 NEAR_THRESHOLD = 0.97
 CERTAIN = 0.995
 RATIO = 0.2
-# Zooms of the second window the verification tries: a copy cropped by up
-# to 10% shows its content up to 1 / 0.9 times larger in its window.
+# Zooms the verification tries on pairs from ZOOM_FROM (see find_groups).
 ZOOMS = (1 / 1.1, 1 / 1.05, 1.05, 1.1)
-# ... when the unzoomed window similarity is at least this.
-ZOOM_FROM = 0.7
+ZOOM_FROM = 0.85
 # Extra blur is applied in steps of this many samples.
 BLUR_STEP = 0.25
 _BLOCK = 1024
@@ -145,18 +143,23 @@ def _blur_matrix(sigma, size):
   return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _zoom_matrix(zoom):
-  """[PADDED, PADDED] linear interpolation that enlarges a window `zoom`
-  times about its centre (shrinks it below 1)."""
-  padded = fingerprint_lib.PADDED
+def _zoomed(x, zoom):
+  """Windows x [P, PADDED, PADDED] enlarged `zoom` [P] times about their
+  centres (shrunk below 1), by linear interpolation along each axis."""
+  padded = x.shape[1]
   centre = (padded - 1) / 2
-  source = centre + (np.arange(padded) - centre) / zoom
+  source = centre + (np.arange(padded)[None, :] - centre) / zoom[:, None]
   low = np.clip(np.floor(source).astype(np.int64), 0, padded - 2)
-  frac = np.clip(source - low, 0.0, 1.0)
-  out = np.zeros((padded, padded), np.float32)
-  out[np.arange(padded), low] = 1 - frac
-  out[np.arange(padded), low + 1] += frac
-  return out
+  frac = np.clip(source - low, 0.0, 1.0).astype(np.float32)
+  rows = np.arange(len(x))[:, None, None]
+  grid = np.arange(padded)[None, None, :]
+  # Along y: output row i reads rows low[i] and low[i] + 1.
+  x = (x[rows, low[:, :, None], grid] * (1 - frac)[:, :, None]
+       + x[rows, low[:, :, None] + 1, grid] * frac[:, :, None])
+  return (x[rows, grid.transpose(0, 2, 1), low[:, None, :]]
+          * (1 - frac)[:, None, :]
+          + x[rows, grid.transpose(0, 2, 1), low[:, None, :] + 1]
+          * frac[:, None, :])
 
 
 def _box_sums(x, size, offsets):
@@ -174,69 +177,86 @@ def _box_sums(x, size, offsets):
 def _best_ncc(centre, b):
   """The largest normalized cross-correlation of `centre` [P, WINDOW,
   WINDOW] (zero-mean, unit-norm) with the WINDOW squares of b [P, PADDED,
-  PADDED] at every whole shift within +-(MARGIN - 1): the products by FFT
-  (exact: no shift reaches round the edge), each square's norm from
-  integral images."""
+  PADDED] at every whole shift within +-(MARGIN - 1); each square's norm
+  from integral images (the centre's zero mean makes the square's own
+  mean drop out of the products)."""
   m, size = fingerprint_lib.MARGIN, fingerprint_lib.WINDOW
-  padded = b.shape[1]
-  a = np.zeros_like(b)
-  a[:, m:m + size, m:m + size] = centre
-  products = np.fft.irfft2(np.fft.rfft2(b) * np.conj(np.fft.rfft2(a)),
-                           s=(padded, padded))
   offsets = np.arange(-(m - 1), m)
-  products = products[:, offsets[:, None] % padded, offsets[None, :] % padded]
+  b = b - b.mean(axis=(1, 2), keepdims=True)
   sums = _box_sums(b, size, offsets)
   squares = _box_sums(b * b, size, offsets)
   norms = np.sqrt(np.maximum(squares - sums * sums / (size * size), 1e-6))
+  products = np.empty(norms.shape, np.float32)
+  for i, dy in enumerate(offsets):
+    for j, dx in enumerate(offsets):
+      products[:, i, j] = np.einsum(
+          "pij,pij->p", centre,
+          b[:, m + dy:m + dy + size, m + dx:m + dx + size])
   return (products / norms).reshape(len(b), -1).max(axis=1)
 
 
-def window_similarity(windows, blurs, pairs, block=4096):
+def window_similarity(windows, blurs, pairs, zooms=(1.0,), block=2048):
   """Each pair's largest normalized cross-correlation of the first's
   central window with the second's, shifted by whole samples within
-  MARGIN - 1 and, where that is already close, zoomed (ZOOMS).
-  The sharper window is first blurred to the other's blur (a copy resized
-  to half is compared with the original seen at half the detail).
+  MARGIN - 1 and enlarged by each of `zooms`. The sharper window is first
+  blurred to the other's blur (a copy resized to half is compared with the
+  original seen at half the detail).
 
   Args:
     windows: uint8 [N, PADDED, PADDED].
     blurs: float [N], each window's blur in samples.
     pairs: int [P, 2].
+    zooms: enlargements of the second window to try.
 
   Returns:
     float32 [P].
   """
-  padded = fingerprint_lib.PADDED
+  m, size = fingerprint_lib.MARGIN, fingerprint_lib.WINDOW
   blurs = np.asarray(blurs, np.float32)
-  out = np.empty(len(pairs), np.float32)
+  out = np.full(len(pairs), -1.0, np.float32)
   # The extra blur of the sharper window, in steps of BLUR_STEP samples.
   extra = np.sqrt(np.abs(blurs[pairs[:, 0]] ** 2 - blurs[pairs[:, 1]] ** 2))
   levels = np.rint(extra / BLUR_STEP).astype(np.int64)
   for level in np.unique(levels):
-    blur = _blur_matrix(level * BLUR_STEP, padded)
+    blur = _blur_matrix(level * BLUR_STEP, fingerprint_lib.PADDED)
     rows = np.flatnonzero(levels == level)
     for start in range(0, len(rows), block):
       index = rows[start:start + block]
       chunk = pairs[index]
       a = windows[chunk[:, 0]].astype(np.float32)
       b = windows[chunk[:, 1]].astype(np.float32)
-      sharper_a = (blurs[chunk[:, 0]] < blurs[chunk[:, 1]])[:, None, None]
       if level:
+        sharper_a = (blurs[chunk[:, 0]] < blurs[chunk[:, 1]])[:, None, None]
         a = np.where(sharper_a, blur @ a @ blur.T, a)
         b = np.where(sharper_a, b, blur @ b @ blur.T)
-      m, size = fingerprint_lib.MARGIN, fingerprint_lib.WINDOW
       centre = fingerprint_lib.normalized(a[:, m:m + size, m:m + size])
       centre = centre.reshape(len(chunk), size, size)
-      best = _best_ncc(centre, b)
-      # A copy cropped by a few percent needs a zoom: tried only where the
-      # unzoomed match is already close.
-      close = np.flatnonzero(best >= ZOOM_FROM)
-      for zoom in ZOOMS:
-        if len(close):
-          matrix = _zoom_matrix(zoom)
-          best[close] = np.maximum(best[close], _best_ncc(
-              centre[close], matrix @ b[close] @ matrix.T))
-      out[index] = best
+      for zoom in zooms:
+        zoomed = b if zoom == 1 else _zoomed(b, np.full(len(b), zoom))
+        # Lined up already (most copies): no shift can do better enough to
+        # matter; the others search every shift.
+        still = np.einsum("pd,pd->p", centre.reshape(len(chunk), -1),
+                          fingerprint_lib.normalized(
+                              zoomed[:, m:m + size, m:m + size]))
+        search = np.flatnonzero(still < CERTAIN)
+        found = still.copy()
+        if len(search):
+          found[search] = _best_ncc(centre[search], zoomed[search])
+        out[index] = np.maximum(out[index], found)
+  return out
+
+
+def _top_two(pairs, sims, n):
+  """bool [P]: the pairs that are the best or second-best match of one of
+  their images."""
+  taken = np.zeros(n, np.int64)
+  out = np.zeros(len(pairs), bool)
+  for index in np.argsort(-sims, kind="stable"):
+    a, b = pairs[index]
+    if taken[a] < 2 or taken[b] < 2:
+      out[index] = True
+    taken[a] += 1
+    taken[b] += 1
   return out
 
 
@@ -345,7 +365,16 @@ def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
       geometric = np.asarray([same_geometry(frames[reps[a]], frames[reps[b]])
                               for a, b in pairs], bool)
       pairs = pairs[geometric]
-      sims = window_similarity(stacked, np.asarray(blurs)[reps], pairs)
+      blurs = np.asarray(blurs)[reps]
+      sims = window_similarity(stacked, blurs, pairs)
+      # A copy cropped by a few percent shows its content up to 1 / 0.9
+      # times larger in its window: zooms are tried where they can matter,
+      # on each image's two best matches that are close but not certain.
+      zoom = np.flatnonzero(_top_two(pairs, sims, len(reps)) & (
+          sims >= ZOOM_FROM) & (sims < certain))
+      if len(zoom):
+        sims[zoom] = np.maximum(sims[zoom], window_similarity(
+            stacked, blurs, pairs[zoom], ZOOMS))
       kept = distinct_matches(pairs, sims, len(reps), threshold, certain)
       for (a, b), s in zip(pairs[kept], sims[kept]):
         union.union(int(reps[a]), int(reps[b]))
