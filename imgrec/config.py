@@ -448,6 +448,10 @@ class DataConfig(Config):
       False, "Use image files outside the data folder (the labels CSV's "
       "folder) that symlinks or CSV paths lead to. Off: they are skipped "
       "and reported.")
+  exclude: str | None = field(
+      None, "A text file of image paths to leave out, one a line (# starts "
+      "a comment): imgrec-audit's exclude.txt after review. A run with "
+      "another list is another run.")
 
   def _check_relations(self, check_files):
     sources = [n for n in ("data_dir", "labels_csv", "tfds")
@@ -464,6 +468,9 @@ class DataConfig(Config):
           "not a regular file" if os.path.exists(self.labels_csv) else
           "no such file") + "; expected a CSV with path,label columns "
                       "(path,labels for --task=multilabel)")
+    if check_files and self.exclude and not os.path.isfile(self.exclude):
+      raise self._bad("exclude", "no such file; expected a text file of "
+                      "image paths, one a line")
     if self.val_split + self.test_split >= 1:
       raise ImgrecError(
           "--val_split + --test_split must be below 1: training needs the "

@@ -501,3 +501,42 @@ def expand_image_paths(args, kind="image"):
     raise ImgrecError(f"No {'image' if kind == 'image' else 'video'} files "
                       "found in the given arguments.")
   return paths
+
+
+def read_exclude(path):
+  """The paths of an exclusion list (`imgrec-audit`'s exclude.txt): one a
+  line, blank lines and lines starting with # left out; each resolved
+  (links followed) so that any name of a file excludes it.
+
+  Raises:
+    ImgrecError: the list cannot be read.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ImgrecError(f"Cannot read --exclude={path}: "
+                      f"{getattr(e, 'strerror', None) or e}. Pass a text "
+                      "file of image paths, one a line.") from None
+  return {os.path.realpath(line.strip()) for line in lines
+          if line.strip() and not line.lstrip().startswith("#")}
+
+
+def exclude(found, excluded):
+  """`found` without the files whose resolved path is in `excluded`; each
+  one left out is listed in `ignored` as (path, "excluded")."""
+  if not excluded:
+    return found
+  splits, ignored = {}, list(found.ignored)
+  for name, split in found.splits.items():
+    keep = []
+    for i, path in enumerate(split.paths):
+      if os.path.realpath(path) in excluded:
+        ignored.append((path, "excluded"))
+      else:
+        keep.append(i)
+    pick = lambda values: (None if values is None else  # pylint: disable=cell-var-from-loop
+                           [values[i] for i in keep])  # pylint: disable=cell-var-from-loop
+    splits[name] = Split(pick(split.paths), pick(split.labels),
+                         pick(split.pixel_rows), pick(split.shorter_sides))
+  return dataclasses.replace(found, splits=splits, ignored=ignored)

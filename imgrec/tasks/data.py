@@ -19,16 +19,22 @@ def find_data(config):
 
   Returns:
     An ImageFolder (a ListedImageFolder for a labels CSV) whose splits are
-    those the data names; `folder.carve_splits` completes them.
+    those the data names, less the files of `config.exclude`;
+    `folder.carve_splits` completes them.
   """
   if config.labels_csv:
-    return sources.read_labels_csv(config.labels_csv,
+    found = sources.read_labels_csv(config.labels_csv,
+                                    allow_outside=config.allow_outside)
+  elif config.tfds:
+    found = sources.load_tfds(config.tfds, config.tfds_data_dir)
+  else:
+    data_dir = config.data_dir or datasets.load_builtin(config.dataset,
+                                                        seed=0)
+    found = folder_lib.find_images(data_dir, carve=False,
                                    allow_outside=config.allow_outside)
-  if config.tfds:
-    return sources.load_tfds(config.tfds, config.tfds_data_dir)
-  data_dir = config.data_dir or datasets.load_builtin(config.dataset, seed=0)
-  return folder_lib.find_images(data_dir, carve=False,
-                                allow_outside=config.allow_outside)
+  if getattr(config, "exclude", None):
+    found = folder_lib.exclude(found, folder_lib.read_exclude(config.exclude))
+  return found
 
 
 def scan_data(config):

@@ -162,7 +162,9 @@ def audit(config):
       result["summary"]["duplicates"] = summary
     if {"labels", "outliers"} & set(config.parts):
       from imgrec.training import audit_labels  # pylint: disable=g-import-not-at-top
-      result.update(audit_labels.judge(config, folder, items, out))
+      found, summary = audit_labels.judge(config, folder, read, items, out)
+      result.update(found)
+      result["summary"]["model"] = summary
     result["summary"]["seconds"] = round(time.monotonic() - start, 3)
     fileio.write_json(out.audit_path, result, indent=1, ensure_ascii=False)
     fileio.write_text(out.exclude_path, _exclude_text(result))
