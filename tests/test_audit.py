@@ -1,0 +1,308 @@
+"""imgrec-audit: duplicates and leakage, label issues, outliers, and acting
+on them (--exclude)."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from PIL import ImageEnhance
+
+from imgrec.data import folder as folder_lib
+from imgrec.data.audit import duplicates
+from imgrec.data.audit import fingerprint
+from imgrec.data.audit import report
+from imgrec.training import audit_labels
+
+
+def _scene(seed, size=64):
+  """A smooth photo-like RGB image: a few soft blobs on a gradient."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[:size, :size] / size
+  image = 60 + 80 * (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1))
+  for _ in range(5):
+    cy, cx, r = rng.uniform(0.15, 0.85, 2).tolist() + [rng.uniform(.05, .2)]
+    image = image + rng.uniform(-90, 90) * np.exp(
+        -((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))
+  gray = np.clip(image, 0, 255)
+  tint = rng.uniform(0.7, 1.0, 3)
+  return np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
+
+
+def _variant(rgb, kind):
+  image = Image.fromarray(rgb)
+  w, h = image.size
+  if kind == "resize":
+    return np.asarray(image.resize((round(w * 0.6), round(h * 0.6)),
+                                   Image.Resampling.BILINEAR))
+  if kind == "jpeg":
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=50)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+  if kind == "crop":
+    return np.asarray(image.crop((4, 2, w, h - 3)))  # About 6% off.
+  return np.asarray(ImageEnhance.Brightness(image).enhance(1.15))
+
+
+def _similarity(a, b):
+  fa, fb = fingerprint.fingerprint(a), fingerprint.fingerprint(b)
+  windows = np.stack([fa.window, fb.window])
+  pair = np.array([[0, 1]])
+  blurs = [fa.blur, fb.blur]
+  return max(duplicates.window_similarity(windows, blurs, pair)[0],
+             duplicates.window_similarity(windows, blurs, pair,
+                                          duplicates.ZOOMS)[0])
+
+
+@pytest.mark.parametrize("kind", ["resize", "jpeg", "crop", "brightness"])
+def test_a_copy_matches_its_original_and_not_another_image(kind):
+  original = _scene(1)
+  assert _similarity(original, _variant(original, kind)) >= 0.97
+  assert _similarity(original, _scene(2)) < 0.9
+
+
+def test_the_digest_is_of_the_pixels_not_the_file():
+  rgb = _scene(3)
+  assert fingerprint.digest(rgb) == fingerprint.digest(rgb.copy())
+  changed = rgb.copy()
+  changed[0, 0, 0] ^= 1
+  assert fingerprint.digest(rgb) != fingerprint.digest(changed)
+  # A flat image has no window (nothing to line up) but a digest.
+  flat = fingerprint.fingerprint(np.full((8, 8, 3), 7, np.uint8))
+  assert flat.window is None and flat.digest
+
+
+def _prints(images):
+  found = [fingerprint.fingerprint(x) for x in images]
+  return ([f.digest for f in found], [f.window for f in found],
+          [f.blur for f in found], [f.frame for f in found])
+
+
+def test_groups_join_exact_and_near_copies_and_nothing_else():
+  scenes = [_scene(s) for s in range(10, 40)]
+  images = scenes + [scenes[0].copy(), _variant(scenes[1], "jpeg"),
+                     _variant(scenes[2], "crop")]
+  groups, checked = duplicates.find_groups(*_prints(images))
+  found = sorted((g["kind"], g["members"]) for g in groups)
+  assert found == [("exact", [0, 30]), ("near", [1, 31]), ("near", [2, 32])]
+  assert checked > 0
+
+
+def test_lookalikes_are_not_copies_but_a_copy_among_them_is():
+  """Images 0-3 are lookalikes (a handwritten 1 among a thousand): each
+  one's best match is nearly as good as its next, none stands apart. Image
+  4's match with 5 stands apart from 4's next best: a copy. 6 and 7 match
+  at `certain`: copies whatever else they match."""
+  pairs = np.array([[0, 1], [0, 2], [1, 2], [2, 3], [1, 3],
+                    [4, 5], [4, 0], [5, 1], [6, 7], [6, 0], [7, 0]])
+  sims = np.array([0.990, 0.988, 0.987, 0.989, 0.986,
+                   0.985, 0.90, 0.91, 0.996, 0.995, 0.995])
+  kept = duplicates.distinct_matches(pairs, sims, 8, threshold=0.97,
+                                     certain=0.995, ratio=0.2)
+  assert [tuple(p) for p in pairs[kept]] == [(4, 5), (6, 7), (6, 0), (7, 0)]
+
+
+def test_the_index_finds_copies_among_thousands_without_all_pairs():
+  rng = np.random.default_rng(0)
+  n = duplicates.BRUTE_FORCE_BELOW + 1000
+  x = rng.normal(size=(n, 64)).astype(np.float32)
+  planted = [(i, n + k) for k, i in enumerate(range(0, 1000, 50))]
+  copies = x[[i for i, _ in planted]] + 0.05 * rng.normal(size=(20, 64))
+  x = np.concatenate([x, copies]).astype(np.float32)
+  x /= np.linalg.norm(x, axis=1, keepdims=True)
+  pairs = {tuple(p) for p in duplicates.candidate_pairs(x).tolist()}
+  assert set(planted) <= pairs
+  assert len(pairs) < 20 * len(x)  # Not all N^2 / 2 pairs.
+
+
+def test_groups_across_splits_are_leakage_across_classes_conflicts():
+  items = [("a.png", "cat", "train"), ("b.png", "cat", "test"),
+           ("c.png", "dog", "train"), ("d.png", "cat", "train"),
+           ("e.png", "cat", "val"), ("f.png", "cat", "train")]
+  groups = [{"members": [2, 3], "kind": "exact", "similarity": 1.0},
+            {"members": [0, 1, 4], "kind": "near", "similarity": 0.98},
+            {"members": [3, 5], "kind": "near", "similarity": 0.99}]
+  listed, summary = report.duplicates_section(items, groups)
+  assert listed[0]["paths"] == ["a.png", "b.png", "e.png"]  # Leakage first.
+  assert listed[0]["leakage"] and not listed[0]["conflict"]
+  assert listed[1]["conflict"] and not listed[1]["leakage"]
+  assert summary["leakage_groups"] == 1 and summary["conflict_groups"] == 1
+  assert summary["redundant_images"] == 4
+  assert summary["leakage_by_splits"] == {"test-train-val": 1}
+  # The copies outside the group's earliest split go.
+  assert report.leaked_copies(listed) == ["b.png", "e.png"]
+
+
+def test_exclusion_lists_leave_the_files_out_by_any_name(tmp_path):
+  (tmp_path / "a.png").write_bytes(b"x")
+  (tmp_path / "b.png").write_bytes(b"x")
+  os.symlink(tmp_path / "b.png", tmp_path / "link.png")
+  listing = tmp_path / "exclude.txt"
+  listing.write_text(f"# a comment\n\n{tmp_path / 'link.png'}\n")
+  found = folder_lib.ImageFolder(
+      root=str(tmp_path), class_names=["x"],
+      splits={"train": folder_lib.Split([str(tmp_path / "a.png"),
+                                         str(tmp_path / "b.png")], [0, 0])},
+      layout="classes")
+  kept = folder_lib.exclude(found, folder_lib.read_exclude(str(listing)))
+  assert kept.splits["train"].paths == [str(tmp_path / "a.png")]
+  assert kept.ignored == [(str(tmp_path / "b.png"), "excluded")]
+
+
+def test_folds_deal_every_class_evenly():
+  labels = [0] * 10 + [1] * 7
+  fold = audit_labels.fold_of(labels, 3, seed=0)
+  for label in (0, 1):
+    counts = np.bincount(fold[np.asarray(labels) == label], minlength=3)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_confident_learning_ranks_the_flipped_labels_first():
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(3), 40)
+  probabilities = np.full((120, 3), 0.05)
+  probabilities[np.arange(120), labels] = 0.9
+  flipped = [3, 50, 100]
+  for i in flipped:  # The model says another class; the label disagrees.
+    probabilities[i] = [0.05, 0.05, 0.05]
+    probabilities[i, (labels[i] + 1) % 3] = 0.9
+  probabilities += rng.uniform(0, 0.01, probabilities.shape)
+  probabilities /= probabilities.sum(axis=1, keepdims=True)
+  items = [(f"{i}.png", str(labels[i]), "train") for i in range(120)]
+  issues = audit_labels.label_issues(labels, probabilities, ["0", "1", "2"],
+                                     items)
+  assert sorted(int(i["path"][:-4]) for i in issues) == flipped
+  assert all(i["suggested"] != i["given"] for i in issues)
+
+
+def test_outliers_are_far_from_every_prototype():
+  rng = np.random.default_rng(0)
+  labels = np.repeat([0, 1], 100)
+  centres = np.array([[5.0, 0, 0], [0, 5.0, 0]])
+  embeddings = list(centres[labels] + rng.normal(size=(200, 3)) * 0.3)
+  embeddings[7] = np.array([0, 0, 5.0])  # Of no class.
+  items = [(f"{i}.png", str(labels[i]), "train") for i in range(200)]
+  found, fence = audit_labels.outliers(embeddings, np.zeros(200, int),
+                                       labels, ["0", "1"], items)
+  assert found[0]["path"] == "7.png" and fence < found[0]["score"]
+  assert len(found) <= 2  # At most 1% of the images.
+  assert found[0]["score"] > 5 * max(o["score"] for o in found[1:]) if len(
+      found) > 1 else True
+
+
+def _write(path, rgb):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(rgb).save(path)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+  """A folder of two classes of scenes with an exact copy across classes,
+  a near copy in the same class, and a class name that is HTML."""
+  root = tmp_path_factory.mktemp("audit") / "data"
+  for c, name in enumerate(["plain", "<b>odd</b>"]):
+    for i in range(12):
+      _write(str(root / name / f"{i:02d}.png"), _scene(100 * c + i))
+  _write(str(root / "<b>odd</b>" / "copy_of_plain_00.png"), _scene(0))
+  buffer = io.BytesIO()
+  Image.fromarray(_variant(_scene(1), "resize")).save(buffer, "JPEG",
+                                                      quality=85)
+  (root / "plain" / "small_copy.jpg").write_bytes(buffer.getvalue())
+  return root
+
+
+def _audit(*args):
+  return subprocess.run([sys.executable, "-m", "imgrec.cli.audit", *args],
+                        capture_output=True, text=True, timeout=600)
+
+
+def _listing(folder):
+  return sorted((d, tuple(sorted(f))) for d, _, f in os.walk(folder))
+
+
+@pytest.mark.slow
+def test_audit_finds_the_copies_and_writes_nothing_in_the_data(planted,
+                                                              tmp_path):
+  before = _listing(planted)
+  out = tmp_path / "out"
+  proc = _audit(f"--data_dir={planted}", "--parts=duplicates",
+                f"--out={out}", f"--prepared_dir={tmp_path / 'prepared'}")
+  assert proc.returncode == 0, proc.stderr
+  assert _listing(planted) == before
+  found = json.load(open(out / "audit.json"))
+  groups = {tuple(sorted(os.path.basename(p) for p in g["paths"])):
+            (g["kind"], g["conflict"]) for g in found["duplicates"]}
+  assert groups[("00.png", "copy_of_plain_00.png")] == ("exact", True)
+  assert groups[("01.png", "small_copy.jpg")] == ("near", False)
+  assert len(groups) == 2
+  page = open(out / "audit.html", encoding="utf-8").read()
+  assert "<b>odd</b>" not in page and "&lt;b&gt;odd&lt;/b&gt;" in page
+  assert "<script" not in page and "data:image/png;base64," in page
+  # A rerun replaces the audit's own files.
+  proc = _audit(f"--data_dir={planted}", "--parts=duplicates",
+                f"--out={out}", f"--prepared_dir={tmp_path / 'prepared'}")
+  assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["inside_data", "user_folder", "a_file",
+                                  "a_run"])
+def test_audit_refuses_an_out_it_may_not_write_in_one_line(planted, tmp_path,
+                                                          case):
+  before = _listing(planted)
+  if case == "inside_data":
+    out = planted / "audit_here"
+  elif case == "user_folder":
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+  elif case == "a_file":
+    out = tmp_path / "file"
+    out.write_text("keep me")
+  else:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".imgrec-run").write_text('{"command": "imgrec-train"}')
+  proc = _audit(f"--data_dir={planted}", "--parts=duplicates",
+                f"--out={out}", f"--prepared_dir={tmp_path / 'prepared'}")
+  assert proc.returncode == 2
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  assert "--out" in proc.stderr
+  assert _listing(planted) == before
+  if case == "user_folder":
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+  if case == "a_file":
+    assert out.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_labels_part_and_training_that_excludes_what_it_flags(planted,
+                                                             tmp_path):
+  out = tmp_path / "out"
+  proc = _audit(f"--data_dir={planted}", "--parts=labels,outliers",
+                f"--out={out}", f"--prepared_dir={tmp_path / 'prepared'}",
+                "--folds=2", "--epochs=1", "--image_size=16")
+  assert proc.returncode == 0, proc.stderr
+  found = json.load(open(out / "audit.json"))
+  assert isinstance(found["label_issues"], list)
+  assert isinstance(found["outliers"], list)
+  assert found["summary"]["model"]["folds"] == 2
+  rows = open(out / "relabel.csv").read().splitlines()
+  assert rows[0] == "path,label,split" and len(rows) == 1 + 26
+  # imgrec-train --exclude leaves the listed files out of every split.
+  listing = tmp_path / "exclude.txt"
+  gone = str(planted / "plain" / "03.png")
+  listing.write_text(f"# reviewed\n{gone}\n")
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  run = trainer.train(TrainConfig(
+      data_dir=str(planted), model_dir=str(tmp_path / "run"), epochs=1,
+      image_size=16, export=False, verbose=0, exclude=str(listing)))
+  splits = json.load(open(os.path.join(run["model_dir"], "splits.json")))
+  listed = [p for s in splits["splits"].values() for p in s["paths"]]
+  assert len(listed) == 25 and not any(p.endswith("plain/03.png")
+                                       for p in listed)
