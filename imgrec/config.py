@@ -448,6 +448,11 @@ class DataConfig(Config):
       False, "Use image files outside the data folder (the labels CSV's "
       "folder) that symlinks or CSV paths lead to. Off: they are skipped "
       "and reported.")
+  leakage: str = field(
+      "warn", "Images of one split duplicated (exactly or nearly) in "
+      "another: warn (one line; data_report.json lists them), drop (remove "
+      "the copies from the later split, recorded in splits.json), fail, or "
+      "off (no search).", choices=("warn", "drop", "fail", "off"))
   exclude: str | None = field(
       None, "A text file of image paths to leave out, one a line (# starts "
       "a comment): imgrec-audit's exclude.txt after review. A run with "

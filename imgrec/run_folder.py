@@ -833,18 +833,22 @@ class RunFolder:
   def write_labels(self, class_names):
     write_labels_file(self.labels_path, class_names)
 
-  def write_splits(self, root, class_names, splits):
+  def write_splits(self, root, class_names, splits, dropped=()):
     """Writes the exact files of every split, so evaluation can reuse them.
 
     Args:
       root: the data root.
       class_names: class names in label order.
       splits: {split name: object with `paths` and `labels`}.
+      dropped: copies of earlier splits' images left out (--leakage=drop).
     """
-    fileio.write_json(self.splits_path, {
-        "root": root, "class_names": list(class_names),
-        "splits": {s: {"paths": list(sp.paths), "labels": list(sp.labels)}
-                   for s, sp in splits.items()}})
+    record = {"root": root, "class_names": list(class_names),
+              "splits": {s: {"paths": list(sp.paths),
+                             "labels": list(sp.labels)}
+                         for s, sp in splits.items()}}
+    if dropped:
+      record["dropped_for_leakage"] = list(dropped)
+    fileio.write_json(self.splits_path, record)
 
   def write_embedder_info(self, info):
     fileio.write_json(self.embedder_info_path, info, indent=2)

@@ -105,6 +105,8 @@ class ImageFolder:
       "link_outside_tree", "duplicate_file", "not_a_regular_file".
     pixels: the decoded, resized images the scan kept (a uint8 tensor
       [N, H, W, C], rows named by the splits' `pixel_rows`), or None.
+    dropped: copies of images of an earlier split, left out of their own
+      (`--leakage=drop`).
   """
   root: str
   class_names: list
@@ -112,6 +114,7 @@ class ImageFolder:
   layout: str  # "classes" or "splits"
   ignored: list = dataclasses.field(default_factory=list)
   pixels: object = None
+  dropped: list = dataclasses.field(default_factory=list)
 
   def summary(self):
     """Returns {split: {class_name: count}}."""
@@ -522,17 +525,20 @@ def read_exclude(path):
           if line.strip() and not line.lstrip().startswith("#")}
 
 
-def exclude(found, excluded):
-  """`found` without the files whose resolved path is in `excluded`; each
-  one left out is listed in `ignored` as (path, "excluded")."""
+def exclude(found, excluded, why="excluded", splits=None):
+  """`found` without the files whose resolved path is in `excluded` (in
+  `splits` only, if given); each one left out is listed in `ignored` as
+  (path, `why`)."""
   if not excluded:
     return found
+  only = splits
   splits, ignored = {}, list(found.ignored)
   for name, split in found.splits.items():
     keep = []
     for i, path in enumerate(split.paths):
-      if os.path.realpath(path) in excluded:
-        ignored.append((path, "excluded"))
+      if (only is None or name in only) and os.path.realpath(
+          path) in excluded:
+        ignored.append((path, why))
       else:
         keep.append(i)
     pick = lambda values: (None if values is None else  # pylint: disable=cell-var-from-loop

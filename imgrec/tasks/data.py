@@ -3,6 +3,9 @@
 A scan whose results are all cached then answers in a fraction of a second.
 """
 
+import dataclasses
+import json
+import logging
 import os
 
 from imgrec import datasets
@@ -12,6 +15,8 @@ from imgrec.data import folder as folder_lib
 from imgrec.data import scan
 from imgrec.data import sources
 from imgrec.errors import ImgrecError
+
+logger = logging.getLogger("imgrec")
 
 
 def find_data(config):
@@ -80,4 +85,89 @@ def scan_data(config):
     raise
   folder = folder_lib.carve_splits(kept, config.val_split, config.test_split,
                                    config.seed)
+  folder = check_leakage(folder, config, report_path)
+  if os.path.isfile(report_path):
+    with open(report_path, encoding="utf-8") as f:
+      report = json.load(f)
   return dict(result, folder=folder, report=report)
+
+
+def _items(folder):
+  """(path, class, split) of every image; a multi-label image's class is
+  its label set joined with "+"."""
+  out = []
+  for split, part in folder.splits.items():
+    for path, label in zip(part.paths, part.labels):
+      if isinstance(label, (list, tuple)):
+        name = "+".join(c for c, v in zip(folder.class_names, label) if v)
+      else:
+        name = folder.class_names[label]
+      out.append((path, name, split))
+  return out
+
+
+def check_leakage(folder, config, report_path=None):
+  """Finds the images duplicated across the splits of `folder` (exact and
+  near copies, `imgrec.data.audit`) and does what `config.leakage` says:
+  warn (one line), drop (the copies outside each group's earliest split go;
+  `folder.dropped` lists them), fail, or off. The data report at
+  `report_path` gains a "duplicates" section.
+
+  Returns:
+    The folder (without the dropped copies).
+
+  Raises:
+    ImgrecError: --leakage=fail and some image is in two splits.
+  """
+  mode = getattr(config, "leakage", "off")
+  if mode == "off" or not getattr(config, "scan", True):
+    return folder
+  from imgrec.data.audit import report as audit_report  # pylint: disable=g-import-not-at-top
+  from imgrec.data.audit import search  # pylint: disable=g-import-not-at-top
+  from imgrec.data.audit import store  # pylint: disable=g-import-not-at-top
+  items = _items(folder)
+  prepared = (getattr(config, "prepared_dir", None) or
+              scan.default_prepared_dir(folder.root))
+  os.makedirs(prepared, exist_ok=True)
+  listed, summary = search.find_duplicates(
+      items, [p for p, _, _ in items],
+      cache_path=os.path.join(prepared, store.CACHE_NAME),
+      workers=scan.default_workers(),
+      max_image_pixels=config.max_image_pixels)
+  leaking = [g for g in listed if g["leakage"]]
+  if report_path and os.path.isfile(report_path):
+    try:
+      with open(report_path, encoding="utf-8") as f:
+        data_report = json.load(f)
+      data_report["duplicates"] = dict(summary, leakage_mode=mode,
+                                       across_splits=leaking[:100])
+      fileio.write_json(report_path, data_report, indent=2)
+    except (OSError, ValueError) as e:
+      logger.warning("cannot add duplicates to %s: %s", report_path, e)
+  line = (f"duplicates: {summary['exact_groups']} exact and "
+          f"{summary['near_groups']} near groups, {len(leaking)} across "
+          "splits" + (" (" + ", ".join(
+              f"{k}: {v}" for k, v in summary["leakage_by_splits"].items())
+                      + ")" if leaking else ""))
+  if not leaking:
+    logger.info("%s", line)
+    return folder
+  example = " and ".join(leaking[0]["paths"][:2])
+  if mode == "fail":
+    raise ImgrecError(f"{line}, e.g. {example}: the test figure would count "
+                      "images the model trained on. Pass --leakage=drop to "
+                      "drop the copies from the later split, or see "
+                      "imgrec-audit.")
+  if mode == "drop":
+    dropped = audit_report.leaked_copies(leaking)
+    folder = folder_lib.exclude(folder, {os.path.realpath(p) for p in
+                                         dropped}, why="leakage")
+    folder = dataclasses.replace(folder, dropped=sorted(dropped))
+    logger.warning("%s; dropped %d copies from the later split "
+                   "(--leakage=drop; splits.json lists them)", line,
+                   len(dropped))
+  else:
+    logger.warning("%s, e.g. %s; pass --leakage=drop to drop the copies "
+                   "from the later split (imgrec-audit shows them)", line,
+                   example)
+  return folder

@@ -87,8 +87,9 @@ class ImageClassificationTask(classification.ClassificationTask):
     found = task_data.find_data(self.config)
     found = self._scan(found, report_path, fill=self._fill(found))
     config = self.config
-    return folder_lib.carve_splits(found, config.val_split, config.test_split,
-                                   config.seed)
+    folder = folder_lib.carve_splits(found, config.val_split,
+                                     config.test_split, config.seed)
+    return task_data.check_leakage(folder, config, report_path)
 
   def _fill(self, found):
     """A scan.Fill when the run's training cache will be in memory, else None."""

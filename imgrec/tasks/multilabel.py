@@ -29,6 +29,7 @@ from imgrec.errors import ImgrecError
 from imgrec.metrics import multilabel as metrics
 from imgrec.tasks import base
 from imgrec.tasks import classification
+from imgrec.tasks import data as task_data
 from imgrec.tasks import image_classification
 from imgrec.tasks import registry
 
@@ -107,8 +108,10 @@ class MultiLabelTask(classification.ClassificationTask):
       splits[name].labels.append([int(v) for v in target])
     _check_training_labels(rows.class_names, splits["train"], source)
     root = source if os.path.isdir(source) else os.path.dirname(source)
-    return folder_lib.ImageFolder(root, rows.class_names, splits,
-                                  "tfds" if self.config.tfds else "csv")
+    return task_data.check_leakage(
+        folder_lib.ImageFolder(root, rows.class_names, splits,
+                               "tfds" if self.config.tfds else "csv"),
+        self.config, report_path)
 
   def _read_rows(self):
     """(MultiLabelRows, where they come from: the CSV or the TFDS export)."""

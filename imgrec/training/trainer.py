@@ -157,7 +157,8 @@ def _prepare(task, run, strategy, chief):
   elif chief:
     run.write_config(task.config_to_record(folder))
     run.write_labels(folder.class_names)
-    run.write_splits(folder.root, folder.class_names, splits)
+    run.write_splits(folder.root, folder.class_names, splits,
+                     dropped=getattr(folder, "dropped", ()))
 
   num_classes = task.num_outputs(folder)
   # Each worker reads its own shard of the files, batched per replica.

@@ -8,13 +8,33 @@ made them). The fingerprints are cached (`store`), the groups found without
 comparing all pairs (`duplicates`) and named (`report`).
 """
 
+import hashlib
+import json
 import time
 
 import numpy as np
 
+from imgrec import fileio
 from imgrec.data.audit import duplicates as duplicates_lib
 from imgrec.data.audit import report as report_lib
 from imgrec.data.audit import store
+from imgrec.errors import ImgrecError
+
+# Part of the groups cache's key: bump it when the search changes.
+GROUPS_VERSION = 1
+
+
+def _load_groups(path, key):
+  if not path:
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+    if data.get("key") == key:
+      return data["groups"], data["checked"]
+  except (OSError, ValueError, KeyError, AttributeError):
+    pass
+  return None
 
 
 def find_duplicates(items, read_paths, *, cache_path=None, workers=1,
@@ -39,10 +59,26 @@ def find_duplicates(items, read_paths, *, cache_path=None, workers=1,
   prints = store.fingerprint_files(read_paths, cache_path=cache_path,
                                    workers=workers, **kwargs)
   printed = time.monotonic()
-  groups, checked = duplicates_lib.find_groups(
-      prints.digests, prints.window_list(), prints.blurs,
-      [tuple(f) for f in np.asarray(prints.frames)],
-      threshold=near_threshold)
+  # The same images in the same order find the same groups: kept beside
+  # the fingerprints, so a rerun (a resumed training) does not search again.
+  key = hashlib.sha256("\n".join(
+      [str(GROUPS_VERSION), repr(near_threshold), *prints.digests]).encode(
+          "utf-8")).hexdigest()
+  groups_path = cache_path + ".groups.json" if cache_path else None
+  cached = _load_groups(groups_path, key)
+  if cached:
+    groups, checked = cached
+  else:
+    groups, checked = duplicates_lib.find_groups(
+        prints.digests, prints.window_list(), prints.blurs,
+        [tuple(f) for f in np.asarray(prints.frames)],
+        threshold=near_threshold)
+    if groups_path:
+      try:
+        fileio.write_json(groups_path, {"key": key, "groups": groups,
+                                        "checked": int(checked)})
+      except (OSError, ImgrecError):
+        pass  # Only the next search is slower.
   listed, summary = report_lib.duplicates_section(items, groups)
   summary.update({
       "unreadable": sum(not d for d in prints.digests),

@@ -221,6 +221,12 @@ def format_summary(report, max_listed=10):
     return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
   lines.append(f"skipped by reason: {joined(report['skipped_by_reason'])}")
+  duplicates = report.get("duplicates")
+  if duplicates:
+    crossing = joined(duplicates["leakage_by_splits"])
+    lines.append(f"duplicates: {duplicates['exact_groups']} exact and "
+                 f"{duplicates['near_groups']} near groups; across splits: "
+                 f"{duplicates['leakage_groups']} ({crossing})")
   lines.append(f"converted to PNG: {totals['converted']} "
                f"({joined(report['converted_by_why'])})")
   ignored = count(i["why"] for i in report["ignored"])
