@@ -306,3 +306,64 @@ def test_labels_part_and_training_that_excludes_what_it_flags(planted,
   listed = [p for s in splits["splits"].values() for p in s["paths"]]
   assert len(listed) == 25 and not any(p.endswith("plain/03.png")
                                        for p in listed)
+
+
+HOSTILE = "<script>window.__pwned = 1</script>"
+HOSTILE_IMG = '<img src=x onerror="window.__pwned = 2">'
+
+
+def test_audit_page_in_chromium(tmp_path):
+  """audit.html in a real browser: every thumbnail shows, the hostile
+  class and file names stay text, nothing is fetched."""
+  sync_api = pytest.importorskip(
+      "playwright.sync_api",
+      reason="playwright is not installed: no browser check of audit.html")
+  chromium = "/usr/bin/chromium"
+  if not os.path.exists(chromium):
+    pytest.skip(f"no Chromium at {chromium}: no browser check of audit.html")
+  from imgrec.evaluation import audit_html  # pylint: disable=g-import-not-at-top
+  paths = []
+  for i in range(3):
+    path = str(tmp_path / f"{i}{HOSTILE_IMG}.png".replace("/", "_"))
+    Image.fromarray(_scene(i)).save(path)
+    paths.append(path)
+  audit = {
+      "data": {"root": str(tmp_path)},
+      "summary": {"classes": {HOSTILE: {"images": 2, "share": 0.67},
+                              "b": {"images": 1, "share": 0.33}},
+                  "duplicates": {"images": 3, "groups": 1, "exact_groups": 0,
+                                 "near_groups": 1, "leakage_groups": 1,
+                                 "conflict_groups": 1,
+                                 "redundant_images": 1}},
+      "duplicates": [{"kind": "near", "paths": paths[:2],
+                      "classes": [HOSTILE, "b"], "splits": ["train", "test"],
+                      "similarity": 0.99, "leakage": True,
+                      "conflict": True}],
+      "label_issues": [{"path": paths[2], "given": HOSTILE,
+                        "suggested": "b", "score": 0.9, "split": "train"}],
+      "outliers": [{"path": paths[0], "given": "b", "split": "train",
+                    "score": 0.5}]}
+  page = tmp_path / "audit.html"
+  page.write_text(audit_html.render(audit), encoding="utf-8")
+  requests = []
+  with sync_api.sync_playwright() as playwright:
+    browser = playwright.chromium.launch(
+        executable_path=chromium, timeout=60_000,
+        args=["--headless", "--no-sandbox", "--disable-gpu"])
+    try:
+      tab = browser.new_page(viewport={"width": 1280, "height": 900})
+      tab.on("request", lambda request: requests.append(request.url))
+      tab.goto(page.as_uri(), wait_until="load")
+      images = tab.evaluate(
+          "() => Array.from(document.images,"
+          " i => ({complete: i.complete, width: i.naturalWidth}))")
+      pwned = tab.evaluate("() => typeof window.__pwned")
+      text = tab.evaluate("() => document.body.innerText")
+    finally:
+      browser.close()
+  assert len(images) == 4  # Two in the group, one issue, one outlier.
+  assert all(i["complete"] and i["width"] > 0 for i in images), images
+  assert pwned == "undefined"
+  assert HOSTILE in text and "leakage, conflicting labels" in text
+  assert not [url for url in requests
+              if not url.startswith(("data:", page.as_uri()))], requests
