@@ -78,10 +78,12 @@ def window(rgb):
   total = float(ink.sum())
   if total <= 0:
     return None, 0.0, (0.0, 0.0, 0.0, height, width)
-  ys, xs = np.indices(gray.shape, dtype=np.float32)
-  cy = float((ink * ys).sum() / total)
-  cx = float((ink * xs).sum() / total)
-  spread = float(np.sqrt((ink * ((ys - cy) ** 2 + (xs - cx) ** 2)).sum()
+  rows, cols = ink.sum(axis=1), ink.sum(axis=0)
+  ys = np.arange(gray.shape[0], dtype=np.float32)
+  xs = np.arange(gray.shape[1], dtype=np.float32)
+  cy = float(rows @ ys / total)
+  cx = float(cols @ xs / total)
+  spread = float(np.sqrt((rows @ (ys - cy) ** 2 + cols @ (xs - cx) ** 2)
                          / total))
   spread = max(spread, 0.5)
   half = 0.5 * WINDOW_SIDES * min(gray.shape) * PADDED / WINDOW

@@ -91,10 +91,23 @@ def _save(cache_path, keys, prints):
 
 def _one(path, max_image_pixels):
   try:
-    rgb = decode.read_file(path, channels=3, max_pixels=max_image_pixels)
-  except ImgrecError:
+    # The header's pixel count first (a file may have changed since the
+    # scan), then the pixels.
+    if decode.open_plan(path, max_image_pixels) is None:
+      return None
+    rgb = decode.read_pillow(path, channels=3)
+  except (ImgrecError, OSError, ValueError, SyntaxError):
     return None
   return fingerprint_lib.fingerprint(rgb)
+
+
+def _fingerprints(paths, workers, max_image_pixels):
+  """Fingerprints (or None) of `paths`, in order, on `workers` threads.
+  (Processes would use the cores better, but a forked child may inherit a
+  lock another of TensorFlow's threads held, and a spawned one re-runs a
+  user's script that lacks a __main__ guard.)"""
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    return list(pool.map(lambda p: _one(p, max_image_pixels), paths))
 
 
 def fingerprint_files(paths, *, cache_path=None, workers=1,
@@ -104,7 +117,7 @@ def fingerprint_files(paths, *, cache_path=None, workers=1,
   Args:
     paths: image files.
     cache_path: the `.npz` cache to read and update, if any.
-    workers: threads (Pillow and numpy release the GIL while they work).
+    workers: threads.
     max_image_pixels: files declaring more pixels are not read.
 
   Returns:
@@ -130,18 +143,17 @@ def fingerprint_files(paths, *, cache_path=None, workers=1,
     prints.blurs[i] = cached["blurs"][row]
     prints.frames[i] = cached["frames"][row]
   prints.from_cache = n - len(todo)
-  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-    for i, found in zip(todo, pool.map(
-        lambda i: _one(paths[i], max_image_pixels), todo)):
-      if found is None:
-        keys[i] = None  # Unreadable now: checked again next time.
-        continue
-      prints.digests[i] = found.digest
-      if found.window is not None:
-        prints.windows[i] = found.window
-        prints.has_window[i] = True
-      prints.blurs[i] = found.blur
-      prints.frames[i] = found.frame
+  for i, found in zip(todo, _fingerprints([paths[i] for i in todo],
+                                          workers, max_image_pixels)):
+    if found is None:
+      keys[i] = None  # Unreadable now: checked again next time.
+      continue
+    prints.digests[i] = found.digest
+    if found.window is not None:
+      prints.windows[i] = found.window
+      prints.has_window[i] = True
+    prints.blurs[i] = found.blur
+    prints.frames[i] = found.frame
   if cache_path and todo:
     rows = [i for i, k in enumerate(keys) if k]
     _save(cache_path, [keys[i] for i in rows], Prints(
