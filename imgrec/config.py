@@ -474,7 +474,8 @@ class DataConfig(Config):
           "no such file") + "; expected a CSV with path,label columns "
                       "(path,labels for --task=multilabel)")
     if check_files and self.exclude and not os.path.isfile(self.exclude):
-      raise self._bad("exclude", "no such file; expected a text file of "
+      raise self._bad("exclude", ("not a regular file" if os.path.exists(
+          self.exclude) else "no such file") + "; expected a text file of "
                       "image paths, one a line")
     if self.val_split + self.test_split >= 1:
       raise ImgrecError(

@@ -24,6 +24,7 @@ with the same settings resumes it instead of training again).
 import csv
 import dataclasses
 import io
+import logging
 import os
 
 import numpy as np
@@ -37,6 +38,8 @@ from imgrec.metrics import open_set as open_set_metrics
 from imgrec.run_folder import RunFolder
 from imgrec.tasks import open_set
 from imgrec.training import trainer
+
+logger = logging.getLogger("imgrec")
 
 # At most this share of the images is listed as outliers.
 MAX_OUTLIER_SHARE = 0.01
@@ -64,10 +67,12 @@ def _fold_config(config, fold_dir, csv_path, fold):
                 "data_dir", "labels_csv", "tfds", "tfds_data_dir", "dataset",
                 "val_split", "test_split", "exclude", "allow_outside",
                 "model_dir")}
+  # No leakage search: a fold's "test" split is its held-out images, and
+  # the audit's own duplicates part looks at the data as it is split.
   return TrainConfig(**dict(
       shared, labels_csv=csv_path, allow_outside=True, model_dir=fold_dir,
       val_split=0.0, test_split=0.0, export=False, verbose=0,
-      seed=config.seed + fold))
+      seed=config.seed + fold, leakage="off"))
 
 
 def _write_csv(path, rows):
@@ -98,7 +103,16 @@ def _held_out(config, folder, read, items, out):
         (os.path.abspath(read[path]), cls, "test" if fold[i] == k else
          "train") for i, (path, cls, _) in enumerate(items)])
     run_dir = os.path.join(fold_dir, "run")
-    trainer.train(_fold_config(config, run_dir, csv_path, k))
+    logger.info("audit: training fold %d of %d", k + 1, config.folds)
+    quiet = logging.getLogger("imgrec")
+    level = quiet.level
+    # A fold's run is the audit's means, not the user's model: its own
+    # notes (an open set without a validation split) are not the user's.
+    quiet.setLevel(logging.ERROR)
+    try:
+      trainer.train(_fold_config(config, run_dir, csv_path, k))
+    finally:
+      quiet.setLevel(level)
     run = RunFolder(run_dir)
     task = tasks.for_run(run)
     model = tasks.load_model(run.best_model_path)
