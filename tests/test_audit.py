@@ -367,3 +367,49 @@ def test_audit_page_in_chromium(tmp_path):
   assert HOSTILE in text and "leakage, conflicting labels" in text
   assert not [url for url in requests
               if not url.startswith(("data:", page.as_uri()))], requests
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory):
+  """train/ and test/ splits, one training image copied (re-encoded) into
+  test."""
+  root = tmp_path_factory.mktemp("leaky") / "data"
+  for c, name in enumerate(["a", "b"]):
+    for i in range(8):
+      _write(str(root / "train" / name / f"{i}.png"), _scene(300 + 10 * c + i))
+    for i in range(3):
+      _write(str(root / "test" / name / f"{i}.png"), _scene(400 + 10 * c + i))
+  Image.fromarray(_scene(302)).save(str(root / "test" / "a" / "copy.jpg"),
+                                    quality=90)
+  return root
+
+
+def test_training_with_leakage_fail_stops_in_one_line(leaky, tmp_path):
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ImgrecError, match="1 across splits") as raised:
+    trainer.train(TrainConfig(data_dir=str(leaky),
+                              model_dir=str(tmp_path / "run"), epochs=1,
+                              image_size=16, export=False, verbose=0,
+                              leakage="fail"))
+  assert "\n" not in str(raised.value) and "copy.jpg" in str(raised.value)
+
+
+@pytest.mark.slow
+def test_training_with_leakage_drop_records_what_it_dropped(leaky, tmp_path):
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  run = trainer.train(TrainConfig(data_dir=str(leaky),
+                                  model_dir=str(tmp_path / "run"), epochs=1,
+                                  image_size=16, export=False, verbose=0,
+                                  leakage="drop"))
+  splits = json.load(open(os.path.join(run["model_dir"], "splits.json")))
+  copy = str(leaky / "test" / "a" / "copy.jpg")
+  assert splits["dropped_for_leakage"] == [copy]
+  assert copy not in splits["splits"]["test"]["paths"]
+  assert len(splits["splits"]["test"]["paths"]) == 6
+  data_report = json.load(open(os.path.join(run["model_dir"],
+                                            "data_report.json")))
+  assert data_report["duplicates"]["leakage_groups"] == 1
+  assert data_report["duplicates"]["leakage_mode"] == "drop"

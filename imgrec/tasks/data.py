@@ -38,7 +38,13 @@ def find_data(config):
     found = folder_lib.find_images(data_dir, carve=False,
                                    allow_outside=config.allow_outside)
   if getattr(config, "exclude", None):
-    found = folder_lib.exclude(found, folder_lib.read_exclude(config.exclude))
+    listed = folder_lib.read_exclude(config.exclude)
+    before = len(found.ignored)
+    found = folder_lib.exclude(found, listed)
+    left_out = len(found.ignored) - before
+    logger.warning("--exclude=%s: %d files left out%s", config.exclude,
+                   left_out, f" ({len(listed) - left_out} listed files are "
+                   "not in the data)" if len(listed) > left_out else "")
   return found
 
 
