@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 
 import numpy as np
-from PIL import Image
 
 # Samples across the window, and MARGIN more each side for shifts (a crop
 # of a photo moves its frame by a few samples).
@@ -57,62 +56,82 @@ def digest(rgb):
   return h.hexdigest()
 
 
-def _gray(rgb):
-  image = Image.fromarray(np.ascontiguousarray(rgb, np.uint8)).convert("L")
-  side = max(image.size)
-  if side > WORK_SIDE:
-    scale = WORK_SIDE / side
-    image = image.resize((max(1, round(image.size[0] * scale)),
-                          max(1, round(image.size[1] * scale))),
-                         Image.Resampling.BOX)
-  return np.asarray(image, np.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def window(rgb):
-  """(window, blur, frame) of uint8 RGB pixels (see Fingerprint)."""
-  gray = _gray(rgb)
-  height, width = rgb.shape[:2]
-  reduced = height / gray.shape[0]
-  background = float(np.median(gray))
-  ink = np.abs(gray - background)
-  total = float(ink.sum())
-  if total <= 0:
-    return None, 0.0, (0.0, 0.0, 0.0, height, width)
-  rows, cols = ink.sum(axis=1), ink.sum(axis=0)
-  ys = np.arange(gray.shape[0], dtype=np.float32)
-  xs = np.arange(gray.shape[1], dtype=np.float32)
-  cy = float(rows @ ys / total)
-  cx = float(cols @ xs / total)
-  spread = float(np.sqrt((rows @ (ys - cy) ** 2 + cols @ (xs - cx) ** 2)
-                         / total))
-  spread = max(spread, 0.5)
-  half = 0.5 * WINDOW_SIDES * min(gray.shape) * PADDED / WINDOW
-  # Pillow samples the box with the right antialiasing; outside the image
-  # the background continues (the image sits on a padded canvas).
-  pad = int(np.ceil(half)) + 2
-  canvas = Image.new("F", (gray.shape[1] + 2 * pad, gray.shape[0] + 2 * pad),
-                     background)
-  canvas.paste(Image.fromarray(gray, "F"), (pad, pad))
-  box = (cx + 0.5 + pad - half, cy + 0.5 + pad - half,
-         cx + 0.5 + pad + half, cy + 0.5 + pad + half)
-  sampled = canvas.resize((PADDED, PADDED), Image.Resampling.BILINEAR,
-                          box=box)
-  # One pixel of the (reduced) image spans PADDED / (2 * half) samples: a
-  # box that wide, as a Gaussian sigma (box width / sqrt(12)).
-  # One pixel of the (reduced) image spans PADDED / (2 * half) samples;
-  # what Pillow's antialiasing and interpolation make of it blurs about
-  # 0.6 of that (measured on resized MNIST digits: 0.29, a box's sigma,
-  # leaves resized copies below 0.99).
-  blur = max(1.0, PADDED / (2 * half)) * BLUR_PER_PIXEL
-  frame = ((cy + 0.5) * reduced - 0.5, (cx + 0.5) * reduced - 0.5,
-           spread * reduced, height, width)
-  return (np.clip(np.rint(np.asarray(sampled)), 0, 255).astype(np.uint8),
-          float(blur), frame)
+def _gray(stack):
+  """Gray float32 [B, h, w] of uint8 RGB [B, H, W, 3], reduced by an integer
+  box factor to at most WORK_SIDE a side; and the factor."""
+  gray = stack.astype(np.float32) @ _LUMA
+  count, height, width = gray.shape
+  factor = max(1, -(-max(height, width) // WORK_SIDE))
+  if factor > 1:
+    h, w = height // factor, width // factor
+    gray = gray[:, :h * factor, :w * factor].reshape(
+        count, h, factor, w, factor).mean(axis=(2, 4))
+  return gray, factor
+
+
+def _sampling(centre, half, size):
+  """[B, PADDED, size]: how each of PADDED samples across [centre - half,
+  centre + half] weighs the `size` pixels of its image along one axis. A
+  triangle as wide as the larger of a pixel and a sample (Pillow's
+  antialiased bilinear), normalized as if the image went on: pixels beyond
+  it are the background."""
+  step = 2 * half / PADDED
+  width = max(1.0, step)
+  at = centre[:, None] - half + (np.arange(PADDED) + 0.5) * step
+  pixels = np.arange(size, dtype=np.float32)
+  weights = np.maximum(0.0, 1.0 - np.abs(
+      pixels[None, None, :] - at[:, :, None]) / width)
+  return (weights / width).astype(np.float32)
+
+
+def fingerprints(images):
+  """Fingerprints of uint8 RGB images [H, W, 3] of one shape, computed
+  together (numpy over the batch)."""
+  stack = np.stack(images)
+  count, height, width = stack.shape[:3]
+  digests = [digest(x) for x in images]
+  gray, factor = _gray(stack)
+  background = np.median(gray.reshape(count, -1), axis=1)
+  ink = np.abs(gray - background[:, None, None])
+  total = ink.sum(axis=(1, 2))
+  rows, cols = ink.sum(axis=2), ink.sum(axis=1)
+  ys = np.arange(gray.shape[1], dtype=np.float32)
+  xs = np.arange(gray.shape[2], dtype=np.float32)
+  safe = np.maximum(total, 1e-12)
+  cy, cx = rows @ ys / safe, cols @ xs / safe
+  spread = np.sqrt((np.sum(rows * (ys[None] - cy[:, None]) ** 2, axis=1) +
+                    np.sum(cols * (xs[None] - cx[:, None]) ** 2, axis=1))
+                   / safe)
+  spread = np.maximum(spread, 0.5)
+  half = 0.5 * WINDOW_SIDES * min(gray.shape[1:]) * PADDED / WINDOW
+  down = _sampling(cy, half, gray.shape[1])
+  across = _sampling(cx, half, gray.shape[2])
+  windows = background[:, None, None] + down @ (
+      gray - background[:, None, None]) @ across.transpose(0, 2, 1)
+  windows = np.clip(np.rint(windows), 0, 255).astype(np.uint8)
+  # One pixel of the (reduced) image spans PADDED / (2 * half) samples; the
+  # interpolation blurs about 0.6 of that (measured on resized MNIST
+  # digits: 0.29, a box's sigma, left resized copies below 0.99).
+  blur = float(max(1.0, PADDED / (2 * half)) * BLUR_PER_PIXEL)
+  out = []
+  for i in range(count):
+    if total[i] <= 0:
+      out.append(Fingerprint(digests[i], None, 0.0,
+                             (0.0, 0.0, 0.0, height, width)))
+      continue
+    frame = (float((cy[i] + 0.5) * factor - 0.5),
+             float((cx[i] + 0.5) * factor - 0.5),
+             float(spread[i] * factor), height, width)
+    out.append(Fingerprint(digests[i], windows[i], blur, frame))
+  return out
 
 
 def fingerprint(rgb):
   """The Fingerprint of uint8 RGB pixels [H, W, 3]."""
-  return Fingerprint(digest(rgb), *window(rgb))
+  return fingerprints([rgb])[0]
 
 
 def normalized(windows):
