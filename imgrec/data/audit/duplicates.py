@@ -63,24 +63,24 @@ class _UnionFind:
       self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def _top_k(queries, x, members, k, exclude_self, best):
-  """Updates `best` (dict query -> {member: similarity}) with each query's
-  `k` most similar `members`, in blocks of queries."""
+def _top_k(queries, x, members, k):
+  """(query, member, similarity) arrays of each query's `k` most similar
+  `members` (itself left out) at CANDIDATE_MIN or more, in blocks."""
+  found = []
   if not len(members) or not len(queries):
-    return
+    return found
   stored = x[members]
+  take = min(k, len(members))
   for start in range(0, len(queries), _BLOCK):
     q = queries[start:start + _BLOCK]
     sims = x[q] @ stored.T
-    if exclude_self:
-      sims[members[None, :] == q[:, None]] = -np.inf
-    take = min(k, len(members))
+    sims[members[None, :] == q[:, None]] = -np.inf
     top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
-    for row, query in enumerate(q):
-      found = best.setdefault(int(query), {})
-      for col in top[row]:
-        if sims[row, col] >= CANDIDATE_MIN:
-          found[int(members[col])] = float(sims[row, col])
+    values = np.take_along_axis(sims, top, axis=1)
+    keep = values >= CANDIDATE_MIN
+    found.append((np.broadcast_to(q[:, None], top.shape)[keep],
+                  members[top][keep], values[keep]))
+  return found
 
 
 def _kmeans(x, cells, rng, iterations=8):
@@ -105,10 +105,9 @@ def candidate_pairs(descriptors, neighbours=5, probes=3, seed=0):
   """
   x = np.asarray(descriptors, np.float32)
   n = len(x)
-  best = {}
   everything = np.arange(n)
   if n < BRUTE_FORCE_BELOW:
-    _top_k(everything, x, everything, neighbours, True, best)
+    found = _top_k(everything, x, everything, neighbours)
   else:
     rng = np.random.default_rng(seed)
     cells = int(np.ceil(np.sqrt(n)))
@@ -120,18 +119,22 @@ def candidate_pairs(descriptors, neighbours=5, probes=3, seed=0):
       order = np.argsort(-sims, axis=1)
       home[start:start + len(sims)] = order[:, 0]
       probed[start:start + len(sims)] = order[:, :probes]
+    found = []
     for cell in range(cells):
-      members = np.flatnonzero(home == cell)
-      queries = np.flatnonzero((probed == cell).any(axis=1))
-      _top_k(queries, x, members, neighbours, True, best)
-      # Keep each query's best `neighbours` across the cells it probes.
-      for query in queries:
-        found = best.get(int(query))
-        if found and len(found) > neighbours:
-          kept = sorted(found.items(), key=lambda kv: -kv[1])[:neighbours]
-          best[int(query)] = dict(kept)
-  pairs = {(min(q, m), max(q, m)) for q, found in best.items() for m in found}
-  return np.asarray(sorted(pairs), np.int64).reshape(-1, 2)
+      found += _top_k(np.flatnonzero((probed == cell).any(axis=1)), x,
+                      np.flatnonzero(home == cell), neighbours)
+  if not found:
+    return np.zeros((0, 2), np.int64)
+  query, member, sim = (np.concatenate(parts) for parts in zip(*found))
+  # Each query's best `neighbours` across the cells it probed.
+  order = np.lexsort((-sim, query))
+  query, member = query[order], member[order]
+  first = np.searchsorted(query, query, side="left")
+  rank = np.arange(len(query)) - first
+  query, member = query[rank < neighbours], member[rank < neighbours]
+  pairs = np.stack([np.minimum(query, member), np.maximum(query, member)],
+                   axis=1)
+  return np.unique(pairs, axis=0).astype(np.int64)
 
 
 def _blur_matrix(sigma, size):
@@ -261,24 +264,28 @@ def _top_two(pairs, sims, n):
 
 
 def _one_way(a, b, max_crop):
-  """Whether frame b can be frame a cropped by at most `max_crop` of each
-  side's length, then resized (with TOLERANCE for the frames' errors)."""
-  (ay, ax, a_spread, a_h, a_w), (by, bx, b_spread, b_h, b_w) = a, b
-  scale = b_spread / max(a_spread, 1e-6)  # b's pixels per a's pixel.
-  for a_side, b_side, a_c, b_c in ((a_h, b_h, ay, by), (a_w, b_w, ax, bx)):
-    kept = b_side / (scale * a_side)  # The share of a's side b shows.
-    if not 1 - max_crop - TOLERANCE <= kept <= 1 + TOLERANCE:
-      return False
-    start = a_c - b_c / scale  # Where b's first pixel lies in a.
-    if not -TOLERANCE * a_side <= start <= (1 - kept + TOLERANCE) * a_side:
-      return False
-  return True
+  """Whether frames b [P, 5] can be frames a [P, 5] cropped by at most
+  `max_crop` of each side's length, then resized (with TOLERANCE for the
+  frames' errors): bool [P]."""
+  scale = b[:, 2] / np.maximum(a[:, 2], 1e-6)  # b's pixels per a's pixel.
+  ok = np.ones(len(a), bool)
+  for centre, side in ((0, 3), (1, 4)):
+    kept = b[:, side] / np.maximum(scale * a[:, side], 1e-9)
+    start = a[:, centre] - b[:, centre] / np.maximum(scale, 1e-9)
+    ok &= (kept >= 1 - max_crop - TOLERANCE) & (kept <= 1 + TOLERANCE)
+    ok &= (start >= -TOLERANCE * a[:, side]) & (
+        start <= (1 - kept + TOLERANCE) * a[:, side])
+  return ok
 
 
 def same_geometry(a, b, max_crop=MAX_CROP):
-  """Whether one of two frames (fingerprint.Fingerprint.frame) can be the
-  other cropped by at most `max_crop` of a side and resized."""
-  return _one_way(a, b, max_crop) or _one_way(b, a, max_crop)
+  """Whether one of two frames (fingerprint.Fingerprint.frame; or arrays
+  [P, 5] of them, pair by pair) can be the other cropped by at most
+  `max_crop` of a side and resized."""
+  a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(
+      np.asarray(b, np.float64))
+  out = _one_way(a, b, max_crop) | _one_way(b, a, max_crop)
+  return bool(out[0]) if len(out) == 1 else out
 
 
 def distinct_matches(pairs, sims, n, threshold, certain, ratio=RATIO):
@@ -362,9 +369,9 @@ def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
                             neighbours=neighbours, seed=seed)
     checked = len(pairs)
     if checked:
-      geometric = np.asarray([same_geometry(frames[reps[a]], frames[reps[b]])
-                              for a, b in pairs], bool)
-      pairs = pairs[geometric]
+      framed = np.asarray(frames, np.float64)[reps]
+      pairs = pairs[np.atleast_1d(same_geometry(framed[pairs[:, 0]],
+                                                framed[pairs[:, 1]]))]
       blurs = np.asarray(blurs)[reps]
       sims = window_similarity(stacked, blurs, pairs)
       # A copy cropped by a few percent shows its content up to 1 / 0.9
