@@ -312,6 +312,7 @@ HOSTILE = "<script>window.__pwned = 1</script>"
 HOSTILE_IMG = '<img src=x onerror="window.__pwned = 2">'
 
 
+@pytest.mark.slow
 def test_audit_page_in_chromium(tmp_path):
   """audit.html in a real browser: every thumbnail shows, the hostile
   class and file names stay text, nothing is fetched."""
@@ -384,6 +385,7 @@ def leaky(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow
 def test_training_with_leakage_fail_stops_in_one_line(leaky, tmp_path):
   from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
   from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
