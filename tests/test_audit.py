@@ -415,3 +415,27 @@ def test_training_with_leakage_drop_records_what_it_dropped(leaky, tmp_path):
                                             "data_report.json")))
   assert data_report["duplicates"]["leakage_groups"] == 1
   assert data_report["duplicates"]["leakage_mode"] == "drop"
+
+
+def test_shapes_alike_in_gray_but_not_in_colour_are_not_copies():
+  """The built-in shapes' circles: alike in the gray window, told apart by
+  the colour of the image and of its ink (40 false groups before)."""
+  def circle(colour, background):
+    y, x = np.mgrid[:64, :64]
+    image = np.empty((64, 64, 3), np.uint8)
+    image[:] = background
+    image[(y - 32) ** 2 + (x - 30) ** 2 < 15 ** 2] = colour
+    return image
+  images = [circle((120, 20, 200), (90, 150, 230)),
+            circle((60, 60, 120), (90, 150, 230)),
+            circle((200, 40, 40), (60, 200, 120)),
+            circle((40, 150, 40), (200, 60, 60))]
+  groups, _ = duplicates.find_groups(*_prints(images), colours=[
+      fingerprint.fingerprint(x).colour for x in images])
+  assert not groups
+  # The same circle, brighter and re-encoded, still is a copy.
+  copy = _variant(_variant(images[0], "brightness"), "jpeg")
+  found = [fingerprint.fingerprint(x) for x in images + [copy]]
+  groups, _ = duplicates.find_groups(*_prints(images + [copy]),
+                                     colours=[f.colour for f in found])
+  assert [g["members"] for g in groups] == [[0, 4]]

@@ -31,6 +31,9 @@ CANDIDATE_MIN = 0.8
 # side.
 MAX_CROP = 0.1
 TOLERANCE = 0.04
+# Mean chromaticities (r, g shares) of a pair may differ by this much (a
+# crop of a gradient, JPEG's colour subsampling).
+COLOUR_TOLERANCE = 0.03
 # Window similarities: from NEAR_THRESHOLD a distinct best match (RATIO) is
 # a near duplicate, from CERTAIN any match is.
 NEAR_THRESHOLD = 0.97
@@ -325,7 +328,7 @@ def distinct_matches(pairs, sims, n, threshold, certain, ratio=RATIO):
 
 
 def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
-                certain=CERTAIN, neighbours=8, seed=0):
+                certain=CERTAIN, neighbours=8, seed=0, colours=None):
   """Groups of duplicate images.
 
   Args:
@@ -334,6 +337,8 @@ def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
     blurs: each window's blur in samples.
     frames: each image's frame (see fingerprint.Fingerprint): a pair must
       be one image cropped by at most MAX_CROP and resized.
+    colours: each image's mean chromaticity, if known: a pair's may differ
+      by at most COLOUR_TOLERANCE.
     threshold: the window similarity from which two images are near
       duplicates when their match is distinct (`distinct_matches`).
     certain: the window similarity from which they always are.
@@ -372,6 +377,12 @@ def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
       framed = np.asarray(frames, np.float64)[reps]
       pairs = pairs[np.atleast_1d(same_geometry(framed[pairs[:, 0]],
                                                 framed[pairs[:, 1]]))]
+      if colours is not None:
+        # The window is gray: two shapes alike in gray but not in colour
+        # (a red and a blue circle) are not copies.
+        tinted = np.asarray(colours, np.float64)[reps]
+        pairs = pairs[np.abs(tinted[pairs[:, 0]] - tinted[pairs[:, 1]]).max(
+            axis=1) <= COLOUR_TOLERANCE]
       blurs = np.asarray(blurs)[reps]
       sims = window_similarity(stacked, blurs, pairs)
       # A copy cropped by a few percent shows its content up to 1 / 0.9

@@ -41,11 +41,15 @@ class Fingerprint:
   window is, in samples (the Gaussian sigma of the image's own pixels seen
   at the window's sampling: a small image's window is an enlargement);
   frame: (centroid y, centroid x, spread, height, width) in the image's
-  own pixels."""
+  own pixels; colour: the mean chromaticity (r, g shares of r + g + b) of
+  the whole image and of its ink (a brightness change keeps them; the
+  window's gray does not see colour).
+  """
   digest: str
   window: np.ndarray | None
   blur: float = 0.0
   frame: tuple = (0.0, 0.0, 0.0, 0, 0)
+  colour: tuple = (1 / 3, 1 / 3, 1 / 3, 1 / 3)
 
 
 def digest(rgb):
@@ -116,16 +120,29 @@ def fingerprints(images):
   # interpolation blurs about 0.6 of that (measured on resized MNIST
   # digits: 0.29, a box's sigma, left resized copies below 0.99).
   blur = float(max(1.0, PADDED / (2 * half)) * BLUR_PER_PIXEL)
+  # The colour of the whole image and of its ink (the object, not the
+  # background): the shares of r and g in r + g + b of each mean.
+  rgb = stack.astype(np.float32)
+  if factor > 1:
+    h, w = gray.shape[1:]
+    rgb = rgb[:, :h * factor, :w * factor].reshape(
+        count, h, factor, w, factor, 3).mean(axis=(2, 4))
+  means = np.stack([rgb.mean(axis=(1, 2)), np.einsum(
+      "bhw,bhwc->bc", ink, rgb) / safe[:, None]], axis=1)  # [B, 2, 3]
+  sums = means.sum(axis=2, keepdims=True)
+  chroma = np.where(sums > 0, means[:, :, :2] / np.maximum(sums, 1e-6),
+                    1 / 3).reshape(count, 4)
   out = []
   for i in range(count):
+    colour = tuple(float(v) for v in chroma[i])
     if total[i] <= 0:
       out.append(Fingerprint(digests[i], None, 0.0,
-                             (0.0, 0.0, 0.0, height, width)))
+                             (0.0, 0.0, 0.0, height, width), colour))
       continue
     frame = (float((cy[i] + 0.5) * factor - 0.5),
              float((cx[i] + 0.5) * factor - 0.5),
              float(spread[i] * factor), height, width)
-    out.append(Fingerprint(digests[i], windows[i], blur, frame))
+    out.append(Fingerprint(digests[i], windows[i], blur, frame, colour))
   return out
 
 

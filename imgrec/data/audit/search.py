@@ -21,7 +21,7 @@ from imgrec.data.audit import store
 from imgrec.errors import ImgrecError
 
 # Part of the groups cache's key: bump it when the search changes.
-GROUPS_VERSION = 1
+GROUPS_VERSION = 3
 
 
 def _load_groups(path, key):
@@ -72,7 +72,7 @@ def find_duplicates(items, read_paths, *, cache_path=None, workers=1,
     groups, checked = duplicates_lib.find_groups(
         prints.digests, prints.window_list(), prints.blurs,
         [tuple(f) for f in np.asarray(prints.frames)],
-        threshold=near_threshold)
+        threshold=near_threshold, colours=prints.colours)
     if groups_path:
       try:
         fileio.write_json(groups_path, {"key": key, "groups": groups,

@@ -25,7 +25,7 @@ from imgrec.errors import ImgrecError
 
 CACHE_NAME = "audit_fingerprints.npz"
 # Part of the cache: bump it when a fingerprint changes.
-VERSION = 2
+VERSION = 4
 # Files read (and held) at a time.
 CHUNK = 256
 
@@ -40,6 +40,7 @@ class Prints:
     has_window: bool [N]: False for a flat image or an unreadable file.
     blurs: float32 [N].
     frames: float64 [N, 5] (centroid y, x, spread, height, width).
+    colours: float32 [N, 4] (mean chromaticities, image and ink).
     from_cache: how many came from the cache.
   """
   digests: list
@@ -47,6 +48,7 @@ class Prints:
   has_window: np.ndarray
   blurs: np.ndarray
   frames: np.ndarray
+  colours: np.ndarray
   from_cache: int = 0
 
   def window_list(self):
@@ -71,7 +73,7 @@ def _load(cache_path):
           data["padded"]) != fingerprint_lib.PADDED:
         return {}, None
       arrays = {k: data[k] for k in ("digests", "windows", "has_window",
-                                     "blurs", "frames")}
+                                     "blurs", "frames", "colours")}
       keys = json.loads(str(data["keys"]))
   except (OSError, ValueError, KeyError):
     return {}, None
@@ -85,7 +87,8 @@ def _save(cache_path, keys, prints):
         np.savez(f, version=VERSION, padded=fingerprint_lib.PADDED,
                  keys=json.dumps(keys), digests=np.asarray(prints.digests),
                  windows=prints.windows, has_window=prints.has_window,
-                 blurs=prints.blurs, frames=prints.frames)
+                 blurs=prints.blurs, frames=prints.frames,
+                 colours=prints.colours)
   except (OSError, ImgrecError) as e:
     sys.stderr.write(f"imgrec: warning: cannot write the fingerprint cache "
                      f"{cache_path}: {getattr(e, 'strerror', None) or e}\n")
@@ -143,7 +146,8 @@ def fingerprint_files(paths, *, cache_path=None, workers=1,
   prints = Prints(digests=[""] * n,
                   windows=np.zeros((n, padded, padded), np.uint8),
                   has_window=np.zeros(n, bool), blurs=np.zeros(n, np.float32),
-                  frames=np.zeros((n, 5), np.float64))
+                  frames=np.zeros((n, 5), np.float64),
+                  colours=np.full((n, 4), 1 / 3, np.float32))
   keys = [_key(p) for p in paths]
   index, cached = _load(cache_path)
   todo = []
@@ -157,6 +161,7 @@ def fingerprint_files(paths, *, cache_path=None, workers=1,
     prints.has_window[i] = cached["has_window"][row]
     prints.blurs[i] = cached["blurs"][row]
     prints.frames[i] = cached["frames"][row]
+    prints.colours[i] = cached["colours"][row]
   prints.from_cache = n - len(todo)
   for i, found in zip(todo, _fingerprints([paths[i] for i in todo],
                                           workers, max_image_pixels)):
@@ -169,9 +174,11 @@ def fingerprint_files(paths, *, cache_path=None, workers=1,
       prints.has_window[i] = True
     prints.blurs[i] = found.blur
     prints.frames[i] = found.frame
+    prints.colours[i] = found.colour
   if cache_path and todo:
     rows = [i for i, k in enumerate(keys) if k]
     _save(cache_path, [keys[i] for i in rows], Prints(
         [prints.digests[i] for i in rows], prints.windows[rows],
-        prints.has_window[rows], prints.blurs[rows], prints.frames[rows]))
+        prints.has_window[rows], prints.blurs[rows], prints.frames[rows],
+        prints.colours[rows]))
   return prints
