@@ -71,6 +71,12 @@ def resolve_link(path):
   return os.path.realpath(path) if os.path.islink(path) else os.fspath(path)
 
 
+def is_inside(path, folder):
+  """Whether `path` is `folder` or lies under it (links followed)."""
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def is_special(path):
   """True when `path` (after links) exists and is neither a file nor a folder.
 

@@ -92,36 +92,37 @@ def _duplicates(audit, read, max_image_pixels):
   return out
 
 
+def _gallery(items, caption, read, max_image_pixels):
+  """Thumbnails of the first MAX_ROWS `items`, each captioned by
+  `caption(item)`."""
+  figures = [_figure(item["path"], caption(item),
+                     read.get(item["path"], item["path"]), max_image_pixels)
+             for item in items[:MAX_ROWS]]
+  return '<div class="images">' + "".join(figures) + "</div>"
+
+
 def _label_issues(audit, read, max_image_pixels):
   issues = audit.get("label_issues")
   if issues is None:
     return []
-  out = ["<h2 id=\"labels\">Label issues</h2>",
-         html_lib.note(f"{len(issues)} images whose given label the "
-                       "out-of-sample probabilities doubt, most likely "
-                       "wrong first.")]
-  figures = [
-      _figure(issue["path"], f"{issue['path']}: given {issue['given']}, "
-              f"suggested {issue['suggested']} (score {issue['score']:.3f})",
-              read.get(issue["path"], issue["path"]), max_image_pixels)
-      for issue in issues[:MAX_ROWS]]
-  out.append('<div class="images">' + "".join(figures) + "</div>")
-  return out
+  return ["<h2 id=\"labels\">Label issues</h2>",
+          html_lib.note(f"{len(issues)} images whose given label the "
+                        "out-of-sample probabilities doubt, most likely "
+                        "wrong first."),
+          _gallery(issues, lambda i: f"{i['path']}: given {i['given']}, "
+                   f"suggested {i['suggested']} (score {i['score']:.3f})",
+                   read, max_image_pixels)]
 
 
 def _outliers(audit, read, max_image_pixels):
   outliers = audit.get("outliers")
   if outliers is None:
     return []
-  figures = [
-      _figure(item["path"], f"{item['path']} ({item['given']}; score "
-              f"{item['score']:.3f})", read.get(item["path"], item["path"]),
-              max_image_pixels)
-      for item in outliers[:MAX_ROWS]]
   return ["<h2 id=\"outliers\">Outliers</h2>",
           html_lib.note(f"{len(outliers)} images far from every class, "
                         "farthest first."),
-          '<div class="images">' + "".join(figures) + "</div>"]
+          _gallery(outliers, lambda i: f"{i['path']} ({i['given']}; score "
+                   f"{i['score']:.3f})", read, max_image_pixels)]
 
 
 def _classes(audit):

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from imgrec import fileio
 from imgrec.config import TrainConfig
 from imgrec.data import folder as folder_lib
 from imgrec.errors import ImgrecError
@@ -104,17 +105,12 @@ def model_kwargs(config):
   return kwargs
 
 
-def _inside(path, folder):
-  path, folder = os.path.realpath(path), os.path.realpath(folder)
-  return path == folder or path.startswith(folder + os.sep)
-
-
 def check_model_dir_outside_data(config):
   """imgrec never writes into the user's data: refuse a model_dir inside it."""
   csv = getattr(config, "labels_csv", None)
   data = config.data_dir or (os.path.dirname(os.path.abspath(csv)) if csv
                              else None)
-  if data and _inside(config.model_dir, data):
+  if data and fileio.is_inside(config.model_dir, data):
     raise ImgrecError(
         f"model_dir {config.model_dir} is inside the data folder {data}; "
         "imgrec never writes into your data. Pass --model_dir=<a folder "

@@ -98,20 +98,6 @@ def scan_data(config):
   return dict(result, folder=folder, report=report)
 
 
-def _items(folder):
-  """(path, class, split) of every image; a multi-label image's class is
-  its label set joined with "+"."""
-  out = []
-  for split, part in folder.splits.items():
-    for path, label in zip(part.paths, part.labels):
-      if isinstance(label, (list, tuple)):
-        name = "+".join(c for c, v in zip(folder.class_names, label) if v)
-      else:
-        name = folder.class_names[label]
-      out.append((path, name, split))
-  return out
-
-
 def check_leakage(folder, config, report_path=None):
   """Finds the images duplicated across the splits of `folder` (exact and
   near copies, `imgrec.data.audit`) and does what `config.leakage` says:
@@ -131,7 +117,7 @@ def check_leakage(folder, config, report_path=None):
   from imgrec.data.audit import report as audit_report  # pylint: disable=g-import-not-at-top
   from imgrec.data.audit import search  # pylint: disable=g-import-not-at-top
   from imgrec.data.audit import store  # pylint: disable=g-import-not-at-top
-  items = _items(folder)
+  items = audit_report.entries(folder)
   prepared = (getattr(config, "prepared_dir", None) or
               scan.default_prepared_dir(folder.root))
   os.makedirs(prepared, exist_ok=True)

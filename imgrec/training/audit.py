@@ -43,18 +43,13 @@ from imgrec.run_folder import AuditFolder
 from imgrec.tasks import data as data_lib
 
 
-def _inside(path, folder):
-  path, folder = os.path.realpath(path), os.path.realpath(folder)
-  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _check_out(out, found, config):
   """Refuses an --out inside the data (or the CSV's folder)."""
   roots = [found.root]
   if config.labels_csv:
     roots.append(os.path.dirname(os.path.abspath(config.labels_csv)))
   for root in roots:
-    if root and os.path.isdir(root) and _inside(out.path, root):
+    if root and os.path.isdir(root) and fileio.is_inside(out.path, root):
       raise ImgrecError(f"--out={out.path} is inside the data ({root}): the "
                         "audit never writes into the data. Pass a folder "
                         "outside it.")
@@ -99,7 +94,8 @@ def _exclude_text(audit):
   issues = audit.get("label_issues") or []
   if issues:
     lines.append("# Label issues (given label doubted):")
-    lines += [i["path"] for i in issues if i["path"] not in set(leaked)]
+    listed = set(leaked)
+    lines += [i["path"] for i in issues if i["path"] not in listed]
   return "\n".join(lines) + "\n"
 
 

@@ -69,17 +69,12 @@ def _same(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _inside(path, folder):
-  path, folder = os.path.realpath(path), os.path.realpath(folder)
-  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _check_folders(config):
   """One-line refusals before anything is read."""
   if _same(config.model_dir, config.out_dir):
     raise ImgrecError(f"--out_dir={config.out_dir} is --model_dir: the "
                       "extended run is a run of its own; pass a new folder.")
-  if _inside(config.out_dir, config.add_dir):
+  if fileio.is_inside(config.out_dir, config.add_dir):
     raise ImgrecError(f"--out_dir={config.out_dir} is inside --add_dir="
                       f"{config.add_dir}, and imgrec never writes into data. "
                       "Pass a folder outside it.")

@@ -9,11 +9,16 @@ MAX_GROUPS = 10000
 
 def entries(folder):
   """(path, class name, split) of every image of an ImageFolder, in the
-  order the audit fingerprints them."""
+  order the audit fingerprints them; a multi-label image's class is its
+  label set joined with "+"."""
   out = []
   for split, part in folder.splits.items():
     for path, label in zip(part.paths, part.labels):
-      out.append((path, folder.class_names[label], split))
+      if isinstance(label, (list, tuple)):
+        name = "+".join(c for c, v in zip(folder.class_names, label) if v)
+      else:
+        name = folder.class_names[label]
+      out.append((path, name, split))
   return out
 
 
