@@ -214,6 +214,7 @@ def _earlier_transfer_layout(name, input_shape):
   return keras.Model(inputs, outputs, name=name)
 
 
+@pytest.mark.slow  # Trains, saves and resumes a run.
 def test_a_checkpoint_of_the_earlier_layout_resumes(tmp_path):
   """Backups (`save_weights`) of runs started before the backbone API load
   into today's model and give the same outputs."""

@@ -107,6 +107,7 @@ def _photos(tmp_path):
   return photos
 
 
+@pytest.mark.slow  # Exports the detector to TFLite (export-heavy).
 def test_finds_the_faces_keras_mtcnn_finds(detectors, tmp_path):
   keras_detector, lite_detector = detectors
   found_any = 0
@@ -128,6 +129,7 @@ def test_finds_the_faces_keras_mtcnn_finds(detectors, tmp_path):
   assert found_any >= 5  # The face photos gave faces.
 
 
+@pytest.mark.slow  # The exported detector.
 def test_detect_checks_its_image_and_handles_empty_ones(detectors):
   _, lite_detector = detectors
   assert lite_detector.detect(np.zeros((0, 9, 3), np.uint8)) == []

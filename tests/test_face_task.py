@@ -83,6 +83,7 @@ def test_bad_settings_fail_before_any_photo_is_read(people, tmp_path, change,
   assert not model_dir.exists()  # Nothing cropped, nothing written.
 
 
+@pytest.mark.slow  # Trains face embedders.
 def test_the_best_embedder_is_the_lowest_val_eer(face_run):
   _, result = face_run
   run = RunFolder(result["model_dir"])
@@ -109,6 +110,7 @@ OLD_FACE_CONFIG = {
     "val_identities": 0.25, "verbose": 0, "weight_decay": 0.0001}
 
 
+@pytest.mark.slow  # Trains face embedders.
 def test_a_run_written_before_the_task_still_serves(face_run, tmp_path):
   tmp, result = face_run
   old = tmp_path / "old"

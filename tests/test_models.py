@@ -44,7 +44,15 @@ def test_registry_lists_all_builtin_models():
   assert models.list_models() == sorted(SCRATCH + TRANSFER)
 
 
-@pytest.mark.parametrize("name", models.list_models())
+# The full-size keras.applications builds take seconds each; the fast
+# subset keeps the two smallest (tox -e fast).
+_HEAVY = ("convnext_tiny", "efficientnet_v2_b0", "mobilenet_v3_large",
+          "resnet50_v2")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n
+    for n in models.list_models()])
 def test_forward_contract(built, name):
   model = built(name)
   assert model.name == name

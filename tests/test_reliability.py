@@ -341,6 +341,11 @@ def test_file_in_place_of_a_folder(tmp_path):
   assert_one_line_error(proc, "a file where imgrec keeps a folder")
 
 
+# The tests on a trained and exported run (Keras, SavedModel, TFLite): the
+# whole suite runs them, tox -e fast (no export-heavy checks) does not.
+_EXPORTED = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
   from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
@@ -386,6 +391,7 @@ def _bomb(path, side=20000):
   return str(path)
 
 
+@_EXPORTED
 def test_huge_image_is_refused_from_its_header(exported, tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
@@ -404,6 +410,7 @@ def test_huge_image_is_refused_from_its_header(exported, tmp_path):
         [open(bomb, "rb").read()]))
 
 
+@_EXPORTED
 @pytest.mark.parametrize("item, message", [
     (np.full((8, 8, 3), 0.5, np.float32), "0..1"),
     (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
@@ -432,6 +439,7 @@ def test_classifier_input_contract(exported, item, message):
   assert message in results[0].error and results[1].label is not None
 
 
+@_EXPORTED
 def test_classifier_accepts_what_the_contract_allows(exported):
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
   run, _ = exported
@@ -448,6 +456,7 @@ def test_classifier_accepts_what_the_contract_allows(exported):
     clf.predict(image, top_k=0)
 
 
+@_EXPORTED
 def test_damaged_model_files_are_one_line_errors(exported, tmp_path):
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
   run, _ = exported
@@ -467,6 +476,12 @@ def test_damaged_model_files_are_one_line_errors(exported, tmp_path):
                         ("sm", "not a readable SavedModel")):
     with pytest.raises(ImgrecError, match=message):
       Classifier.load(str(tmp_path / name))
+
+
+@pytest.mark.slow  # A subprocess.
+def test_a_damaged_model_is_one_line_from_the_command_line(exported,
+                                                           tmp_path):
+  (tmp_path / "garbage.keras").write_bytes(os.urandom(1000))
   proc = run_cli("predict", f"--model={tmp_path / 'garbage.keras'}",
                  os.path.join(exported[1], "red", "000.png"))
   assert_one_line_error(proc, "not a .keras file")

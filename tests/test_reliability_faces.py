@@ -26,6 +26,10 @@ from conftest import write_people
 from test_reliability import assert_one_line_error
 from test_reliability import run_cli
 
+# Each needs a trained face embedder and its gallery: the whole suite runs
+# them, tox -e fast does not.
+pytestmark = pytest.mark.slow
+
 MODEL = {"fingerprint": "f" * 64, "embedding_dim": 4, "name": "toy"}
 
 

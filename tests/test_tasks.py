@@ -127,7 +127,8 @@ def run(tmp_path_factory):
   data = write_toy_folder(tmp / "data", per_class=12, size=24)
   result = trainer.train(TrainConfig(
       data_dir=data, model_dir=str(tmp / "run"), epochs=3, image_size=16,
-      batch_size=8, val_split=0.17, test_split=0.25, verbose=0))
+      batch_size=8, val_split=0.17, test_split=0.25, verbose=0,
+      export=False))  # Training's own export: the end-to-end runs.
   return data, RunFolder(result["model_dir"]), result
 
 
@@ -135,10 +136,9 @@ def test_training_writes_the_run_folder(run):
   _, folder, result = run
   for path in (folder.config_path, folder.labels_path, folder.splits_path,
                folder.history_path, folder.best_model_path,
-               folder.report_path(), folder.data_report_path,
-               os.path.join(folder.saved_model_dir, "saved_model.pb"),
-               folder.tflite_path()):
+               folder.report_path(), folder.data_report_path):
     assert os.path.isfile(path), path
+  assert not os.path.exists(folder.tflite_path())  # --noexport.
   config = folder.read_config()
   assert config.image_size == 16 and config.epochs == 3
   assert folder.read_labels() == ["blue", "green", "red"]
