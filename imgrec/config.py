@@ -847,6 +847,7 @@ class ExtendConfig(Config):
 
 
 AUDIT_PARTS = ("duplicates", "labels", "outliers")
+AUDIT_TASKS = ("auto", "image", "multilabel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -883,13 +884,19 @@ class AuditSection(Config):
       None, "Threads of the scan and the fingerprints. Default: one per "
       "CPU.", check=_positive)
   progress: bool = field(True, "Show progress on a terminal.")
+  task: str = field(
+      "auto", "image (one label an image) or multilabel (label sets, "
+      "--labels_csv columns path,labels[,split], or a TFDS dataset of "
+      "them); auto: multilabel for the built-in shapes_multilabel, image "
+      "otherwise.", choices=AUDIT_TASKS)
 
 
 @dataclasses.dataclass(frozen=True)
-class AuditConfig(AuditSection, RecipeSection, ModelSection, DataConfig):
+class AuditConfig(AuditSection, MultiLabelSection, RecipeSection,
+                  ModelSection, DataConfig):
   """What `imgrec-audit` audits: the data fields, the model and recipe of
-  its cross-validated training (a short recipe by default: --epochs=5), and
-  the audit's own section."""
+  its cross-validated training (a short recipe by default: --epochs=5; the
+  multi-label fields for label sets), and the audit's own section."""
   epochs: int = field(5, "Training epochs of each cross-validation fold.",
                       check=_at_least(1))
 

@@ -17,6 +17,7 @@ from imgrec.data.audit import duplicates
 from imgrec.data.audit import fingerprint
 from imgrec.data.audit import report
 from imgrec.training import audit_labels
+from conftest import write_toy_folder
 
 
 def _scene(seed, size=64):
@@ -183,15 +184,29 @@ def test_outliers_are_far_from_every_prototype():
   rng = np.random.default_rng(0)
   labels = np.repeat([0, 1], 100)
   centres = np.array([[5.0, 0, 0], [0, 5.0, 0]])
-  embeddings = list(centres[labels] + rng.normal(size=(200, 3)) * 0.3)
+  embeddings = centres[labels] + rng.normal(size=(200, 3)) * 0.3
   embeddings[7] = np.array([0, 0, 5.0])  # Of no class.
   items = [(f"{i}.png", str(labels[i]), "train") for i in range(200)]
+  members = np.eye(2, dtype=bool)[labels]
+  judged = np.ones(200, bool)
   found, fence = audit_labels.outliers(embeddings, np.zeros(200, int),
-                                       labels, ["0", "1"], items)
+                                       members, ["0", "1"], items, judged)
   assert found[0]["path"] == "7.png" and fence < found[0]["score"]
   assert len(found) <= 2  # At most 1% of the images.
   assert found[0]["score"] > 5 * max(o["score"] for o in found[1:]) if len(
       found) > 1 else True
+  # An image no model judged out of sample (--model_dir's training images)
+  # is never listed.
+  judged[7] = False
+  found, _ = audit_labels.outliers(embeddings, np.zeros(200, int), members,
+                                   ["0", "1"], items, judged)
+  assert "7.png" not in [o["path"] for o in found]
+  # A label set: an image of both classes is near both prototypes.
+  both = members.copy()
+  both[:20] = True
+  found, _ = audit_labels.outliers(embeddings, np.zeros(200, int), both,
+                                   ["0", "1"], items, np.ones(200, bool))
+  assert found[0]["path"] == "7.png"
 
 
 def _write(path, rgb):
@@ -439,3 +454,143 @@ def test_shapes_alike_in_gray_but_not_in_colour_are_not_copies():
   groups, _ = duplicates.find_groups(*_prints(images + [copy]),
                                      colours=[f.colour for f in found])
   assert [g["members"] for g in groups] == [[0, 4]]
+
+
+@pytest.mark.slow  # Trains a run, then audits with it.
+def test_a_finished_run_judges_only_its_held_out_images(planted, tmp_path):
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
+  from imgrec.training import audit  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  run = trainer.train(TrainConfig(
+      data_dir=str(planted), model_dir=str(tmp_path / "run"), epochs=1,
+      image_size=16, val_split=0.25, test_split=0.25, export=False,
+      verbose=0, leakage="off"))["model_dir"]
+  splits = json.load(open(os.path.join(run, "splits.json")))["splits"]
+  held = {os.path.realpath(p) for s in ("val", "test")
+          for p in splits[s]["paths"]}
+  config = dict(data_dir=str(planted), parts=("labels", "outliers"),
+                model_dir=run, out=str(tmp_path / "out"),
+                prepared_dir=str(tmp_path / "prepared"), progress=False)
+  found = audit.audit(config)["audit"]
+  model = found["summary"]["model"]
+  assert model["source"] == "model_dir" and "folds" not in model
+  assert model["judged"] == len(held) and model["not_judged"] == 26 - len(
+      held)
+  judged = {os.path.realpath(i["path"]) for i in
+            found["label_issues"] + found["outliers"]}
+  assert judged <= held  # Its training images are in-sample: never judged.
+  assert not (tmp_path / "out" / "folds").exists()  # Nothing trained.
+  # A run of other classes, or of none of these images, is one line.
+  other = trainer.train(TrainConfig(
+      data_dir=write_toy_folder(tmp_path / "toy", per_class=6),
+      model_dir=str(tmp_path / "other"), epochs=1, image_size=16,
+      export=False, verbose=0, leakage="off"))["model_dir"]
+  with pytest.raises(ImgrecError, match="trained on classes") as raised:
+    audit.audit(dict(config, model_dir=other, out=str(tmp_path / "o2")))
+  assert "\n" not in str(raised.value)
+  inside = trainer.train(TrainConfig(
+      data_dir=str(planted), model_dir=str(tmp_path / "all"), epochs=1,
+      image_size=16, val_split=0, test_split=0, export=False, verbose=0,
+      leakage="off"))["model_dir"]
+  with pytest.raises(ImgrecError, match="in-sample"):
+    audit.audit(dict(config, model_dir=inside, out=str(tmp_path / "o3")))
+
+
+@pytest.mark.slow  # Two folds of multi-label training.
+def test_label_sets_are_audited_and_relabeled_as_label_sets(tmp_path):
+  from test_multilabel_data import write_multilabel_csv  # pylint: disable=g-import-not-at-top
+  from imgrec.training import audit  # pylint: disable=g-import-not-at-top
+  csv_path = write_multilabel_csv(tmp_path / "data", count=48)
+  out = tmp_path / "out"
+  result = audit.audit(dict(
+      labels_csv=csv_path, task="multilabel", parts=("duplicates", "labels",
+                                                     "outliers"),
+      folds=2, epochs=2, image_size=16, batch_size=8, out=str(out),
+      prepared_dir=str(tmp_path / "prepared"), progress=False))
+  found = result["audit"]
+  assert found["data"]["task"] == "multilabel"
+  assert found["data"]["class_names"] == ["blue", "green", "red"]
+  assert found["summary"]["model"]["judged"] == 48
+  assert 0 <= found["summary"]["model"]["held_out_label_accuracy"] <= 1
+  # Every image has a class share by label (an image counts for each).
+  shares = found["summary"]["classes"]
+  assert sum(c["images"] for c in shares.values()) == sum(
+      len(line.split(",")[1].split()) for line in
+      open(csv_path).read().splitlines()[1:])
+  for issue in found["label_issues"]:
+    assert isinstance(issue["given"], list)
+    assert issue["suggested"] and isinstance(issue["suggested"], list)
+    assert set(issue["doubted"]) == set(issue["given"]) ^ set(
+        issue["suggested"])
+  rows = open(out / "relabel.csv").read().splitlines()
+  assert rows[0] == "path,labels,split" and len(rows) == 49
+  # relabel.csv is a labels CSV the multi-label task reads back.
+  from imgrec.data import multilabel as multilabel_data  # pylint: disable=g-import-not-at-top
+  back = multilabel_data.read_multilabel_csv(str(out / "relabel.csv"),
+                                             allow_outside=True)
+  assert len(back.paths) == 48
+  page = open(out / "audit.html", encoding="utf-8").read()
+  assert "<script" not in page
+
+
+@pytest.mark.slow  # Two multi-label runs.
+def test_multilabel_training_leaves_the_excluded_files_out(tmp_path):
+  from test_multilabel_data import write_multilabel_csv  # pylint: disable=g-import-not-at-top
+  from imgrec.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  from imgrec.training import trainer  # pylint: disable=g-import-not-at-top
+  csv_path = write_multilabel_csv(tmp_path / "data", count=40)
+  gone = str(tmp_path / "data" / "img" / "005.png")
+  listing = tmp_path / "exclude.txt"
+  listing.write_text(f"{gone}\n/not/in/the/data.png\n")
+  run = trainer.train(TrainConfig(
+      task="multilabel", labels_csv=csv_path, model_dir=str(tmp_path / "run"),
+      epochs=1, image_size=16, val_split=0.25, test_split=0.25,
+      export=False, verbose=0, exclude=str(listing)))["model_dir"]
+  splits = json.load(open(os.path.join(run, "splits.json")))["splits"]
+  listed = [p for s in splits.values() for p in s["paths"]]
+  assert len(listed) == 39 and gone not in listed
+
+
+def test_fingerprints_in_worker_processes_equal_one_process(tmp_path,
+                                                            monkeypatch,
+                                                            capfd):
+  from imgrec.data.audit import store  # pylint: disable=g-import-not-at-top
+  paths = []
+  for i in range(40):
+    paths.append(str(tmp_path / f"{i:02d}.png"))
+    Image.fromarray(_scene(500 + i % 30)).save(paths[-1])
+  (tmp_path / "bad.png").write_bytes(b"not an image")
+  paths.append(str(tmp_path / "bad.png"))
+  # The same chunks both ways (numpy's float32 sums follow the batch).
+  monkeypatch.setattr(store, "CHUNK", 6)
+  alone = store.fingerprint_files(paths, workers=1)
+  monkeypatch.setattr(store, "PROCESS_MIN", 8)
+  shared = store.fingerprint_files(paths, workers=2)
+  assert shared.digests == alone.digests and alone.digests[-1] == ""
+  for name in ("windows", "has_window", "blurs", "frames", "colours"):
+    np.testing.assert_array_equal(getattr(shared, name),
+                                  getattr(alone, name), err_msg=name)
+  assert "warning" not in capfd.readouterr().err
+  # Workers that cannot start: the same fingerprints, said in one line.
+  monkeypatch.setattr(store, "_worker_command", lambda: (
+      [str(tmp_path / "no-python-here")], dict(os.environ)))
+  again = store.fingerprint_files(paths, workers=2)
+  assert again.digests == alone.digests
+  err = capfd.readouterr().err
+  assert err.count("\n") == 1 and "without worker processes" in err
+
+
+def test_the_verification_on_threads_equals_one_thread():
+  images = [_scene(i) for i in range(30)] + [
+      _variant(_scene(i), kind) for i, kind in enumerate(
+          ["resize", "jpeg", "crop", "brightness"])]
+  _, windows, blurs, _ = _prints(images)
+  windows, blurs = np.stack(windows), np.asarray(blurs)
+  pairs = np.asarray([(a, b) for a in range(len(images))
+                      for b in range(len(images)) if a != b])
+  one = duplicates.window_similarity(windows, blurs, pairs, block=64)
+  two = duplicates.window_similarity(windows, blurs, pairs, block=64,
+                                     workers=2)
+  np.testing.assert_array_equal(one, two)
+  assert (one[(pairs[:, 0] == 30) & (pairs[:, 1] == 0)] > 0.97).all()

@@ -234,6 +234,23 @@ def test_clip_run_skips_and_reports_broken_clips(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_clip_runs_leave_out_what_exclude_lists(tmp_path, monkeypatch):
+  from imgrec import tasks  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  data = motion.generate_motion_clips(tmp_path / "m", clips_per_class=5,
+                                      frames=4, size=16,
+                                      classes=("left", "right"))
+  gone = sorted(os.listdir(os.path.join(data, "left")))[0]
+  listing = tmp_path / "exclude.txt"
+  listing.write_text(f"# reviewed\n{os.path.join(data, 'left', gone)}\n")
+  folder = tasks.for_config(TrainConfig(
+      data_dir=data, model_dir=str(tmp_path / "run"), image_size=16,
+      clip_frames=4, epochs=1, exclude=str(listing))).build_folder()
+  paths = [p for s in folder.splits.values() for p in s.paths]
+  assert len(paths) == 9 and os.path.join(data, "left", gone) not in paths
+
+
+@pytest.mark.slow
 def test_every_clip_model_format_classifies_videos_alike(clip_run):
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
   data, result = clip_run

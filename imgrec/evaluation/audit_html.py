@@ -109,9 +109,22 @@ def _label_issues(audit, read, max_image_pixels):
           html_lib.note(f"{len(issues)} images whose given label the "
                         "out-of-sample probabilities doubt, most likely "
                         "wrong first."),
-          _gallery(issues, lambda i: f"{i['path']}: given {i['given']}, "
-                   f"suggested {i['suggested']} (score {i['score']:.3f})",
-                   read, max_image_pixels)]
+          _gallery(issues, _issue_caption, read, max_image_pixels)]
+
+
+def _names(value):
+  """A class name, or a label set's names joined (none: "no label")."""
+  if isinstance(value, list):
+    return " + ".join(value) or "no label"
+  return value
+
+
+def _issue_caption(issue):
+  caption = (f"{issue['path']}: given {_names(issue['given'])}, suggested "
+             f"{_names(issue['suggested'])}")
+  if issue.get("doubted"):
+    caption += f"; in doubt: {_names(issue['doubted'])}"
+  return caption + f" (score {issue['score']:.3f})"
 
 
 def _outliers(audit, read, max_image_pixels):

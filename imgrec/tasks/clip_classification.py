@@ -27,6 +27,7 @@ from imgrec import fileio
 from imgrec.errors import ImgrecError
 from imgrec.tasks import base
 from imgrec.tasks import classification
+from imgrec.tasks import data as task_data
 from imgrec.tasks import registry
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ class ClipClassificationTask(classification.ClassificationTask):
 
   def build_folder(self, report_path=None):
     """Lists, decodes (once; cached) and splits the run's clips."""
-    found = self._decode_all(self._find(self.config.data_dir), report_path)
+    found = self._decode_all(task_data.apply_exclude(
+        self._find(self.config.data_dir), self.config), report_path)
     config = self.config
     return folder_lib.carve_splits(found, config.val_split, config.test_split,
                                    config.seed)

@@ -37,15 +37,26 @@ def find_data(config):
                                                         seed=0)
     found = folder_lib.find_images(data_dir, carve=False,
                                    allow_outside=config.allow_outside)
-  if getattr(config, "exclude", None):
-    listed = folder_lib.read_exclude(config.exclude)
-    before = len(found.ignored)
-    found = folder_lib.exclude(found, listed)
-    left_out = len(found.ignored) - before
-    logger.warning("--exclude=%s: %d files left out%s", config.exclude,
-                   left_out, f" ({len(listed) - left_out} listed files are "
-                   "not in the data)" if len(listed) > left_out else "")
+  return apply_exclude(found, config)
+
+
+def apply_exclude(found, config):
+  """`found` less the files `config.exclude` lists (if any), said in one
+  line."""
+  if not getattr(config, "exclude", None):
+    return found
+  listed = folder_lib.read_exclude(config.exclude)
+  before = len(found.ignored)
+  found = folder_lib.exclude(found, listed)
+  say_excluded(config, listed, len(found.ignored) - before)
   return found
+
+
+def say_excluded(config, listed, left_out):
+  """The one line of an --exclude: how many files it left out."""
+  logger.warning("--exclude=%s: %d files left out%s", config.exclude,
+                 left_out, f" ({len(listed) - left_out} listed files are "
+                 "not in the data)" if len(listed) > left_out else "")
 
 
 def scan_data(config):

@@ -13,6 +13,7 @@ written to `thresholds.json`, and `report.json` holds the `"multilabel"`
 section (`imgrec.metrics.multilabel.summary`) of the test split.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -96,6 +97,7 @@ class MultiLabelTask(classification.ClassificationTask):
       An ImageFolder whose splits' labels are 0/1 rows, one per class.
     """
     rows, source = self._read_rows()
+    rows = exclude_rows(rows, self.config)
     keep, paths = self._scan(rows, source, report_path)
     targets = rows.targets[keep]
     names = self._carve(["train"] * len(keep) if rows.splits is None else
@@ -125,24 +127,7 @@ class MultiLabelTask(classification.ClassificationTask):
         allow_outside=config.allow_outside), csv_path
 
   def _carve(self, names, targets, class_names, source):
-    """`names` with the missing val/test splits carved from training."""
-    config = self.config
-    missing = {split: share for split, share in (
-        ("val", config.val_split), ("test", config.test_split))
-               if share > 0 and split not in names}
-    if not missing:
-      return names
-    train = [i for i, name in enumerate(names) if name == "train"]
-    data_lib.check_label_counts(class_names, targets[train],
-                                missing.get("val", 0), missing.get("test", 0),
-                                source)
-    carved = data_lib.iterative_split(
-        targets[train], {"train": 1 - sum(missing.values()), **missing},
-        config.seed)
-    names = list(names)
-    for i, name in zip(train, carved):
-      names[i] = name
-    return names
+    return carve(names, targets, class_names, source, self.config)
 
   def build_eval_split(self, data_dir, split, class_names):
     """The images of another labels CSV, their label sets in this run's
@@ -438,6 +423,41 @@ class MultiLabelTask(classification.ClassificationTask):
 # points kept of each curve.
 PR_CURVE_CLASSES = 30
 _PR_CURVE_POINTS = 200
+
+
+def exclude_rows(rows, config):
+  """MultiLabelRows less the files `config.exclude` lists (if any)."""
+  if not getattr(config, "exclude", None):
+    return rows
+  listed = folder_lib.read_exclude(config.exclude)
+  keep = [i for i, path in enumerate(rows.paths)
+          if os.path.realpath(path) not in listed]
+  task_data.say_excluded(config, listed, len(rows.paths) - len(keep))
+  return dataclasses.replace(
+      rows, paths=[rows.paths[i] for i in keep], targets=rows.targets[keep],
+      splits=None if rows.splits is None else [rows.splits[i] for i in keep])
+
+
+def carve(names, targets, class_names, source, config):
+  """Each image's split (`names`: "train", "val" or "test" each) with the
+  missing val/test splits (`config.val_split`, `config.test_split`) carved
+  from training by iterative stratification (`config.seed`)."""
+  missing = {split: share for split, share in (
+      ("val", config.val_split), ("test", config.test_split))
+             if share > 0 and split not in names}
+  if not missing:
+    return names
+  train = [i for i, name in enumerate(names) if name == "train"]
+  data_lib.check_label_counts(class_names, targets[train],
+                              missing.get("val", 0), missing.get("test", 0),
+                              source)
+  carved = data_lib.iterative_split(
+      targets[train], {"train": 1 - sum(missing.values()), **missing},
+      config.seed)
+  names = list(names)
+  for i, name in zip(train, carved):
+    names[i] = name
+  return names
 
 
 def pr_curves(targets, scores, class_names, per_class,

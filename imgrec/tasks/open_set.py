@@ -75,6 +75,11 @@ def embed(task, model, split):
   if not len(split):
     features = np.zeros((0, dim), np.float32)
   else:
+    # The embedder has `dim` outputs: labels shaped for them (a label
+    # set's 0/1 row has one a class), which the embedding never reads.
+    rows = bool(split.labels) and isinstance(split.labels[0], (list, tuple))
+    split = dataclasses.replace(split, labels=[[0] * dim] * len(split)
+                                if rows else [0] * len(split))
     features = np.asarray(task.predict_views(embedder, split, dim)[0],
                           np.float32).reshape(len(split), dim)
   return Embedded(features, features.astype(np.float64) @ kernel + bias)

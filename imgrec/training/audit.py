@@ -26,9 +26,12 @@ refused when it holds anything else.
 
 import collections
 import csv
+import dataclasses
 import io
 import os
 import time
+
+import numpy as np
 
 from imgrec import fileio
 from imgrec.config import AuditConfig
@@ -41,6 +44,7 @@ from imgrec.evaluation import audit_html
 from imgrec.run_folder import AUDIT_COMMAND
 from imgrec.run_folder import AuditFolder
 from imgrec.tasks import data as data_lib
+from imgrec.tasks import multilabel as multilabel_task
 
 
 def _check_out(out, found, config):
@@ -55,7 +59,71 @@ def _check_out(out, found, config):
                         "outside it.")
 
 
-def _scanned(found, config, prepared_dir, workers):
+def is_multilabel(config):
+  """Whether the audit reads label sets (`--task`; auto: the built-in
+  multi-label set)."""
+  if config.task != "auto":
+    return config.task == "multilabel"
+  if config.data_dir or config.labels_csv or config.tfds:
+    return False
+  from imgrec import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.BUILTIN_TASKS.get(config.dataset) == (
+      "multilabel_classification")
+
+
+def _find_label_sets(config):
+  """The ImageFolder of a multi-label source (labels: 0/1 rows), less
+  --exclude's files, and how many listed files are missing."""
+  from imgrec.data import multilabel as multilabel_data  # pylint: disable=g-import-not-at-top
+  from imgrec.data import sources  # pylint: disable=g-import-not-at-top
+  if config.data_dir:
+    raise ImgrecError("--task=multilabel reads --labels_csv=FILE (columns "
+                      "path,labels[,split]), a TFDS dataset of label sets "
+                      "(--tfds) or the built-in shapes_multilabel; not "
+                      "--data_dir.")
+  if config.tfds:
+    found = sources.load_tfds(config.tfds, config.tfds_data_dir)
+    rows, root, layout = multilabel_data.rows_of_folder(found), found.root, "tfds"
+  else:
+    from imgrec import datasets  # pylint: disable=g-import-not-at-top
+    csv_path = os.path.abspath(config.labels_csv or datasets.load_builtin(
+        config.dataset, seed=0))
+    rows = multilabel_data.read_multilabel_csv(
+        csv_path, label_delim=config.label_delim,
+        allow_outside=config.allow_outside)
+    root, layout = os.path.dirname(csv_path), "csv"
+  rows = multilabel_task.exclude_rows(rows, config)
+  splits = {}
+  for i, path in enumerate(rows.paths):
+    name = "train" if rows.splits is None else rows.splits[i]
+    split = splits.setdefault(name, folder_lib.Split([], []))
+    split.paths.append(path)
+    split.labels.append([int(v) for v in rows.targets[i]])
+  return folder_lib.ImageFolder(root=root, class_names=list(rows.class_names),
+                                splits=splits, layout=layout), len(rows.missing)
+
+
+def _carve(kept, config, multilabel):
+  """The folder with its missing val/test splits carved as training would."""
+  if not multilabel:
+    return folder_lib.carve_splits(kept, config.val_split, config.test_split,
+                                   config.seed)
+  paths, labels, names = [], [], []
+  for name, split in kept.splits.items():
+    paths += split.paths
+    labels += split.labels
+    names += [name] * len(split.paths)
+  names = multilabel_task.carve(names, np.asarray(labels, np.uint8),
+                                kept.class_names, kept.root, config)
+  splits = {name: folder_lib.Split([], []) for name in ("train", "val",
+                                                         "test")}
+  for path, label, name in zip(paths, labels, names):
+    splits[name].paths.append(path)
+    splits[name].labels.append(label)
+  return dataclasses.replace(kept, splits=splits)
+
+
+def _scanned(found, config, prepared_dir, workers, multilabel):
   """(folder of the usable files by their own paths, split as training
   splits; {path: file to read}; skipped count)."""
   paths = [p for split in found.splits.values() for p in split.paths]
@@ -71,17 +139,23 @@ def _scanned(found, config, prepared_dir, workers):
   kept = folder_lib.ImageFolder(root=found.root,
                                 class_names=list(found.class_names),
                                 splits=splits, layout=found.layout)
-  folder = folder_lib.carve_splits(kept, config.val_split, config.test_split,
-                                   config.seed)
-  return folder, read, len(results) - len(read)
+  return _carve(kept, config, multilabel), read, len(results) - len(read)
 
 
-def _classes(items, class_names):
-  counts = collections.Counter(cls for _, cls, _ in items)
-  total = max(1, len(items))
-  return {name: {"images": counts.get(name, 0),
-                 "share": round(counts.get(name, 0) / total, 4)}
-          for name in class_names}
+def _classes(folder):
+  """Each class's images and share of the images (a label set counts for
+  each of its labels)."""
+  counts, total = collections.Counter(), 0
+  for split in folder.splits.values():
+    for label in split.labels:
+      total += 1
+      if isinstance(label, (list, tuple)):
+        counts.update(i for i, v in enumerate(label) if v)
+      else:
+        counts[label] += 1
+  return {name: {"images": counts.get(i, 0),
+                 "share": round(counts.get(i, 0) / max(1, total), 4)}
+          for i, name in enumerate(folder.class_names)}
 
 
 def _exclude_text(audit):
@@ -99,14 +173,21 @@ def _exclude_text(audit):
   return "\n".join(lines) + "\n"
 
 
-def _relabel_csv(items, audit):
+def _relabel_csv(items, audit, label_delim=None):
+  """path,label,split rows (path,labels,split joined by `label_delim` for
+  label sets) with the suggested labels in place of the doubted ones."""
   suggested = {i["path"]: i["suggested"] for i in
                audit.get("label_issues") or []}
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(["path", "label", "split"])
+  writer.writerow(["path", "label" if label_delim is None else "labels",
+                   "split"])
   for path, cls, split in items:
-    writer.writerow([os.path.abspath(path), suggested.get(path, cls), split])
+    label = suggested.get(path, cls)
+    if label_delim is not None:
+      label = label_delim.join(label if isinstance(label, list) else
+                               [n for n in cls.split("+") if n])
+    writer.writerow([os.path.abspath(path), label, split])
   return buffer.getvalue()
 
 
@@ -125,7 +206,12 @@ def audit(config):
   """
   config = AuditConfig.coerce(config, "audit").validate()
   start = time.monotonic()
-  found = data_lib.find_data(config)
+  multilabel = is_multilabel(config)
+  missing = 0
+  if multilabel:
+    found, missing = _find_label_sets(config)
+  else:
+    found = data_lib.find_data(config)
   prepared_dir = os.path.abspath(config.prepared_dir or
                                  scan.default_prepared_dir(found.root))
   out = AuditFolder(config.out or os.path.join(prepared_dir, "audit"))
@@ -136,17 +222,20 @@ def audit(config):
     for path in out.outputs():
       if os.path.isfile(path) or os.path.islink(path):
         os.remove(path)  # The last audit's: this folder is imgrec's.
-    folder, read, skipped = _scanned(found, config, prepared_dir, workers)
+    folder, read, skipped = _scanned(found, config, prepared_dir, workers,
+                                     multilabel)
     items = audit_report.entries(folder)
     result = {
         "data": {"root": found.root, "source": found.layout,
+                 "task": "multilabel" if multilabel else "image",
                  "images": len(items), "skipped_by_scan": skipped,
+                 "missing_files": missing,
                  "class_names": list(folder.class_names)},
         "settings": {"parts": list(config.parts),
                      "near_threshold": config.near_threshold,
                      "val_split": config.val_split,
                      "test_split": config.test_split, "seed": config.seed},
-        "summary": {"classes": _classes(items, folder.class_names)},
+        "summary": {"classes": _classes(folder)},
     }
     if "duplicates" in config.parts:
       listed, summary = search.find_duplicates(
@@ -158,14 +247,16 @@ def audit(config):
       result["summary"]["duplicates"] = summary
     if {"labels", "outliers"} & set(config.parts):
       from imgrec.training import audit_labels  # pylint: disable=g-import-not-at-top
-      found, summary = audit_labels.judge(config, folder, read, items, out)
+      found, summary = audit_labels.judge(config, folder, read, items, out,
+                                          multilabel)
       result.update(found)
       result["summary"]["model"] = summary
     result["summary"]["seconds"] = round(time.monotonic() - start, 3)
     fileio.write_json(out.audit_path, result, indent=1, ensure_ascii=False)
     fileio.write_text(out.exclude_path, _exclude_text(result))
     if "label_issues" in result:
-      fileio.write_text(out.relabel_path, _relabel_csv(items, result))
+      fileio.write_text(out.relabel_path, _relabel_csv(
+          items, result, config.label_delim if multilabel else None))
     fileio.write_text(out.html_path, audit_html.render(
         result, read, config.max_image_pixels))
   paths = {"audit": out.audit_path, "html": out.html_path,

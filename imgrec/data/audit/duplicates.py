@@ -18,6 +18,8 @@ are found in two steps:
 Pairs that pass are joined into groups (union-find).
 """
 
+import concurrent.futures
+
 import numpy as np
 
 from imgrec.data.audit import fingerprint as fingerprint_lib
@@ -201,7 +203,8 @@ def _best_ncc(centre, b):
   return (products / norms).reshape(len(b), -1).max(axis=1)
 
 
-def window_similarity(windows, blurs, pairs, zooms=(1.0,), block=2048):
+def window_similarity(windows, blurs, pairs, zooms=(1.0,), block=2048,
+                      workers=1):
   """Each pair's largest normalized cross-correlation of the first's
   central window with the second's, shifted by whole samples within
   MARGIN - 1 and enlarged by each of `zooms`. The sharper window is first
@@ -213,6 +216,8 @@ def window_similarity(windows, blurs, pairs, zooms=(1.0,), block=2048):
     blurs: float [N], each window's blur in samples.
     pairs: int [P, 2].
     zooms: enlargements of the second window to try.
+    block: pairs compared at a time.
+    workers: threads comparing blocks (numpy's loops release the GIL).
 
   Returns:
     float32 [P].
@@ -223,32 +228,40 @@ def window_similarity(windows, blurs, pairs, zooms=(1.0,), block=2048):
   # The extra blur of the sharper window, in steps of BLUR_STEP samples.
   extra = np.sqrt(np.abs(blurs[pairs[:, 0]] ** 2 - blurs[pairs[:, 1]] ** 2))
   levels = np.rint(extra / BLUR_STEP).astype(np.int64)
+
+  def compare(level, index):
+    chunk = pairs[index]
+    a = windows[chunk[:, 0]].astype(np.float32)
+    b = windows[chunk[:, 1]].astype(np.float32)
+    if level:
+      blur = _blur_matrix(level * BLUR_STEP, fingerprint_lib.PADDED)
+      sharper_a = (blurs[chunk[:, 0]] < blurs[chunk[:, 1]])[:, None, None]
+      a = np.where(sharper_a, blur @ a @ blur.T, a)
+      b = np.where(sharper_a, b, blur @ b @ blur.T)
+    centre = fingerprint_lib.normalized(a[:, m:m + size, m:m + size])
+    centre = centre.reshape(len(chunk), size, size)
+    best = np.full(len(chunk), -1.0, np.float32)
+    for zoom in zooms:
+      zoomed = b if zoom == 1 else _zoomed(b, np.full(len(b), zoom))
+      # Lined up already (most copies): no shift can do better enough to
+      # matter; the others search every shift.
+      still = np.einsum("pd,pd->p", centre.reshape(len(chunk), -1),
+                        fingerprint_lib.normalized(
+                            zoomed[:, m:m + size, m:m + size]))
+      search = np.flatnonzero(still < CERTAIN)
+      found = still.copy()
+      if len(search):
+        found[search] = _best_ncc(centre[search], zoomed[search])
+      best = np.maximum(best, found)
+    out[index] = best  # Blocks never share a pair.
+
+  jobs = []
   for level in np.unique(levels):
-    blur = _blur_matrix(level * BLUR_STEP, fingerprint_lib.PADDED)
     rows = np.flatnonzero(levels == level)
-    for start in range(0, len(rows), block):
-      index = rows[start:start + block]
-      chunk = pairs[index]
-      a = windows[chunk[:, 0]].astype(np.float32)
-      b = windows[chunk[:, 1]].astype(np.float32)
-      if level:
-        sharper_a = (blurs[chunk[:, 0]] < blurs[chunk[:, 1]])[:, None, None]
-        a = np.where(sharper_a, blur @ a @ blur.T, a)
-        b = np.where(sharper_a, b, blur @ b @ blur.T)
-      centre = fingerprint_lib.normalized(a[:, m:m + size, m:m + size])
-      centre = centre.reshape(len(chunk), size, size)
-      for zoom in zooms:
-        zoomed = b if zoom == 1 else _zoomed(b, np.full(len(b), zoom))
-        # Lined up already (most copies): no shift can do better enough to
-        # matter; the others search every shift.
-        still = np.einsum("pd,pd->p", centre.reshape(len(chunk), -1),
-                          fingerprint_lib.normalized(
-                              zoomed[:, m:m + size, m:m + size]))
-        search = np.flatnonzero(still < CERTAIN)
-        found = still.copy()
-        if len(search):
-          found[search] = _best_ncc(centre[search], zoomed[search])
-        out[index] = np.maximum(out[index], found)
+    jobs += [(level, rows[start:start + block])
+             for start in range(0, len(rows), block)]
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+    list(pool.map(lambda job: compare(*job), jobs))
   return out
 
 
@@ -328,7 +341,8 @@ def distinct_matches(pairs, sims, n, threshold, certain, ratio=RATIO):
 
 
 def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
-                certain=CERTAIN, neighbours=8, seed=0, colours=None):
+                certain=CERTAIN, neighbours=8, seed=0, colours=None,
+                workers=1):
   """Groups of duplicate images.
 
   Args:
@@ -345,6 +359,7 @@ def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
       duplicates.
     neighbours: candidates each image is verified against.
     seed: the index's k-means seed.
+    workers: threads of the verification.
 
   Returns:
     (groups, pairs_checked): groups are lists of image indices (sorted; the
@@ -384,7 +399,7 @@ def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
         pairs = pairs[np.abs(tinted[pairs[:, 0]] - tinted[pairs[:, 1]]).max(
             axis=1) <= COLOUR_TOLERANCE]
       blurs = np.asarray(blurs)[reps]
-      sims = window_similarity(stacked, blurs, pairs)
+      sims = window_similarity(stacked, blurs, pairs, workers=workers)
       # A copy cropped by a few percent shows its content up to 1 / 0.9
       # times larger in its window: zooms are tried where they can matter,
       # on each image's two best matches that are close but not certain.
@@ -392,7 +407,7 @@ def find_groups(digests, windows, blurs, frames, threshold=NEAR_THRESHOLD,
           sims >= ZOOM_FROM) & (sims < certain))
       if len(zoom):
         sims[zoom] = np.maximum(sims[zoom], window_similarity(
-            stacked, blurs, pairs[zoom], ZOOMS))
+            stacked, blurs, pairs[zoom], ZOOMS, workers=workers))
       kept = distinct_matches(pairs, sims, len(reps), threshold, certain)
       for (a, b), s in zip(pairs[kept], sims[kept]):
         union.union(int(reps[a]), int(reps[b]))

@@ -72,7 +72,7 @@ def find_duplicates(items, read_paths, *, cache_path=None, workers=1,
     groups, checked = duplicates_lib.find_groups(
         prints.digests, prints.window_list(), prints.blurs,
         [tuple(f) for f in np.asarray(prints.frames)],
-        threshold=near_threshold, colours=prints.colours)
+        threshold=near_threshold, colours=prints.colours, workers=workers)
     if groups_path:
       try:
         fileio.write_json(groups_path, {"key": key, "groups": groups,
