@@ -594,3 +594,17 @@ def test_the_verification_on_threads_equals_one_thread():
                                      workers=2)
   np.testing.assert_array_equal(one, two)
   assert (one[(pairs[:, 0] == 30) & (pairs[:, 1] == 0)] > 0.97).all()
+
+
+def test_a_large_photo_is_held_reduced_while_its_chunk_is_read(tmp_path):
+  from imgrec.data.audit import store  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "photo.png")
+  rgb = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3),
+                                          dtype=np.uint8)
+  Image.fromarray(rgb).save(path)
+  reduced = store._read(path, 10**8)  # pylint: disable=protected-access
+  assert max(reduced.gray.shape) <= fingerprint.WORK_SIDE
+  assert reduced.rgb.shape[:2] == reduced.gray.shape
+  assert reduced.rgb.nbytes < rgb.nbytes // 20  # Not the photo's pixels.
+  assert reduced.digest == fingerprint.digest(rgb)
+  assert store.chunk_prints([path], 10**8)[0].frame[3:] == (1200, 1600)

@@ -27,6 +27,11 @@ def main(config, argv):
           f"({duplicates['exact_groups']} exact, {duplicates['near_groups']} "
           f"near), {duplicates['leakage_groups']} across splits, "
           f"{duplicates['conflict_groups']} across classes")
+  model = summary.get("model")
+  if model:
+    print(f"judged out of sample: {model['judged']} images"
+          + (f" ({model['not_judged']} training images of --model_dir not "
+             "judged)" if model["not_judged"] else ""))
   if "label_issues" in found:
     print(f"label issues: {len(found['label_issues'])}")
   if "outliers" in found:

@@ -63,17 +63,42 @@ def digest(rgb):
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def _gray(stack):
-  """Gray float32 [B, h, w] of uint8 RGB [B, H, W, 3], reduced by an integer
-  box factor to at most WORK_SIDE a side; and the factor."""
-  gray = stack.astype(np.float32) @ _LUMA
-  count, height, width = gray.shape
+@dataclasses.dataclass
+class Reduced:
+  """What the fingerprint needs of an image, no more: its digest, and its
+  gray and RGB pixels reduced by an integer box factor to at most
+  WORK_SIDE a side (float32), with the factor and the image's own size. A
+  12-megapixel photo is held as about 0.2 MB of these, not 36."""
+  digest: str
+  gray: np.ndarray
+  rgb: np.ndarray
+  factor: int
+  height: int
+  width: int
+
+  @property
+  def key(self):
+    """Images with one key are fingerprinted together."""
+    return (self.gray.shape, self.factor, self.height, self.width)
+
+
+def _box(x, factor):
+  """x [H, W, ...] averaged over factor x factor squares (the rest of the
+  last partial square dropped)."""
+  if factor == 1:
+    return x
+  h, w = x.shape[0] // factor, x.shape[1] // factor
+  return x[:h * factor, :w * factor].reshape(
+      h, factor, w, factor, *x.shape[2:]).mean(axis=(1, 3))
+
+
+def reduce(rgb):
+  """The Reduced of uint8 RGB pixels [H, W, 3]."""
+  height, width = rgb.shape[:2]
   factor = max(1, -(-max(height, width) // WORK_SIDE))
-  if factor > 1:
-    h, w = height // factor, width // factor
-    gray = gray[:, :h * factor, :w * factor].reshape(
-        count, h, factor, w, factor).mean(axis=(2, 4))
-  return gray, factor
+  pixels = rgb.astype(np.float32)
+  return Reduced(digest(rgb), _box(pixels @ _LUMA, factor),
+                 _box(pixels, factor), factor, height, width)
 
 
 def _sampling(centre, half, size):
@@ -94,10 +119,16 @@ def _sampling(centre, half, size):
 def fingerprints(images):
   """Fingerprints of uint8 RGB images [H, W, 3] of one shape, computed
   together (numpy over the batch)."""
-  stack = np.stack(images)
-  count, height, width = stack.shape[:3]
-  digests = [digest(x) for x in images]
-  gray, factor = _gray(stack)
+  return fingerprints_of_reduced([reduce(x) for x in images])
+
+
+def fingerprints_of_reduced(reduced):
+  """Fingerprints of Reduced images of one `key`, computed together."""
+  count = len(reduced)
+  factor, height, width = (reduced[0].factor, reduced[0].height,
+                           reduced[0].width)
+  digests = [r.digest for r in reduced]
+  gray = np.stack([r.gray for r in reduced])
   background = np.median(gray.reshape(count, -1), axis=1)
   ink = np.abs(gray - background[:, None, None])
   total = ink.sum(axis=(1, 2))
@@ -122,11 +153,7 @@ def fingerprints(images):
   blur = float(max(1.0, PADDED / (2 * half)) * BLUR_PER_PIXEL)
   # The colour of the whole image and of its ink (the object, not the
   # background): the shares of r and g in r + g + b of each mean.
-  rgb = stack.astype(np.float32)
-  if factor > 1:
-    h, w = gray.shape[1:]
-    rgb = rgb[:, :h * factor, :w * factor].reshape(
-        count, h, factor, w, factor, 3).mean(axis=(2, 4))
+  rgb = np.stack([r.rgb for r in reduced])
   means = np.stack([rgb.mean(axis=(1, 2)), np.einsum(
       "bhw,bhwc->bc", ink, rgb) / safe[:, None]], axis=1)  # [B, 2, 3]
   sums = means.sum(axis=2, keepdims=True)

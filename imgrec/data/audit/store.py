@@ -29,7 +29,7 @@ from imgrec.errors import ImgrecError
 CACHE_NAME = "audit_fingerprints.npz"
 # Part of the cache: bump it when a fingerprint changes.
 VERSION = 4
-# Files read (and held) at a time.
+# Files read at a time (each held as its small `Reduced`).
 CHUNK = 256
 # From this many files to fingerprint, worker processes (they take about a
 # second to start).
@@ -101,27 +101,29 @@ def _save(cache_path, keys, prints):
 
 
 def _read(path, max_image_pixels):
-  """The policy's RGB pixels of a file, or None when it cannot be read now."""
+  """The fingerprint's `Reduced` of the policy's RGB pixels of a file
+  (the full pixels are dropped at once), or None when it cannot be read
+  now."""
   try:
     # The header's pixel count first (a file may have changed since the
     # scan), then the pixels.
     if decode.open_plan(path, max_image_pixels) is None:
       return None
-    return decode.read_pillow(path, channels=3)
+    return fingerprint_lib.reduce(decode.read_pillow(path, channels=3))
   except (ImgrecError, OSError, ValueError, SyntaxError):
     return None
 
 
 def _batched(images):
-  """Fingerprints (or None) of decoded images: those of one shape together
-  (numpy over the batch)."""
+  """Fingerprints (or None) of `Reduced` images (or None): those of one
+  key together (numpy over the batch)."""
   found = [None] * len(images)
-  by_shape = {}
+  by_key = {}
   for i, image in enumerate(images):
     if image is not None:
-      by_shape.setdefault(image.shape, []).append(i)
-  for rows in by_shape.values():
-    for row, result in zip(rows, fingerprint_lib.fingerprints(
+      by_key.setdefault(image.key, []).append(i)
+  for rows in by_key.values():
+    for row, result in zip(rows, fingerprint_lib.fingerprints_of_reduced(
         [images[i] for i in rows])):
       found[row] = result
   return found
