@@ -292,7 +292,7 @@ def _judge(run_dir, csv_path, audit_csv_rows=None):
   p /= p.sum(axis=1, keepdims=True)
   ranked = cleanlab_filter.find_label_issues(
       labels=np.asarray(split.labels), pred_probs=p,
-      return_indices_ranked_by="self_confidence")
+      return_indices_ranked_by="self_confidence", n_jobs=1)
   order = np.argsort(p[np.arange(len(rows)), split.labels])
   return [rows[i][0] for i in ranked], [rows[i][0] for i in order]
 

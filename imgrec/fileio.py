@@ -77,6 +77,24 @@ def is_inside(path, folder):
   return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def may_replace_cache(path, looks_ours):
+  """Whether a cache of imgrec's may be (re)written at `path`: nothing is
+  there, or a regular file (not a link) that `looks_ours(path)` takes for
+  imgrec's. Otherwise says in one warning line that it is left alone (a
+  cache is only ever a faster next run)."""
+  if not os.path.lexists(path):
+    return True
+  try:
+    ours = (os.path.isfile(path) and not os.path.islink(path)
+            and bool(looks_ours(path)))
+  except Exception:  # pylint: disable=broad-except
+    ours = False  # Whatever it holds, imgrec did not write it.
+  if not ours:
+    sys.stderr.write(f"imgrec: warning: {path} is not imgrec's cache; left "
+                     "as it is (no cache written there)\n")
+  return ours
+
+
 def is_special(path):
   """True when `path` (after links) exists and is neither a file nor a folder.
 

@@ -882,6 +882,9 @@ class AuditFolder(RunFolder):
   exclude_path = _in_run("exclude.txt")
   relabel_path = _in_run("relabel.csv")
   folds_dir = _in_run("folds")
+  # The digest of each output as the audit wrote it (a rerun replaces only
+  # what is still so).
+  outputs_record_path = _in_run(".imgrec-audit-outputs.json")
 
   def fold_dir(self, fold):
     return os.path.join(self.folds_dir, f"fold_{fold}")

@@ -608,3 +608,75 @@ def test_a_large_photo_is_held_reduced_while_its_chunk_is_read(tmp_path):
   assert reduced.rgb.nbytes < rgb.nbytes // 20  # Not the photo's pixels.
   assert reduced.digest == fingerprint.digest(rgb)
   assert store.chunk_prints([path], 10**8)[0].frame[3:] == (1200, 1600)
+
+
+def _audit_here(planted, tmp_path, **kw):
+  from imgrec.training import audit  # pylint: disable=g-import-not-at-top
+  config = dict(data_dir=str(planted), parts=("duplicates",),
+                out=str(tmp_path / "out"),
+                prepared_dir=str(tmp_path / "prepared"), progress=False)
+  return audit.audit(dict(config, **kw))
+
+
+@pytest.mark.parametrize("case", ["csv_elsewhere", "prepared_inside",
+                                  "prepared_a_file", "empty_model_dir",
+                                  "too_many_folds", "folds_a_link"])
+def test_what_the_audit_refuses_it_refuses_before_writing(planted, tmp_path,
+                                                          case):
+  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
+  before = _listing(planted)
+  kw = {}
+  if case == "csv_elsewhere":
+    # A CSV in another folder listing the data's images: --out beside
+    # them is still inside the data.
+    (tmp_path / "csv").mkdir()
+    rows = [f"{planted / 'plain' / f'{i:02d}.png'},plain" for i in range(3)]
+    rows += [f"{planted / '<b>odd</b>' / f'{i:02d}.png'},odd"
+             for i in range(3)]
+    (tmp_path / "csv" / "l.csv").write_text("path,label\n" +
+                                            "\n".join(rows) + "\n")
+    kw = dict(data_dir=None, labels_csv=str(tmp_path / "csv" / "l.csv"),
+              allow_outside=True, out=str(planted / "x"))
+  elif case == "prepared_inside":
+    kw = dict(prepared_dir=str(planted / "cache"))
+  elif case == "prepared_a_file":
+    (tmp_path / "f").write_text("mine")
+    kw = dict(prepared_dir=str(tmp_path / "f"))
+  elif case == "empty_model_dir":
+    (tmp_path / "empty").mkdir()
+    kw = dict(parts=("labels",), model_dir=str(tmp_path / "empty"))
+  elif case == "too_many_folds":
+    kw = dict(parts=("labels",), folds=50)
+  else:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "mine").mkdir()
+    os.symlink(tmp_path / "mine", tmp_path / "out" / "folds")
+    (tmp_path / "out" / ".imgrec-run").write_text(
+        '{"command": "imgrec-audit"}')
+  with pytest.raises(ImgrecError) as raised:
+    _audit_here(planted, tmp_path, **kw)
+  assert "\n" not in str(raised.value)
+  assert _listing(planted) == before
+  if case == "folds_a_link":
+    assert not os.listdir(tmp_path / "mine")
+  elif case != "csv_elsewhere":
+    assert not (tmp_path / "out").exists()  # Not even its lock.
+
+
+def test_a_rerun_never_replaces_an_edited_output_or_a_users_cache(
+    planted, tmp_path, capfd):
+  from imgrec.errors import ImgrecError  # pylint: disable=g-import-not-at-top
+  (tmp_path / "prepared").mkdir()
+  mine = tmp_path / "prepared" / "audit_fingerprints.npz"
+  mine.write_text("the user's own file")
+  first = _audit_here(planted, tmp_path)
+  assert mine.read_text() == "the user's own file"
+  assert "not imgrec's cache" in capfd.readouterr().err
+  assert first["audit"]["summary"]["duplicates"]["groups"] == 2
+  _audit_here(planted, tmp_path)  # Its own outputs: replaced.
+  exclude = tmp_path / "out" / "exclude.txt"
+  exclude.write_text(exclude.read_text() + "# reviewed: keep 00.png\n")
+  with pytest.raises(ImgrecError, match="exclude.txt is not as"):
+    _audit_here(planted, tmp_path)
+  assert exclude.read_text().endswith("# reviewed: keep 00.png\n")
+  assert os.path.isfile(tmp_path / "out" / "audit.json")  # Left as it was.

@@ -27,7 +27,9 @@ refused when it holds anything else.
 import collections
 import csv
 import dataclasses
+import hashlib
 import io
+import json
 import os
 import time
 
@@ -47,16 +49,101 @@ from imgrec.tasks import data as data_lib
 from imgrec.tasks import multilabel as multilabel_task
 
 
-def _check_out(out, found, config):
-  """Refuses an --out inside the data (or the CSV's folder)."""
-  roots = [found.root]
+def _data_roots(found, config):
+  """The folders that are the data's: its root, the labels CSV's folder,
+  and each listed image's folder and the folder above it (class folders
+  and the folder holding them)."""
+  roots = {found.root} if found.root else set()
   if config.labels_csv:
-    roots.append(os.path.dirname(os.path.abspath(config.labels_csv)))
-  for root in roots:
-    if root and os.path.isdir(root) and fileio.is_inside(out.path, root):
-      raise ImgrecError(f"--out={out.path} is inside the data ({root}): the "
-                        "audit never writes into the data. Pass a folder "
-                        "outside it.")
+    roots.add(os.path.dirname(os.path.abspath(config.labels_csv)))
+  folders = {os.path.dirname(os.path.abspath(p))
+             for split in found.splits.values() for p in split.paths}
+  return sorted(roots | folders | {os.path.dirname(f) for f in folders})
+
+
+def _check_places(out, prepared_dir, found, config):
+  """Refuses an --out or --prepared_dir inside the data, and a
+  --prepared_dir that is not a folder, before anything is written."""
+  for root in _data_roots(found, config):
+    if not os.path.isdir(root):
+      continue
+    for flag, path in (("--out", out.path), ("--prepared_dir", prepared_dir)):
+      if fileio.is_inside(path, root):
+        raise ImgrecError(f"{flag}={path} is inside the data ({root}): the "
+                          "audit never writes into the data. Pass a folder "
+                          "outside it.")
+  if os.path.exists(prepared_dir) and not os.path.isdir(prepared_dir):
+    raise ImgrecError(f"--prepared_dir={prepared_dir} is not a folder. Pass "
+                      "a folder (new, or the scan's own).")
+  if os.path.islink(out.folds_dir):
+    raise ImgrecError(f"--out={out.path}: {out.folds_dir} is a link; the "
+                      "audit trains its folds only in a folder of its own. "
+                      "Pass another --out.")
+
+
+def _digest(path):
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _check_outputs(out):
+  """Refuses an --out whose audit.json, audit.html, exclude.txt or
+  relabel.csv is not as the last audit wrote it (edited after review, or
+  put there by the user): a rerun would replace it."""
+  try:
+    with open(out.outputs_record_path, encoding="utf-8") as f:
+      written = json.load(f)
+  except (OSError, ValueError):
+    written = {}
+  if not isinstance(written, dict):
+    written = {}
+  for path in out.outputs():
+    if not os.path.lexists(path):
+      continue
+    name = os.path.basename(path)
+    if os.path.islink(path) or not os.path.isfile(path) or (
+        written.get(name) != _digest(path)):
+      raise ImgrecError(f"--out={out.path}: {name} is not as imgrec-audit "
+                        "wrote it (changed since, or not imgrec's); a new "
+                        "audit would replace it. Move it out of the folder "
+                        "(or pass another --out).")
+
+
+def _write_outputs(out, texts):
+  """Writes {path: text} and removes the last audit's outputs this one did
+  not write (checked unchanged by `_check_outputs`); then records what it
+  wrote."""
+  for path, text in texts.items():
+    fileio.write_text(path, text)
+  for path in out.outputs():
+    if path not in texts and os.path.isfile(path):
+      os.remove(path)
+  fileio.write_json(out.outputs_record_path, {
+      os.path.basename(path): _digest(path) for path in texts}, indent=1)
+
+
+def _check_folds(found, config, multilabel):
+  """Refuses --folds larger than the smallest class (a fold with no image
+  of a class judges nothing and trains in vain)."""
+  counts = collections.Counter()
+  for split in found.splits.values():
+    for label in split.labels:
+      if multilabel:
+        counts.update(i for i, v in enumerate(label) if v)
+      else:
+        counts[label] += 1
+  names = list(found.class_names)
+  smallest = min(range(len(names)), key=lambda i: counts.get(i, 0))
+  have = counts.get(smallest, 0)
+  if have < config.folds:
+    raise ImgrecError(
+        f"--folds={config.folds} needs {config.folds} images of every class "
+        f"(each fold holds some of each); {names[smallest]!r} has {have}. "
+        f"Pass --folds={max(2, have)} or fewer" + (
+            "" if have >= 2 else ", after adding images of that class") + ".")
 
 
 def is_multilabel(config):
@@ -215,13 +302,19 @@ def audit(config):
   prepared_dir = os.path.abspath(config.prepared_dir or
                                  scan.default_prepared_dir(found.root))
   out = AuditFolder(config.out or os.path.join(prepared_dir, "audit"))
-  _check_out(out, found, config)
+  _check_places(out, prepared_dir, found, config)
   out.check_ours(AUDIT_COMMAND)
+  _check_outputs(out)
+  judging = bool({"labels", "outliers"} & set(config.parts))
+  if judging:
+    from imgrec.training import audit_labels  # pylint: disable=g-import-not-at-top
+    if config.model_dir:
+      audit_labels.check_run(config, found.class_names, multilabel)
+    else:
+      _check_folds(found, config, multilabel)
   workers = config.workers or scan.default_workers()
   with out.start(AUDIT_COMMAND):
-    for path in out.outputs():
-      if os.path.isfile(path) or os.path.islink(path):
-        os.remove(path)  # The last audit's: this folder is imgrec's.
+    _check_outputs(out)  # Again, under the lock.
     folder, read, skipped = _scanned(found, config, prepared_dir, workers,
                                      multilabel)
     items = audit_report.entries(folder)
@@ -245,20 +338,21 @@ def audit(config):
           near_threshold=config.near_threshold)
       result["duplicates"] = listed
       result["summary"]["duplicates"] = summary
-    if {"labels", "outliers"} & set(config.parts):
-      from imgrec.training import audit_labels  # pylint: disable=g-import-not-at-top
+    if judging:
       found, summary = audit_labels.judge(config, folder, read, items, out,
                                           multilabel)
       result.update(found)
       result["summary"]["model"] = summary
     result["summary"]["seconds"] = round(time.monotonic() - start, 3)
-    fileio.write_json(out.audit_path, result, indent=1, ensure_ascii=False)
-    fileio.write_text(out.exclude_path, _exclude_text(result))
+    texts = {out.audit_path: json.dumps(result, indent=1,
+                                        ensure_ascii=False) + "\n",
+             out.exclude_path: _exclude_text(result)}
     if "label_issues" in result:
-      fileio.write_text(out.relabel_path, _relabel_csv(
-          items, result, config.label_delim if multilabel else None))
-    fileio.write_text(out.html_path, audit_html.render(
-        result, read, config.max_image_pixels))
+      texts[out.relabel_path] = _relabel_csv(
+          items, result, config.label_delim if multilabel else None)
+    texts[out.html_path] = audit_html.render(result, read,
+                                             config.max_image_pixels)
+    _write_outputs(out, texts)
   paths = {"audit": out.audit_path, "html": out.html_path,
            "exclude": out.exclude_path}
   if "label_issues" in result:

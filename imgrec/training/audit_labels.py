@@ -130,6 +130,9 @@ def _held_out(config, folder, read, items, out, labels, multilabel):
   embeddings = None
   for k in range(config.folds):
     fold_dir = out.fold_dir(k)
+    if os.path.islink(out.folds_dir) or os.path.islink(fold_dir):
+      raise ImgrecError(f"{fold_dir} is a link; the audit trains its folds "
+                        "only in a folder of its own. Pass another --out.")
     # The list beside the run, not above it: a run never goes in its data.
     os.makedirs(os.path.join(fold_dir, "list"), exist_ok=True)
     csv_path = os.path.join(fold_dir, "list", "data.csv")
@@ -175,20 +178,31 @@ def _label_cell(label, folder, config, multilabel):
   return folder.class_names[label]
 
 
-def _from_run(config, folder, read, items, labels, multilabel):
-  """The same from a finished run (--model_dir): its model judges the
-  images of its validation and test splits; the rest are not judged."""
+def check_run(config, class_names, multilabel):
+  """The finished run of --model_dir and its task, or a one-line error:
+  no trained model, another task, other classes."""
   run = RunFolder(config.model_dir)
   run.require_best_model()
-  task = tasks.for_run(run)
+  try:
+    task = tasks.for_run(run)
+  except ImgrecError as e:
+    raise ImgrecError(f"--model_dir={run.path}: {e}") from None
   kind = "multilabel" if multilabel else "image"
   if task.name != registry.canonical_name(kind):
     raise ImgrecError(f"--model_dir={run.path} is a {task.name} run; this "
                       f"audit reads {kind} labels (--task).")
   names = run.read_labels()
-  if names != list(folder.class_names):
+  if names != list(class_names):
     raise ImgrecError(f"--model_dir={run.path} was trained on classes "
-                      f"{names}, not the data's {folder.class_names}.")
+                      f"{names}, not the data's {list(class_names)}.")
+  return run, task
+
+
+def _from_run(config, folder, read, items, labels, multilabel):
+  """The same from a finished run (--model_dir): its model judges the
+  images of its validation and test splits; the rest are not judged."""
+  run, task = check_run(config, folder.class_names, multilabel)
+  names = run.read_labels()
   held = set()
   for split in ("val", "test"):
     try:
@@ -219,9 +233,11 @@ def _from_run(config, folder, read, items, labels, multilabel):
 def label_issues(labels, probabilities, class_names, items):
   """Confident learning's issues, most likely wrong first."""
   from cleanlab import filter as cleanlab_filter  # pylint: disable=g-import-not-at-top
+  # One process (n_jobs=1): cleanlab's pool would fork imgrec's own
+  # process, signal handlers included, and its workers' ends then print.
   ranked = cleanlab_filter.find_label_issues(
       labels=labels, pred_probs=probabilities,
-      return_indices_ranked_by="self_confidence")
+      return_indices_ranked_by="self_confidence", n_jobs=1)
   out = []
   for i in ranked:
     given = int(labels[i])
@@ -243,7 +259,7 @@ def label_set_issues(targets, probabilities, class_names, items):
   given_sets = [np.flatnonzero(t).tolist() for t in targets]
   ranked = cleanlab_filter.find_label_issues(
       labels=given_sets, pred_probs=probabilities,
-      return_indices_ranked_by="self_confidence")
+      return_indices_ranked_by="self_confidence", n_jobs=1)
   quality = rank.get_label_quality_scores(given_sets, probabilities)
   out = []
   for i in ranked:

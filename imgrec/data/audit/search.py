@@ -37,6 +37,12 @@ def _load_groups(path, key):
   return None
 
 
+def _is_groups(path):
+  with open(path, encoding="utf-8") as f:
+    data = json.load(f)
+  return isinstance(data, dict) and {"key", "groups"} <= set(data)
+
+
 def find_duplicates(items, read_paths, *, cache_path=None, workers=1,
                     max_image_pixels=None,
                     near_threshold=duplicates_lib.NEAR_THRESHOLD):
@@ -73,7 +79,7 @@ def find_duplicates(items, read_paths, *, cache_path=None, workers=1,
         prints.digests, prints.window_list(), prints.blurs,
         [tuple(f) for f in np.asarray(prints.frames)],
         threshold=near_threshold, colours=prints.colours, workers=workers)
-    if groups_path:
+    if groups_path and fileio.may_replace_cache(groups_path, _is_groups):
       try:
         fileio.write_json(groups_path, {"key": key, "groups": groups,
                                         "checked": int(checked)})

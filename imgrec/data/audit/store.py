@@ -86,7 +86,14 @@ def _load(cache_path):
   return {k: i for i, k in enumerate(keys)}, arrays
 
 
+def _is_cache(path):
+  with np.load(path, allow_pickle=False) as data:
+    return {"version", "keys", "digests"} <= set(data.files)
+
+
 def _save(cache_path, keys, prints):
+  if not fileio.may_replace_cache(cache_path, _is_cache):
+    return
   try:
     with fileio.atomic_path(cache_path) as tmp:
       with open(tmp, "wb") as f:

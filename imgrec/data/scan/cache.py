@@ -31,8 +31,17 @@ def load(path):
   return entries if isinstance(entries, dict) else {}
 
 
+def _is_cache(path):
+  with open(path, encoding="utf-8") as f:
+    data = json.load(f)
+  return isinstance(data, dict) and {"version", "entries"} <= set(data)
+
+
 def save(path, entries):
-  """Writes the cache atomically; a failure only costs a slower next scan."""
+  """Writes the cache atomically; a failure only costs a slower next scan.
+  A file of that name that is not a scan cache is never replaced."""
+  if not fileio.may_replace_cache(path, _is_cache):
+    return
   try:
     fileio.write_json(path, {"version": SCAN_VERSION, "entries": entries},
                       ensure_ascii=False, separators=(",", ":"))
