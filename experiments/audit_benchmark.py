@@ -398,7 +398,7 @@ def multilabel(work):
           labels = sorted(set(labels) ^ {toggled})
         f.write(f"{path},{' '.join(labels)},train\n")
     flipped = {rows[i][0] for i in changed}
-    out = os.path.join(root, "audit")
+    out = os.path.join(work, f"multilabel_audit_s{seed}")  # Not in the data.
     seconds = _run(["imgrec.cli.audit", f"--labels_csv={csv_path}",
                     "--task=multilabel", "--allow_outside",
                     "--parts=labels", f"--out={out}", f"--seed={seed}",
