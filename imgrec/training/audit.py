@@ -125,16 +125,12 @@ def _write_outputs(out, texts):
       os.path.basename(path): _digest(path) for path in texts}, indent=1)
 
 
-def _check_folds(found, config, multilabel):
+
+
+def _check_folds(found, config):
   """Refuses --folds larger than the smallest class (a fold with no image
   of a class judges nothing and trains in vain)."""
-  counts = collections.Counter()
-  for split in found.splits.values():
-    for label in split.labels:
-      if multilabel:
-        counts.update(i for i, v in enumerate(label) if v)
-      else:
-        counts[label] += 1
+  counts, _ = _class_counts(found)
   names = list(found.class_names)
   smallest = min(range(len(names)), key=lambda i: counts.get(i, 0))
   have = counts.get(smallest, 0)
@@ -170,7 +166,8 @@ def _find_label_sets(config):
                       "--data_dir.")
   if config.tfds:
     found = sources.load_tfds(config.tfds, config.tfds_data_dir)
-    rows, root, layout = multilabel_data.rows_of_folder(found), found.root, "tfds"
+    rows = multilabel_data.rows_of_folder(found)
+    root, layout = found.root, "tfds"
   else:
     from imgrec import datasets  # pylint: disable=g-import-not-at-top
     csv_path = os.path.abspath(config.labels_csv or datasets.load_builtin(
@@ -229,9 +226,9 @@ def _scanned(found, config, prepared_dir, workers, multilabel):
   return _carve(kept, config, multilabel), read, len(results) - len(read)
 
 
-def _classes(folder):
-  """Each class's images and share of the images (a label set counts for
-  each of its labels)."""
+def _class_counts(folder):
+  """({class index: images}, images): a label set counts for each of its
+  labels."""
   counts, total = collections.Counter(), 0
   for split in folder.splits.values():
     for label in split.labels:
@@ -240,6 +237,12 @@ def _classes(folder):
         counts.update(i for i, v in enumerate(label) if v)
       else:
         counts[label] += 1
+  return counts, total
+
+
+def _classes(folder):
+  """Each class's images and share of the images."""
+  counts, total = _class_counts(folder)
   return {name: {"images": counts.get(i, 0),
                  "share": round(counts.get(i, 0) / max(1, total), 4)}
           for i, name in enumerate(folder.class_names)}
@@ -311,7 +314,7 @@ def audit(config):
     if config.model_dir:
       audit_labels.check_run(config, found.class_names, multilabel)
     else:
-      _check_folds(found, config, multilabel)
+      _check_folds(found, config)
   workers = config.workers or scan.default_workers()
   with out.start(AUDIT_COMMAND):
     _check_outputs(out)  # Again, under the lock.
