@@ -125,8 +125,6 @@ def _write_outputs(out, texts):
       os.path.basename(path): _digest(path) for path in texts}, indent=1)
 
 
-
-
 def _check_folds(found, config):
   """Refuses --folds larger than the smallest class (a fold with no image
   of a class judges nothing and trains in vain)."""
