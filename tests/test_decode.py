@@ -170,6 +170,7 @@ def test_bmp_named_like_a_jpeg_is_flagged(tmp_path):
   assert _plan(data, "photo.bmp").plain
 
 
+@pytest.mark.slow  # Traces the graph decoder several ways.
 def test_graph_decoder_eager_equals_tf_data_and_tf_function():
   data = [_encoded(Image.fromarray(_random_rgba(i), "RGBA"), "PNG")
           for i in range(3)]

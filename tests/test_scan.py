@@ -474,6 +474,7 @@ def test_fill_keeps_each_image_as_training_decodes_it(zoo, tmp_path):
       np.stack([store[r.row] for r in results if r.ok]))
 
 
+@pytest.mark.slow  # Both scan paths over every file kind.
 def test_fast_and_one_by_one_checks_agree(zoo, tmp_path, monkeypatch):
   d, valid, broken = zoo
   paths = [os.path.join(d, n) for n in sorted(valid) + sorted(broken)]

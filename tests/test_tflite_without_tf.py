@@ -100,6 +100,7 @@ def test_numpy_resize_and_gray_are_tensorflows():
                                 ops.to_channels(tf.constant(gray), 3).numpy())
 
 
+@pytest.mark.slow  # Traces the graph decoder three times (seconds each).
 def test_pillow_reads_the_pixels_of_the_graph_decoder(tmp_path):
   files = {**write_odd_kinds(str(tmp_path)), **_more_kinds(str(tmp_path))}
   compared = 0
