@@ -311,23 +311,31 @@ def _train(csv_path, model_dir, seed, extra=()):
   return json.load(open(os.path.join(model_dir, "report.json")))["accuracy"]
 
 
+def _audit_labels(csv_path, out, seed, flipped, flags_, accuracy):
+  """`imgrec-audit --parts=labels` on a labels CSV: precision and recall of
+  its flagged images against `flipped`, precision at 80% recall, seconds,
+  and the summary's held-out `accuracy` field."""
+  seconds = _run(["imgrec.cli.audit", f"--labels_csv={csv_path}",
+                  "--allow_outside", "--parts=labels", f"--out={out}",
+                  f"--seed={seed}", "--noprogress", *flags_])
+  audit = json.load(open(os.path.join(out, "audit.json")))
+  flagged = [i["path"] for i in audit["label_issues"]]
+  return dict(_precision_recall(flagged, flipped),
+              precision_at_recall_80=_precision_at_recall(flagged, flipped),
+              seconds=round(seconds, 1),
+              **{accuracy: audit["summary"]["model"][accuracy]})
+
+
 def labels(work):
   rows = []
   for seed in [int(s) for s in _SEEDS.value]:
     csvs, flipped = make_noisy(work, seed)
     out = os.path.join(work, f"labels_audit_s{seed}")
-    seconds = _run(["imgrec.cli.audit", f"--labels_csv={csvs['audit']}",
-                    "--allow_outside", "--parts=labels", f"--out={out}",
-                    f"--seed={seed}", "--noprogress", *_AUDIT_FLAGS.value])
-    audit = json.load(open(os.path.join(out, "audit.json")))
-    flagged = [i["path"] for i in audit["label_issues"]]
+    imgrec = _audit_labels(csvs["audit"], out, seed, flipped,
+                           _AUDIT_FLAGS.value, "held_out_accuracy")
     audit_rows = _read_rows(csvs["audit"])
     row = {"part": "labels", "seed": seed, "flipped": len(flipped),
-           "imgrec": dict(_precision_recall(flagged, flipped),
-                          precision_at_recall_80=_precision_at_recall(
-                              flagged, flipped), seconds=round(seconds, 1),
-                          held_out_accuracy=audit["summary"]["model"][
-                              "held_out_accuracy"])}
+           "imgrec": imgrec}
     # The single held-out split: the audit's fold-0 model on its 25%.
     fold_csv = os.path.join(out, "folds", "fold_0", "list", "data.csv")
     held = _read_rows(fold_csv, "test")
@@ -399,18 +407,11 @@ def multilabel(work):
         f.write(f"{path},{' '.join(labels)},train\n")
     flipped = {rows[i][0] for i in changed}
     out = os.path.join(work, f"multilabel_audit_s{seed}")  # Not in the data.
-    seconds = _run(["imgrec.cli.audit", f"--labels_csv={csv_path}",
-                    "--task=multilabel", "--allow_outside",
-                    "--parts=labels", f"--out={out}", f"--seed={seed}",
-                    "--noprogress", *_MULTILABEL_FLAGS.value])
-    audit = json.load(open(os.path.join(out, "audit.json")))
-    flagged = [i["path"] for i in audit["label_issues"]]
     row = {"part": "multilabel", "seed": seed, "changed": len(flipped),
-           "imgrec": dict(_precision_recall(flagged, flipped),
-                          precision_at_recall_80=_precision_at_recall(
-                              flagged, flipped), seconds=round(seconds, 1),
-                          held_out_label_accuracy=audit["summary"]["model"][
-                              "held_out_label_accuracy"])}
+           "imgrec": _audit_labels(
+               csv_path, out, seed, flipped,
+               ["--task=multilabel", *_MULTILABEL_FLAGS.value],
+               "held_out_label_accuracy")}
     out_rows.append(row)
     print(json.dumps(row), flush=True)
   return out_rows
