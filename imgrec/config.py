@@ -27,6 +27,10 @@ from imgrec.errors import ImgrecError
 
 AUGMENT_LEVELS = ("none", "light", "medium", "heavy", "randaugment")
 FLIP_MODES = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+# Explanation methods (`imgrec.inference.explain`): on the last spatial
+# feature map, then on the input pixels (any model).
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "layercam", "integrated_gradients",
+                   "gradient_x_input")
 TEMPORAL_MODELS = ("gru", "lstm", "attention", "average")
 CACHE_MODES = ("auto", "none", "memory")  # Or a file path prefix.
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -1221,4 +1225,26 @@ class PredictConfig(Config):
       "the runtime's choice.", check=_positive)
   chunk_size: int = field(64, "Images read and classified at a time (a "
                           "folder streams through).", check=_positive)
+  explain: str | None = field(
+      None, "Explain each answer with a heatmap by this method ("
+      "`--explain` alone: the model's default, Grad-CAM where it has a "
+      "spatial feature map, else integrated gradients): its peak and box "
+      "print with the classes.", choices=("auto",) + EXPLAIN_METHODS)
+  explain_dir: str | None = field(
+      None, "With --explain: write each heatmap over its image as a PNG "
+      "into this folder (new, empty, or an earlier --explain_dir's).")
+  target: str | None = field(
+      None, "With --explain: explain this class instead of the predicted "
+      "one.")
+
+  def _check_relations(self, check_files):
+    if self.explain is None:
+      for name in ("explain_dir", "target"):
+        if getattr(self, name) is not None:
+          raise ImgrecError(f"--{name} goes with --explain (which explains "
+                            "each answer). Pass --explain too, or leave "
+                            f"--{name} out.")
+    if self.explain is not None and self.benchmark:
+      raise ImgrecError("--explain and --benchmark do not go together: "
+                        "--benchmark times the model alone.")
 

@@ -23,6 +23,7 @@ a user's own file: imgrec deletes stale temporaries by that prefix alone.
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -299,6 +300,16 @@ def locked(path):
     yield
   finally:
     os.close(fd)
+
+
+def digest(path):
+  """The SHA-256 of a file's bytes (hex): what a command records of an
+  output it wrote, to replace it later only while it is still so."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 def write_text(path, text):

@@ -56,9 +56,10 @@ FACES_COMMAND = "imgrec-faces train"
 ENSEMBLE_COMMAND = "imgrec-export --ensemble"
 EXTEND_COMMAND = "imgrec-extend"
 AUDIT_COMMAND = "imgrec-audit"
+EXPLAIN_COMMAND = "imgrec-predict --explain"
 _KINDS = {TRAIN_COMMAND: "a trained run", FACES_COMMAND: "a face embedder",
           ENSEMBLE_COMMAND: "an ensemble", EXTEND_COMMAND: "an extended run",
-          AUDIT_COMMAND: "a data audit"}
+          AUDIT_COMMAND: "a data audit", EXPLAIN_COMMAND: "explanations"}
 _MARKER_NAME = ".imgrec-run"
 _REPORT_MARKER_NAME = ".imgrec-report"
 # Inside an exported SavedModel: the input size and channels its
@@ -464,7 +465,7 @@ class RunFolder:
       with open(self.marker_path, encoding="utf-8") as f:
         command = json.load(f).get("command")
       if command in (TRAIN_COMMAND, FACES_COMMAND, ENSEMBLE_COMMAND,
-                     AUDIT_COMMAND):
+                     AUDIT_COMMAND, EXPLAIN_COMMAND):
         return command
     except (OSError, ValueError, AttributeError):
       pass
@@ -892,3 +893,16 @@ class AuditFolder(RunFolder):
   def outputs(self):
     return (self.audit_path, self.html_path, self.exclude_path,
             self.relabel_path)
+
+
+class ExplainFolder(RunFolder):
+  """The folder of `imgrec-predict --explain_dir`: overlay pictures of
+  explanations, in a folder of imgrec's (marked, locked, never one holding
+  a user's files), with the digest of each picture as written (a rerun
+  replaces only what is still so)."""
+
+  flag = "--explain_dir"
+  outputs_record_path = _in_run(".imgrec-explain-outputs.json")
+
+  def picture_path(self, name):
+    return os.path.join(self.path, name)

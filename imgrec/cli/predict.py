@@ -9,6 +9,12 @@ they come. A multi-label model prints each image's labels above their
 thresholds (JSON items: {"source", "labels", "scores"}). A clip model classifies video files (one label a clip); an
 image model's videos go to imgrec-stream.
 
+With --explain[=METHOD] each answer comes with a heatmap of where the model
+looked (`Classifier.explain`): its peak and box print with the classes (JSON:
+an "explanation" item), and --explain_dir=DIR writes each heatmap over its
+image as a PNG (JSON: "picture"). Explanations take the gradients of the Keras
+model: a SavedModel or TFLite file explains through its run's best.keras.
+
 Exit status: 0 when every input was classified; 1 when some could not be
 (each is named on stderr, then one line says how many), the others
 classified; 2 when none was, or on an error (one line on stderr).
@@ -70,7 +76,23 @@ def main(config, argv):
   if config.benchmark:
     _benchmark(clf, paths, config)
     return
-  failures = len(videos) + _print_predictions(clf, paths, config)
+  pictures = None
+  if config.explain:
+    clf.explainer(None if config.explain == "auto" else config.explain)
+    if config.target is not None:
+      clf._target_index(config.target)  # pylint: disable=protected-access
+    if config.explain_dir:
+      from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+      pictures = explain.PictureFolder(
+          config.explain_dir, paths,
+          roots=[a for a in argv[1:] if os.path.isdir(a)])
+      pictures.check(_picture_names(clf, paths))
+  if pictures is not None:
+    with pictures.start():
+      failures = len(videos) + _print_predictions(clf, paths, config,
+                                                  pictures)
+  else:
+    failures = len(videos) + _print_predictions(clf, paths, config)
   if failures:
     total = len(paths) + len(videos)
     if failures == total:
@@ -81,26 +103,94 @@ def main(config, argv):
     sys.exit(1)
 
 
-def _print_predictions(clf, paths, config):
-  """Prints each file's classes as it comes; returns how many failed."""
+def _picture_names(clf, paths):
+  """Every name --explain_dir may get: one an image (a multi-label model's:
+  one an image and label)."""
+  from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+  if clf.thresholds is None:
+    return [explain.picture_name(i, p) for i, p in enumerate(paths)]
+  return [explain.picture_name(i, p, label) for i, p in enumerate(paths)
+          for label in clf.class_names]
+
+
+def _explained(clf, paths, config, pictures):
+  """(prediction, explanation or None, {label: picture path}) a file, in
+  order, `chunk_size` files at a time."""
+  from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+  method = None if config.explain == "auto" else config.explain
+  for start in range(0, len(paths), config.chunk_size):
+    chunk = paths[start:start + config.chunk_size]
+    predictions = clf.predict(chunk, top_k=config.top_k)
+    explanations = clf.explain(chunk, method=method, target=config.target,
+                               keep_images=pictures is not None)
+    for i, (prediction, explanation) in enumerate(
+        zip(predictions, explanations)):
+      written = {}
+      if pictures is not None and not explanation.error:
+        parts = explanation.per_label or [explanation]
+        multi = explanation.per_label is not None
+        written = pictures.write({
+            explain.picture_name(start + i, explanation.source,
+                                 part.label if multi else None):
+                explain.picture(explanation.image, part.heatmap)
+            for part in parts})
+        explanation.image = None
+      yield prediction, explanation, written
+
+
+def _print_predictions(clf, paths, config, pictures=None):
+  """Prints each file's classes (and explanation) as it comes; returns how
+  many failed."""
   failures, first = 0, True
   if config.format == "json":
     print("[")
-  for prediction in clf.predict_iter(paths, top_k=config.top_k,
-                                     chunk_size=config.chunk_size):
-    if prediction.error:  # Report and go on with the other files.
+  if config.explain:
+    results = _explained(clf, paths, config, pictures)
+  else:
+    results = ((p, None, {}) for p in clf.predict_iter(
+        paths, top_k=config.top_k, chunk_size=config.chunk_size))
+  for prediction, explanation, written in results:
+    error = prediction.error or (explanation and explanation.error)
+    if error:  # Report and go on with the other files.
       failures += 1
-      sys.stderr.write(f"skipped: {prediction.error}\n")
+      sys.stderr.write(f"skipped: {error}\n")
     elif config.format == "json":
-      text = json.dumps(prediction.to_dict(), indent=2)
+      item = prediction.to_dict()
+      if explanation is not None:
+        item["explanation"] = explanation.to_dict()
+      if written:
+        item["picture"] = (next(iter(written.values())) if len(written) == 1
+                           else written)
+      text = json.dumps(item, indent=2)
       print(("" if first else ",\n") + "  " + text.replace("\n", "\n  "),
             end="")
       first = False
     else:
-      print(f"{prediction.source}  {_table_row(prediction)}", flush=True)
+      row = f"{prediction.source}  {_table_row(prediction)}"
+      if explanation is not None:
+        row += f"  [{_explanation_row(explanation)}]"
+      print(row, flush=True)
   if config.format == "json":
     print("\n]" if not first else "]")
   return failures
+
+
+def _explanation_row(explanation):
+  """An explanation in a table row: the label explained, its peak and box."""
+  def where(e):
+    if e.frames is not None:
+      return " ".join(f"frame {t}: peak {_xy(f['peak'])}"
+                      for t, f in enumerate(e.frames))
+    if e.peak is None:
+      return "no evidence"
+    return f"peak {_xy(e.peak)} box {','.join(map(str, e.box))}"
+  parts = explanation.per_label or [explanation]
+  return f"{explanation.method}: " + "; ".join(
+      f"{e.label} {where(e)}" for e in parts)
+
+
+def _xy(point):
+  return "-" if point is None else f"{point[0]},{point[1]}"
 
 
 def _table_row(prediction):
@@ -130,9 +220,18 @@ def _videos_apart(clf, config, paths):
   return keep, videos
 
 
-def run():
-  common.run_config_main(PredictConfig, main,
-                         tensorflow=common.model_needs_tensorflow)
+def _needs_tensorflow(config):
+  """Whether this run needs TensorFlow: a model TFLite cannot run, or
+  explanations (the Keras model's gradients)."""
+  return bool(config.explain) or common.model_needs_tensorflow(config)
+
+
+def run(argv=None):
+  # `--explain` alone asks for the model's default method.
+  argv = [("--explain=auto" if a == "--explain" else a)
+          for a in (sys.argv if argv is None else argv)]
+  common.run_config_main(PredictConfig, main, argv=argv,
+                         tensorflow=_needs_tensorflow)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,11 @@ _MIN_IMAGES_FOR_WORKERS = 64
 
 
 def render_shape(rng, shape_name, image_size=64):
+  """Draws one image of `shape_name`; see `render_shape_and_box`."""
+  return render_shape_and_box(rng, shape_name, image_size)[0]
+
+
+def render_shape_and_box(rng, shape_name, image_size=64):
   """Draws one image of `shape_name` on a random textured background.
 
   Only `rng` supplies randomness, so the same generator state always gives
@@ -70,7 +75,9 @@ def render_shape(rng, shape_name, image_size=64):
     image_size: Side of the square output image in pixels, at least 16.
 
   Returns:
-    A `uint8` array of shape `(image_size, image_size, 3)`.
+    (image, box): the `uint8` image `(image_size, image_size, 3)` and the
+    shape's box `(x0, y0, x1, y1)` in pixels (end exclusive): the pixels
+    its fill or outline covers by at least half.
 
   Raises:
     ValueError: If `shape_name` or `image_size` is invalid.
@@ -103,7 +110,14 @@ def render_shape(rng, shape_name, image_size=64):
 
   noise_std = rng.uniform(1.0, 6.0)
   image = image + rng.normal(0.0, noise_std, size=image.shape)
-  return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+  covered = fill_mask[..., 0] >= 0.5
+  if outline_mask is not None:
+    covered |= outline_mask[..., 0] >= 0.5
+  rows = np.nonzero(covered.any(axis=1))[0]
+  columns = np.nonzero(covered.any(axis=0))[0]
+  box = (int(columns[0]), int(rows[0]), int(columns[-1]) + 1,
+         int(rows[-1]) + 1)
+  return np.clip(np.rint(image), 0, 255).astype(np.uint8), box
 
 
 def generate_shapes(root, *, seed, image_size=64, counts, num_workers=None):
@@ -198,7 +212,10 @@ def load_shapes(data_dir=None,
       "load_shapes")
 
 
-def _write_image(path, seed, split, class_name, index, image_size):
+def image_and_box(seed, split, class_name, index, image_size=64):
+  """The image `load_shapes` writes at `<split>/<class_name>/<index>.png`
+  (the same pixels) and its shape's box (`render_shape_and_box`): where the
+  object is, for measuring explanations."""
   # Keying the generator on the split and class as well as the index keeps
   # the splits disjoint and makes each image independent of the counts.
   rng = np.random.default_rng([
@@ -207,7 +224,11 @@ def _write_image(path, seed, split, class_name, index, image_size):
       SHAPE_CLASSES.index(class_name),
       index,
   ])
-  pixels = render_shape(rng, class_name, image_size)
+  return render_shape_and_box(rng, class_name, image_size)
+
+
+def _write_image(path, seed, split, class_name, index, image_size):
+  pixels = image_and_box(seed, split, class_name, index, image_size)[0]
   Image.fromarray(pixels, mode="RGB").save(path, format="PNG")
 
 

@@ -70,6 +70,54 @@ class Prediction:
     return out
 
 
+@dataclasses.dataclass
+class Explanation:
+  """Where a model looked for one of its answers (`Classifier.explain`).
+
+  `heatmap` is at the model's input size, in 0..1 (the evidence for
+  `label`, its largest value 1; all zero when the model found none).
+  `peak` ([x, y]) and `box` ([x0, y0, x1, y1], the end exclusive: the
+  pixels around the peak at least half its height) are in the pixel
+  coordinates of the image itself (a file's as stored, after its EXIF
+  orientation). A clip's heatmap is [T, H, W] and its `frames` hold each
+  frame's peak and box. A multi-label model's explanation is of its best
+  label, and `per_label` holds one for each label above its threshold.
+  """
+  method: str | None
+  label: str | None
+  score: float | None
+  heatmap: np.ndarray | None
+  peak: list | None = None
+  box: list | None = None
+  frames: list | None = None
+  source: str | None = None
+  error: str | None = None
+  per_label: list | None = None
+  # The image (or clip) as read, uint8, when `explain(keep_images=True)`.
+  image: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+  def to_dict(self):
+    out = {"method": self.method, "label": self.label, "score": self.score}
+    if self.frames is not None:
+      out["frames"] = self.frames
+    else:
+      out.update(peak=self.peak, box=self.box)
+    if self.per_label is not None:
+      out["labels"] = [{k: v for k, v in e.to_dict().items() if k != "method"}
+                       for e in self.per_label]
+    return out
+
+
+def _image_size_of(path):
+  """(height, width) of an image file as shown (EXIF orientation applied)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(path) as image:
+    width, height = image.size
+    if decode.orientation(image) in (5, 6, 7, 8):
+      width, height = height, width
+  return height, width
+
+
 def _folders_beside(path):
   """Where a model's files lie: beside a model file or in/above a model
   folder (an export inside its run folder), nearest first."""
@@ -691,6 +739,160 @@ class Classifier:
     if self.open_set is not None:
       return {"unknown": None}
     return {} if self.thresholds is None else {"labels": [], "scores": {}}
+
+  # --- Explanations ----------------------------------------------------------
+
+  def keras_model_path(self):
+    """The .keras file explanations run on: the model itself, or its run's
+    best.keras (beside a SavedModel or TFLite file exported in the run)."""
+    if self.format == "keras":
+      return self.path
+    for candidate in _folders_beside(self.path):
+      found = RunFolder(candidate).best_model_path
+      if os.path.isfile(found) and _find_labels(found) == self.class_names:
+        return found
+    raise ImgrecError(
+        f"Explanations take the gradients of the Keras model, and {self.path} "
+        f"is a {self.format} model with no best.keras of its run beside it. "
+        "Pass the run's model_dir or its best.keras.")
+
+  def explainer(self, method=None):
+    """The `explain.Explainer` of this model and `method` (kept for reuse).
+
+    Raises:
+      ImgrecError: no Keras model, or a method that does not apply to it.
+    """
+    from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+    if not hasattr(self, "_explainers"):
+      self._explainers = {}
+      self._explained_model = tasks.load_model(self.keras_model_path())
+    model = self._explained_model
+    if method is not None and not isinstance(method, str):
+      raise ImgrecError(f"method must be a method name ({', '.join(explain.METHODS)}"
+                        f"). Received: {method!r}")
+    try:
+      method = explain.check_method(model, method)
+    except ValueError as e:
+      raise ImgrecError(str(e)) from None
+    if method not in self._explainers:
+      self._explainers[method] = explain.Explainer(model, method)
+    return self._explainers[method]
+
+  def _target_index(self, target):
+    """A target label (name or index) as a class index."""
+    names = self.class_names or []
+    if isinstance(target, str):
+      if target not in names:
+        raise ImgrecError(f"target {target!r} is not a class of {self.path} "
+                          f"({', '.join(names[:10])}"
+                          f"{', ...' if len(names) > 10 else ''}).")
+      return names.index(target)
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool) \
+        and 0 <= int(target) < len(names):
+      return int(target)
+    raise ImgrecError(f"target must be a class name or index 0..{len(names) - 1}."
+                      f" Received: {target!r}")
+
+  def explain(self, inputs, method=None, target=None, keep_images=False):
+    """Heatmaps of where the model looked, one `Explanation` an input.
+
+    Args:
+      inputs: a path or an image (or clip) array, or a list of them, as
+        `predict` takes.
+      method: one of `explain.methods_for` the model (None: Grad-CAM where
+        the model has a spatial feature map, else integrated gradients).
+      target: the class to explain (a name or index) for every input; None
+        for the predicted class (a multi-label model: each label above its
+        threshold, its best one if none is).
+      keep_images: keep each image as read in its explanation (`image`),
+        for pictures (`explain.picture`).
+
+    Returns:
+      A list of `Explanation` (one for a single input); for a list of
+      inputs, one that cannot be read has `error` set.
+
+    Raises:
+      ImgrecError: no Keras model to take gradients of, an unknown or
+        inapplicable method or target, or a single input that cannot be
+        used.
+    """
+    from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+    explainer = self.explainer(method)
+    if explainer.kind != "classes":
+      raise ImgrecError(f"{self.path} has no classifier head: explain a face "
+                        "model's matches with imgrec.faces.")
+    index = None if target is None else self._target_index(target)
+    single = isinstance(inputs, (str, os.PathLike, np.ndarray)) or (
+        inputs is None)
+    items = [inputs] if single else _as_list(inputs)
+    out, loaded = {}, []
+    for i, item in enumerate(items):
+      try:
+        image, source = self._read(item, i)
+        size = (_image_size_of(source) if source is not None and
+                self.clip_frames is None else image.shape[-3:-1])
+        loaded.append((i, image, source, size))
+      except (ImgrecError, OSError) as e:
+        if single:
+          raise ImgrecError(str(e)) from None
+        out[i] = Explanation(explainer.method, None, None, None, source=(
+            os.fspath(item) if isinstance(item, (str, os.PathLike)) else None),
+                             error=str(e))
+    if loaded:
+      spec = tasks.model_input(explainer.model)
+      batch = pixels.preprocess([im for _, im, _, _ in loaded],
+                                spec.image_size, spec.channels)
+      names = self.class_names or [
+          str(j) for j in range(explainer.model.output.shape[-1])]
+      targets = np.full([len(loaded)], -1 if index is None else index)
+      maps, probabilities, used = explainer(batch, targets)
+      extra = {}
+      if self.thresholds is not None and index is None:
+        extra = self._label_maps(explainer, batch, probabilities, used)
+      for row, (i, _, source, size) in enumerate(loaded):
+        label = int(used[row])
+        out[i] = self._explanation(
+            explain, explainer.method, maps[row], names[label],
+            float(probabilities[row, label]), source, size)
+        if self.thresholds is not None and index is None:
+          out[i].per_label = [
+              self._explanation(
+                  explain, explainer.method,
+                  maps[row] if heat is None else heat, names[j],
+                  float(probabilities[row, j]), source, size)
+              for j, heat in extra[row] or [(label, None)]]
+        if keep_images:
+          out[i].image = loaded[row][1]
+    return [out[i] for i in range(len(items))]
+
+  def _label_maps(self, explainer, batch, probabilities, used):
+    """{row: [(label, heatmap), ...]}: each label above its threshold (the
+    best label's map reused), best first; the best label alone if none."""
+    rows, labels = [], []
+    for row, p in enumerate(probabilities):
+      for j in np.argsort(-p, kind="stable"):
+        if p[j] >= self.thresholds[j] and j != used[row]:
+          rows.append(row)
+          labels.append(int(j))
+    found = {}
+    if rows:
+      maps = explainer(batch[rows], np.asarray(labels))[0]
+      for row, j, heat in zip(rows, labels, maps):
+        found.setdefault(row, []).append((j, heat))
+    return {row: ([(int(used[row]), None)] if probabilities[row, used[row]] >=
+                  self.thresholds[used[row]] else []) + found.get(row, [])
+            for row in range(len(batch))}
+
+  def _explanation(self, explain, method, heat, label, score, source, size):
+    if heat.ndim == 3:  # A clip: each frame's own peak and box.
+      frames = []
+      for frame in heat:
+        peak, box = explain.to_image(*explain.locate(frame), frame.shape, size)
+        frames.append({"peak": peak, "box": box})
+      return Explanation(method, label, score, heat, frames=frames,
+                         source=source)
+    peak, box = explain.to_image(*explain.locate(heat), heat.shape, size)
+    return Explanation(method, label, score, heat, peak, box, source=source)
 
   def predict_iter(self, inputs, top_k=5, chunk_size=64):
     """Classifies an iterable of inputs `chunk_size` at a time, lazily.

@@ -44,6 +44,10 @@ HEAD = "predictions"
 # The layer every backbone ends in: what `backbone_of` looks for.
 FEATURES = "features"
 
+# A transformer's last tokens, one a patch in row order, before they are
+# pooled (vit_tiny's final layer norm): its spatial map, for explanations.
+TOKENS = "final_ln"
+
 
 def model_inputs(model):
   """What a functional model over `model`'s graph takes as its inputs: the
@@ -469,3 +473,41 @@ def classifier_head(model):
   kernel, bias = (keras.ops.convert_to_numpy(w).astype("float32")
                   for w in (head.kernel, head.bias))
   return embedder, kernel, bias
+
+
+def spatial_features(model):
+  """The last spatial feature map a model's answer is read from, if any.
+
+  Explanations weigh this map (Grad-CAM and its kin). A backbone with
+  `"map"` features gives its `FEATURES` output; a transformer (vit_tiny)
+  its last tokens (`TOKENS`), which lie on the patch grid; a model without
+  either (mlp, row_lstm, a clip model whose frame model runs inside a
+  `TimeDistributed`) has none.
+
+  Args:
+    model: a functional model built on `create_backbone` (a classifier, an
+      embedder), built here or loaded.
+
+  Returns:
+    (tensor, grid): the symbolic tensor in `model`'s graph, and None for a
+    `[batch, h, w, c]` map or `(h, w)` for tokens `[batch, h * w, c]`; or
+    None when the model has no spatial map in its own graph.
+  """
+  names = {layer.name: layer for layer in model.layers}
+  found = names.get(FEATURES)
+  if found is not None and len(found.output.shape) == 4:
+    return found.output, None
+  found = names.get(TOKENS)
+  if found is None or len(found.output.shape) != 3:
+    return None
+  inputs = model_inputs(model)
+  if isinstance(inputs, list):
+    return None
+  tokens = found.output.shape[1]
+  height, width = inputs.shape[1:3]
+  if not (tokens and height and width):
+    return None
+  rows = int(round((tokens * height / width) ** 0.5))
+  if rows < 1 or tokens % rows:
+    return None
+  return found.output, (rows, tokens // rows)

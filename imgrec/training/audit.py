@@ -27,7 +27,6 @@ refused when it holds anything else.
 import collections
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -81,13 +80,6 @@ def _check_places(out, prepared_dir, found, config):
                       "Pass another --out.")
 
 
-def _digest(path):
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
 
 def _check_outputs(out):
   """Refuses an --out whose audit.json, audit.html, exclude.txt or
@@ -105,7 +97,7 @@ def _check_outputs(out):
       continue
     name = os.path.basename(path)
     if os.path.islink(path) or not os.path.isfile(path) or (
-        written.get(name) != _digest(path)):
+        written.get(name) != fileio.digest(path)):
       raise ImgrecError(f"--out={out.path}: {name} is not as imgrec-audit "
                         "wrote it (changed since, or not imgrec's); a new "
                         "audit would replace it. Move it out of the folder "
@@ -122,7 +114,7 @@ def _write_outputs(out, texts):
     if path not in texts and os.path.isfile(path):
       os.remove(path)
   fileio.write_json(out.outputs_record_path, {
-      os.path.basename(path): _digest(path) for path in texts}, indent=1)
+      os.path.basename(path): fileio.digest(path) for path in texts}, indent=1)
 
 
 def _check_folds(found, config):
