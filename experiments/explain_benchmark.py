@@ -57,6 +57,8 @@ _EPOCHS = flags.DEFINE_integer("epochs", 15, "Training epochs.")
 _IMAGES = flags.DEFINE_integer("faithfulness_images", 100, "Correct test "
                                "images the deletion, insertion and sanity "
                                "measures use.")
+_POINTING = flags.DEFINE_integer("pointing_images", 50, "Test images of "
+                                 "each class the pointing game uses.")
 _STEPS = flags.DEFINE_integer("curve_steps", 16, "Steps of the deletion and "
                               "insertion curves.")
 
@@ -140,17 +142,19 @@ def shapes_boxes(work):
   return root, boxes
 
 
-def _curve_area(model, image, cells, target, steps, start, end):
-  """The target's probability along `steps` changes of the cells in order
-  (`cells`: [K, H, W] masks) from `start` to `end`, integrated over the
-  fraction changed (trapezoid)."""
+def _curve_batch(image, cells, steps, start, end):
+  """The `steps` + 1 images along a curve: the cells in order (`cells`:
+  [K, H, W] masks) changed from `start` to `end`."""
   batch = []
   for k in range(steps + 1):
     changed = cells[:int(round(k / steps * len(cells)))].any(axis=0)
     batch.append(np.where(changed[..., None], end, start))
-  p = np.asarray(model(np.stack(batch).astype(np.float32), training=False))
-  p = p[:, target]
-  return float(np.sum((p[1:] + p[:-1]) / 2) / steps)
+  return batch
+
+
+def _area(p):
+  """A curve's area over the fraction changed (trapezoid)."""
+  return float(np.sum((p[1:] + p[:-1]) / 2) / (len(p) - 1))
 
 
 def _cells(heat, rng, grid=8):
@@ -203,6 +207,11 @@ def measure(model_dir, boxes, seed):
   clf = Classifier.load(os.path.join(model_dir, "best.keras"))
   model = clf.explainer().model
   paths = sorted(boxes)
+  per_class = {}
+  for path in paths:  # The first --pointing_images of each class.
+    per_class.setdefault(os.path.dirname(path), []).append(path)
+  paths = sorted(p for found in per_class.values()
+                 for p in found[:_POINTING.value])
   truth = [os.path.basename(os.path.dirname(p)) for p in paths]
   rng = np.random.default_rng(seed)
   spec = clf.model_input
@@ -239,12 +248,17 @@ def measure(model_dir, boxes, seed):
     sanity = []
     for image, h, rh, target in zip(images, heat, random_heat, targets):
       blur = _blurred(image)
+      curves, batch = [], []
       for name, cells in (("", _cells(h, rng)),
                           ("_random", _cells(rng.uniform(size=h.shape), rng))):
-        areas["deletion" + name].append(_curve_area(
-            model, image, cells, target, _STEPS.value, image, blur))
-        areas["insertion" + name].append(_curve_area(
-            model, image, cells, target, _STEPS.value, blur, image))
+        for curve, start, end in (("deletion", image, blur),
+                                  ("insertion", blur, image)):
+          curves.append(curve + name)
+          batch += _curve_batch(image, cells, _STEPS.value, start, end)
+      p = predict(np.stack(batch).astype(np.float32)).numpy()[:, target]
+      for i, curve in enumerate(curves):
+        areas[curve].append(_area(p[i * (_STEPS.value + 1):
+                                    (i + 1) * (_STEPS.value + 1)]))
       sanity.append(_spearman(h, rh))
     explainer = clf.explainer(method)
     explain_one = _latency(lambda x: explainer(x), one)  # pylint: disable=unnecessary-lambda

@@ -286,3 +286,37 @@ def test_predict_explains_writes_pictures_and_refuses_what_it_may_not_touch(
     proc = _predict(f"--model={model}", *args, data)
     assert proc.returncode == 2 and why in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_the_mistakes_picture_shows_where_the_model_looked(tmp_path):
+  from imgrec.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from imgrec.evaluation import pictures  # pylint: disable=g-import-not-at-top
+  from imgrec import tasks  # pylint: disable=g-import-not-at-top
+  paths = []
+  for i in range(3):
+    paths.append(str(tmp_path / f"im{i}.png"))
+    Image.fromarray(_spot_image(size=32, at=(4 + 8 * i, 4))).save(paths[-1])
+  mistakes = [{"path": p, "true": "dark", "predicted": "bright",
+               "probability": 0.9} for p in paths]
+  mistakes.append({"path": str(tmp_path / "gone.png"), "true": "dark",
+                   "predicted": "bright", "probability": 0.8})
+  heatmaps = evaluate.mistake_heatmaps(_spot_model(), mistakes,
+                                       ["dark", "bright"])
+  assert heatmaps.pop("method") == "gradcam"
+  assert sorted(heatmaps) == paths  # The unreadable image has none.
+  for i, path in enumerate(paths):
+    peak = explain.locate(heatmaps[path])[0]
+    assert 2 + 4 * i <= peak[0] < 4 + 4 * i and 2 <= peak[1] < 4, peak
+  heatmaps["method"] = "gradcam"
+  plain = pictures.mistakes_png(mistakes, tasks.read_image)
+  shown = pictures.mistakes_png(mistakes, tasks.read_image, heatmaps=heatmaps)
+  import io  # pylint: disable=g-import-not-at-top
+  plain_size = Image.open(io.BytesIO(plain)).size
+  shown_size = Image.open(io.BytesIO(shown)).size
+  assert shown_size[0] > plain_size[0]  # Two panels a mistake.
+  # A clip model's mistakes get no heatmaps (their files are videos).
+  from imgrec.models import clip  # pylint: disable=g-import-not-at-top
+  clip_model = clip.build_clip_model("simple_cnn", 2, (2, 16, 16, 3),
+                                     temporal="average", units=8,
+                                     motion=False)
+  assert evaluate.mistake_heatmaps(clip_model, mistakes, ["a", "b"]) == {}

@@ -470,8 +470,39 @@ def _slug(data_dir, taken):
   return slug
 
 
-def draw_pictures(report, history_path=None):
-  """[(file suffix or None, {picture name: PNG bytes})], one per section."""
+def mistake_heatmaps(model, mistakes, class_names):
+  """{path: heatmap of the predicted class} of the mistakes' images, by the
+  model's default explanation method (`explain.Explainer`); {} for a model
+  of clips or one that cannot be explained, and without images."""
+  from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+  from imgrec.data import pixels  # pylint: disable=g-import-not-at-top
+  spec = tasks.model_input(model)
+  if not mistakes or spec.frames or not class_names:
+    return {}
+  try:
+    explainer = explain.Explainer(model)
+  except ValueError:
+    return {}
+  found, images, targets = [], [], []
+  for mistake in mistakes:
+    try:
+      images.append(tasks.read_image(mistake["path"]))
+    except (ImgrecError, OSError, KeyError, TypeError):
+      continue
+    found.append(mistake["path"])
+    targets.append(class_names.index(mistake["predicted"]))
+  if not found:
+    return {}
+  maps = explainer(pixels.preprocess(images, spec.image_size, spec.channels),
+                   np.asarray(targets))[0]
+  return {"method": explainer.method, **dict(zip(found, maps))}
+
+
+def draw_pictures(report, history_path=None, model=None):
+  """[(file suffix or None, {picture name: PNG bytes})], one per section.
+
+  With the Keras `model`, the mistakes picture shows where it looked for
+  each wrong answer (`mistake_heatmaps`)."""
   from imgrec.evaluation import pictures  # pylint: disable=g-import-not-at-top
   sections = report.get("datasets") or [report]
   taken, out = set(), []
@@ -481,10 +512,13 @@ def draw_pictures(report, history_path=None):
       drawn = {"pr_curves": pictures.pr_curves_png(s),
                "label_cooccurrence": pictures.label_cooccurrence_png(s)}
     else:
+      heatmaps = (mistake_heatmaps(model, s["mistakes"], s.get("class_names"))
+                  if model is not None else {})
       drawn = {
           "confusion_matrix": pictures.confusion_matrix_png(s),
           "reliability": pictures.reliability_png(s),
-          "mistakes": pictures.mistakes_png(s["mistakes"], tasks.read_image),
+          "mistakes": pictures.mistakes_png(s["mistakes"], tasks.read_image,
+                                            heatmaps=heatmaps),
       }
     if i == 0 and history_path:
       drawn["curves"] = pictures.curves_png(history_path)
@@ -516,7 +550,7 @@ def headline(report):
 
 
 def write_outputs(folder, report, *, pictures=True, history_path=None,
-                  logs_dir=None, title="imgrec evaluation"):
+                  logs_dir=None, title="imgrec evaluation", model=None):
   """Writes report.json/.txt and, with `pictures`, the PNGs and report.html.
 
   Args:
@@ -526,6 +560,7 @@ def write_outputs(folder, report, *, pictures=True, history_path=None,
     history_path: the run's history.csv, for curves.png.
     logs_dir: a run's TensorBoard folder, to add the pictures to.
     title: report.html's title.
+    model: the Keras model of a single run, for the mistakes' heatmaps.
 
   Returns:
     {"report": path, "html": path or None, "pictures": [paths]}.
@@ -534,7 +569,7 @@ def write_outputs(folder, report, *, pictures=True, history_path=None,
   paths = []
   html_path = None
   if pictures:
-    drawn = draw_pictures(report, history_path)
+    drawn = draw_pictures(report, history_path, model)
     sections = [dict(s) for s in report.get("datasets") or [report]]
     for section, (slug, pics) in zip(sections, drawn):
       section["pictures"] = {}
@@ -587,11 +622,12 @@ def evaluate_split(task, model, split, class_names, *, val_split=None,
   return _assemble([section], measure_latency([member]))
 
 
-def report_run(run, report, pictures=True):
-  """Writes a run's report with its pictures into its model_dir."""
+def report_run(run, report, pictures=True, model=None):
+  """Writes a run's report with its pictures into its model_dir (with its
+  Keras `model`, the mistakes' heatmaps)."""
   return write_outputs(run.reports, report, pictures=pictures,
                        history_path=run.history_path, logs_dir=run.logs_dir,
-                       title=f"imgrec evaluation: {run.path}")
+                       title=f"imgrec evaluation: {run.path}", model=model)
 
 
 def _same_folder(path_a, path_b):
@@ -729,13 +765,16 @@ def evaluate(config, write=True):
     if single and not elsewhere:
       run = members[0].run
       with run.lock("imgrec-evaluate"):
-        files = report_run(run, report, config.pictures)
+        files = report_run(run, report, config.pictures,
+                           model=members[0].model if not config.tta_modes
+                           else None)
     else:
       files = write_outputs(ReportFolder(report_dir), report,
                             pictures=config.pictures,
                             history_path=(members[0].run.history_path
                                           if single else None),
                             title="imgrec evaluation: " + ", ".join(
-                                model_dirs))
+                                model_dirs),
+                            model=members[0].model if single else None)
     report["files"] = files
   return report

@@ -335,7 +335,7 @@ def _thumbnail(read_image, path):
   return image[::step, ::step]
 
 
-def mistakes_png(mistakes, read_image, columns=4):
+def mistakes_png(mistakes, read_image, columns=4, heatmaps=None):
   """Grid of the images a model got wrong, titled with true and predicted.
 
   Args:
@@ -345,6 +345,9 @@ def mistakes_png(mistakes, read_image, columns=4):
       an image it cannot read (it raises, or returns something else) is
       shown as a gray "unreadable" placeholder.
     columns: thumbnails per row.
+    heatmaps: optional {path: heatmap in 0..1, "method": its name}: each
+      image with one is followed by the heatmap over it (where the model
+      looked for its wrong answer).
 
   Returns:
     PNG bytes, or None when `mistakes` is empty.
@@ -357,14 +360,29 @@ def mistakes_png(mistakes, read_image, columns=4):
   mistakes = list(mistakes)
   if not mistakes:
     return None
-  columns = min(columns, len(mistakes))
-  rows = math.ceil(len(mistakes) / columns)
+  heatmaps = heatmaps or {}
+  panels = []  # (mistake, heatmap or None): an image, then its heatmap.
+  for mistake in mistakes:
+    panels.append((mistake, None))
+    if heatmaps.get(mistake.get("path")) is not None:
+      panels.append((mistake, heatmaps[mistake["path"]]))
+  columns = min(columns * (2 if heatmaps else 1), len(panels))
+  rows = math.ceil(len(panels) / columns)
   figure = _new_figure(2.8 * columns, 3.0 * rows)
   grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
   for axes in grid:
     axes.set_axis_off()
-  for axes, mistake in zip(grid, mistakes):
+  for axes, (mistake, heat) in zip(grid, panels):
     image = _thumbnail(read_image, mistake.get("path"))
+    if heat is not None and image is not None:
+      from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+      axes.imshow(explain.overlay(image, heat))
+      axes.set_title(f"where it saw\n{_short(mistake.get('predicted'), 18)} "
+                     f"({heatmaps.get('method', '')})", fontsize=9,
+                     **_LITERAL)
+      continue
+    if heat is not None:
+      continue  # Its image is the placeholder beside.
     if image is None:
       axes.imshow(_PLACEHOLDER, vmin=0, vmax=255)
       axes.text(0.5, 0.5, "unreadable", transform=axes.transAxes,

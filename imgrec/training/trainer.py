@@ -297,7 +297,7 @@ def _finalize(task, run, chief, prepared, history, start):
         task, model, eval_split, p.folder.class_names,
         val_split=val_split if split_name == "test" else None,
         data_dir=p.folder.root, split_name=split_name, run=run)
-    evaluate_lib.report_run(run, report)
+    evaluate_lib.report_run(run, report, model=model)
     result["report"] = report
     result["summary"] = task.summary_line(report)
     logger.info("%s", result["summary"])
