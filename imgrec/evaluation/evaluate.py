@@ -473,7 +473,8 @@ def _slug(data_dir, taken):
 def mistake_heatmaps(model, mistakes, class_names):
   """{path: heatmap of the predicted class} of the mistakes' images, by the
   model's default explanation method (`explain.Explainer`); {} for a model
-  of clips or one that cannot be explained, and without images."""
+  of clips, one without one classifier head (an ensemble), and without
+  images."""
   from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
   from imgrec.data import pixels  # pylint: disable=g-import-not-at-top
   spec = tasks.model_input(model)
@@ -482,6 +483,8 @@ def mistake_heatmaps(model, mistakes, class_names):
   try:
     explainer = explain.Explainer(model)
   except ValueError:
+    return {}
+  if explainer.kind != "classes":  # An ensemble: no one head to explain.
     return {}
   found, images, targets = [], [], []
   for mistake in mistakes:
