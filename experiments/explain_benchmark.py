@@ -28,7 +28,7 @@ test split:
   the trained model's maps and those of the same architecture with fresh
   random weights (`keras.models.clone_model`), median over the images.
   Goal: <= 0.3.
-- Cost: one heatmap's latency (batch of 1, median of 30) over the compiled
+- Cost: one heatmap's latency (batch of 1, median of 10) over the compiled
   Keras prediction of the same image (`tf.function(model)`), and the same
   per image in batches of 32.
 
@@ -50,7 +50,7 @@ from PIL import ImageDraw
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds.")
 _WORK = flags.DEFINE_string("work", "/tmp/explain_benchmark", "Scratch folder.")
 _MODELS = flags.DEFINE_list(
-    "models", ["simple_cnn:64", "vit_tiny:32", "mlp:32"],
+    "models", ["simple_cnn:64", "mlp:32"],
     "MODEL:IMAGE_SIZE of each model family.")
 _DATA = flags.DEFINE_list("data", ["shapes", "scenes"], "Data sets.")
 _EPOCHS = flags.DEFINE_integer("epochs", 15, "Training epochs.")
@@ -186,7 +186,7 @@ def _spearman(a, b):
   return float((ra * rb).sum() / denominator) if denominator else 0.0
 
 
-def _latency(fn, x, runs=30):
+def _latency(fn, x, runs=10):
   fn(x)
   fn(x)
   times = []

@@ -1238,6 +1238,9 @@ class PredictConfig(Config):
       "one.")
 
   def _check_relations(self, check_files):
+    if self.explain_dir == "":
+      raise ImgrecError("--explain_dir is empty: pass the folder the "
+                        "pictures go to, or leave the flag out.")
     if self.explain is None:
       for name in ("explain_dir", "target"):
         if getattr(self, name) is not None:

@@ -41,6 +41,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 
 from imgrec import fileio
@@ -378,6 +379,23 @@ def _in_run(*parts):
                   doc=f"<model_dir>/{'/'.join(parts)}")
 
 
+# What `RunFolder.lock` writes into its lock file.
+_LOCK_TEXT = re.compile(r"[^\n]*, pid \d+ on [^\n]*, since [^\n]*\n?")
+
+
+def _is_lock_file(path):
+  """Whether `path` is a lock file `RunFolder.lock` could have made: a
+  regular file (not a link), empty or naming its holder."""
+  try:
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+      return False
+    with open(path, "rb") as f:
+      text = f.read(1001).decode("utf-8", "replace")
+  except OSError:
+    return False
+  return text == "" or (len(text) <= 1000 and bool(_LOCK_TEXT.fullmatch(text)))
+
+
 class RunFolder:
   """The files of one model_dir.
 
@@ -483,13 +501,18 @@ class RunFolder:
     return None
 
   def _user_names(self):
-    """What the folder holds besides imgrec's lock, mark and temporaries."""
+    """What an unmarked folder holds besides imgrec's lock and mark.
+
+    A lock counts as imgrec's only when it is a plain file that is empty or
+    names its holder as `lock` writes it; temporaries' names count as the
+    user's (imgrec writes temporaries only in a folder it has marked, and
+    cleaning them would delete what the user keeps under such a name)."""
     try:
       names = os.listdir(self.path)
     except OSError:
       return []
-    return sorted(n for n in names if n not in (_LOCK_NAME, _MARKER_NAME)
-                  and not n.startswith(fileio.TEMP_PREFIX))
+    return sorted(n for n in names if n != _MARKER_NAME and not (
+        n == _LOCK_NAME and _is_lock_file(os.path.join(self.path, n))))
 
   def check_ours(self, command, overwrite=None):
     """Refuses a model_dir that `command` may not write into.
@@ -681,7 +704,18 @@ class RunFolder:
     """
     self.makedirs()
     path = os.path.join(self.path, _LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      # Never through a link: truncating it would write over its target.
+      fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+      raise ImgrecError(
+          f"{path} is a link or not a file ({e.strerror}): imgrec's lock is "
+          f"a file of its own. Remove it, or pass another {self.flag}."
+          ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+      os.close(fd)
+      raise ImgrecError(f"{path} is not a regular file: imgrec's lock is a "
+                        f"file of its own. Pass another {self.flag}.")
     try:
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

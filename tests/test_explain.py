@@ -281,6 +281,7 @@ def test_predict_explains_writes_pictures_and_refuses_what_it_may_not_touch(
   assert sorted(os.listdir(data)) == ["im0.png", "im1.png", "im2.png"]
   assert (user / "notes.txt").read_text() == "keep"
   for args, why in (([f"--explain_dir={out}"], "goes with --explain"),
+                    (["--explain", "--explain_dir="], "is empty"),
                     (["--explain=gradcam", "--target=cat"], "not a class"),
                     (["--explain=saliency"], "should be one of")):
     proc = _predict(f"--model={model}", *args, data)
@@ -320,3 +321,58 @@ def test_the_mistakes_picture_shows_where_the_model_looked(tmp_path):
                                      temporal="average", units=8,
                                      motion=False)
   assert evaluate.mistake_heatmaps(clip_model, mistakes, ["a", "b"]) == {}
+
+
+def test_a_folder_with_a_users_lock_or_temporaries_is_not_imgrecs(tmp_path):
+  # Found by a hostile probe of --explain_dir; the rule is every run
+  # folder's (model_dir, --out, --explain_dir).
+  from imgrec import run_folder  # pylint: disable=g-import-not-at-top
+  victim = tmp_path / "victim.txt"
+  victim.write_text("precious")
+  linked = tmp_path / "linked"
+  linked.mkdir()
+  os.symlink(victim, linked / ".lock")
+  plain = tmp_path / "plain"
+  plain.mkdir()
+  (plain / ".lock").write_text("my notes")
+  temporaries = tmp_path / "temporaries"
+  (temporaries / ".imgrec-tmp-thesis").mkdir(parents=True)
+  (temporaries / ".imgrec-tmp-thesis" / "chapter1.txt").write_text("keep")
+  for folder, name in ((linked, ".lock"), (plain, ".lock"),
+                       (temporaries, ".imgrec-tmp-thesis")):
+    with pytest.raises(ImgrecError, match=f"did not write \\({name}\\)"):
+      with run_folder.ExplainFolder(str(folder)).start(
+          run_folder.EXPLAIN_COMMAND):
+        pass
+  assert victim.read_text() == "precious"
+  assert (plain / ".lock").read_text() == "my notes"
+  assert (temporaries / ".imgrec-tmp-thesis" / "chapter1.txt").read_text() == (
+      "keep")
+  # imgrec's own folder, and one a crash left with only its lock, go on.
+  own = run_folder.ExplainFolder(str(tmp_path / "own"))
+  for _ in range(2):
+    with own.start(run_folder.EXPLAIN_COMMAND):
+      pass
+  crashed = tmp_path / "crashed"
+  crashed.mkdir()
+  (crashed / ".lock").write_text("imgrec-train, pid 7 on host, since "
+                                 "2026-12-08T02:04:50\n")
+  with run_folder.ExplainFolder(str(crashed)).start(
+      run_folder.EXPLAIN_COMMAND):
+    pass
+  # A marked folder whose lock became a link is refused too.
+  os.remove(tmp_path / "own" / ".lock")
+  os.symlink(victim, tmp_path / "own" / ".lock")
+  with pytest.raises(ImgrecError, match="is a link or not a file"):
+    with own.start(run_folder.EXPLAIN_COMMAND):
+      pass
+  assert victim.read_text() == "precious"
+
+
+def test_bytes_and_dicts_are_not_lists_of_inputs(tmp_path):
+  from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  clf = Classifier.load(_saved(_spot_model(), tmp_path))
+  for bad in (b"\x89PNG...", {"a": 1}):
+    for call in (clf.explain, clf.predict):
+      with pytest.raises(ImgrecError, match="Expected an image path"):
+        call(bad)

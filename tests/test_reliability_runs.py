@@ -166,10 +166,15 @@ def test_a_run_of_another_kind_is_replaced_only_when_asked(tmp_path):
   run.check_ours(TRAIN_COMMAND, overwrite=True)
   with pytest.raises(ImgrecError, match="pass a new --model_dir"):
     run.check_ours(ENSEMBLE_COMMAND)
-  # Empty folders and imgrec's own leftovers are new folders.
+  # Empty folders and imgrec's own lock are new folders; a temporary's name
+  # in a folder imgrec never marked is the user's (imgrec writes
+  # temporaries only in its marked folders, and cleaning would delete it).
   (tmp_path / "empty").mkdir()
-  write_files(tmp_path / "empty", {".lock": b"", f"{fileio.TEMP_PREFIX}1": b""})
+  write_files(tmp_path / "empty", {".lock": b""})
   RunFolder(tmp_path / "empty").check_ours(ENSEMBLE_COMMAND)
+  write_files(tmp_path / "empty", {f"{fileio.TEMP_PREFIX}1": b""})
+  with pytest.raises(ImgrecError, match="did not write"):
+    RunFolder(tmp_path / "empty").check_ours(ENSEMBLE_COMMAND)
 
 
 def _people(root):

@@ -379,8 +379,11 @@ def _as_image(item, where):
 
 
 def _as_list(inputs):
-  """A list of inputs, or an ImgrecError for what holds none (a number)."""
+  """A list of inputs, or an ImgrecError for what holds none (a number, the
+  bytes of a file, a dict)."""
   try:
+    if isinstance(inputs, (bytes, bytearray, memoryview, dict, set)):
+      raise TypeError
     return list(inputs)
   except TypeError:
     raise ImgrecError(

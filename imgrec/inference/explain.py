@@ -131,7 +131,10 @@ class Explainer:
       self._graph = keras.Model(inputs, [spatial, readout])
     else:
       self._graph = keras.Model(inputs, readout)
-    self._compiled = tf.function(self._maps, reduce_retracing=True)
+    def maps(x, targets):  # A function of this explainer's own: TensorFlow
+      return self._maps(x, targets)  # counts retracing by function.
+
+    self._compiled = tf.function(maps, reduce_retracing=True)
 
   @property
   def activation(self):
