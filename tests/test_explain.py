@@ -55,20 +55,22 @@ def _saved(model, tmp_path, labels=("dark", "bright")):
   return path
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n in model_cases.TRANSFER
-    else n for n in models.list_models()])
+@pytest.mark.slow  # Every model, five methods: the whole suite's.
+@pytest.mark.parametrize("name", models.list_models())
 def test_every_registry_model_explains_with_every_method_that_applies(name):
   model = model_cases.classifier(name, 3, SHAPE)
-  methods = explain.methods_for(model)
+  methods = explain.methods_for(model, offered=False)
   spatial = models.get_model_cfg(name)["features"] == "map" or (
       name == "vit_tiny")
   assert set(methods) == set(explain.METHODS if spatial else
                              explain.INPUT_METHODS)
+  # Offered: what passed the sanity check on such models.
+  assert explain.methods_for(model) == (
+      ("gradcam",) if spatial else explain.INPUT_METHODS)
   x = np.random.default_rng(0).uniform(0, 255, (2, *SHAPE)).astype("float32")
   for method in methods:
-    maps, probabilities, targets = explain.Explainer(model, method, steps=2)(
-        x, np.array([2, -1]))
+    maps, probabilities, targets = explain.Explainer(
+        model, method, steps=2, offered=False)(x, np.array([2, -1]))
     assert maps.shape == (2, 32, 32), method
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert all(m.max() in (0.0, 1.0) for m in maps)
@@ -104,8 +106,10 @@ def test_gradcam_of_a_pooled_linear_head_is_the_class_activation_map():
 def test_every_method_points_at_what_raises_the_class(method):
   model = _spot_model()
   image = _spot_image(at=(10, 3)).astype("float32")
-  maps, probabilities, targets = explain.Explainer(model, method)(
-      image[None], np.array([1]))
+  maps, probabilities, targets = explain.Explainer(model, method,
+                                                   offered=False)(
+                                                       image[None],
+                                                       np.array([1]))
   peak, box = explain.locate(maps[0])
   assert 10 <= peak[0] < 14 and 3 <= peak[1] < 7, (method, peak)
   assert box[0] >= 6 and box[1] >= 0 and box[2] <= 16 and box[3] <= 11
@@ -134,7 +138,7 @@ def test_explainer_refuses_bad_batches_and_targets():
   with pytest.raises(ValueError, match="Unknown explanation method"):
     explain.Explainer(model, "saliency")
   with pytest.raises(ValueError, match="steps"):
-    explain.Explainer(model, "integrated_gradients", steps=0)
+    explain.Explainer(model, "integrated_gradients", steps=0, offered=False)
 
 
 def test_classifier_explains_in_the_images_own_pixels(tmp_path):
@@ -155,8 +159,10 @@ def test_classifier_explains_in_the_images_own_pixels(tmp_path):
     assert e.heatmap.shape == (16, 16)
     assert json.loads(json.dumps(e.to_dict()))["peak"] == e.peak
   assert found[2].error and "does not exist" in found[2].error
-  dark = clf.explain(photo, method="integrated_gradients", target="dark")[0]
+  dark = clf.explain(photo, target="dark")[0]
   assert dark.label == "dark" and dark.score < 0.5
+  with pytest.raises(ImgrecError, match="not offered .* correlate 0.34"):
+    clf.explain(photo, method="integrated_gradients")
   with pytest.raises(ImgrecError, match="not a class"):
     clf.explain(photo, target="cat")
   with pytest.raises(ImgrecError, match="Unknown explanation method"):
@@ -181,6 +187,7 @@ def test_a_multilabel_model_explains_each_label_above_its_threshold(tmp_path):
   assert [l["label"] for l in e.to_dict()["labels"]] == ["bright", "dark"]
 
 
+@pytest.mark.slow
 def test_clip_models_explain_each_frame(tmp_path):
   from imgrec.inference.classifier import Classifier  # pylint: disable=g-import-not-at-top
   from imgrec.models import clip  # pylint: disable=g-import-not-at-top
@@ -194,6 +201,7 @@ def test_clip_models_explain_each_frame(tmp_path):
   assert all(set(f) == {"peak", "box"} for f in e.frames)
 
 
+@pytest.mark.slow
 def test_similarity_maps_show_what_makes_two_images_match():
   from imgrec.models import embedding  # pylint: disable=g-import-not-at-top
   embedder = embedding.build_embedder("simple_cnn", (16, 16, 3),
@@ -255,10 +263,10 @@ def test_predict_explains_writes_pictures_and_refuses_what_it_may_not_touch(
   assert [p for p in pictures if p.endswith(".png")] == [
       "000000-im0.png", "000001-im1.png", "000002-im2.png"]
   # A rerun replaces its own pictures.
-  table = _predict(f"--model={model}", "--explain=layercam",
+  table = _predict(f"--model={model}", "--explain=gradcam",
                    f"--explain_dir={out}", data)
   assert table.returncode == 0, table.stderr
-  assert "layercam: bright peak" in table.stdout
+  assert "gradcam: bright peak" in table.stdout
   # ...but not one changed since, nor a user's file in the folder.
   Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out / "000001-im1.png")
   before = sorted(os.listdir(out))
@@ -282,6 +290,7 @@ def test_predict_explains_writes_pictures_and_refuses_what_it_may_not_touch(
   assert (user / "notes.txt").read_text() == "keep"
   for args, why in (([f"--explain_dir={out}"], "goes with --explain"),
                     (["--explain", "--explain_dir="], "is empty"),
+                    (["--explain=layercam"], "not offered"),
                     (["--explain=gradcam", "--target=cat"], "not a class"),
                     (["--explain=saliency"], "should be one of")):
     proc = _predict(f"--model={model}", *args, data)
@@ -289,6 +298,7 @@ def test_predict_explains_writes_pictures_and_refuses_what_it_may_not_touch(
     assert proc.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_the_mistakes_picture_shows_where_the_model_looked(tmp_path):
   from imgrec.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from imgrec.evaluation import pictures  # pylint: disable=g-import-not-at-top
