@@ -117,14 +117,24 @@ def _explained(clf, paths, config, pictures):
   """(prediction, explanation or None, {label: picture path}) a file, in
   order, `chunk_size` files at a time."""
   from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+  from imgrec.inference.classifier import Prediction  # pylint: disable=g-import-not-at-top
   method = None if config.explain == "auto" else config.explain
   for start in range(0, len(paths), config.chunk_size):
     chunk = paths[start:start + config.chunk_size]
-    predictions = clf.predict(chunk, top_k=config.top_k)
+    # Each file read once: the images explained are the ones classified.
     explanations = clf.explain(chunk, method=method, target=config.target,
-                               keep_images=pictures is not None)
-    for i, (prediction, explanation) in enumerate(
-        zip(predictions, explanations)):
+                               keep_images=True)
+    read = [e for e in explanations if not e.error]
+    classified = iter(clf.predict([e.image for e in read], top_k=config.top_k)
+                      if read else ())
+    for i, explanation in enumerate(explanations):
+      if explanation.error:
+        prediction = Prediction(None, None, None, [],
+                                source=explanation.source,
+                                error=explanation.error)
+      else:
+        prediction = next(classified)
+        prediction.source = explanation.source
       written = {}
       if pictures is not None and not explanation.error:
         parts = explanation.per_label or [explanation]
@@ -134,7 +144,7 @@ def _explained(clf, paths, config, pictures):
                                  part.label if multi else None):
                 explain.picture(explanation.image, part.heatmap)
             for part in parts})
-        explanation.image = None
+      explanation.image = None
       yield prediction, explanation, written
 
 

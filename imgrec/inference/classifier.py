@@ -819,7 +819,6 @@ class Classifier:
         inapplicable method or target, or a single input that cannot be
         used.
     """
-    from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
     explainer = self.explainer(method)
     if explainer.kind != "classes":
       raise ImgrecError(f"{self.path} has no classifier head: explain a face "
@@ -828,7 +827,15 @@ class Classifier:
     single = isinstance(inputs, (str, os.PathLike, np.ndarray)) or (
         inputs is None)
     items = [inputs] if single else _as_list(inputs)
-    out, loaded = {}, []
+    out, loaded = self._read_to_explain(items, single, explainer.method)
+    if loaded:
+      out.update(self._explained(explainer, loaded, index, keep_images))
+    return [out[i] for i in range(len(items))]
+
+  def _read_to_explain(self, items, single, method):
+    """({i: Explanation with `error`} of the inputs that cannot be read,
+    [(i, image, source, size as shown)] of the others)."""
+    failed, loaded = {}, []
     for i, item in enumerate(items):
       try:
         image, source = self._read(item, i)
@@ -838,39 +845,42 @@ class Classifier:
       except (ImgrecError, OSError) as e:
         if single:
           raise ImgrecError(str(e)) from None
-        out[i] = Explanation(explainer.method, None, None, None, source=(
+        failed[i] = Explanation(method, None, None, None, source=(
             os.fspath(item) if isinstance(item, (str, os.PathLike)) else None),
-                             error=str(e))
-    if loaded:
-      spec = tasks.model_input(explainer.model)
-      batch = pixels.preprocess([im for _, im, _, _ in loaded],
-                                spec.image_size, spec.channels)
-      names = self.class_names or [
-          str(j) for j in range(explainer.model.output.shape[-1])]
-      targets = np.full([len(loaded)], -1 if index is None else index)
-      maps, probabilities, used = explainer(batch, targets)
-      extra = {}
-      if self.thresholds is not None and index is None:
-        extra = self._label_maps(explainer, batch, probabilities, used)
-      for row, (i, _, source, size) in enumerate(loaded):
-        label = int(used[row])
-        out[i] = self._explanation(
-            explain, explainer.method, maps[row], names[label],
-            float(probabilities[row, label]), source, size)
-        if self.thresholds is not None and index is None:
-          out[i].per_label = [
-              self._explanation(
-                  explain, explainer.method,
-                  maps[row] if heat is None else heat, names[j],
-                  float(probabilities[row, j]), source, size)
-              for j, heat in extra[row] or [(label, None)]]
-        if keep_images:
-          out[i].image = loaded[row][1]
-    return [out[i] for i in range(len(items))]
+                                error=str(e))
+    return failed, loaded
 
-  def _label_maps(self, explainer, batch, probabilities, used):
+  def _explained(self, explainer, loaded, index, keep_images):
+    """{i: Explanation} of the read inputs, explaining class `index` (None:
+    the answer; a multi-label model's: each label above its threshold)."""
+    from imgrec.inference import explain  # pylint: disable=g-import-not-at-top
+    spec = tasks.model_input(explainer.model)
+    batch = pixels.preprocess([im for _, im, _, _ in loaded],
+                              spec.image_size, spec.channels)
+    names = self.class_names or [
+        str(j) for j in range(explainer.model.output.shape[-1])]
+    targets = np.full([len(loaded)], -1 if index is None else index)
+    maps, probabilities, used = explainer(batch, targets)
+    each_label = self.thresholds is not None and index is None
+    if each_label:
+      extra = self._label_maps(explainer, batch, probabilities, used, maps)
+    out = {}
+    for row, (i, image, source, size) in enumerate(loaded):
+      def explained(j, heat):
+        return self._explanation(explain, explainer.method, heat, names[j],
+                                 float(probabilities[row, j]), source, size)
+      label = int(used[row])
+      out[i] = explained(label, maps[row])
+      if each_label:
+        out[i].per_label = [explained(j, heat) for j, heat in
+                            extra[row] or [(label, maps[row])]]
+      if keep_images:
+        out[i].image = image
+    return out
+
+  def _label_maps(self, explainer, batch, probabilities, used, maps):
     """{row: [(label, heatmap), ...]}: each label above its threshold (the
-    best label's map reused), best first; the best label alone if none."""
+    best label's map `maps[row]` reused), best first; [] if none is."""
     rows, labels = [], []
     for row, p in enumerate(probabilities):
       for j in np.argsort(-p, kind="stable"):
@@ -879,12 +889,12 @@ class Classifier:
           labels.append(int(j))
     found = {}
     if rows:
-      maps = explainer(batch[rows], np.asarray(labels))[0]
-      for row, j, heat in zip(rows, labels, maps):
+      more = explainer(batch[rows], np.asarray(labels))[0]
+      for row, j, heat in zip(rows, labels, more):
         found.setdefault(row, []).append((j, heat))
-    return {row: ([(int(used[row]), None)] if probabilities[row, used[row]] >=
-                  self.thresholds[used[row]] else []) + found.get(row, [])
-            for row in range(len(batch))}
+    return {row: ([(int(used[row]), maps[row])] if probabilities[
+        row, used[row]] >= self.thresholds[used[row]] else []) +
+            found.get(row, []) for row in range(len(batch))}
 
   def _explanation(self, explain, method, heat, label, score, source, size):
     if heat.ndim == 3:  # A clip: each frame's own peak and box.
